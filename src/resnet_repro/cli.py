@@ -1,0 +1,201 @@
+"""The `resnet-repro` command: every step of the pipeline is one sub-command."""
+import argparse
+import json
+import sys
+
+import yaml
+
+from .errors import ReproError
+
+
+def _csv_ints(text):
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def cmd_models(args):
+    from .models import canonical_models, describe_models
+    names = args.names or canonical_models()
+    rows = describe_models(names)
+    if args.family:
+        rows = [r for r in rows if r["family"] == args.family]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'name':<16} {'family':<9} {'depth':>5} {'shortcut':>8} {'params':>12} {'GFLOPs':>8}  input")
+    for r in rows:
+        print(f"{r['name']:<16} {r['family']:<9} {r['depth']:>5} {r['shortcut'] or '-':>8} "
+              f"{r['params'] / 1e6:>11.3f}M {r['gflops']:>8.3f}  {r['input_size']}x{r['input_size']}")
+
+
+def _spec_from_args(args):
+    from .spec import build_spec, parse_assignment
+    flags = {}
+    if args.model:
+        flags["model"] = args.model
+    data = {k: v for k, v in (("kind", args.data), ("root", args.data_root), ("val_split", args.val_split),
+                              ("image_size", args.image_size)) if v is not None}
+    if args.download:
+        data["download"] = True
+    if data:
+        flags["data"] = data
+    for key in ("max_iters", "batch_size", "lr", "seed", "log_every", "checkpoint_every", "device", "precision"):
+        if getattr(args, key) is not None:
+            flags[key] = getattr(args, key)
+    if args.milestones is not None:
+        flags["schedule"] = {"kind": "multistep", "milestones": args.milestones}
+    if args.schedule is not None:
+        flags.setdefault("schedule", {})["kind"] = args.schedule
+    if args.no_warmup:
+        flags["warmup"] = None
+    return build_spec(args.spec, [flags] + [parse_assignment(s) for s in args.set])
+
+
+def add_spec_args(p):
+    p.add_argument("--spec", help="YAML training spec (see src/resnet_repro/specs/ for every key and its default)")
+    p.add_argument("--model", help="network name, e.g. resnet56, plain20, resnet34-A, resnet50 (see `resnet-repro models`)")
+    p.add_argument("--data", choices=["cifar10", "digits", "imagefolder", "imagenet"], help="dataset kind")
+    p.add_argument("--data-root", help="dataset directory")
+    p.add_argument("--download", action="store_true", help="download CIFAR-10 if missing (needs network)")
+    p.add_argument("--val-split", type=int, help="hold out this many training images as validation (5000: the 45k/5k split)")
+    p.add_argument("--image-size", type=int, help="resize small images to this size")
+    p.add_argument("--max-iters", type=int, help="iterations to train (CIFAR default 64000)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="base learning rate (default 0.1)")
+    p.add_argument("--schedule", choices=["multistep", "plateau"])
+    p.add_argument("--milestones", type=_csv_ints, help="lr / 10 at these iterations, e.g. 32000,48000")
+    p.add_argument("--no-warmup", action="store_true", help="disable the lr 0.01 warm-up of 110+ layer CIFAR nets")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--log-every", type=int, help="record history (train/test error, loss, lr) every K iterations")
+    p.add_argument("--checkpoint-every", type=int, help="write a checkpoint every K iterations")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any spec key, dotted, value in YAML, e.g. --set schedule.milestones=[100,200]")
+
+
+def cmd_spec(args):
+    print(yaml.safe_dump(_spec_from_args(args), sort_keys=False), end="")
+
+
+def cmd_train(args):
+    from .train import train
+    spec = _spec_from_args(args)
+    metrics = train(spec, args.out, resume=args.resume, stop_at=args.stop_at)
+    print(json.dumps(metrics, indent=2))
+
+
+def cmd_evaluate(args):
+    from .evaluate import evaluate_checkpoint
+    metrics = evaluate_checkpoint(args.checkpoint, args.out, args.views, args.scales, args.device,
+                                  args.batch_size, args.workers, args.data_root)
+    print(json.dumps(metrics, indent=2))
+
+
+def cmd_ensemble(args):
+    from .evaluate import ensemble
+    from .files import write_json
+    result = ensemble(args.scores)
+    if args.out:
+        write_json(args.out, result)
+    print(json.dumps(result, indent=2))
+
+
+def cmd_responses(args):
+    from .analysis import responses_from_checkpoint
+    rows = responses_from_checkpoint(args.checkpoint, args.out, args.device, args.data_root, args.max_images)
+    print(f"{len(rows)} layers written to {args.out}")
+
+
+def cmd_make_imagefolder(args):
+    from .data import make_digits_imagefolder
+    out = make_digits_imagefolder(args.out, args.size)
+    print(f"digits written as an image folder under {out}")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="resnet-repro", description="Reproduce He et al., Deep Residual Learning for "
+                                "Image Recognition (CVPR 2016): models, data, training, evaluation, analysis.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("models", help="list every network with parameters and GFLOPs (multiply-adds)",
+                       description="Every network with its parameter count and GFLOPs (multiply-adds, counted by "
+                                   "torch.utils.flop_counter) at its canonical input: 32x32 (CIFAR) or 224x224 (ImageNet).")
+    s.add_argument("names", nargs="*", help="only these models (default: every model the paper trains)")
+    s.add_argument("--family", choices=["cifar", "imagenet"])
+    s.add_argument("--json", action="store_true", help="a JSON list of objects (name, params, gflops, ...)")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("spec", help="print the effective training spec (defaults + YAML + flags)",
+                       description="Print the training spec that `train` would use, fully resolved.")
+    add_spec_args(s)
+    s.set_defaults(func=cmd_spec)
+
+    s = sub.add_parser("train", help="train one network",
+                       description="Iteration-based SGD with the paper's schedule. Writes OUT/checkpoint.pt "
+                                   "(atomically, every K iterations and at the end), OUT/history.csv "
+                                   "(every K iterations: train/test error in %%, loss, lr) and OUT/metrics.json. "
+                                   "On SIGTERM/SIGUSR1 it checkpoints and exits with status 3.")
+    add_spec_args(s)
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
+    s.add_argument("--stop-at", type=int, help="checkpoint and stop after this iteration (exit status 3)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="evaluate a checkpoint (single view, centre crop, 10-crop, multi-scale)",
+                       description="Top-1/top-5 error of a checkpoint on its data set's evaluation split. Writes "
+                                   "OUT/scores-<view>.npz (per-example scores and labels) and OUT/metrics.json.")
+    s.add_argument("checkpoint")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--views", nargs="+", choices=["single", "center", "tencrop", "multiscale"],
+                   help="default: single for CIFAR nets; center tencrop multiscale for ImageNet nets")
+    s.add_argument("--scales", type=_csv_ints, default=[224, 256, 384, 480, 640],
+                   help="shorter sides for multi-scale testing (default 224,256,384,480,640)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--workers", type=int, help="DataLoader workers for decoding")
+    s.add_argument("--data-root", help="override the data root stored in the checkpoint")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("ensemble", help="average the softmax scores of several evaluated models",
+                       description="Top-1/top-5 error of the average softmax of several scores-*.npz files.")
+    s.add_argument("scores", nargs="+", help="scores-<view>.npz files from `evaluate`")
+    s.add_argument("--out", help="write the result as JSON here")
+    s.set_defaults(func=cmd_ensemble)
+
+    s = sub.add_parser("responses", help="layer responses of every 3x3 layer (Figure 7)",
+                       description="Std of the output of each 3x3 conv after BN, before ReLU/addition, over the "
+                                   "evaluation split, in layer order; written as CSV (model, layer, module, std).")
+    s.add_argument("checkpoint")
+    s.add_argument("--out", required=True, help="CSV file to write")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--data-root", help="override the data root stored in the checkpoint")
+    s.add_argument("--max-images", type=int, help="use only the first N evaluation images")
+    s.set_defaults(func=cmd_responses)
+
+    s = sub.add_parser("make-imagefolder", help="write the bundled digits data set as an ImageFolder tree",
+                       description="Write scikit-learn's digits as OUT/train/<class>/*.png and OUT/val/<class>/*.png, "
+                                   "an offline stand-in for ImageNet-style data.")
+    s.add_argument("--out", required=True)
+    s.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
+    s.set_defaults(func=cmd_make_imagefolder)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ReproError as e:
+        from .train import Interrupted
+        print(f"resnet-repro: error: {e}", file=sys.stderr)
+        return 3 if isinstance(e, Interrupted) else 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

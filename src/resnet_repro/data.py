@@ -1,0 +1,309 @@
+"""Data sets and the paper's preprocessing.
+
+Two paths, as in the paper's two families of experiments:
+- small images (cifar10, digits, or an imagefolder of small images) are held in memory as uint8
+  tensors on the training device and augmented a whole batch at a time (pad 4, random crop, flip);
+- ImageNet-style data (imagenet, imagefolder) is decoded by DataLoader workers (random shorter side,
+  random crop) and flipped, lit (AlexNet PCA) and mean-subtracted on the device, a batch at a time.
+"""
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ReproError
+
+SMALL_KINDS = ("cifar10", "digits", "imagefolder")
+STREAM_KINDS = ("imagenet", "imagefolder")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class TensorData:
+    """A small-image data set in memory: uint8 images (N, 3, H, W) and int64 labels."""
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list
+    test_split: str  # "test", or "val" when a validation split was carved out of the training set
+
+    def to(self, device):
+        return TensorData(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)),
+                          self.classes, self.test_split)
+
+
+# ---------------------------------------------------------------- small images, in memory
+
+def load_digits_arrays(test_fraction=0.25, seed=0):
+    """scikit-learn's bundled 8x8 digits (offline) as uint8 3-channel images, stratified split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    d = load_digits()
+    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)  # values are 0..16
+    images = np.repeat(images[:, None], 3, axis=1)
+    xtr, xte, ytr, yte = train_test_split(images, d.target, test_size=test_fraction,
+                                          random_state=seed, stratify=d.target)
+    return xtr, ytr, xte, yte, [str(c) for c in range(10)]
+
+
+def _cifar10_arrays(root, download):
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity
+    root = Path(root)
+    archive = root / CIFAR10.filename
+    probe = CIFAR10.__new__(CIFAR10)
+    probe.root = str(root)
+    if not probe._check_integrity() and archive.exists() and not download:
+        if not check_integrity(str(archive), CIFAR10.tgz_md5):
+            raise ReproError(f"{archive} is corrupt (MD5 mismatch): download cifar-10-python.tar.gz again")
+        with tarfile.open(archive) as tar:  # the user put the archive there: unpack it once
+            tar.extractall(root, filter="data")
+    try:
+        train = CIFAR10(str(root), train=True, download=download)
+        test = CIFAR10(str(root), train=False, download=download)
+    except RuntimeError as e:
+        raise ReproError(f"CIFAR-10 not found or corrupt under {root}: put cifar-10-python.tar.gz "
+                         f"in {root}/ (or set download: true where the network allows) [{e}]") from None
+    except OSError as e:  # download attempted but no network
+        raise ReproError(f"CIFAR-10 could not be downloaded to {root} ({e.__class__.__name__}: {e}); "
+                         f"put cifar-10-python.tar.gz in {root}/") from None
+    to_nchw = lambda a: np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+    return (to_nchw(train.data), np.array(train.targets), to_nchw(test.data), np.array(test.targets),
+            list(train.classes))
+
+
+def _find_classes(split_dir):
+    classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
+    if not classes:
+        raise ReproError(f"no class folders in {split_dir}: expected {split_dir}/<class>/<image files>")
+    return classes
+
+
+def _imagefolder_arrays(root, image_size):
+    from PIL import Image
+    root = Path(root)
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise ReproError(f"image folder {root} has no {split}/ directory: expected {root}/train/<class>/... and {root}/val/<class>/...")
+    classes = _find_classes(root / "train")
+    out = []
+    for split in ("train", "val"):
+        xs, ys = [], []
+        for label, c in enumerate(classes):
+            folder = root / split / c
+            for f in sorted(folder.iterdir()) if folder.is_dir() else []:
+                if f.suffix.lower() not in IMAGE_EXTENSIONS:
+                    continue
+                img = Image.open(f).convert("RGB")
+                if image_size:
+                    img = img.resize((image_size, image_size), Image.BILINEAR)
+                xs.append(np.asarray(img).transpose(2, 0, 1))
+                ys.append(label)
+        if not xs:
+            raise ReproError(f"no images under {root / split}")
+        if len({x.shape for x in xs}) > 1:
+            raise ReproError(f"images under {root / split} differ in size: set image_size to resize them")
+        out += [np.stack(xs), np.array(ys)]
+    return (*out, classes)
+
+
+def load_small(kind, root=None, download=False, image_size=None, val_split=0, split_seed=0):
+    """Load a small-image data set into memory. val_split > 0 holds out that many training images
+    (a fixed, seeded choice) as the evaluation split, as the paper's 45k/5k split does."""
+    if kind == "digits":
+        xtr, ytr, xte, yte, classes = load_digits_arrays()
+    elif kind == "cifar10":
+        xtr, ytr, xte, yte, classes = _cifar10_arrays(root or "data/cifar10", download)
+    elif kind == "imagefolder":
+        if not root:
+            raise ReproError("dataset kind imagefolder needs a root")
+        xtr, ytr, xte, yte, classes = _imagefolder_arrays(root, image_size)
+    else:
+        raise ReproError(f"unknown small-image dataset kind {kind!r}: choose one of {', '.join(SMALL_KINDS)}")
+    tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in (xtr, ytr, xte, yte)]
+    xtr, ytr, xte, yte = tensors[0], tensors[1].long(), tensors[2], tensors[3].long()
+    if image_size and xtr.shape[-1] != image_size:
+        resize = lambda x: F.interpolate(x.float(), size=(image_size, image_size), mode="bilinear",
+                                         antialias=True, align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        xtr, xte = resize(xtr), resize(xte)
+    split = "test"
+    if val_split:
+        if not 0 < val_split < len(xtr):
+            raise ReproError(f"val_split={val_split} must be between 1 and the training set size {len(xtr)} - 1")
+        perm = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(split_seed))
+        val, train = perm[:val_split], perm[val_split:]
+        xte, yte, xtr, ytr = xtr[val], ytr[val], xtr[train], ytr[train]
+        split = "val"
+    return TensorData(xtr.contiguous(), ytr, xte.contiguous(), yte, classes, split)
+
+
+def pixel_mean(images_uint8, batch=4096):
+    """Per-pixel mean (3, H, W) in [0, 1] units over a uint8 image tensor."""
+    total = torch.zeros(images_uint8.shape[1:], dtype=torch.float64)
+    for i in range(0, len(images_uint8), batch):
+        total += images_uint8[i:i + batch].to("cpu", torch.float64).sum(0)
+    return (total / len(images_uint8) / 255.0).float()
+
+
+def normalize(x_uint8, mean):
+    """uint8 (N, 3, H, W) -> float, [0, 1] scale, minus the per-pixel mean (resized if the input
+    size differs, e.g. multi-scale testing)."""
+    x = x_uint8.float().div_(255.0)
+    if mean.shape[-2:] != x.shape[-2:]:
+        mean = F.interpolate(mean[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
+    return x.sub_(mean.to(x.device))
+
+
+def pad_crop_flip(x, pad, generator, flip=True):
+    """The CIFAR augmentation on a whole batch: zero-pad by `pad`, take a random crop of the
+    original size, and flip half of the images horizontally. x is (N, C, H, W), already normalised,
+    so the zero padding is the mean colour (as in the usual Torch/Caffe pipelines)."""
+    n, c, h, w = x.shape
+    dev = x.device
+    if pad:
+        padded = F.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=generator)
+        dx = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=generator)
+        rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # n,1,h,1
+        cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # n,1,1,w
+        idx = torch.arange(n, device=dev)[:, None, None, None]
+        chan = torch.arange(c, device=dev)[None, :, None, None]
+        x = padded[idx, chan, rows, cols]
+    if flip:
+        mask = torch.rand(n, device=dev, generator=generator) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x
+
+
+# AlexNet's PCA lighting noise, with the eigen-decomposition of ImageNet RGB covariance
+# in [0, 1] units (as used by fb.resnet.torch, the authors' reference Torch code).
+PCA_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
+PCA_EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009],
+                           [-0.5808, -0.0045, -0.8140],
+                           [-0.5836, -0.6948, 0.4203]])
+
+
+def flip_and_lighting(x, generator, flip=True, lighting_std=0.1):
+    """The on-device part of the ImageNet augmentation, for a normalised batch."""
+    n, dev = x.shape[0], x.device
+    if flip:
+        mask = torch.rand(n, device=dev, generator=generator) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    if lighting_std:
+        alpha = torch.randn(n, 3, device=dev, generator=generator) * lighting_std
+        rgb = (alpha * PCA_EIGVAL.to(dev)) @ PCA_EIGVEC.to(dev).T  # n, 3
+        x = x + rgb[:, :, None, None]
+    return x
+
+
+# ---------------------------------------------------------------- ImageNet-style, streamed
+
+def _is_imagenet_archive_layout(root):
+    root = Path(root)
+    return (root / "meta.bin").exists() or (root / "ILSVRC2012_devkit_t12.tar.gz").exists()
+
+
+def stream_datasets(kind, root):
+    """(train, val) torchvision datasets returning PIL images, for `imagenet` (torchvision's ImageNet
+    archive layout, or plain train/ and val/ class folders) and `imagefolder`."""
+    from torchvision.datasets import ImageFolder, ImageNet
+    if kind not in STREAM_KINDS:
+        raise ReproError(f"dataset kind {kind!r} cannot be streamed: choose one of {', '.join(STREAM_KINDS)}")
+    if not root or not Path(root).is_dir():
+        raise ReproError(f"{kind} root {root!r} is not a directory: for ImageNet put ILSVRC2012_img_train.tar, "
+                         f"ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz there, or train/ and val/ class folders")
+    if kind == "imagenet" and _is_imagenet_archive_layout(root):
+        try:
+            return ImageNet(root, split="train"), ImageNet(root, split="val")
+        except RuntimeError as e:
+            raise ReproError(f"ImageNet under {root}: {e}") from None
+    for split in ("train", "val"):
+        if not (Path(root) / split).is_dir():
+            raise ReproError(f"{kind} root {root} has no {split}/ directory: expected {root}/{split}/<class>/<images>")
+    train = ImageFolder(str(Path(root) / "train"))
+    val = ImageFolder(str(Path(root) / "val"))
+    if val.classes != train.classes:
+        raise ReproError(f"{root}: train/ and val/ have different class folders")
+    return train, val
+
+
+class Transformed(torch.utils.data.Dataset):
+    def __init__(self, base, transform):
+        self.base, self.transform = base, transform
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        img, label = self.base[i]
+        return self.transform(img.convert("RGB")), label
+
+
+def train_transform(scale=(256, 480), crop=224):
+    """Worker side of the paper's ImageNet augmentation: shorter side random in [scale], random crop.
+    Returns uint8 tensors; flip, lighting and mean subtraction happen on the device."""
+    from torchvision.transforms import v2
+    return v2.Compose([v2.PILToTensor(), v2.RandomShortestSize(list(range(scale[0], scale[1] + 1))),
+                       v2.RandomCrop(crop, pad_if_needed=True)])
+
+
+def eval_transform(view, test_size=256, crop=224, scale=None):
+    """center: shorter side test_size, centre crop. tencrop: 4 corners + centre and their flips
+    (10, 3, crop, crop). full: shorter side `scale`, the whole image (fully-convolutional testing)."""
+    from torchvision.transforms import v2
+    if view == "center":
+        return v2.Compose([v2.PILToTensor(), v2.Resize(test_size), v2.CenterCrop(crop)])
+    if view == "tencrop":
+        return v2.Compose([v2.PILToTensor(), v2.Resize(test_size), v2.TenCrop(crop),
+                           v2.Lambda(lambda crops: torch.stack(crops))])
+    if view == "full":
+        return v2.Compose([v2.PILToTensor(), v2.Resize(scale)])
+    raise ReproError(f"unknown view {view!r}")
+
+
+def stream_pixel_mean(train_ds, test_size, crop, max_images=10000, seed=0):
+    """Per-pixel mean of (a seeded sample of) the training set at the crop size."""
+    n = min(len(train_ds), max_images)
+    idx = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(seed))[:n]
+    loader = torch.utils.data.DataLoader(Transformed(torch.utils.data.Subset(train_ds, idx.tolist()),
+                                                     eval_transform("center", test_size, crop)),
+                                         batch_size=256, num_workers=min(4, os.cpu_count() or 1))
+    total = torch.zeros(3, crop, crop, dtype=torch.float64)
+    for x, _ in loader:
+        total += x.double().sum(0)
+    return (total / n / 255.0).float()
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A seeded permutation per epoch that can start part-way through, so a resumed run sees the
+    same image order as an uninterrupted one."""
+
+    def __init__(self, n, seed, epoch=0, start=0):
+        self.n, self.seed, self.epoch, self.start = n, seed, epoch, start
+
+    def __iter__(self):
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
+        return iter(perm[self.start:].tolist())
+
+    def __len__(self):
+        return self.n - self.start
+
+
+def make_digits_imagefolder(out, size=32, fmt="png"):
+    """Write the digits data set as an ImageFolder tree (train/ and val/ class folders), so the
+    real ImageFolder, 10-crop and multi-scale code can run offline."""
+    from PIL import Image
+    out = Path(out)
+    xtr, ytr, xte, yte, classes = load_digits_arrays()
+    for split, xs, ys in (("train", xtr, ytr), ("val", xte, yte)):
+        for c in classes:
+            (out / split / c).mkdir(parents=True, exist_ok=True)
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            img = Image.fromarray(x.transpose(1, 2, 0)).resize((size, size), Image.BILINEAR)
+            img.save(out / split / classes[y] / f"{i:05d}.{fmt}")
+    return out

@@ -1,0 +1,155 @@
+"""Evaluation: single view (CIFAR), centre crop, 10-crop and fully-convolutional multi-scale testing
+(ImageNet), per-example scores saved for ensembles."""
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import data as D
+from .device import autocast, memory_format, resolve_device, use_bf16, use_channels_last
+from .errors import ReproError
+from .files import write_json
+from .models import ResNet, parse_model_name
+
+VIEWS = ("single", "center", "tencrop", "multiscale")
+DEFAULT_SCALES = (224, 256, 384, 480, 640)
+
+
+def _forward(model, x_uint8, mean, device, bf16, channels_last):
+    x = D.normalize(x_uint8.to(device, non_blocking=True), mean).contiguous(memory_format=memory_format(channels_last))
+    with autocast(device, bf16):
+        return model(x).float()
+
+
+@torch.no_grad()
+def predict_tensor(model, x_uint8, mean, device, bf16=False, channels_last=False, batch_size=500):
+    """Logits (N, C) on the CPU for in-memory uint8 images: the single original view."""
+    model.eval()
+    out = [_forward(model, x_uint8[i:i + batch_size], mean, device, bf16, channels_last).cpu()
+           for i in range(0, len(x_uint8), batch_size)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def predict_view(model, dataset, view, mean, device, bf16=False, channels_last=False, batch_size=250,
+                 workers=4, test_size=256, crop=224, scales=DEFAULT_SCALES):
+    """Scores (N, C) for a streamed data set. center: logits of the centre crop. tencrop: log of the
+    softmax averaged over the 10 crops. multiscale: log of the softmax averaged over every scale in
+    `scales` (shorter side) and its flip, each image whole (fully convolutional)."""
+    model.eval()
+    loader = lambda tf, bs: torch.utils.data.DataLoader(D.Transformed(dataset, tf), batch_size=bs,
+                                                        num_workers=workers, pin_memory=device.type == "cuda")
+    if view == "center":
+        return torch.cat([_forward(model, x, mean, device, bf16, channels_last).cpu()
+                          for x, _ in loader(D.eval_transform("center", test_size, crop), batch_size)])
+    if view == "tencrop":
+        out = []
+        for x, _ in loader(D.eval_transform("tencrop", test_size, crop), max(1, batch_size // 10)):
+            b = x.shape[0]
+            p = F.softmax(_forward(model, x.flatten(0, 1), mean, device, bf16, channels_last), 1)
+            out.append(p.view(b, 10, -1).mean(1).cpu())
+        return torch.cat(out).clamp_min(1e-12).log()
+    if view == "multiscale":
+        total = None
+        for s in scales:  # images differ in aspect ratio, so one image at a time
+            probs = []
+            for x, _ in loader(D.eval_transform("full", scale=s), 1):
+                both = torch.cat([x, x.flip(3)])
+                probs.append(F.softmax(_forward(model, both, mean, device, bf16, channels_last), 1).mean(0).cpu())
+            probs = torch.stack(probs)
+            total = probs if total is None else total + probs
+        return (total / len(scales)).clamp_min(1e-12).log()
+    raise ReproError(f"unknown view {view!r}: choose one of {', '.join(VIEWS)}")
+
+
+def error_rates(scores, labels):
+    """Top-1 and top-5 error in percent."""
+    scores, labels = torch.as_tensor(scores), torch.as_tensor(labels)
+    k = min(5, scores.shape[1])
+    topk = scores.topk(k, dim=1).indices
+    hit = topk == labels[:, None]
+    return {"top1_error": 100.0 * (1 - hit[:, 0].float().mean().item()),
+            "top5_error": 100.0 * (1 - hit.any(1).float().mean().item()), "n": int(len(labels))}
+
+
+def load_checkpoint(path, device="cpu"):
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise ReproError(f"checkpoint {path} does not exist") from None
+    except Exception as e:
+        raise ReproError(f"cannot read checkpoint {path}: {e.__class__.__name__}: {e}") from None
+    model = ResNet(parse_model_name(ckpt["spec"]["model"]), ckpt["num_classes"])
+    model.load_state_dict(ckpt["model"])
+    return ckpt, model.to(device)
+
+
+def evaluate_checkpoint(checkpoint, out_dir, views=None, scales=DEFAULT_SCALES, device="auto",
+                        batch_size=None, workers=None, data_root=None):
+    """Evaluate a trained model on its data set's evaluation split with each view; write
+    scores-<view>.npz (scores, labels) and metrics.json into out_dir. Returns the metrics."""
+    device = resolve_device(device)
+    ckpt, model = load_checkpoint(checkpoint, device)
+    spec = ckpt["spec"]
+    family = parse_model_name(spec["model"]).family
+    views = list(views or (["single"] if family == "cifar" else ["center", "tencrop", "multiscale"]))
+    allowed = ("single",) if family == "cifar" else ("center", "tencrop", "multiscale")
+    bad = [v for v in views if v not in allowed]
+    if bad:
+        raise ReproError(f"view(s) {', '.join(bad)} do not apply to {family} models: use {', '.join(allowed)}")
+    d = dict(spec["data"], **({"root": data_root} if data_root else {}))
+    bf16 = use_bf16(spec["precision"], device)
+    cl = use_channels_last(spec["channels_last"], device)
+    model.to(memory_format=memory_format(cl))
+    mean = ckpt["mean"].to(device)
+    batch_size = batch_size or spec.get("eval_batch_size", 250)
+    out_dir = Path(out_dir)
+    metrics = {"checkpoint": str(checkpoint), "model": spec["model"], "iteration": ckpt["iteration"], "views": {}}
+    if family == "cifar":
+        td = D.load_small(d["kind"], d.get("root"), d.get("download", False), d.get("image_size"),
+                          d.get("val_split", 0), d.get("split_seed", 0))
+        metrics["split"] = td.test_split
+        runs = {"single": (lambda: predict_tensor(model, td.test_x, mean, device, bf16, cl, batch_size), td.test_y)}
+    else:
+        _, val = D.stream_datasets(d["kind"], d["root"])
+        labels = torch.tensor(val.targets)
+        metrics["split"] = "val"
+        w = d.get("workers", 4) if workers is None else workers
+        runs = {v: (lambda v=v: predict_view(model, val, v, mean, device, bf16, cl, batch_size, w,
+                                             d["test_size"], d["crop"], scales), labels) for v in views}
+    for view in views:
+        run, labels = runs[view]
+        scores = run()
+        np.savez_compressed(out_dir / f"scores-{view}.npz", scores=scores.numpy(), labels=labels.numpy())
+        metrics["views"][view] = error_rates(scores, labels)
+        if view == "multiscale":
+            metrics["views"][view]["scales"] = list(scales)
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def ensemble(score_files):
+    """Average the softmax of several models' per-example scores (same examples, same order)."""
+    if len(score_files) < 2:
+        raise ReproError("an ensemble needs at least two score files")
+    probs, labels = None, None
+    for f in score_files:
+        try:
+            z = np.load(f)
+        except OSError as e:
+            raise ReproError(f"cannot read scores {f}: {e}") from None
+        if labels is None:
+            labels = z["labels"]
+        elif not np.array_equal(labels, z["labels"]):
+            raise ReproError(f"{f} scores other examples (or another order) than {score_files[0]}")
+        p = F.softmax(torch.from_numpy(z["scores"]).float(), 1)
+        probs = p if probs is None else probs + p
+    probs /= len(score_files)
+    members = {str(f): error_rates(torch.from_numpy(np.load(f)["scores"]), labels) for f in score_files}
+    return {"ensemble": error_rates(probs, torch.from_numpy(labels)), "members": members}
+
+
+def dump(obj):
+    return json.dumps(obj, indent=2, sort_keys=True)

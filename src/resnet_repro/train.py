@@ -1,0 +1,343 @@
+"""Iteration-based SGD training with the paper's schedules, a history every K iterations,
+atomic checkpoints and exact resume."""
+import csv
+import io
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import data as D
+from .device import autocast, memory_format, resolve_device, use_bf16, use_channels_last
+from .errors import ReproError
+from .evaluate import error_rates, predict_tensor, predict_view
+from .files import save_torch, write_json, write_text
+from .models import ResNet, count_params, parse_model_name
+from .spec import warmup_for
+
+HISTORY_COLUMNS = ["iteration", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
+                   "images_per_s", "elapsed_s"]
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # Slurm's pre-emption and time-limit warnings
+
+
+class Diverged(ReproError):
+    pass
+
+
+class Interrupted(ReproError):
+    pass
+
+
+class SmallBatches:
+    """Batches from an in-memory uint8 data set on the device: a seeded permutation per epoch,
+    normalised and pad-crop-flipped a whole batch at a time."""
+
+    def __init__(self, data, batch_size, mean, augment, device, seed):
+        self.x, self.y, self.mean, self.device = data.train_x, data.train_y, mean, device
+        self.batch_size = min(batch_size, len(self.x))
+        self.pad, self.flip = augment.get("pad", 4), augment.get("flip", True)
+        self.perm_gen = torch.Generator().manual_seed(seed)
+        self.aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
+        self.epoch, self.pos, self.perm = 0, 0, None
+
+    def next(self):
+        if self.perm is None or self.pos + self.batch_size > len(self.perm):
+            if self.perm is not None:
+                self.epoch += 1
+            self.perm = torch.randperm(len(self.x), generator=self.perm_gen).to(self.device)
+            self.pos = 0
+        idx = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        x = D.normalize(self.x[idx], self.mean)
+        return D.pad_crop_flip(x, self.pad, self.aug_gen, self.flip), self.y[idx]
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "pos": self.pos, "perm": None if self.perm is None else self.perm.cpu(),
+                "perm_gen": self.perm_gen.get_state(), "aug_gen": self.aug_gen.get_state()}
+
+    def load_state_dict(self, s):
+        self.epoch, self.pos = s["epoch"], s["pos"]
+        self.perm = None if s["perm"] is None else s["perm"].to(self.device)
+        self.perm_gen.set_state(s["perm_gen"])
+        self.aug_gen.set_state(s["aug_gen"])
+
+
+class StreamBatches:
+    """Batches decoded by DataLoader workers (random shorter side, random crop), then flipped,
+    PCA-lit and mean-subtracted on the device. Resume restarts the epoch's permutation at the
+    right place; the workers' crop randomness is reseeded, so a resumed streamed run is
+    statistically, not bitwise, the same."""
+
+    def __init__(self, dataset, d, batch_size, mean, augment, device, seed):
+        self.dataset, self.d, self.batch_size, self.mean, self.device, self.seed = dataset, d, batch_size, mean, device, seed
+        self.flip = augment.get("flip", True)
+        self.aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
+        self.epoch, self.consumed, self.it = 0, 0, None
+
+    def _start(self):
+        sampler = D.EpochSampler(len(self.dataset), self.seed, self.epoch, self.consumed)
+        loader = torch.utils.data.DataLoader(
+            D.Transformed(self.dataset, D.train_transform(self.d["scale"], self.d["crop"])),
+            batch_size=self.batch_size, sampler=sampler, num_workers=self.d.get("workers", 4),
+            pin_memory=self.device.type == "cuda", drop_last=True, persistent_workers=False,
+            generator=torch.Generator().manual_seed(self.seed * 7919 + self.epoch * 31 + self.consumed))
+        self.it = iter(loader)
+
+    def next(self):
+        if self.it is None:
+            self._start()
+        try:
+            x, y = next(self.it)
+        except StopIteration:
+            self.epoch, self.consumed = self.epoch + 1, 0
+            self._start()
+            x, y = next(self.it)
+        self.consumed += len(y)
+        x = D.normalize(x.to(self.device, non_blocking=True), self.mean)
+        x = D.flip_and_lighting(x, self.aug_gen, self.flip, self.d.get("lighting", 0.1))
+        return x, y.to(self.device, non_blocking=True)
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "pos": self.consumed, "aug_gen": self.aug_gen.get_state()}
+
+    def load_state_dict(self, s):
+        self.epoch, self.consumed, self.it = s["epoch"], s["pos"], None
+        self.aug_gen.set_state(s["aug_gen"])
+
+
+class LearningRate:
+    """The paper's schedules: multi-step in iterations, or /10 on a validation plateau; with an
+    optional warm-up (a small lr until the training error first falls below a threshold)."""
+
+    def __init__(self, spec):
+        self.base, self.sched, self.warmup = spec["lr"], spec["schedule"], warmup_for(spec)
+        self.warming = self.warmup is not None
+        self.drops, self.best, self.bad = 0, math.inf, 0
+
+    def at(self, iteration):
+        if self.warming:
+            return self.warmup["lr"]
+        if self.sched["kind"] == "multistep":
+            drops = sum(iteration >= m for m in self.sched["milestones"])
+        else:
+            drops = self.drops
+        return self.base * self.sched.get("gamma", 0.1) ** drops
+
+    def observe_train_error(self, error):
+        if self.warming and error < self.warmup["until_train_error"]:
+            self.warming = False
+            return True
+        return False
+
+    def observe_val_error(self, error):
+        """Plateau rule: a drop after `patience` evaluations without an improvement of `threshold`."""
+        if self.sched["kind"] != "plateau":
+            return False
+        if error < self.best - self.sched.get("threshold", 0.0):
+            self.best, self.bad = error, 0
+            return False
+        self.bad += 1
+        if self.bad >= self.sched.get("patience", 3) and self.drops < self.sched.get("max_drops", 3):
+            self.drops, self.bad = self.drops + 1, 0
+            return True
+        return False
+
+    def state_dict(self):
+        return {"warming": self.warming, "drops": self.drops, "best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, s):
+        self.warming, self.drops, self.best, self.bad = s["warming"], s["drops"], s["best"], s["bad"]
+
+
+def history_csv(history):
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, HISTORY_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: row.get(k, "") for k in HISTORY_COLUMNS})
+    return buf.getvalue()
+
+
+def _fmt_time(s):
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def open_data(spec, device):
+    """(batches-factory inputs) for the model's family: in-memory for CIFAR nets, streamed for ImageNet nets."""
+    d = spec["data"]
+    if parse_model_name(spec["model"]).family == "cifar":
+        if d["kind"] not in D.SMALL_KINDS:
+            raise ReproError(f"CIFAR-family model {spec['model']} needs a small-image data set "
+                             f"({', '.join(D.SMALL_KINDS)}), not {d['kind']}")
+        td = D.load_small(d["kind"], d.get("root"), d.get("download", False), d.get("image_size"),
+                          d.get("val_split", 0), d.get("split_seed", 0))
+        return "small", td, D.pixel_mean(td.train_x), list(td.classes)
+    train_ds, val_ds = D.stream_datasets(d["kind"], d.get("root"))
+    mean = D.stream_pixel_mean(train_ds, d["test_size"], d["crop"], d.get("mean_images", 10000), spec["seed"])
+    return "stream", (train_ds, val_ds), mean, list(train_ds.classes)
+
+
+def train(spec, out_dir, resume=False, log=None, stop_at=None):
+    """Train as `spec` says, writing out_dir/{checkpoint.pt, history.csv, metrics.json}.
+    resume: continue from out_dir/checkpoint.pt when it exists. stop_at: leave after that
+    iteration (with a checkpoint), as a job with a time limit would."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / "checkpoint.pt"
+    ckpt = None
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt["spec"] != spec:
+            changed = sorted(k for k in set(spec) | set(ckpt["spec"]) if spec.get(k) != ckpt["spec"].get(k))
+            raise ReproError(f"{ckpt_path} was trained with a different spec (differs in: {', '.join(changed)}); "
+                             f"use another output directory or drop --resume")
+    device = resolve_device(spec["device"])
+    bf16 = use_bf16(spec["precision"], device)
+    cl = use_channels_last(spec["channels_last"], device)
+    torch.manual_seed(spec["seed"])
+
+    kind, data, mean, classes = open_data(spec, device)
+    num_classes = spec.get("num_classes") or len(classes)
+    mean = mean.to(device)
+    if kind == "small":
+        data = data.to(device)
+        batches = SmallBatches(data, spec["batch_size"], mean, spec.get("augment", {}), device, spec["seed"])
+    else:
+        batches = StreamBatches(data[0], spec["data"], spec["batch_size"], mean, spec.get("augment", {}), device, spec["seed"])
+
+    model = ResNet(parse_model_name(spec["model"]), num_classes).to(device, memory_format=memory_format(cl))
+    # weight decay on every parameter, as the paper's Caffe/Torch set-ups did
+    opt = torch.optim.SGD(model.parameters(), lr=spec["lr"], momentum=spec["momentum"],
+                          weight_decay=spec["weight_decay"])
+    lr = LearningRate(spec)
+    history, iteration, elapsed = [], 0, 0.0
+    acc = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, wrong, count since last record
+    warm = torch.zeros(2, device=device, dtype=torch.float64)  # wrong, count since last warm-up check
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        lr.load_state_dict(ckpt["lr"])
+        batches.load_state_dict(ckpt["batches"])
+        history, iteration, elapsed = ckpt["history"], ckpt["iteration"], ckpt["elapsed_s"]
+        acc.copy_(ckpt["acc"])
+        warm.copy_(ckpt["warm"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        log(f"[{spec['model']}] resumed from {ckpt_path} at iteration {iteration}")
+
+    def evaluate():
+        if kind == "small":
+            logits = predict_tensor(model, data.test_x, mean, device, bf16, cl, spec.get("eval_batch_size", 500))
+            labels = data.test_y.cpu()
+        else:
+            d = spec["data"]
+            logits = predict_view(model, data[1], "center", mean, device, bf16, cl, spec.get("eval_batch_size", 250),
+                                  d.get("workers", 4), d["test_size"], d["crop"])
+            labels = torch.tensor(data[1].targets)
+        model.train()
+        return F.cross_entropy(logits, labels).item(), error_rates(logits, labels)["top1_error"]
+
+    def checkpoint(done=False):
+        save_torch({"spec": spec, "model": model.state_dict(), "optimizer": opt.state_dict(), "lr": lr.state_dict(),
+                    "batches": batches.state_dict(), "history": history, "iteration": iteration,
+                    "elapsed_s": elapsed, "acc": acc.cpu(), "warm": warm.cpu(), "torch_rng": torch.get_rng_state(),
+                    "mean": mean.cpu(), "num_classes": num_classes, "classes": classes, "done": done}, ckpt_path)
+
+    def check_finite():
+        if not math.isfinite(acc[0].item()):
+            raise Diverged(f"[{spec['model']}] training diverged (loss is {acc[0].item()}) before iteration {iteration}; "
+                           f"lower the learning rate or use a warm-up (last checkpoint kept)")
+
+    stop = {"signal": None}
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            handlers[s] = signal.signal(s, lambda signum, frame: stop.update(signal=signum))
+
+    max_iters, log_every, ckpt_every = spec["max_iters"], spec["log_every"], spec["checkpoint_every"]
+    warm_every = lr.warmup["check_every"] if lr.warmup else 0
+    model.train()
+    for g in opt.param_groups:
+        g["lr"] = lr.at(iteration)
+    t0, window_start, images, window_iters = time.perf_counter(), time.perf_counter(), 0, 0
+    try:
+        while iteration < max_iters:
+            x, y = batches.next()
+            x = x.contiguous(memory_format=memory_format(cl))
+            with autocast(device, bf16):
+                out = model(x)
+                loss = F.cross_entropy(out.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():  # accumulated on the device: no host sync per step
+                wrong = (out.argmax(1) != y).sum()
+                acc += torch.stack([loss.detach().double() * len(y), wrong.double(), acc.new_tensor(len(y))])
+                if warm_every:
+                    warm += torch.stack([wrong.double(), warm.new_tensor(len(y))])
+            iteration += 1
+            window_iters += 1
+            images += len(y)
+
+            if warm_every and lr.warming and iteration % warm_every == 0:
+                w = warm.tolist()
+                warm.zero_()
+                if lr.observe_train_error(100.0 * w[0] / w[1]):
+                    log(f"[{spec['model']}] warm-up over at iteration {iteration} "
+                        f"(training error {100.0 * w[0] / w[1]:.1f}% < {lr.warmup['until_train_error']}%)")
+            if iteration % log_every == 0 or iteration == max_iters:
+                check_finite()
+                now = time.perf_counter()
+                train_time = now - window_start
+                loss_sum, wrong_sum, count = acc.tolist()
+                acc.zero_()
+                test_loss, test_error = evaluate()
+                elapsed += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                row = {"iteration": iteration, "epoch": batches.epoch, "lr": opt.param_groups[0]["lr"],
+                       "train_loss": loss_sum / count, "train_error": 100.0 * wrong_sum / count,
+                       "test_loss": test_loss, "test_error": test_error,
+                       "images_per_s": images / train_time, "elapsed_s": elapsed}
+                history.append(row)
+                if lr.observe_val_error(test_error):
+                    log(f"[{spec['model']}] validation error plateaued: lr / 10 at iteration {iteration}")
+                write_text(out_dir / "history.csv", history_csv(history))
+                eta = (max_iters - iteration) * train_time / window_iters
+                log(f"[{spec['model']}] it {iteration}/{max_iters} lr {row['lr']:.4g} loss {row['train_loss']:.3f} "
+                    f"train {row['train_error']:.2f}% {spec_split(data, kind)} {test_error:.2f}% "
+                    f"| {row['images_per_s']:.0f} img/s | ETA {_fmt_time(eta)}")
+                window_start, images, window_iters = time.perf_counter(), 0, 0
+            for g in opt.param_groups:
+                g["lr"] = lr.at(iteration)
+            if iteration % ckpt_every == 0 and iteration < max_iters:
+                check_finite()
+                checkpoint()
+            if stop["signal"] is not None or (stop_at is not None and iteration >= stop_at and iteration < max_iters):
+                check_finite()
+                checkpoint()
+                why = f"signal {signal.Signals(stop['signal']).name}" if stop["signal"] else f"stop_at={stop_at}"
+                raise Interrupted(f"[{spec['model']}] stopped at iteration {iteration} by {why}; "
+                                  f"checkpoint written, rerun with --resume to continue")
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    checkpoint(done=True)
+    write_text(out_dir / "history.csv", history_csv(history))
+    last = history[-1]
+    metrics = {"model": spec["model"], "iterations": iteration, "params": count_params(model),
+               "train_error": last["train_error"], "test_error": last["test_error"], "test_split": spec_split(data, kind),
+               "train_loss": last["train_loss"], "elapsed_s": elapsed,
+               "images_per_s": sum(h["images_per_s"] for h in history) / len(history),
+               "device": str(device), "bf16": bf16, "channels_last": cl}
+    metrics["s_per_1k_iters"] = 1000 * spec["batch_size"] / metrics["images_per_s"]
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def spec_split(data, kind):
+    return data.test_split if kind == "small" else "val"
