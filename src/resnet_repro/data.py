@@ -259,8 +259,8 @@ def eval_transform(view, test_size=256, crop=224, scale=None):
     if view == "center":
         return v2.Compose([v2.PILToTensor(), v2.Resize(test_size), v2.CenterCrop(crop)])
     if view == "tencrop":
-        return v2.Compose([v2.PILToTensor(), v2.Resize(test_size), v2.TenCrop(crop),
-                           v2.Lambda(lambda crops: torch.stack(crops))])
+        # a plain callable, not v2.Lambda: v2 transforms apply to each leaf of the crop tuple
+        return v2.Compose([v2.PILToTensor(), v2.Resize(test_size), v2.TenCrop(crop), torch.stack])
     if view == "full":
         return v2.Compose([v2.PILToTensor(), v2.Resize(scale)])
     raise ReproError(f"unknown view {view!r}")

@@ -106,6 +106,7 @@ def evaluate_checkpoint(checkpoint, out_dir, views=None, scales=DEFAULT_SCALES, 
     mean = ckpt["mean"].to(device)
     batch_size = batch_size or spec.get("eval_batch_size", 250)
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {"checkpoint": str(checkpoint), "model": spec["model"], "iteration": ckpt["iteration"], "views": {}}
     if family == "cifar":
         td = D.load_small(d["kind"], d.get("root"), d.get("download", False), d.get("image_size"),
@@ -138,8 +139,10 @@ def ensemble(score_files):
     for f in score_files:
         try:
             z = np.load(f)
-        except OSError as e:
+        except (OSError, ValueError) as e:
             raise ReproError(f"cannot read scores {f}: {e}") from None
+        if not isinstance(z, np.lib.npyio.NpzFile) or not {"scores", "labels"} <= set(z.files):
+            raise ReproError(f"{f} is not a scores file from `evaluate` (an .npz with arrays scores and labels)")
         if labels is None:
             labels = z["labels"]
         elif not np.array_equal(labels, z["labels"]):

@@ -250,7 +250,7 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
 
     def check_finite():
         if not math.isfinite(acc[0].item()):
-            raise Diverged(f"[{spec['model']}] training diverged (loss is {acc[0].item()}) before iteration {iteration}; "
+            raise Diverged(f"[{spec['model']}] training diverged (loss is {acc[0].item()}) by iteration {iteration}; "
                            f"lower the learning rate or use a warm-up (last checkpoint kept)")
 
     stop = {"signal": None}

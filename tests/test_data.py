@@ -1,0 +1,700 @@
+"""Tests for resnet_repro.data: in-memory small-image data sets (digits, a fake CIFAR-10 in the real
+on-disk format, image folders), the batch augmentations, and the streamed ImageNet-style path."""
+import hashlib
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from resnet_repro import data as D
+from resnet_repro.errors import ReproError
+
+DIGIT_CLASSES = [str(c) for c in range(10)]
+
+
+# ---------------------------------------------------------------- shared fixtures
+
+@pytest.fixture(scope="module")
+def digits():
+    return D.load_small("digits")
+
+
+@pytest.fixture(scope="module")
+def digits_folder(tmp_path_factory):
+    """The digits data set written as train/ and val/ class folders of 16x16 PNGs."""
+    return D.make_digits_imagefolder(tmp_path_factory.mktemp("digits_if"), size=16)
+
+
+def _write_png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _rand_image(rng, h, w):
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _multiset(x, y):
+    """Sorted list of (label, image bytes): equal for two (x, y) sets iff they hold the same pairs."""
+    return sorted((int(l), bytes(img.numpy().tobytes())) for img, l in zip(x, y))
+
+
+# ---------------------------------------------------------------- digits
+
+def test_digits_shapes_labels_and_values(digits):
+    assert digits.train_x.shape == (1347, 3, 8, 8)
+    assert digits.test_x.shape == (450, 3, 8, 8)
+    assert digits.train_x.dtype == torch.uint8 and digits.test_x.dtype == torch.uint8
+    assert digits.train_y.dtype == torch.int64 and digits.test_y.dtype == torch.int64
+    assert digits.train_y.shape == (1347,) and digits.test_y.shape == (450,)
+    for y in (digits.train_y, digits.test_y):
+        assert y.min() == 0 and y.max() == 9
+        assert set(y.tolist()) == set(range(10))
+    assert digits.classes == DIGIT_CLASSES
+    assert digits.test_split == "test"
+    # grey images repeated over 3 channels, scaled from 0..16 to the full 0..255 range
+    assert torch.equal(digits.train_x[:, 0], digits.train_x[:, 1])
+    assert torch.equal(digits.train_x[:, 0], digits.train_x[:, 2])
+    assert digits.train_x.min() == 0 and digits.train_x.max() == 255
+    # stratified split: class proportions agree between train and test
+    ptr = torch.bincount(digits.train_y, minlength=10).double() / len(digits.train_y)
+    pte = torch.bincount(digits.test_y, minlength=10).double() / len(digits.test_y)
+    assert (ptr - pte).abs().max() < 0.01
+
+
+def test_digits_split_is_deterministic_and_disjoint_from_sklearn(digits):
+    again = D.load_small("digits")
+    for a, b in ((digits.train_x, again.train_x), (digits.train_y, again.train_y),
+                 (digits.test_x, again.test_x), (digits.test_y, again.test_y)):
+        assert torch.equal(a, b)
+    # together the two splits are exactly the 1797 sklearn digits
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    full = torch.from_numpy(np.round(d.images * (255.0 / 16.0)).astype(np.uint8))[:, None].expand(-1, 3, -1, -1)
+    both_x = torch.cat([digits.train_x, digits.test_x])
+    both_y = torch.cat([digits.train_y, digits.test_y])
+    assert _multiset(both_x, both_y) == _multiset(full, torch.from_numpy(d.target))
+
+
+def test_tensordata_to_keeps_everything(digits):
+    moved = digits.to("cpu")
+    assert torch.equal(moved.train_x, digits.train_x) and torch.equal(moved.test_y, digits.test_y)
+    assert moved.classes == digits.classes and moved.test_split == digits.test_split
+
+
+def test_digits_image_size_resizes(digits):
+    big = D.load_small("digits", image_size=32)
+    assert big.train_x.shape == (1347, 3, 32, 32) and big.test_x.shape == (450, 3, 32, 32)
+    assert big.train_x.dtype == torch.uint8
+    assert torch.equal(big.train_y, digits.train_y) and torch.equal(big.test_y, digits.test_y)
+    # a smooth upsampling of the same images: the mean intensity of every image is preserved
+    for small_x, big_x in ((digits.train_x, big.train_x), (digits.test_x, big.test_x)):
+        diff = (big_x.float().mean((1, 2, 3)) - small_x.float().mean((1, 2, 3))).abs()
+        assert diff.max() < 0.5
+    # and it is the bilinear resize, rounded
+    ref = F.interpolate(digits.test_x.float(), size=(32, 32), mode="bilinear", antialias=True,
+                        align_corners=False).round().clamp(0, 255).to(torch.uint8)
+    assert torch.equal(big.test_x, ref)
+    # image_size equal to the native size changes nothing
+    same = D.load_small("digits", image_size=8)
+    assert torch.equal(same.train_x, digits.train_x)
+
+
+def test_digits_val_split_carves_validation_out_of_train(digits):
+    held = D.load_small("digits", val_split=300, split_seed=3)
+    assert held.test_split == "val"
+    assert held.test_x.shape == (300, 3, 8, 8) and held.test_y.shape == (300,)
+    assert held.train_x.shape == (1347 - 300, 3, 8, 8) and held.train_y.shape == (1047,)
+    assert held.train_x.is_contiguous() and held.test_x.is_contiguous()
+    # train + val is exactly the original training split (a partition), and the test split is unused
+    assert (_multiset(torch.cat([held.train_x, held.test_x]), torch.cat([held.train_y, held.test_y]))
+            == _multiset(digits.train_x, digits.train_y))
+    assert not torch.equal(held.test_x, digits.test_x[:300])
+    # labels stay attached to their images
+    lookup = {}
+    for img, l in zip(digits.train_x, digits.train_y):
+        lookup.setdefault(img.numpy().tobytes(), set()).add(int(l))
+    assert all(int(l) in lookup[img.numpy().tobytes()] for img, l in zip(held.test_x, held.test_y))
+    # same seed -> same split; another seed -> another split
+    again = D.load_small("digits", val_split=300, split_seed=3)
+    assert torch.equal(again.test_x, held.test_x) and torch.equal(again.train_y, held.train_y)
+    other = D.load_small("digits", val_split=300, split_seed=4)
+    assert not torch.equal(other.test_x, held.test_x)
+    # works together with resizing
+    both = D.load_small("digits", val_split=300, split_seed=3, image_size=16)
+    assert both.test_x.shape == (300, 3, 16, 16) and torch.equal(both.test_y, held.test_y)
+
+
+@pytest.mark.parametrize("bad", [-1, 1347, 5000])
+def test_digits_bad_val_split_raises(bad):
+    with pytest.raises(ReproError, match="val_split"):
+        D.load_small("digits", val_split=bad)
+
+
+def test_unknown_small_kind_and_imagefolder_without_root():
+    with pytest.raises(ReproError, match="unknown small-image dataset kind"):
+        D.load_small("mnist")
+    with pytest.raises(ReproError, match="needs a root"):
+        D.load_small("imagefolder")
+
+
+# ---------------------------------------------------------------- pad_crop_flip
+
+def _all_augmentations(x, pad):
+    """Every (dy, dx, flipped) crop of the zero-padded image x (C, H, W)."""
+    c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    out = {}
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            crop = padded[:, dy:dy + h, dx:dx + w]
+            out[(dy - pad, dx - pad, False)] = crop
+            out[(dy - pad, dx - pad, True)] = crop.flip(2)
+    return out
+
+
+def test_pad_crop_flip_shape_and_identity():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 3, 12, 10, generator=g)
+    out = D.pad_crop_flip(x, 4, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert torch.equal(D.pad_crop_flip(x, 0, torch.Generator().manual_seed(1), flip=False), x)
+
+
+def test_pad_crop_flip_outputs_are_padded_crops_brute_force():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(12, 3, 16, 16, generator=g) + 0.5  # no zeros inside the images
+    out = D.pad_crop_flip(x, 4, torch.Generator().manual_seed(5))
+    found = []
+    for i in range(len(x)):
+        matches = [k for k, v in _all_augmentations(x[i], 4).items() if torch.equal(v, out[i])]
+        assert len(matches) == 1, f"image {i}: output is not a crop of the zero-padded input"
+        found.append(matches[0])
+    assert len(set(found)) > 3  # the shifts really are random
+    # without flips, no output is a (non-trivial) flip
+    out = D.pad_crop_flip(x, 4, torch.Generator().manual_seed(6), flip=False)
+    for i in range(len(x)):
+        matches = [k for k, v in _all_augmentations(x[i], 4).items() if torch.equal(v, out[i])]
+        assert len(matches) == 1 and matches[0][2] is False
+
+
+def _marker_batch(n, h, w):
+    """Images whose channel 0 holds row+1, channel 1 col+1 and channel 2 ones, so the shift and flip
+    of any crop can be read off its centre pixels."""
+    rows = torch.arange(1, h + 1, dtype=torch.float32)[:, None].expand(h, w)
+    cols = torch.arange(1, w + 1, dtype=torch.float32)[None, :].expand(h, w)
+    img = torch.stack([rows, cols, torch.ones(h, w)])
+    return img[None].repeat(n, 1, 1, 1)
+
+
+def _read_shift_flip(out):
+    n, _, h, w = out.shape
+    i, j = h // 2, w // 2
+    flipped = out[:, 1, i, j + 1] < out[:, 1, i, j]
+    sy = out[:, 0, i, j] - 1 - i
+    col = torch.where(flipped, torch.tensor(float(w - 1 - j)), torch.tensor(float(j)))
+    sx = out[:, 1, i, j] - 1 - col
+    return sy.long(), sx.long(), flipped
+
+
+def test_pad_crop_flip_shift_and_flip_distribution():
+    n, pad = 4000, 4
+    x = _marker_batch(n, 32, 32)
+    out = D.pad_crop_flip(x, pad, torch.Generator().manual_seed(0))
+    sy, sx, flipped = _read_shift_flip(out)
+    # the readout is consistent: recomputing each crop from its read-off parameters reproduces it
+    padded = F.pad(x[:50], (pad,) * 4)
+    for k in range(50):
+        crop = padded[k, :, pad + sy[k]:pad + sy[k] + 32, pad + sx[k]:pad + sx[k] + 32]
+        assert torch.equal(crop.flip(2) if flipped[k] else crop, out[k])
+    expected = n / 9  # 444.4, binomial sd ~ 20
+    for s in (sy, sx):
+        assert s.min() == -pad and s.max() == pad
+        counts = torch.bincount(s + pad, minlength=9)
+        assert len(counts) == 9
+        assert ((counts - expected).abs() < 100).all(), counts
+    # every one of the 81 joint shifts occurs (vertical and horizontal are drawn independently)
+    assert len(set(zip(sy.tolist(), sx.tolist()))) == 81
+    assert abs(flipped.float().mean().item() - 0.5) < 0.04
+    # the flip is independent of the shift
+    assert abs(flipped[sx > 0].float().mean().item() - flipped[sx < 0].float().mean().item()) < 0.08
+    # flip=False never flips, but still shifts
+    sy2, sx2, flipped2 = _read_shift_flip(D.pad_crop_flip(x[:500], pad, torch.Generator().manual_seed(1), flip=False))
+    assert not flipped2.any() and len(set(sx2.tolist())) == 9
+    # pad=0 with flips only flips
+    sy3, sx3, flipped3 = _read_shift_flip(D.pad_crop_flip(x[:500], 0, torch.Generator().manual_seed(2)))
+    assert (sy3 == 0).all() and (sx3 == 0).all() and 0.4 < flipped3.float().mean() < 0.6
+
+
+def test_pad_crop_flip_seeded():
+    x = torch.randn(64, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    a = D.pad_crop_flip(x, 4, torch.Generator().manual_seed(7))
+    b = D.pad_crop_flip(x, 4, torch.Generator().manual_seed(7))
+    c = D.pad_crop_flip(x, 4, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    # the generator advances: two calls on one generator differ
+    g = torch.Generator().manual_seed(7)
+    assert not torch.equal(D.pad_crop_flip(x, 4, g), D.pad_crop_flip(x, 4, g))
+    # the input is not modified
+    assert torch.equal(x, torch.randn(64, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
+
+
+# ---------------------------------------------------------------- normalize / pixel_mean
+
+def test_pixel_mean_and_normalize(digits):
+    x = digits.train_x
+    mean = D.pixel_mean(x, batch=100)  # 1347 is not a multiple of the batch
+    assert mean.shape == (3, 8, 8) and mean.dtype == torch.float32
+    assert torch.allclose(mean, x.double().mean(0).float() / 255, atol=1e-6)
+    assert torch.allclose(mean, D.pixel_mean(x), atol=1e-7)
+    assert 0 <= mean.min() and mean.max() <= 1
+    z = D.normalize(x, mean)
+    assert z.dtype == torch.float32 and z.shape == x.shape
+    assert z.mean(0).abs().max() < 1e-5  # ~0 at every pixel
+    assert torch.allclose(z, x.float() / 255 - mean, atol=1e-6)
+    assert x.dtype == torch.uint8  # input untouched
+    # the test set is normalised with the training mean, so its mean is not exactly zero
+    assert D.normalize(digits.test_x, mean).mean(0).abs().max() > 1e-4
+
+
+def test_normalize_resizes_mean_for_other_input_sizes():
+    x = torch.randint(0, 256, (4, 3, 16, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    const = torch.tensor([0.2, 0.5, 0.7])[:, None, None].expand(3, 8, 8).contiguous()
+    z = D.normalize(x, const)
+    assert z.shape == (4, 3, 16, 12)
+    assert torch.allclose(z, x.float() / 255 - torch.tensor([0.2, 0.5, 0.7])[:, None, None], atol=1e-6)
+    # a non-constant mean is bilinearly resized to the input's size
+    mean = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(1))
+    ref = F.interpolate(mean[None], size=(16, 12), mode="bilinear", align_corners=False)[0]
+    assert torch.allclose(D.normalize(x, mean), x.float() / 255 - ref, atol=1e-6)
+
+
+# ---------------------------------------------------------------- flip_and_lighting
+
+def test_flip_and_lighting_identity():
+    x = torch.randn(5, 3, 6, 7)
+    assert torch.equal(D.flip_and_lighting(x, torch.Generator().manual_seed(0), flip=False, lighting_std=0), x)
+
+
+def test_lighting_is_a_per_image_constant_rgb_offset():
+    n = 3000
+    x = torch.randn(n, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    out = D.flip_and_lighting(x, torch.Generator().manual_seed(1), flip=False, lighting_std=0.1)
+    diff = out - x
+    offset = diff[:, :, :1, :1]
+    assert torch.allclose(diff, offset.expand_as(diff), atol=1e-6)  # same RGB offset at every pixel
+    offset = offset[:, :, 0, 0]  # n, 3
+    assert (offset.abs().sum(1) > 0).all()
+    assert len(set(offset[:, 0].tolist())) > n // 2  # differs between images
+    # the offset is AlexNet's PCA noise: eigvec @ (alpha * eigval) with alpha ~ N(0, 0.1)
+    alpha = torch.linalg.solve(D.PCA_EIGVEC, offset.T).T / D.PCA_EIGVAL
+    assert torch.allclose(alpha.std(0), torch.full((3,), 0.1), rtol=0.08)
+    assert alpha.mean(0).abs().max() < 0.01
+    # per-channel spread: std_i = 0.1 * sqrt(sum_j (eigvec_ij * eigval_j)^2), ~0.0126 in [0, 1] units
+    expected = 0.1 * (D.PCA_EIGVEC * D.PCA_EIGVAL).pow(2).sum(1).sqrt()
+    assert torch.allclose(offset.std(0), expected, rtol=0.08)
+    assert ((expected > 0.012) & (expected < 0.013)).all()
+    # seeded
+    again = D.flip_and_lighting(x, torch.Generator().manual_seed(1), flip=False, lighting_std=0.1)
+    assert torch.equal(again, out)
+
+
+def test_flip_and_lighting_flips_half():
+    x = torch.randn(2000, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    out = D.flip_and_lighting(x, torch.Generator().manual_seed(2), flip=True, lighting_std=0)
+    same = (out == x).flatten(1).all(1)
+    flipped = (out == x.flip(3)).flatten(1).all(1)
+    assert (same ^ flipped).all()  # each image is either untouched or mirrored
+    assert abs(flipped.float().mean().item() - 0.5) < 0.05
+
+
+# ---------------------------------------------------------------- CIFAR-10 (fake, real on-disk format)
+
+LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+def _md5(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _write_fake_cifar(parent, per_batch=20, seed=0):
+    """parent/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}: pickled dicts of uint8
+    (N, 3072) rows (1024 R, 1024 G, 1024 B values, row-major) and int labels, as in the real archive
+    (whose Python 2 pickles load, with encoding="latin1", as dicts with these str keys)."""
+    rng = np.random.default_rng(seed)
+    folder = parent / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    batches = {}
+    for name in CIFAR_FILES:
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
+        with open(folder / name, "wb") as f:
+            pickle.dump({"batch_label": name, "labels": labels, "data": data,
+                         "filenames": [f"{name}_{i}.png" for i in range(per_batch)]}, f, protocol=2)
+        batches[name] = (data, labels)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"num_cases_per_batch": per_batch, "label_names": LABEL_NAMES, "num_vis": 3072}, f, protocol=2)
+    return folder, batches
+
+
+def _patch_cifar_md5(monkeypatch, folder, archive=None):
+    from torchvision.datasets import CIFAR10
+    monkeypatch.setattr(CIFAR10, "train_list", [[n, _md5(folder / n)] for n in CIFAR_FILES[:5]])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": _md5(folder / "batches.meta")})
+    if archive is not None:
+        monkeypatch.setattr(CIFAR10, "tgz_md5", _md5(archive))
+
+
+def _check_fake_cifar(d, batches, per_batch=20):
+    train_rows = np.concatenate([batches[n][0] for n in CIFAR_FILES[:5]])
+    train_labels = sum((batches[n][1] for n in CIFAR_FILES[:5]), [])
+    test_rows, test_labels = batches["test_batch"]
+    assert d.train_x.shape == (5 * per_batch, 3, 32, 32) and d.test_x.shape == (per_batch, 3, 32, 32)
+    assert d.train_x.dtype == torch.uint8 and d.train_y.dtype == torch.int64
+    assert d.train_y.tolist() == train_labels and d.test_y.tolist() == test_labels
+    assert d.classes == LABEL_NAMES and d.test_split == "test"
+    # pixel (c, y, x) of image i is byte 1024 c + 32 y + x of its row: NCHW, exactly
+    assert torch.equal(d.train_x, torch.from_numpy(train_rows.reshape(-1, 3, 32, 32)))
+    assert torch.equal(d.test_x, torch.from_numpy(test_rows.reshape(-1, 3, 32, 32)))
+    for i, c, y, x in ((0, 0, 0, 0), (3, 1, 5, 7), (per_batch + 2, 2, 31, 30), (5 * per_batch - 1, 1, 17, 0)):
+        assert d.train_x[i, c, y, x] == train_rows[i, 1024 * c + 32 * y + x]
+    assert d.test_x[4, 2, 9, 21] == test_rows[4, 1024 * 2 + 32 * 9 + 21]
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_cifar10_missing_raises_one_line_error(tmp_path, exists):
+    root = tmp_path / "cifar"
+    if exists:
+        root.mkdir()
+    with pytest.raises(ReproError) as e:
+        D.load_small("cifar10", root=root)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "cifar-10-python.tar.gz" in msg and str(root) in msg
+    assert not (root / "cifar-10-batches-py").exists()
+
+
+def test_cifar10_fake_batches_load(tmp_path, monkeypatch):
+    folder, batches = _write_fake_cifar(tmp_path)
+    # the real MD5s do not match the fake files: reported as not found/corrupt
+    with pytest.raises(ReproError, match="cifar-10-python.tar.gz"):
+        D.load_small("cifar10", root=tmp_path)
+    _patch_cifar_md5(monkeypatch, folder)
+    d = D.load_small("cifar10", root=tmp_path)
+    _check_fake_cifar(d, batches)
+    d2 = D.load_small("cifar10", root=str(tmp_path))
+    assert torch.equal(d2.train_x, d.train_x)
+
+
+def test_cifar10_fake_val_split(tmp_path, monkeypatch):
+    folder, batches = _write_fake_cifar(tmp_path)
+    _patch_cifar_md5(monkeypatch, folder)
+    full = D.load_small("cifar10", root=tmp_path)
+    held = D.load_small("cifar10", root=tmp_path, val_split=10, split_seed=0)  # 90/10, as 45k/5k
+    assert held.test_split == "val"
+    assert held.train_x.shape == (90, 3, 32, 32) and held.test_x.shape == (10, 3, 32, 32)
+    # random images are all distinct: val and train are disjoint and together the training set
+    key = lambda img: img.numpy().tobytes()
+    tr, va = {key(i) for i in held.train_x}, {key(i) for i in held.test_x}
+    assert len(tr) == 90 and len(va) == 10 and not tr & va
+    assert tr | va == {key(i) for i in full.train_x}
+    assert not va & {key(i) for i in full.test_x}
+    label_of = {key(i): int(l) for i, l in zip(full.train_x, full.train_y)}
+    assert all(label_of[key(i)] == int(l) for i, l in zip(held.test_x, held.test_y))
+    assert all(label_of[key(i)] == int(l) for i, l in zip(held.train_x, held.train_y))
+    again = D.load_small("cifar10", root=tmp_path, val_split=10, split_seed=0)
+    assert torch.equal(again.test_x, held.test_x)
+    assert not torch.equal(D.load_small("cifar10", root=tmp_path, val_split=10, split_seed=1).test_x, held.test_x)
+
+
+def _make_archive(tmp_path):
+    staging = tmp_path / "staging"
+    folder, batches = _write_fake_cifar(staging)
+    root = tmp_path / "root"
+    root.mkdir()
+    archive = root / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    return root, archive, folder, batches
+
+
+def test_cifar10_archive_is_extracted_and_loaded(tmp_path, monkeypatch):
+    root, archive, folder, batches = _make_archive(tmp_path)
+    _patch_cifar_md5(monkeypatch, folder, archive)
+    assert not (root / "cifar-10-batches-py").exists()
+    d = D.load_small("cifar10", root=root)
+    _check_fake_cifar(d, batches)
+    for name in CIFAR_FILES + ["batches.meta"]:
+        assert (root / "cifar-10-batches-py" / name).read_bytes() == (folder / name).read_bytes()
+    # once extracted, the archive is no longer needed
+    archive.unlink()
+    _check_fake_cifar(D.load_small("cifar10", root=root), batches)
+
+
+def test_cifar10_archive_md5_mismatch_is_corrupt(tmp_path, monkeypatch):
+    root, archive, folder, _ = _make_archive(tmp_path)
+    _patch_cifar_md5(monkeypatch, folder)  # tgz_md5 stays the real one: the fake archive does not match
+    with pytest.raises(ReproError, match="corrupt") as e:
+        D.load_small("cifar10", root=root)
+    assert str(archive) in str(e.value) and "\n" not in str(e.value)
+    assert not (root / "cifar-10-batches-py").exists()
+
+
+def test_cifar10_garbage_archive_is_corrupt(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "cifar-10-python.tar.gz").write_bytes(b"this is not a gzip file" * 100)
+    with pytest.raises(ReproError, match="corrupt") as e:
+        D.load_small("cifar10", root=root)
+    assert "cifar-10-python.tar.gz" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cifar10_archive_with_wrong_content_is_reported(tmp_path, monkeypatch):
+    """An archive whose MD5 matches but whose batches do not: a ReproError, not a traceback."""
+    root, archive, folder, _ = _make_archive(tmp_path)
+    _patch_cifar_md5(monkeypatch, folder, archive)
+    from torchvision.datasets import CIFAR10
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", "0" * 32]])
+    with pytest.raises(ReproError, match="cifar-10-python.tar.gz"):
+        D.load_small("cifar10", root=root)
+
+
+# ---------------------------------------------------------------- image folders, in memory
+
+def test_imagefolder_in_memory(digits, digits_folder):
+    d = D.load_small("imagefolder", digits_folder)
+    assert d.classes == DIGIT_CLASSES and d.test_split == "test"
+    assert d.train_x.shape == (len(digits.train_x), 3, 16, 16) and d.train_x.dtype == torch.uint8
+    assert d.test_x.shape == (len(digits.test_x), 3, 16, 16)
+    assert torch.equal(torch.bincount(d.train_y, minlength=10), torch.bincount(digits.train_y, minlength=10))
+    assert torch.equal(torch.bincount(d.test_y, minlength=10), torch.bincount(digits.test_y, minlength=10))
+    # images are in class order, files sorted: the k-th "3" is the k-th 3 of the digits split,
+    # resized by PIL and transposed to CHW
+    for c in (0, 3, 9):
+        k = 5
+        src = digits.test_x[digits.test_y == c][k].numpy().transpose(1, 2, 0)
+        ref = np.asarray(Image.fromarray(src).resize((16, 16), Image.BILINEAR)).transpose(2, 0, 1)
+        assert torch.equal(d.test_x[d.test_y == c][k], torch.from_numpy(ref.copy()))
+
+
+def test_imagefolder_image_size(digits, digits_folder):
+    d = D.load_small("imagefolder", digits_folder, image_size=8, val_split=100)
+    assert d.train_x.shape == (len(digits.train_x) - 100, 3, 8, 8) and d.test_x.shape == (100, 3, 8, 8)
+    assert d.test_split == "val"
+
+
+def test_imagefolder_missing_val_and_other_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "if"
+    for i in range(2):
+        _write_png(root / "train" / "a" / f"{i}.png", _rand_image(rng, 6, 6))
+        _write_png(root / "train" / "b" / f"{i}.png", _rand_image(rng, 6, 6))
+    with pytest.raises(ReproError, match="val/"):
+        D.load_small("imagefolder", root)
+    # val/ without images
+    (root / "val" / "a").mkdir(parents=True)
+    with pytest.raises(ReproError, match="no images"):
+        D.load_small("imagefolder", root)
+    # non-image files are ignored; a class missing from val/ is fine
+    _write_png(root / "val" / "a" / "0.png", _rand_image(rng, 6, 6))
+    (root / "val" / "a" / "notes.txt").write_text("not an image")
+    d = D.load_small("imagefolder", root)
+    assert d.classes == ["a", "b"] and d.train_y.tolist() == [0, 0, 1, 1] and d.test_y.tolist() == [0]
+    # images of different sizes need image_size
+    _write_png(root / "train" / "b" / "big.png", _rand_image(rng, 9, 7))
+    with pytest.raises(ReproError, match="differ in size"):
+        D.load_small("imagefolder", root)
+    assert D.load_small("imagefolder", root, image_size=5).train_x.shape == (5, 3, 5, 5)
+    # train/ with no class folders
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    (empty / "val").mkdir()
+    with pytest.raises(ReproError, match="no class folders"):
+        D.load_small("imagefolder", empty)
+
+
+# ---------------------------------------------------------------- streaming
+
+def test_stream_imagefolder_and_plain_imagenet(digits, digits_folder):
+    from torchvision.datasets import ImageFolder, ImageNet
+    for kind in ("imagefolder", "imagenet"):
+        train, val = D.stream_datasets(kind, digits_folder)
+        assert isinstance(train, ImageFolder) and not isinstance(train, ImageNet)
+        assert train.classes == val.classes == DIGIT_CLASSES
+        assert len(train) == len(digits.train_x) and len(val) == len(digits.test_x)
+        img, label = val[0]
+        assert isinstance(img, Image.Image) and img.size == (16, 16) and label == 0
+    train, _ = D.stream_datasets("imagefolder", str(digits_folder))
+    assert len(train) == len(digits.train_x)
+
+
+def test_stream_imagenet_parsed_archive_layout(tmp_path):
+    from torchvision.datasets import ImageNet
+    rng = np.random.default_rng(0)
+    wnid_to_classes = {"n01440764": ("tench", "Tinca tinca"), "n01443537": ("goldfish", "Carassius auratus"),
+                       "n01484850": ("great white shark",)}
+    wnids = sorted(wnid_to_classes)
+    val_wnids = []
+    for w in wnids:
+        for i in range(3):
+            _write_png(tmp_path / "train" / w / f"{w}_{i}.png", _rand_image(rng, 10, 12))
+        for i in range(2):
+            _write_png(tmp_path / "val" / w / f"ILSVRC2012_val_{len(val_wnids):08d}.png", _rand_image(rng, 10, 12))
+            val_wnids.append(w)
+    torch.save((wnid_to_classes, val_wnids), tmp_path / "meta.bin")
+    train, val = D.stream_datasets("imagenet", tmp_path)
+    assert isinstance(train, ImageNet) and isinstance(val, ImageNet)
+    assert train.wnids == val.wnids == wnids
+    assert train.classes == val.classes == [wnid_to_classes[w] for w in wnids]
+    assert train.class_to_idx["goldfish"] == 1 and train.class_to_idx["Carassius auratus"] == 1
+    assert len(train) == 9 and len(val) == 6
+    assert [l for _, l in train.samples] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    img, label = val[5]
+    assert isinstance(img, Image.Image) and img.size == (12, 10) and label == 2
+    # the same folders without meta.bin are a plain image folder, classes are the wnids
+    (tmp_path / "meta.bin").unlink()
+    train, _ = D.stream_datasets("imagenet", tmp_path)
+    assert not isinstance(train, ImageNet) and train.classes == wnids
+
+
+def test_stream_imagenet_bad_devkit_is_reported(tmp_path):
+    (tmp_path / "ILSVRC2012_devkit_t12.tar.gz").write_bytes(b"garbage")
+    with pytest.raises(ReproError, match="ImageNet under"):
+        D.stream_datasets("imagenet", tmp_path)
+
+
+def test_stream_errors(tmp_path):
+    with pytest.raises(ReproError, match="not a directory"):
+        D.stream_datasets("imagenet", tmp_path / "missing")
+    with pytest.raises(ReproError, match="not a directory"):
+        D.stream_datasets("imagefolder", None)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ReproError, match="not a directory"):
+        D.stream_datasets("imagefolder", tmp_path / "file")
+    with pytest.raises(ReproError, match="cannot be streamed"):
+        D.stream_datasets("cifar10", tmp_path)
+    rng = np.random.default_rng(0)
+    _write_png(tmp_path / "r" / "train" / "a" / "0.png", _rand_image(rng, 4, 4))
+    with pytest.raises(ReproError, match="val/"):
+        D.stream_datasets("imagefolder", tmp_path / "r")
+    _write_png(tmp_path / "r" / "val" / "b" / "0.png", _rand_image(rng, 4, 4))
+    with pytest.raises(ReproError, match="different class folders"):
+        D.stream_datasets("imagefolder", tmp_path / "r")
+
+
+# ---------------------------------------------------------------- transforms and sampler
+
+def _pil(rng, h, w):
+    return Image.fromarray(_rand_image(rng, h, w))
+
+
+def test_train_transform_is_a_crop_of_a_random_rescale():
+    import torchvision.transforms.v2.functional as TF
+    rng = np.random.default_rng(0)
+    img = _pil(rng, 32, 32)  # square, power of two: the rescaled size is exactly s x s
+    base = TF.pil_to_tensor(img)
+    # every 16x16 window (C, H, W bytes) of every rescale
+    windows = {s: {row.tobytes() for row in TF.resize(base, [s, s], antialias=True).unfold(1, 16, 1)
+                   .unfold(2, 16, 1).permute(1, 2, 0, 3, 4).reshape(-1, 3 * 16 * 16).numpy()}
+               for s in range(20, 29)}
+    t = D.train_transform(scale=(20, 28), crop=16)
+    torch.manual_seed(0)
+    scales = set()
+    for _ in range(40):
+        out = t(img)
+        assert out.shape == (3, 16, 16) and out.dtype == torch.uint8
+        hits = [s for s, w in windows.items() if out.numpy().tobytes() in w]
+        assert hits, "output is not a 16x16 crop of the image rescaled to a shorter side in 20..28"
+        scales.update(hits)
+    assert len(scales) >= 4
+    # non-square images and images smaller than the crop (padded) give the same shape
+    for h, w in ((40, 25), (12, 30), (6, 6)):
+        out = D.train_transform(scale=(20, 28), crop=16)(_pil(rng, h, w))
+        assert out.shape == (3, 16, 16) and out.dtype == torch.uint8
+    out = D.train_transform(scale=(8, 10), crop=16)(_pil(rng, 20, 20))
+    assert out.shape == (3, 16, 16)
+
+
+def test_eval_transform_center_and_tencrop():
+    import torchvision.transforms.v2.functional as TF
+    rng = np.random.default_rng(1)
+    img = _pil(rng, 30, 25)
+    resized = TF.resize(TF.pil_to_tensor(img), 20, antialias=True)
+    assert min(resized.shape[1:]) == 20
+    h, w = resized.shape[1:]
+    center = D.eval_transform("center", test_size=20, crop=16)(img)
+    assert center.shape == (3, 16, 16) and center.dtype == torch.uint8
+    top, left = int(round((h - 16) / 2)), int(round((w - 16) / 2))
+    assert torch.equal(center, resized[:, top:top + 16, left:left + 16])
+    ten = D.eval_transform("tencrop", test_size=20, crop=16)(img)
+    assert isinstance(ten, torch.Tensor) and ten.shape == (10, 3, 16, 16) and ten.dtype == torch.uint8
+    assert torch.equal(ten[0], resized[:, :16, :16])
+    assert torch.equal(ten[1], resized[:, :16, -16:])
+    assert torch.equal(ten[2], resized[:, -16:, :16])
+    assert torch.equal(ten[3], resized[:, -16:, -16:])
+    assert torch.equal(ten[4], center)
+    # crops 5..9 are the five crops of the mirrored image (tl, tr, bl, br, centre), i.e. the flips of
+    # crops 1, 0, 3, 2, 4 (mirroring swaps left and right)
+    for k, j in enumerate((1, 0, 3, 2, 4)):
+        assert torch.equal(ten[5 + k], ten[j].flip(2))
+    assert len({ten[k].numpy().tobytes() for k in range(10)}) == 10
+    # batched by a DataLoader as evaluate.py does: (B, 10, 3, crop, crop)
+    ds = D.Transformed([(img, 1), (_pil(rng, 22, 40), 2)], D.eval_transform("tencrop", test_size=20, crop=16))
+    x, y = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
+    assert x.shape == (2, 10, 3, 16, 16) and y.tolist() == [1, 2]
+
+
+def test_eval_transform_full_and_unknown_view():
+    rng = np.random.default_rng(2)
+    for h, w in ((30, 25), (20, 50), (24, 24)):
+        out = D.eval_transform("full", scale=24)(_pil(rng, h, w))
+        assert out.dtype == torch.uint8 and out.shape[0] == 3
+        assert min(out.shape[1:]) == 24
+        assert abs(out.shape[1] / out.shape[2] - h / w) < 0.05  # aspect ratio kept, no crop
+    with pytest.raises(ReproError, match="unknown view"):
+        D.eval_transform("fivecrop")
+
+
+def test_transformed_converts_to_rgb():
+    grey = Image.fromarray(np.full((8, 8), 77, dtype=np.uint8))  # mode "L"
+    ds = D.Transformed([(grey, 4)], D.eval_transform("center", test_size=8, crop=8))
+    x, y = ds[0]
+    assert len(ds) == 1 and y == 4 and x.shape == (3, 8, 8) and (x == 77).all()
+
+
+def test_stream_pixel_mean(digits_folder):
+    train, _ = D.stream_datasets("imagefolder", digits_folder)
+    mean = D.stream_pixel_mean(train, test_size=16, crop=12)
+    assert mean.shape == (3, 12, 12) and mean.dtype == torch.float32
+    assert 0 <= mean.min() and mean.max() <= 1
+    # all 1347 images (< max_images): the centre 12x12 of the in-memory per-pixel mean
+    mem = D.load_small("imagefolder", digits_folder)
+    assert torch.allclose(mean, D.pixel_mean(mem.train_x)[:, 2:14, 2:14], atol=1e-5)
+    # a seeded sample
+    small = D.stream_pixel_mean(train, test_size=16, crop=12, max_images=50, seed=3)
+    assert small.shape == (3, 12, 12) and not torch.allclose(small, mean, atol=1e-3)
+    assert torch.equal(small, D.stream_pixel_mean(train, test_size=16, crop=12, max_images=50, seed=3))
+
+
+def test_epoch_sampler():
+    n = 100
+    s = D.EpochSampler(n, seed=3, epoch=0)
+    a = list(s)
+    assert len(s) == n and sorted(a) == list(range(n)) and a != list(range(n))
+    assert list(D.EpochSampler(n, seed=3, epoch=0)) == a  # reproducible
+    b = list(D.EpochSampler(n, seed=3, epoch=1))
+    assert sorted(b) == list(range(n)) and b != a
+    assert list(D.EpochSampler(n, seed=4, epoch=0)) != a
+    for k in (0, 1, 37, 99, 100):
+        r = D.EpochSampler(n, seed=3, epoch=1, start=k)
+        assert list(r) == b[k:] and len(r) == n - k
+    # usable as a DataLoader sampler: a resumed epoch sees the rest of the same order
+    loader = torch.utils.data.DataLoader(list(range(n)), batch_size=10, sampler=D.EpochSampler(n, 3, 1, start=40))
+    assert torch.cat(list(loader)).tolist() == b[40:]

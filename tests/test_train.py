@@ -1,0 +1,210 @@
+"""Training: learning on digits, exact resume after a kill, divergence, schedules, specs."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from resnet_repro.errors import ReproError
+from resnet_repro.spec import build_spec, warmup_for
+from resnet_repro.train import Diverged, Interrupted, LearningRate, train
+
+CLI = [sys.executable, "-m", "resnet_repro"]
+TIMING = {"images_per_s", "elapsed_s"}
+
+
+def tiny_spec(**over):
+    base = {"model": "resnet8", "data": {"kind": "digits"}, "max_iters": 60, "log_every": 10,
+            "checkpoint_every": 20, "batch_size": 64, "schedule": {"kind": "multistep", "milestones": [40]}}
+    return build_spec(None, [base, over])
+
+
+def read_history(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def strip_timing(history):
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
+
+
+def weights(out):
+    return torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+
+def test_resnet_learns_digits(tmp_path):
+    spec = build_spec(None, [{"model": "resnet20", "data": {"kind": "digits", "image_size": 16}, "max_iters": 300,
+                              "log_every": 50, "checkpoint_every": 300,
+                              "schedule": {"kind": "multistep", "milestones": [200, 250]}}])
+    metrics = train(spec, tmp_path)
+    assert metrics["test_error"] < 20, metrics  # chance is 90%
+    history = read_history(tmp_path / "history.csv")
+    assert [int(r["iteration"]) for r in history] == list(range(50, 301, 50))
+    assert float(history[-1]["train_loss"]) < float(history[0]["train_loss"])
+    assert [float(r["lr"]) for r in history] == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.01, 0.001])
+    ckpt = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ckpt["done"] and ckpt["iteration"] == 300 and ckpt["classes"] == [str(i) for i in range(10)]
+
+
+def test_stop_and_resume_equals_uninterrupted(tmp_path):
+    spec = tiny_spec()
+    full = train(spec, tmp_path / "full")
+    with pytest.raises(Interrupted):
+        train(spec, tmp_path / "split", stop_at=30)  # between two checkpoints: the stop writes its own
+    assert torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)["iteration"] == 30
+    resumed = train(spec, tmp_path / "split", resume=True)
+    assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "split"))
+    assert strip_timing(read_history(tmp_path / "full" / "history.csv")) == \
+        strip_timing(read_history(tmp_path / "split" / "history.csv"))
+    assert resumed["test_error"] == full["test_error"]
+
+
+def test_killed_process_resumes_to_the_same_result(tmp_path):
+    """A real SIGKILL at an arbitrary moment after the first checkpoint, then --resume."""
+    args = ["train", "--model", "resnet8", "--data", "digits", "--max-iters", "120", "--log-every", "10",
+            "--checkpoint-every", "20", "--batch-size", "64", "--milestones", "80"]
+    subprocess.run(CLI + args + ["--out", str(tmp_path / "full")], check=True, capture_output=True)
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    proc = subprocess.Popen(CLI + args + ["--out", str(tmp_path / "killed")], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert ckpt.exists(), "no checkpoint was written before the kill"
+    killed_at = torch.load(ckpt, weights_only=False)["iteration"]
+    assert 0 < killed_at < 120
+    r = subprocess.run(CLI + args + ["--out", str(tmp_path / "killed"), "--resume"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"resumed from {ckpt} at iteration {killed_at}" in r.stderr
+    assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "killed"))
+    assert strip_timing(read_history(tmp_path / "full" / "history.csv")) == \
+        strip_timing(read_history(tmp_path / "killed" / "history.csv"))
+    assert not [p for p in (tmp_path / "killed").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sigterm_checkpoints_and_exits_3(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(CLI + ["train", "--model", "resnet8", "--data", "digits", "--max-iters", "100000",
+                                   "--log-every", "10", "--checkpoint-every", "10", "--out", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (out / "history.csv").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert "SIGTERM" in err and "--resume" in err
+    it = torch.load(out / "checkpoint.pt", weights_only=False)["iteration"]
+    assert it >= 10
+
+
+def test_divergence_is_an_error(tmp_path):
+    with pytest.raises(Diverged, match="diverged"):
+        train(tiny_spec(lr=1e6), tmp_path)
+    r = subprocess.run(CLI + ["train", "--model", "resnet8", "--data", "digits", "--max-iters", "20", "--lr", "1e6",
+                              "--log-every", "10", "--out", str(tmp_path / "cli")], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "diverged" in r.stderr
+    assert not (tmp_path / "cli" / "metrics.json").exists()
+
+
+def test_warmup_rule(tmp_path):
+    # digits' first iterations are above 95% error, so the warm-up ends at the first check (iteration 10)
+    spec = tiny_spec(warmup={"lr": 0.01, "until_train_error": 95, "check_every": 10}, max_iters=60)
+    train(spec, tmp_path)
+    lrs = [float(r["lr"]) for r in read_history(tmp_path / "history.csv")]
+    assert lrs[:2] == pytest.approx([0.01, 0.1])  # the record at 10 shows the lr its iterations used
+    assert lrs[-1] == pytest.approx(0.01)  # after the warm-up: 0.1, then / 10 at the milestone (40)
+    assert any(x == pytest.approx(0.1) for x in lrs)
+
+
+def test_warmup_auto_follows_the_paper():
+    assert warmup_for(build_spec(None, [{"model": "resnet110"}])) == {"lr": 0.01, "until_train_error": 80.0,
+                                                                       "check_every": 100}
+    assert warmup_for(build_spec(None, [{"model": "resnet1202"}])) is not None
+    assert warmup_for(build_spec(None, [{"model": "resnet56"}])) is None
+    assert warmup_for(build_spec(None, [{"model": "resnet152"}])) is None
+
+
+def test_learning_rate_schedules():
+    lr = LearningRate(build_spec(None, [{"model": "resnet20"}]))
+    assert [lr.at(i) for i in (0, 31999, 32000, 47999, 48000, 63999)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    lr = LearningRate(build_spec(None, [{"model": "resnet110"}]))
+    assert lr.at(0) == 0.01
+    assert not lr.observe_train_error(85.0) and lr.at(100) == 0.01
+    assert lr.observe_train_error(79.0) and lr.at(200) == 0.1 and lr.at(32000) == pytest.approx(0.01)
+    p = LearningRate(build_spec(None, [{"model": "resnet50", "schedule": {"kind": "plateau", "patience": 2,
+                                                                             "threshold": 0.5, "max_drops": 1}}]))
+    drops = [p.observe_val_error(e) for e in (50, 40, 39.8, 39.9, 30, 29.9, 29.8, 29.7, 29.6)]
+    assert drops == [False, False, False, True, False, False, False, False, False]  # max_drops caps it
+    assert p.at(10) == pytest.approx(0.01)
+
+
+def test_resume_refuses_another_spec(tmp_path):
+    with pytest.raises(Interrupted):
+        train(tiny_spec(), tmp_path, stop_at=10)
+    with pytest.raises(ReproError, match="different spec.*lr"):
+        train(tiny_spec(lr=0.05), tmp_path, resume=True)
+
+
+def test_spec_precedence_and_defaults(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("model: resnet56\nlr: 0.05\ndata: {kind: digits}\n")
+    spec = build_spec(str(f), [{"lr": 0.02}])
+    assert spec["lr"] == 0.02 and spec["batch_size"] == 128 and spec["max_iters"] == 64000
+    assert spec["schedule"]["milestones"] == [32000, 48000] and spec["data"]["kind"] == "digits"
+    assert build_spec(None, [{"model": "resnet50"}])["schedule"]["kind"] == "plateau"
+    assert build_spec(None, [{"model": "resnet50"}])["batch_size"] == 256
+
+
+@pytest.mark.parametrize("text,words", [
+    ("model: resnet20\nlr: [\n", "not valid YAML"),
+    ("model: resnet20\nlearning_rate: 0.1\n", "learning_rate"),
+    ("model: resnet20\nbatch_size: big\n", "batch_size"),
+    ("model: resnet20\nschedule: {kind: cosine}\n", "schedule.kind"),
+    ("- a list\n", "mapping"),
+    ("lr: 0.1\n", "no model"),
+    ("model: resnet21\n", "6n+2"),
+])
+def test_malformed_specs_are_one_line_errors(tmp_path, text, words):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(ReproError) as e:
+        build_spec(str(f))
+    assert words in str(e.value) and "\n" not in str(e.value)
+    r = subprocess.run(CLI + ["train", "--spec", str(f), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and words in r.stderr
+    assert not (tmp_path / "o").exists()  # nothing started
+
+
+def test_spec_command_prints_the_effective_spec():
+    r = subprocess.run(CLI + ["spec", "--model", "resnet110", "--set", "schedule.milestones=[10,20]", "--max-iters", "30"],
+                       capture_output=True, text=True, check=True)
+    spec = yaml.safe_load(r.stdout)
+    assert spec["schedule"]["milestones"] == [10, 20] and spec["max_iters"] == 30 and spec["warmup"] == "auto"
+
+
+def test_missing_dataset_is_one_line_error(tmp_path):
+    r = subprocess.run(CLI + ["train", "--model", "resnet20", "--data-root", str(tmp_path / "nowhere"),
+                              "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "cifar-10-python.tar.gz" in r.stderr
+
+
+def test_help_for_every_command():
+    for cmd in ([], ["models"], ["spec"], ["train"], ["evaluate"], ["ensemble"], ["responses"], ["make-imagefolder"]):
+        r = subprocess.run(CLI + cmd + ["--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and "usage: resnet-repro" in r.stdout and len(r.stdout) > 200
