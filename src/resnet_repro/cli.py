@@ -50,11 +50,21 @@ def _spec_from_args(args):
         flags.setdefault("schedule", {})["kind"] = args.schedule
     if args.no_warmup:
         flags["warmup"] = None
-    return build_spec(args.spec, [flags] + [parse_assignment(s) for s in args.set])
+    extra = []
+    if args.overrides:
+        try:
+            extra = [yaml.safe_load(args.overrides)]
+        except yaml.YAMLError as e:
+            raise ReproError(f"--overrides is not valid YAML/JSON: {getattr(e, 'problem', e)}") from None
+        if not isinstance(extra[0], dict):
+            raise ReproError("--overrides must be a mapping, e.g. '{max_iters: 100, data: {kind: digits}}'")
+    return build_spec(args.spec, extra + [flags] + [parse_assignment(s) for s in args.set])
 
 
 def add_spec_args(p):
     p.add_argument("--spec", help="YAML training spec (see src/resnet_repro/specs/ for every key and its default)")
+    p.add_argument("--overrides", metavar="YAML", help="a YAML/JSON mapping merged over the spec file "
+                   "(flags and --set win over it), e.g. '{max_iters: 100, data: {kind: digits}}'")
     p.add_argument("--model", help="network name, e.g. resnet56, plain20, resnet34-A, resnet50 (see `resnet-repro models`)")
     p.add_argument("--data", choices=["cifar10", "digits", "imagefolder", "imagenet"], help="dataset kind")
     p.add_argument("--data-root", help="dataset directory")
@@ -80,15 +90,23 @@ def cmd_spec(args):
     print(yaml.safe_dump(_spec_from_args(args), sort_keys=False), end="")
 
 
+def _set_threads(args):
+    if getattr(args, "threads", None):
+        import torch
+        torch.set_num_threads(args.threads)
+
+
 def cmd_train(args):
     from .train import train
     spec = _spec_from_args(args)
+    _set_threads(args)
     metrics = train(spec, args.out, resume=args.resume, stop_at=args.stop_at)
     print(json.dumps(metrics, indent=2))
 
 
 def cmd_evaluate(args):
     from .evaluate import evaluate_checkpoint
+    _set_threads(args)
     metrics = evaluate_checkpoint(args.checkpoint, args.out, args.views, args.scales, args.device,
                                   args.batch_size, args.workers, args.data_root)
     print(json.dumps(metrics, indent=2))
@@ -105,8 +123,19 @@ def cmd_ensemble(args):
 
 def cmd_responses(args):
     from .analysis import responses_from_checkpoint
+    _set_threads(args)
     rows = responses_from_checkpoint(args.checkpoint, args.out, args.device, args.data_root, args.max_images)
     print(f"{len(rows)} layers written to {args.out}")
+
+
+def cmd_check_data(args):
+    from .data import describe_data
+    from .files import write_json
+    spec = _spec_from_args(args)
+    summary = describe_data(spec)
+    if args.out:
+        write_json(args.out, summary)
+    print(json.dumps(summary, indent=2))
 
 
 def cmd_make_imagefolder(args):
@@ -142,7 +171,16 @@ def build_parser():
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
     s.add_argument("--stop-at", type=int, help="checkpoint and stop after this iteration (exit status 3)")
+    s.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("check-data", help="check that a spec's data set is present and readable; summarise it",
+                       description="Open the data set the spec names (extracting cifar-10-python.tar.gz if that is "
+                                   "what is there) and print its split sizes and classes; fails with one line if "
+                                   "it is missing. The workflow runs this before any training.")
+    add_spec_args(s)
+    s.add_argument("--out", help="write the summary as JSON here")
+    s.set_defaults(func=cmd_check_data)
 
     s = sub.add_parser("evaluate", help="evaluate a checkpoint (single view, centre crop, 10-crop, multi-scale)",
                        description="Top-1/top-5 error of a checkpoint on its data set's evaluation split. Writes "
@@ -157,6 +195,7 @@ def build_parser():
     s.add_argument("--batch-size", type=int)
     s.add_argument("--workers", type=int, help="DataLoader workers for decoding")
     s.add_argument("--data-root", help="override the data root stored in the checkpoint")
+    s.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("ensemble", help="average the softmax scores of several evaluated models",
@@ -173,6 +212,7 @@ def build_parser():
     s.add_argument("--device", default="auto")
     s.add_argument("--data-root", help="override the data root stored in the checkpoint")
     s.add_argument("--max-images", type=int, help="use only the first N evaluation images")
+    s.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     s.set_defaults(func=cmd_responses)
 
     s = sub.add_parser("make-imagefolder", help="write the bundled digits data set as an ImageFolder tree",
@@ -181,6 +221,10 @@ def build_parser():
     s.add_argument("--out", required=True)
     s.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
     s.set_defaults(func=cmd_make_imagefolder)
+
+    from . import figures, tables, tracking
+    for module in (figures, tables, tracking):
+        module.add_parser(sub)
     return p
 
 

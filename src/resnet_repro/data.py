@@ -225,8 +225,11 @@ def stream_datasets(kind, root):
     for split in ("train", "val"):
         if not (Path(root) / split).is_dir():
             raise ReproError(f"{kind} root {root} has no {split}/ directory: expected {root}/{split}/<class>/<images>")
-    train = ImageFolder(str(Path(root) / "train"))
-    val = ImageFolder(str(Path(root) / "val"))
+    try:
+        train = ImageFolder(str(Path(root) / "train"))
+        val = ImageFolder(str(Path(root) / "val"))
+    except FileNotFoundError as e:  # a class folder without images
+        raise ReproError(f"{kind} root {root}: {e}") from None
     if val.classes != train.classes:
         raise ReproError(f"{root}: train/ and val/ have different class folders")
     return train, val
@@ -307,3 +310,17 @@ def make_digits_imagefolder(out, size=32, fmt="png"):
             img = Image.fromarray(x.transpose(1, 2, 0)).resize((size, size), Image.BILINEAR)
             img.save(out / split / classes[y] / f"{i:05d}.{fmt}")
     return out
+
+
+def describe_data(spec):
+    """Open the spec's data set the way training will, and summarise it (sizes, classes)."""
+    from .models import parse_model_name
+    d = spec["data"]
+    if parse_model_name(spec["model"]).family == "cifar":
+        td = load_small(d["kind"], d.get("root"), d.get("download", False), d.get("image_size"),
+                        d.get("val_split", 0), d.get("split_seed", 0))
+        return {"kind": d["kind"], "root": d.get("root"), "path": "in-memory", "train": len(td.train_x),
+                td.test_split: len(td.test_x), "image_size": list(td.train_x.shape[-2:]), "classes": td.classes}
+    train, val = stream_datasets(d["kind"], d.get("root"))
+    return {"kind": d["kind"], "root": d.get("root"), "path": "streamed", "train": len(train), "val": len(val),
+            "classes": list(train.classes)}

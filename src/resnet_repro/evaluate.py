@@ -81,6 +81,8 @@ def load_checkpoint(path, device="cpu"):
         raise ReproError(f"checkpoint {path} does not exist") from None
     except Exception as e:
         raise ReproError(f"cannot read checkpoint {path}: {e.__class__.__name__}: {e}") from None
+    if not isinstance(ckpt, dict) or not {"spec", "model", "num_classes", "mean"} <= ckpt.keys():
+        raise ReproError(f"{path} is not a checkpoint written by `resnet-repro train` (a bare state_dict?)")
     model = ResNet(parse_model_name(ckpt["spec"]["model"]), ckpt["num_classes"])
     model.load_state_dict(ckpt["model"])
     return ckpt, model.to(device)
@@ -148,6 +150,8 @@ def ensemble(score_files):
         elif not np.array_equal(labels, z["labels"]):
             raise ReproError(f"{f} scores other examples (or another order) than {score_files[0]}")
         p = F.softmax(torch.from_numpy(z["scores"]).float(), 1)
+        if probs is not None and p.shape != probs.shape:
+            raise ReproError(f"{f} scores {p.shape[1]} classes, {score_files[0]} {probs.shape[1]}")
         probs = p if probs is None else probs + p
     probs /= len(score_files)
     members = {str(f): error_rates(torch.from_numpy(np.load(f)["scores"]), labels) for f in score_files}

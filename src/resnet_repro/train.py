@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from . import data as D
 from .device import autocast, memory_format, resolve_device, use_bf16, use_channels_last
@@ -184,7 +185,7 @@ def open_data(spec, device):
 
 
 def train(spec, out_dir, resume=False, log=None, stop_at=None):
-    """Train as `spec` says, writing out_dir/{checkpoint.pt, history.csv, metrics.json}.
+    """Train as `spec` says, writing out_dir/{spec.yaml, checkpoint.pt, history.csv, metrics.json}.
     resume: continue from out_dir/checkpoint.pt when it exists. stop_at: leave after that
     iteration (with a checkpoint), as a job with a time limit would."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -197,6 +198,7 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
             changed = sorted(k for k in set(spec) | set(ckpt["spec"]) if spec.get(k) != ckpt["spec"].get(k))
             raise ReproError(f"{ckpt_path} was trained with a different spec (differs in: {', '.join(changed)}); "
                              f"use another output directory or drop --resume")
+    write_text(out_dir / "spec.yaml", yaml.safe_dump(spec, sort_keys=False))
     device = resolve_device(spec["device"])
     bf16 = use_bf16(spec["precision"], device)
     cl = use_channels_last(spec["channels_last"], device)
