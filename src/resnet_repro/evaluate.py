@@ -53,12 +53,24 @@ def predict_view(model, dataset, view, mean, device, bf16=False, channels_last=F
         return torch.cat(out).clamp_min(1e-12).log()
     if view == "multiscale":
         total = None
-        for s in scales:  # images differ in aspect ratio, so one image at a time
+        for s in scales:
             probs = []
-            for x, _ in loader(D.eval_transform("full", scale=s), 1):
-                both = torch.cat([x, x.flip(3)])
-                probs.append(F.softmax(_forward(model, both, mean, device, bf16, channels_last), 1).mean(0).cpu())
-            probs = torch.stack(probs)
+            # whole images differ in size: batch together the ones that share a size
+            # about as many pixels per forward pass as a centre-crop batch (flips included)
+            bs = max(1, int(batch_size * (crop / s) ** 2 / 2))
+            for batch in torch.utils.data.DataLoader(D.Transformed(dataset, D.eval_transform("full", scale=s)),
+                                                     batch_size=bs, num_workers=workers,
+                                                     collate_fn=lambda items: [x for x, _ in items]):
+                out = [None] * len(batch)
+                for shape in {x.shape for x in batch}:
+                    idx = [i for i, x in enumerate(batch) if x.shape == shape]
+                    x = torch.stack([batch[i] for i in idx])
+                    p = F.softmax(_forward(model, torch.cat([x, x.flip(3)]), mean, device, bf16, channels_last), 1)
+                    p = p.view(2, len(idx), -1).mean(0).cpu()
+                    for j, i in enumerate(idx):
+                        out[i] = p[j]
+                probs.append(torch.stack(out))
+            probs = torch.cat(probs)
             total = probs if total is None else total + probs
         return (total / len(scales)).clamp_min(1e-12).log()
     raise ReproError(f"unknown view {view!r}: choose one of {', '.join(VIEWS)}")

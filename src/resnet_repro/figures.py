@@ -1,5 +1,273 @@
-"""(being written)"""
+"""Figures 1, 4, 6 and 7 of the paper, redrawn from our runs (history.csv, responses.csv).
+
+matplotlib (and .files, which imports torch) are imported inside draw_figure only: the CLI imports
+this module for every command, and `resnet-repro --help` should stay fast."""
+import csv
+import io
+import math
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import yaml
+
+from .errors import ReproError
+from .names import parse_model_name
+
+FIGURES = ("figure1", "figure4", "figure6", "figure7")
+# One colour per depth, close to the paper's (20 orange, 56 red, 110 black); others cycle below.
+DEPTH_COLOURS = {18: "tab:blue", 20: "#e69f00", 32: "tab:cyan", 34: "tab:red", 44: "tab:green", 56: "tab:red",
+                 110: "black", 1202: "tab:purple", 50: "tab:green", 101: "tab:brown", 152: "tab:pink"}
+
+
+def reference():
+    with open(Path(__file__).with_name("reference.yaml")) as f:
+        return yaml.safe_load(f)
+
+
+def read_spec(run):
+    """RUN/spec.yaml as a dict with a valid `model`."""
+    run = Path(run)
+    if not run.is_dir():
+        raise ReproError(f"run directory {run} does not exist")
+    path = run / "spec.yaml"
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ReproError(f"{path} does not exist (not a training run directory?)") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise ReproError(f"cannot read {path}: {e.__class__.__name__}: {e}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("model"), str):
+        raise ReproError(f"{path} is malformed: no `model` key")
+    try:
+        parse_model_name(spec["model"])
+    except ReproError as e:
+        raise ReproError(f"{path}: {e}") from None
+    return spec
+
+
+def read_csv(path, columns):
+    """Rows of a CSV as dicts, with `columns` required and parsed as floats (strings elsewhere)."""
+    path = Path(path)
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    except FileNotFoundError:
+        raise ReproError(f"{path} does not exist") from None
+    except (OSError, csv.Error, UnicodeDecodeError) as e:
+        raise ReproError(f"cannot read {path}: {e}") from None
+    if not rows:
+        raise ReproError(f"{path} has no data rows")
+    missing = [c for c in columns if c not in rows[0]]
+    if missing:
+        raise ReproError(f"{path} is malformed: missing column(s) {', '.join(missing)}")
+    try:
+        for r in rows:
+            r.update({c: float(r[c]) for c in columns})
+    except (TypeError, ValueError):
+        raise ReproError(f"{path} is malformed: non-numeric value in {', '.join(columns)}") from None
+    return rows
+
+
+def read_history(run):
+    rows = read_csv(Path(run) / "history.csv", ["iteration", "train_error", "test_error"])
+    return {c: [r[c] for r in rows] for c in ("iteration", "train_error", "test_error")}
+
+
+def infer_preset(paths):
+    """The layout is results/runs/<preset>/<model>/seed<k>[/file]: the preset two levels above seed<k>,
+    if every path agrees; None otherwise."""
+    found = set()
+    for p in map(Path, paths):
+        parts = p.resolve().parts
+        i = next((i for i in range(len(parts) - 1, 1, -1) if re.fullmatch(r"seed\d+", parts[i])), None)
+        found.add(parts[i - 2] if i else None)
+    return found.pop() if len(found) == 1 else None
+
+
+def preset_note(preset):
+    if preset == "paper":
+        return None
+    if preset is None:
+        return "preset unknown: check the runs used the paper's settings before comparing with the paper"
+    return f"reduced preset '{preset}': numbers are not comparable with the paper"
+
+
+def label(spec):
+    kind = "ResNet" if spec.residual else "plain"
+    return f"{kind}-{spec.depth}" + (f"-{spec.shortcut}" if spec.residual and spec.family == "imagenet" else "")
+
+
+def colour(depth, i):
+    return DEPTH_COLOURS.get(depth, f"C{i % 10}")
+
+
+# Panels: (title, which models belong). figure1 has both panels on the same runs, plotting different columns.
+PANELS = {
+    "figure1": [("training error", lambda m: m.family == "cifar" and not m.residual),
+                ("test error", lambda m: m.family == "cifar" and not m.residual)],
+    "figure6": [("plain", lambda m: m.family == "cifar" and not m.residual),
+                ("ResNet", lambda m: m.family == "cifar" and m.residual and m.depth <= 110),
+                ("ResNet-110 and deeper", lambda m: m.family == "cifar" and m.residual and m.depth >= 110)],
+    "figure4": [("plain", lambda m: m.family == "imagenet" and not m.residual),
+                ("ResNet", lambda m: m.family == "imagenet" and m.residual)],
+}
+
+
+def _curves(run_dirs):
+    """[(ModelSpec, seed, history)] sorted by plain/ResNet then depth, as the paper's legends."""
+    curves = []
+    for run in dict.fromkeys(map(str, run_dirs)):  # the same directory twice is one run
+        spec = read_spec(run)
+        curves.append((parse_model_name(spec["model"]), spec.get("seed"), read_history(run)))
+    return sorted(curves, key=lambda c: (c[0].residual, c[0].depth, c[0].shortcut, str(c[1])))
+
+
+def _responses(run_dirs, responses):
+    """{model name: [std in layer order]} from RUN/responses.csv and explicit CSV files."""
+    paths = [Path(r) / "responses.csv" for r in run_dirs] + [Path(p) for p in responses]
+    for r in run_dirs:
+        if not Path(r).is_dir():
+            raise ReproError(f"run directory {r} does not exist")
+    out = {}
+    for path in dict.fromkeys(paths):
+        rows = read_csv(path, ["layer", "std"])
+        if "model" not in rows[0]:
+            raise ReproError(f"{path} is malformed: missing column model")
+        for r in sorted(rows, key=lambda r: r["layer"]):
+            out.setdefault(r["model"], []).append(r["std"])
+    return dict(sorted(out.items(), key=lambda kv: _model_order(kv[0])))
+
+
+def _model_order(name):
+    try:
+        m = parse_model_name(name)
+        return (m.residual, m.depth, name)
+    except ReproError:
+        return (True, math.inf, name)
+
+
+def _ylim(values):
+    """From the data (the paper's fixed 0-20% would hide reduced runs): ignore the first 10% of
+    each curve, where every net starts near chance, and round out to multiples of 5."""
+    lo, hi = min(values), max(values)
+    return max(0, 5 * math.floor((lo - 1) / 5)), min(100, 5 * math.ceil((hi + 1) / 5))
+
+
+def _xscale(max_iter):
+    """Iterations in units of 1e4 as the paper, or a smaller power of ten for short runs."""
+    return 10 ** min(4, max(0, math.floor(math.log10(max(max_iter, 1)))))
+
+
+def draw_figure(name, run_dirs=(), responses=(), out=None, preset=None):
+    """Draw figure `name` from the given run directories (and, for figure7, responses CSVs); write
+    `out` (.pdf) and the same figure as .png beside it. Returns the two paths."""
+    if name not in FIGURES:
+        raise ReproError(f"unknown figure {name!r}: choose one of {', '.join(FIGURES)}")
+    out = Path(out or f"reports/{name}.pdf")
+    if out.suffix != ".pdf":
+        raise ReproError(f"--out must be a .pdf file (the .png is written beside it), got {out}")
+    preset = preset or infer_preset(list(run_dirs) + list(responses))
+    if name == "figure7":
+        data = _responses(run_dirs, responses)
+        if not data:
+            raise ReproError("figure7 needs layer responses: give --responses CSV or --run RUN (with RUN/responses.csv)")
+    else:
+        curves = _curves(run_dirs)
+        panels = [(title, [c for c in curves if fits(c[0])]) for title, fits in PANELS[name]]
+        used = {id(c) for _, cs in panels for c in cs}
+        for c in curves:
+            if id(c) not in used:
+                print(f"resnet-repro: warning: {name} has no panel for {c[0]} (seed {c[1]}); not drawn", file=sys.stderr)
+        for title, cs in panels:
+            if not cs:
+                raise ReproError(f"{name}: no run for the {title!r} panel (give --run directories of those models)")
+
+    import matplotlib
+    from .files import _atomic
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+    rc = {"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8, "legend.frameon": False,
+          "pdf.fonttype": 42}
+    with matplotlib.rc_context(rc):
+        if name == "figure7":
+            fig = Figure(figsize=(6.5, 5.5))
+            axes = fig.subplots(2, 1)
+            for i, (model, std) in enumerate(data.items()):
+                try:
+                    m = parse_model_name(model)
+                    style = dict(color=colour(m.depth, i), ls="-" if m.residual else "--", label=label(m))
+                except ReproError:
+                    style = dict(color=f"C{i % 10}", label=model)
+                axes[0].plot(range(1, len(std) + 1), std, lw=1.2, **style)
+                axes[1].plot(range(1, len(std) + 1), sorted(std, reverse=True), lw=1.2, **style)
+            axes[0].set_xlabel("layer index (original)")
+            axes[1].set_xlabel("layer index (sorted by magnitude)")
+            for ax in axes:
+                ax.set_ylabel("std")
+                ax.legend(loc="upper right", ncol=len(data) // 3 + 1)
+        else:
+            fig = Figure(figsize=(4 * len(panels), 3.6))
+            axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+            scale = _xscale(max(max(h["iteration"]) for _, _, h in curves))
+            shown = []
+            for p, (ax, (title, cs)) in enumerate(zip(axes, panels)):
+                seen = set()
+                for i, (m, seed, h) in enumerate(cs):
+                    x = [it / scale for it in h["iteration"]]
+                    col = colour(m.depth, i)
+                    lab = None if label(m) in seen else label(m)
+                    seen.add(label(m))
+                    skip = next(j for j, it in enumerate(h["iteration"]) if it >= 0.1 * h["iteration"][-1])
+                    if name == "figure1":  # left training error, right test error, same runs
+                        key = "train_error" if p == 0 else "test_error"
+                        ax.plot(x, h[key], color=col, lw=1.5, label=lab)
+                        shown += h[key][skip:]
+                    else:  # figure6: dashed training / bold test; figure4: thin training / bold val
+                        ax.plot(x, h["train_error"], color=col, lw=0.8 if name == "figure4" else 1.0,
+                                ls="--" if name == "figure6" else "-")
+                        ax.plot(x, h["test_error"], color=col, lw=2.0, label=lab)
+                        shown += h["train_error"][skip:] + h["test_error"][skip:]
+                ax.set_title(title)
+                ax.set_xlabel(f"iter. (1e{round(math.log10(scale))})")
+                ax.legend(loc="upper right")
+            if name == "figure1":
+                axes[0].set_ylabel("training error (%)")
+                axes[1].set_ylabel("test error (%)")
+                axes[1].yaxis.set_tick_params(labelleft=True)
+            else:
+                axes[0].set_ylabel("error (%)")
+            axes[0].set_ylim(*_ylim(shown))
+        caption = f"{name.capitalize().replace('figure', 'Figure ')}. {reference()['figures'][name]}"
+        fig.text(0.01, 0.01, "\n".join(textwrap.wrap(caption, 110 if name != "figure7" else 100)),
+                 fontsize=7, va="bottom", ha="left")
+        note = preset_note(preset)
+        if note:
+            fig.text(0.99, 0.995, note, fontsize=7, color="tab:red", va="top", ha="right")
+        lines = len(textwrap.wrap(caption, 110)) + 1
+        fig.tight_layout(rect=(0, lines * 0.11 / fig.get_figheight(), 1, 0.96))
+        png = out.with_suffix(".png")
+        _atomic(out, lambda f: fig.savefig(f, format="pdf", metadata={"CreationDate": None}))
+        _atomic(png, lambda f: fig.savefig(f, format="png", dpi=150))
+    return out, png
+
+
+def cmd_figure(args):
+    for path in draw_figure(args.name, args.run, args.responses, args.out, args.preset):
+        print(path)
 
 
 def add_parser(sub):
     """Register this module's sub-command(s) on the `resnet-repro` argparse sub-parsers."""
+    s = sub.add_parser("figure", help="draw figure1, figure4, figure6 or figure7 of the paper from runs",
+                       description="Draw one of the paper's figures from training runs (RUN/history.csv, "
+                                   "RUN/spec.yaml) or, for figure7, layer responses (RUN/responses.csv or "
+                                   "--responses CSV). Writes OUT (.pdf) and the same figure as .png beside it.")
+    s.add_argument("name", metavar="NAME", help="figure1 | figure4 | figure6 | figure7")
+    s.add_argument("--run", action="extend", nargs="+", default=[], metavar="RUN_DIR",
+                   help="training run directory (repeatable); each run is drawn in the panel its model belongs to")
+    s.add_argument("--responses", action="extend", nargs="+", default=[], metavar="CSV",
+                   help="responses CSV from `resnet-repro responses` (figure7)")
+    s.add_argument("--out", required=True, help="PDF to write, e.g. reports/figure6.pdf")
+    s.add_argument("--preset", help="preset that produced the runs (default: from results/runs/<preset>/...); "
+                                    "anything but 'paper' is marked on the figure as not comparable")
+    s.set_defaults(func=cmd_figure)

@@ -6,7 +6,7 @@ from importlib import resources
 import yaml
 
 from .errors import ReproError
-from .models import parse_model_name
+from .names import parse_model_name
 
 
 def _package_yaml(name):

@@ -1,5 +1,259 @@
-"""(being written)"""
+"""Tables 2-6 of the paper with our reproduced numbers beside the paper's.
+
+Every table lists the paper's rows (its own models: source `paper`; other work: `literature`), then
+any model we ran that the paper does not list (source `ours`). Reproduced cells come only from the
+given runs; a row without runs has them empty. pandas, .models and .files (torch) are imported inside
+functions only: the CLI imports this module for every command."""
+import json
+from pathlib import Path
+
+from .errors import ReproError
+from .figures import infer_preset, preset_note, read_spec, reference
+from .names import parse_model_name
+
+# name: (reference.yaml key, model family, eval view, metrics, shortcut of the paper's ResNets if unstated)
+TABLES = {
+    "table2": ("table2_imagenet_top1_10crop", "imagenet", "tencrop", ["top1"], "A"),
+    "table3": ("table3_imagenet_10crop", "imagenet", "tencrop", ["top1", "top5"], None),
+    "table4": ("table4_imagenet_single_model", "imagenet", "multiscale", ["top1", "top5"], None),
+    "table5": ("table5_imagenet_ensembles", "imagenet", None, ["top5"], None),
+    "table6": ("table6_cifar10", "cifar", "single", ["error"], None),
+}
+NOTES = {
+    "table2": "ImageNet val, 10-crop testing. The paper's ResNets here use option A shortcuts (our resnet18-A, resnet34-A).",
+    "table3": "ImageNet val, 10-crop testing. Rows are matched by depth and shortcut option: resnet34-A, resnet34-C, and resnet34 (= option B, as resnet50/101/152).",
+    "table4": "ImageNet val, fully-convolutional multi-scale testing (paper_split `test`: the paper's number is on the test set).",
+    "table5": "Top-5 error of an ensemble. The paper's numbers are on the ImageNet **test** set (test server); "
+              "ours are on the val split, so they differ in data as well as in model. Members are listed below the ensemble.",
+    "table6": "CIFAR-10 test error. params_m is counted from our model. error_best is the minimum over seeds, "
+              "error_mean/error_std the mean and the *sample* standard deviation (ddof=1; empty for one run).",
+}
+DIFF_NOTE = {
+    "table6": "diff = error_mean - the paper's mean where the paper gives one (ResNet-110: 6.61, Highway-19: 7.72), "
+              "else error_mean - the paper's single value.",
+}
+
+
+def canonical(name):
+    """The project's one name per architecture (ModelSpec.name), so 'resnet34-B' and 'resnet34' meet:
+    ImageNet ResNets are option B unless suffixed (resnet34-A), CIFAR ones option A."""
+    return parse_model_name(name).name
+
+
+def read_metrics(run, view):
+    path = Path(run) / "eval" / view / "metrics.json"
+    try:
+        m = json.loads(path.read_text())
+        v = m["views"][view]
+        return {"top1": float(v["top1_error"]), "top5": float(v["top5_error"]), "split": m.get("split", "")}
+    except FileNotFoundError:
+        raise ReproError(f"{path} does not exist (run `resnet-repro evaluate --views {view}` first)") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ReproError(f"{path} is malformed: {e.__class__.__name__}: {e}") from None
+
+
+def read_runs(run_dirs, family, view):
+    """[{model (canonical), seed, top1, top5, split, data}] for each run directory."""
+    runs, seen = [], {}
+    for run in dict.fromkeys(map(str, run_dirs)):
+        spec = read_spec(run)
+        if parse_model_name(spec["model"]).family != family:
+            raise ReproError(f"{run}: {spec['model']} is not a {family} model, it does not belong in this table")
+        if not isinstance(spec.get("seed"), int):
+            raise ReproError(f"{run}/spec.yaml is malformed: `seed` is not an integer")
+        data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
+        r = {"model": canonical(spec["model"]), "seed": spec["seed"], "data": data.get("kind"),
+             **read_metrics(run, view)}
+        key = (r["model"], r["seed"])
+        if key in seen:  # would count one result twice in the mean
+            raise ReproError(f"runs {seen[key]} and {run} are both {r['model']} seed {r['seed']}")
+        seen[key] = run
+        runs.append(r)
+    return runs
+
+
+def _paper_rows(name):
+    ref_key, _, _, metrics, shortcut = TABLES[name]
+    rows = []
+    for r in reference()[ref_key]:
+        lit = bool(r.get("literature"))
+        model = r["model"]
+        if not lit and name != "table5":  # table5's own row is an ensemble, not one model
+            s = r.get("shortcut") or (shortcut if model.startswith("resnet") else None)
+            model = canonical(model + (f"-{s}" if s else ""))
+        paper_split = "test" if name in ("table5", "table6") or r.get("test_set") else "val"
+        row = {"model": model, "source": "literature" if lit else "paper", "paper_split": paper_split}
+        if name == "table6":
+            row.update(layers=r["layers"], params_m_paper=r["params_m"], error_paper=r["error"],
+                       mean_paper=r.get("mean"), std_paper=r.get("std"))
+        else:
+            row.update({f"{m}_paper": r.get(m) for m in metrics})
+        rows.append(row)
+    return rows
+
+
+def _ours(group, name, metrics):
+    """The reproduced cells of one model from its runs (one per seed)."""
+    import numpy as np
+    seeds = sorted(r["seed"] for r in group)
+    out = {"n_runs": len(group), "seeds": ",".join(map(str, seeds)),
+           "split": ",".join(sorted({r["split"] for r in group})), "data": ",".join(sorted({str(r["data"]) for r in group}))}
+    for m in metrics:
+        v = np.array([r["top1" if m == "error" else m] for r in group])
+        std = v.std(ddof=1) if len(v) > 1 else np.nan  # sample std, the usual 'mean +- std' over runs
+        if name == "table6":
+            out.update(error_best=v.min(), error_mean=v.mean(), error_std=std)
+        else:
+            out.update({m: v.mean(), f"{m}_std": std})
+    return out
+
+
+def make_table(name, run_dirs=(), ensemble=None, preset=None):
+    """The table as a DataFrame: paper rows, reproduced cells beside them, differences."""
+    import pandas as pd
+    from .models import build_model, count_params
+    if name not in TABLES:
+        raise ReproError(f"unknown table {name!r}: choose one of {', '.join(TABLES)}")
+    _, family, view, metrics, _ = TABLES[name]
+    if name == "table5":
+        if run_dirs:
+            raise ReproError("table5 is built from --ensemble JSON only, not --run")
+        return _table5(ensemble, preset)
+    if ensemble:
+        raise ReproError(f"--ensemble is for table5 only, not {name}")
+    runs = read_runs(run_dirs, family, view)
+    groups = {}
+    for r in runs:
+        groups.setdefault(r["model"], []).append(r)
+    rows = _paper_rows(name)
+    known = {r["model"] for r in rows if r["source"] == "paper"}
+    for model in groups:
+        if model not in known:
+            m = parse_model_name(model)
+            rows.append({"model": model, "source": "ours", "paper_split": None,
+                         **({"layers": m.depth} if name == "table6" else {})})
+    for row in rows:
+        if row["source"] != "literature" and row["model"] in groups:
+            row.update(_ours(groups[row["model"]], name, metrics))
+            if name == "table6":
+                row["params_m"] = count_params(build_model(row["model"])) / 1e6
+    if name == "table6":
+        cols = ["model", "source", "layers", "params_m_paper", "params_m", "error_paper", "mean_paper", "std_paper",
+                "error_best", "error_mean", "error_std", "diff"]
+    else:
+        cols = ["model", "source"] + [f"{m}{s}" for m in metrics for s in ("_paper", "", "_std", "_diff")]
+    df = pd.DataFrame(rows).reindex(columns=cols + ["n_runs", "seeds", "paper_split", "split", "data"])
+    if name == "table6":
+        df["diff"] = df["error_mean"] - df["mean_paper"].fillna(df["error_paper"])
+        df["layers"] = df["layers"].astype("Int64")
+    else:
+        for m in metrics:
+            df[f"{m}_diff"] = df[m] - df[f"{m}_paper"]
+    df["n_runs"] = df["n_runs"].fillna(0).astype(int)
+    df.attrs["preset"] = preset
+    return df
+
+
+def _table5(ensemble, preset):
+    import pandas as pd
+    if not ensemble:
+        raise ReproError("table5 needs --ensemble JSON (from `resnet-repro ensemble --out`)")
+    path = Path(ensemble)
+    try:
+        e = json.loads(path.read_text())
+        ens, members = e["ensemble"], e["members"]
+        ens_top5, ens_top1 = float(ens["top5_error"]), float(ens["top1_error"])
+        members = {f: (float(v["top5_error"]), float(v["top1_error"])) for f, v in members.items()}
+    except FileNotFoundError:
+        raise ReproError(f"{path} does not exist") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ReproError(f"{path} is malformed: {err.__class__.__name__}: {err}") from None
+    rows = _paper_rows("table5")
+    info = {f: _member_run(f) for f in members}
+    ours = next(r for r in rows if r["source"] == "paper")  # the single "ResNet (ILSVRC'15)" row
+    seeds = [str(s) for _, s in info.values() if s is not None]
+    ours.update(top5=ens_top5, top1=ens_top1, n_runs=len(members), seeds=",".join(seeds), split="val",
+                members=" + ".join(m for m, _ in info.values()))
+    for f, (top5, top1) in members.items():
+        model, seed = info[f]
+        rows.append({"model": model, "source": "ours (ensemble member)", "top5": top5, "top1": top1, "n_runs": 1,
+                     "seeds": "" if seed is None else str(seed), "split": "val", "members": f})
+    df = pd.DataFrame(rows)
+    df["top5_diff"] = df["top5"] - df["top5_paper"]
+    cols = ["model", "source", "top5_paper", "top5", "top5_diff", "top1", "n_runs", "seeds", "paper_split", "split",
+            "members"]
+    df = df.reindex(columns=cols)
+    df["n_runs"] = df["n_runs"].fillna(0).astype(int)
+    df.attrs["preset"] = preset
+    return df
+
+
+def _member_run(scores_file):
+    """(model, seed) of a scores file RUN/eval/<view>/scores-<view>.npz, from RUN/spec.yaml if found."""
+    for run in list(Path(scores_file).parents)[:3]:
+        if (run / "spec.yaml").exists():
+            spec = read_spec(run)
+            return canonical(spec["model"]), spec.get("seed")
+    return Path(scores_file).name, None
+
+
+def to_markdown(df, name, preset=None):
+    """A Markdown table (floats to 2 decimals, empty for missing) with the preset and notes above it."""
+    import pandas as pd
+    preset = preset or df.attrs.get("preset")
+    lines = [f"# {name.capitalize().replace('table', 'Table ')} (He et al. 2016) reproduced", ""]
+    lines.append(f"Preset: `{preset or 'unknown'}`." + (f" **{preset_note(preset)}.**" if preset_note(preset) else ""))
+    lines += ["", NOTES[name] + " " + DIFF_NOTE.get(name, "Differences (`*_diff`) are reproduced mean minus paper."),
+              "source: `paper` = the paper's own models, `literature` = other work the paper cites, `ours` = a model "
+              "we ran that the paper does not list. n_runs/seeds: the runs behind each reproduced value. "
+              "paper_split/split: the evaluation split of the paper's number / of ours.", ""]
+    if name == "table5" and (df["source"] == "ours (ensemble member)").any():
+        best = df.loc[df["source"] == "ours (ensemble member)", "top5"].min()
+        ens = df.loc[df["source"] == "paper", "top5"].iloc[0]
+        lines += [f"Ensemble top-5 {ens:.2f}% vs best member {best:.2f}% (gain {best - ens:+.2f} points).", ""]
+
+    def cell(v):
+        if v is None or (isinstance(v, float) and pd.isna(v)):
+            return ""
+        return f"{v:.2f}" if isinstance(v, float) else str(v).replace("|", "\\|")
+
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+    lines.append("| " + " | ".join(df.columns) + " |")
+    lines.append("|" + "|".join("---:" if n else "---" for n in numeric) + "|")
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(df, name, out, preset=None):
+    """Write out (.csv) and the Markdown beside it (.md); returns both paths."""
+    from .files import write_text
+    out = Path(out)
+    if out.suffix != ".csv":
+        raise ReproError(f"--out must be a .csv file (the .md is written beside it), got {out}")
+    write_text(out, df.to_csv(index=False))
+    write_text(out.with_suffix(".md"), to_markdown(df, name, preset))
+    return out, out.with_suffix(".md")
+
+
+def cmd_table(args):
+    preset = args.preset or infer_preset(args.run + ([args.ensemble] if args.ensemble else []))
+    df = make_table(args.name, args.run, args.ensemble, preset)
+    for path in write_table(df, args.name, args.out, preset):
+        print(path)
 
 
 def add_parser(sub):
     """Register this module's sub-command(s) on the `resnet-repro` argparse sub-parsers."""
+    s = sub.add_parser("table", help="table2 ... table6 of the paper with reproduced numbers beside the paper's",
+                       description="Build one of the paper's tables from evaluated runs (RUN/spec.yaml, "
+                                   "RUN/eval/<view>/metrics.json) or, for table5, an ensemble JSON. Writes OUT "
+                                   "(.csv) and a Markdown rendering beside it (.md).")
+    s.add_argument("name", metavar="NAME", help="table2 | table3 | table4 | table5 | table6")
+    s.add_argument("--run", action="extend", nargs="+", default=[], metavar="RUN_DIR",
+                   help="evaluated training run directory (repeatable; several seeds of a model are averaged)")
+    s.add_argument("--ensemble", metavar="JSON", help="ensemble result from `resnet-repro ensemble --out` (table5)")
+    s.add_argument("--out", required=True, help="CSV to write, e.g. results/table6.csv")
+    s.add_argument("--preset", help="preset that produced the runs (default: from results/runs/<preset>/...); "
+                                    "anything but 'paper' is marked as not comparable with the paper")
+    s.set_defaults(func=cmd_table)

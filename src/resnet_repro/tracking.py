@@ -1,5 +1,486 @@
-"""(being written)"""
+"""MLflow tracking after the fact: one run per finished training, one run per figure/table.
 
+Every job logs to a shared store (by default a SQLite file) that several processes write at
+once, so every client call goes through `_retry`, and every command is idempotent: rerunning it
+finds the run it made before (by mlflow.json, or by tags) instead of making a duplicate.
+mlflow is imported inside functions only, so `resnet-repro --help` stays fast.
+"""
+import csv
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .errors import ReproError
+from .files import write_json
+
+TRAIN_EXPERIMENT = "resnet-repro"
+REPORT_EXPERIMENT = "resnet-repro-reports"
+HISTORY_METRICS = ["train_error", "test_error", "train_loss", "test_loss", "lr"]
+SUMMARY_METRICS = ["images_per_s", "s_per_1k_iters", "elapsed_s"]
+TRAIN_FILES = ["checkpoint.pt", "history.csv", "spec.yaml", "metrics.json"]
+RETRIES = 10
+BATCH = 1000  # MLflow's limit of metrics per log_batch
+
+
+def log(msg):
+    print(f"[track] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- store access
+
+def tracking_uri(flag=None):
+    return flag or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+
+def sqlite_path(uri):
+    """The database file of a sqlite:/// URI (relative to the cwd unless absolute), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def _is_locked(exc):
+    # MLflow wraps sqlite3.OperationalError in MlflowException; look through the whole chain
+    while exc is not None:
+        text = str(exc).lower()
+        if "database is locked" in text or "database table is locked" in text or "database is busy" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _retry(fn, *args, **kwargs):
+    """fn(*args, **kwargs), retried with jittered exponential backoff while SQLite says "locked".
+    Safe because MLflow rolls a failed transaction back and dedupes identical metric points."""
+    for attempt in range(RETRIES):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if not _is_locked(e):
+                raise
+            if attempt == RETRIES - 1:
+                raise ReproError(f"tracking store stayed locked after {RETRIES} attempts "
+                                 f"({getattr(fn, '__name__', fn)}): {str(e).splitlines()[0]}") from None
+            time.sleep(min(20.0, 0.25 * 2 ** attempt) * random.uniform(0.5, 1.5))
+
+
+class _RetryingClient:
+    """MlflowClient whose every method call goes through _retry."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        return lambda *a, **k: _retry(attr, *a, **k)
+
+
+def client(uri, create=False):
+    """A retrying MlflowClient for `uri`. Unless `create`, a missing SQLite file is an error
+    (jobs must not race to create the schema: `track setup` does that once)."""
+    db = sqlite_path(uri)
+    if db is not None and not create and not db.exists():
+        raise ReproError(f"tracking store {db} does not exist; run `resnet-repro track setup` first")
+    from mlflow import MlflowClient
+    # the constructor opens the store (schema check), so it is retried too
+    return _RetryingClient(_retry(MlflowClient, tracking_uri=uri))
+
+
+def experiment_id(c, name, uri):
+    exp = c.get_experiment_by_name(name)
+    if exp is None or exp.lifecycle_stage != "active":
+        raise ReproError(f"no experiment {name!r} in {uri}; run `resnet-repro track setup` first")
+    return exp.experiment_id
+
+
+def _mlflow_errors(fn):
+    """Turn MLflow's exceptions into one-line ReproErrors for the CLI."""
+    def wrapped(args):
+        from mlflow.exceptions import MlflowException
+        try:
+            return fn(args)
+        except MlflowException as e:
+            raise ReproError(f"MLflow: {str(e.message).splitlines()[0]}") from None
+    return wrapped
+
+
+# ---------------------------------------------------------------- small helpers
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def run_dir_tag(run_dir):
+    """RUN relative to the cwd when inside it (Snakemake runs from the project root, and a moved
+    project still matches), else absolute."""
+    path = Path(run_dir).resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _quote(value):
+    return f"'{value}'" if "'" not in value else f'"{value}"'
+
+
+def _read_json(path, what):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ReproError(f"{what} {path} does not exist") from None
+    except (OSError, ValueError) as e:
+        raise ReproError(f"cannot read {what} {path}: {e}") from None
+
+
+def _ms(seconds):
+    return int(round(seconds * 1000))
+
+
+def _float(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _find_finished(c, exp_id, tags):
+    """FINISHED runs of exp_id whose tags equal `tags` (a crashed attempt stays RUNNING and is ignored)."""
+    where = " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in tags.items())
+    return c.search_runs([exp_id], f"{where} and attributes.status = 'FINISHED'",
+                         order_by=["attributes.start_time DESC"], max_results=10)
+
+
+# ---------------------------------------------------------------- setup
+
+def setup(uri):
+    """Create the schema and both experiments (idempotent); return {experiment name: id}."""
+    db = sqlite_path(uri)
+    artifacts = None
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        # absolute, so later jobs with another cwd still put artifacts beside the database
+        artifacts = db.resolve().parent / "mlartifacts"
+    c = client(uri, create=True)
+    ids = {}
+    for name in (TRAIN_EXPERIMENT, REPORT_EXPERIMENT):
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            from mlflow.exceptions import MlflowException
+            location = (artifacts / name).as_uri() if artifacts else None
+            try:
+                ids[name] = c.create_experiment(name, artifact_location=location)
+            except MlflowException as e:  # another setup created it meanwhile
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                ids[name] = c.get_experiment_by_name(name).experiment_id
+        else:
+            if exp.lifecycle_stage != "active":
+                c.restore_experiment(exp.experiment_id)
+            ids[name] = exp.experiment_id
+    return ids
+
+
+@_mlflow_errors
+def cmd_setup(args):
+    uri = tracking_uri(args.tracking_uri)
+    ids = setup(uri)
+    for name, i in ids.items():
+        print(f"experiment {name}: id {i} in {uri}")
+    if args.out:
+        write_json(args.out, {"tracking_uri": uri, "experiments": ids})
+
+
+# ---------------------------------------------------------------- training runs
+
+def read_run_dir(run_dir):
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReproError(f"run directory {run_dir} does not exist")
+    missing = [n for n in TRAIN_FILES if not (run_dir / n).is_file()]
+    if missing:
+        raise ReproError(f"run directory {run_dir} lacks {', '.join(missing)} (is the training finished?)")
+    spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
+    with open(run_dir / "history.csv", newline="") as f:
+        history = list(csv.DictReader(f))
+    return spec, history, _read_json(run_dir / "metrics.json", "metrics file")
+
+
+def train_params(spec, preset, config_hash, commit):
+    from .models import parse_model_name
+    m = parse_model_name(spec["model"])
+    sched = spec["schedule"]
+    return {"model": spec["model"], "family": m.family, "depth": m.depth,
+            "shortcut": m.shortcut if m.residual else "none", "residual": m.residual,
+            "dataset": spec["data"]["kind"], "seed": spec["seed"], "schedule_kind": sched["kind"],
+            "schedule_milestones": ",".join(str(v) for v in sched.get("milestones") or []) or "none",
+            "lr": spec["lr"], "batch_size": spec["batch_size"], "max_iters": spec["max_iters"],
+            "preset": preset, "git_commit": commit, "config_hash": config_hash or "none"}
+
+
+def history_metrics(history, start_ms):
+    """Metric points of every history row: step = iteration, timestamp = start + elapsed_s."""
+    from mlflow.entities import Metric
+    points = []
+    for row in history:
+        step = int(row["iteration"])
+        stamp = start_ms + _ms(_float(row.get("elapsed_s")) or 0.0)
+        for key in HISTORY_METRICS:
+            value = _float(row.get(key))
+            if value is not None:
+                points.append(Metric(key, value, stamp, step))
+    return points
+
+
+def summary_metrics(summary, step, stamp):
+    from mlflow.entities import Metric
+    keys = SUMMARY_METRICS + sorted(k for k in summary if k.startswith("peak_") or "memory" in k)
+    return [Metric(k, float(summary[k]), stamp, step) for k in keys
+            if isinstance(summary.get(k), (int, float)) and not isinstance(summary[k], bool)]
+
+
+def eval_metrics(run_dir, step):
+    """(metrics, files) of RUN/eval/<view>/metrics.json: <view>_top1_error, <view>_top5_error."""
+    from mlflow.entities import Metric
+    points, files = [], []
+    for path in sorted(Path(run_dir).glob("eval/*/metrics.json")):
+        stamp = _ms(path.stat().st_mtime)  # fixed per file, so relogging is a no-op in MLflow
+        for view, res in _read_json(path, "evaluation").get("views", {}).items():
+            for key in ("top1_error", "top5_error"):
+                if isinstance(res.get(key), (int, float)):
+                    points.append(Metric(f"{view}_{key}", float(res[key]), stamp, step))
+        files.append(path)
+    return points, files
+
+
+def log_metrics(c, run_id, metrics):
+    for i in range(0, len(metrics), BATCH):
+        c.log_batch(run_id, metrics=metrics[i:i + BATCH], synchronous=True)
+
+
+def log_eval(c, run, run_dir, step):
+    """Add the evaluation metrics (and files) RUN has that the MLflow run lacks; return how many."""
+    points, files = eval_metrics(run_dir, step)
+    have = run.data.metrics
+    new = [m for m in points if have.get(m.key) != m.value]
+    log_metrics(c, run.info.run_id, new)
+    for path in files:
+        c.log_artifact(run.info.run_id, str(path), f"eval/{path.parent.name}")
+    return len(new)
+
+
+def existing_run(c, run_dir, sha):
+    """The run RUN/mlflow.json names, if it is still in the store and has this checkpoint, else None."""
+    path = Path(run_dir) / "mlflow.json"
+    if not path.exists():
+        return None
+    from mlflow.exceptions import MlflowException
+    try:
+        run = c.get_run(_read_json(path, "tracking file")["run_id"])
+    except (MlflowException, KeyError):
+        return None
+    if run.info.lifecycle_stage != "active" or run.data.tags.get("checkpoint_sha256") != sha:
+        return None
+    return run
+
+
+def track_train(run_dir, preset, uses=(), config_hash=None, uri=None):
+    """Log the finished training in run_dir as one MLflow run (idempotent); return its run id."""
+    run_dir = Path(run_dir)
+    spec, history, summary = read_run_dir(run_dir)
+    uri = tracking_uri(uri)
+    sha = sha256(run_dir / "checkpoint.pt")
+    c = client(uri)
+    exp_id = experiment_id(c, TRAIN_EXPERIMENT, uri)
+    last_step = int(history[-1]["iteration"]) if history else 0
+
+    run = existing_run(c, run_dir, sha)
+    if run is not None:
+        log(f"{run_dir} is already tracked as run {run.info.run_id}; nothing to do")
+        return run.info.run_id
+    found = _find_finished(c, exp_id, {"run_dir": run_dir_tag(run_dir), "checkpoint_sha256": sha})
+    if found:  # tracked before but mlflow.json was lost: adopt the run rather than duplicate it
+        run_id = found[0].info.run_id
+        log(f"{run_dir} was tracked as run {run_id} (mlflow.json was missing); rewriting it")
+    else:
+        run_id = _create_train_run(c, exp_id, run_dir, spec, history, summary, sha, preset, uses, config_hash,
+                                   last_step)
+        log(f"logged {run_dir} as run {run_id} in {uri}")
+    run = c.get_run(run_id)
+    n = log_eval(c, run, run_dir, last_step)
+    if n:
+        log(f"added {n} evaluation metrics")
+    write_json(run_dir / "mlflow.json", {"run_id": run_id, "experiment_id": exp_id, "tracking_uri": uri})
+    return run_id
+
+
+def _create_train_run(c, exp_id, run_dir, spec, history, summary, sha, preset, uses, config_hash, last_step):
+    from mlflow.entities import Param
+    commit = git_commit()
+    # the run's clock is the training's: it ended when metrics.json was written
+    end_ms = _ms((run_dir / "metrics.json").stat().st_mtime)
+    start_ms = end_ms - _ms(float(summary.get("elapsed_s") or 0.0))
+    tags = {"model": spec["model"], "dataset": spec["data"]["kind"], "preset": preset, "git_commit": commit,
+            "mlflow.source.git.commit": commit, "uses": ",".join(uses), "run_dir": run_dir_tag(run_dir),
+            "checkpoint_sha256": sha, "device": str(summary.get("device", "unknown"))}
+    name = f"{spec['model']} · {spec['data']['kind']} · seed {spec['seed']}"
+    # a run a crashed attempt left RUNNING for this same checkpoint is marked FAILED, not reused
+    stale = c.search_runs([exp_id], f"tags.run_dir = {_quote(tags['run_dir'])} and "
+                                    f"tags.checkpoint_sha256 = '{sha}' and attributes.status = 'RUNNING'")
+    for r in stale:
+        c.set_terminated(r.info.run_id, "FAILED")
+    run_id = c.create_run(exp_id, start_time=start_ms, tags=tags, run_name=name).info.run_id
+    params = train_params(spec, preset, config_hash, commit)
+    c.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()], synchronous=True)
+    log_metrics(c, run_id, history_metrics(history, start_ms) + summary_metrics(summary, last_step, end_ms))
+    for f in TRAIN_FILES:
+        c.log_artifact(run_id, str(run_dir / f))
+    c.set_terminated(run_id, "FINISHED", end_time=end_ms)
+    return run_id
+
+
+def track_eval(run_dir, uri=None):
+    """Add RUN's evaluation metrics to the run RUN/mlflow.json names; return how many were new."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReproError(f"run directory {run_dir} does not exist")
+    path = run_dir / "mlflow.json"
+    if not path.is_file():
+        raise ReproError(f"{path} does not exist: run `resnet-repro track train {run_dir}` first")
+    info = _read_json(path, "tracking file")
+    uri = tracking_uri(uri)
+    c = client(uri)
+    run = c.get_run(info["run_id"])
+    step = int(run.data.params.get("max_iters", 0))
+    return log_eval(c, run, run_dir, step)
+
+
+@_mlflow_errors
+def cmd_train(args):
+    uses = [u.strip() for u in (args.uses or "").split(",") if u.strip()]
+    print(track_train(args.run, args.preset, uses, args.config_hash, args.tracking_uri))
+
+
+@_mlflow_errors
+def cmd_eval(args):
+    n = track_eval(args.run, args.tracking_uri)
+    print(f"{n} new evaluation metrics logged" if n else "evaluation metrics already logged; nothing to do")
+
+
+# ---------------------------------------------------------------- figures and tables
+
+def track_report(artifacts, name, sources, preset, uri=None):
+    """Log a figure/table (its files) as one run of the reports experiment, linked both ways to
+    the training runs it was made from (idempotent); return (run id, experiment id)."""
+    files = [Path(a) for a in artifacts]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise ReproError(f"artifact file(s) not found: {', '.join(missing)}")
+    source_ids = []
+    for src in sources:
+        path = Path(src) / "mlflow.json"
+        if not path.is_file():
+            raise ReproError(f"{path} does not exist: run `resnet-repro track train {src}` first")
+        source_ids.append(_read_json(path, "tracking file")["run_id"])
+    digest = hashlib.sha256("".join(f"{f.name}:{sha256(f)}\n" for f in files).encode()).hexdigest()
+    uri = tracking_uri(uri)
+    c = client(uri)
+    exp_id = experiment_id(c, REPORT_EXPERIMENT, uri)
+    key = {"artifact": name, "preset": preset, "artifacts_sha256": digest, "source_run_ids": ",".join(source_ids)}
+    found = _find_finished(c, exp_id, key)
+    if found:
+        run_id = found[0].info.run_id
+        log(f"{name} ({preset}) is already tracked as run {run_id}; nothing to do")
+    else:
+        commit = git_commit()
+        run_id = c.create_run(exp_id, tags={**key, "git_commit": commit, "mlflow.source.git.commit": commit,
+                                            "files": ",".join(f.name for f in files)},
+                              run_name=f"{name} · {preset}").info.run_id
+        for f in files:
+            c.log_artifact(run_id, str(f))
+        for sid in dict.fromkeys(source_ids):  # a reader can go from a training to what used it
+            c.set_tag(sid, f"used_by_{name}", run_id)
+        c.set_terminated(run_id, "FINISHED")
+        log(f"logged {name} ({preset}) as run {run_id} from {len(source_ids)} training runs")
+    return run_id, exp_id
+
+
+@_mlflow_errors
+def cmd_report(args):
+    run_id, exp_id = track_report(args.artifacts, args.name, args.sources, args.preset, args.tracking_uri)
+    if args.out:
+        write_json(args.out, {"run_id": run_id, "experiment_id": exp_id,
+                              "tracking_uri": tracking_uri(args.tracking_uri)})
+    print(run_id)
+
+
+# ---------------------------------------------------------------- CLI
 
 def add_parser(sub):
     """Register this module's sub-command(s) on the `resnet-repro` argparse sub-parsers."""
+    p = sub.add_parser("track", help="log trainings, figures and tables to MLflow",
+                       description="Log finished trainings and made figures/tables to an MLflow store "
+                                   "(--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db). "
+                                   "Every command is idempotent and safe to run in parallel jobs.")
+    tsub = p.add_subparsers(dest="track_command", required=True, metavar="ACTION")
+    uri_help = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)"
+
+    s = tsub.add_parser("setup", help="create the store and experiments (once, before jobs start)",
+                        description=f"Create the store schema and the experiments {TRAIN_EXPERIMENT!r} and "
+                                    f"{REPORT_EXPERIMENT!r}, idempotently. With a SQLite store, artifacts "
+                                    "go to mlartifacts/ beside the database file.")
+    s.add_argument("--tracking-uri", help=uri_help)
+    s.add_argument("--out", help="write a JSON stamp with the experiment ids here")
+    s.set_defaults(func=cmd_setup)
+
+    s = tsub.add_parser("train", help="log a finished training directory as one run",
+                        description="Log RUN (spec.yaml, history.csv, metrics.json, checkpoint.pt, and any "
+                                    "eval/<view>/metrics.json) as one MLflow run; write RUN/mlflow.json. "
+                                    "Does nothing if the same checkpoint is already tracked.")
+    s.add_argument("run", metavar="RUN", help="training output directory")
+    s.add_argument("--preset", required=True, help="the pipeline preset the run belongs to")
+    s.add_argument("--uses", help="comma-separated figures/tables made from this run, e.g. figure6,table6")
+    s.add_argument("--config-hash", help="hash of the pipeline config that produced the run")
+    s.add_argument("--tracking-uri", help=uri_help)
+    s.set_defaults(func=cmd_train)
+
+    s = tsub.add_parser("eval", help="add RUN's evaluation metrics to its tracked run",
+                        description="Log RUN/eval/<view>/metrics.json as <view>_top1_error and "
+                                    "<view>_top5_error on the run RUN/mlflow.json names (idempotent).")
+    s.add_argument("run", metavar="RUN")
+    s.add_argument("--tracking-uri", help=uri_help)
+    s.set_defaults(func=cmd_eval)
+
+    s = tsub.add_parser("report", help="log a figure or table as one run, linked to its training runs",
+                        description="Log the files of a figure/table as one run of the reports experiment, "
+                                    "tagged with the run ids of its sources; each source run gets the tag "
+                                    "used_by_<NAME>. Does nothing if the same files are already tracked.")
+    s.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="files of the figure/table")
+    s.add_argument("--name", required=True, help="figure/table name, e.g. figure6")
+    s.add_argument("--sources", nargs="+", required=True, metavar="RUN",
+                   help="training directories (each with mlflow.json) the artifact was made from")
+    s.add_argument("--preset", required=True)
+    s.add_argument("--tracking-uri", help=uri_help)
+    s.add_argument("--out", metavar="STAMP", help="write a JSON stamp with the run id here")
+    s.set_defaults(func=cmd_report)

@@ -185,7 +185,8 @@ def open_data(spec, device):
 
 
 def train(spec, out_dir, resume=False, log=None, stop_at=None):
-    """Train as `spec` says, writing out_dir/{spec.yaml, checkpoint.pt, history.csv, metrics.json}.
+    """Train as `spec` says, writing out_dir/{spec.yaml, checkpoint.pt, history.csv, metrics.json,
+    model.pt}. checkpoint.pt (with optimizer state) is for resuming; model.pt is the final model.
     resume: continue from out_dir/checkpoint.pt when it exists. stop_at: leave after that
     iteration (with a checkpoint), as a job with a time limit would."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -330,6 +331,9 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
             signal.signal(s, h)
     checkpoint(done=True)
     write_text(out_dir / "history.csv", history_csv(history))
+    # the final model, without optimizer state: what evaluation and analysis read
+    save_torch({"spec": spec, "model": model.state_dict(), "iteration": iteration, "mean": mean.cpu(),
+                "num_classes": num_classes, "classes": classes, "history": history}, out_dir / "model.pt")
     last = history[-1]
     metrics = {"model": spec["model"], "iterations": iteration, "params": count_params(model),
                "train_error": last["train_error"], "test_error": last["test_error"], "test_split": spec_split(data, kind),

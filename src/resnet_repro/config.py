@@ -1,0 +1,113 @@
+"""The workflow's config.yaml, resolved: the chosen preset merged over the top level, validated
+(one-line errors), and the questions the Snakemake rules ask of it (which runs an artifact needs,
+each run's training spec and resources). Kept here, not in the .smk files, so it is tested."""
+import hashlib
+import json
+import os
+
+import yaml
+
+from .errors import ReproError
+from .names import parse_model_name
+from .spec import deep_merge
+
+FIGURES = ("figure1", "figure4", "figure6", "figure7")
+TABLES = ("table2", "table3", "table4", "table5", "table6")
+ARTIFACTS = FIGURES + TABLES
+# the evaluation each table reads (figures read training histories and layer responses)
+TABLE_VIEW = {"table2": "tencrop", "table3": "tencrop", "table4": "multiscale", "table5": "multiscale",
+              "table6": "single"}
+SETTINGS = ("data", "training", "model_training", "seeds", "extra_seeds", "evaluation", "experiments", "resources")
+
+
+def validate(config, schema_path):
+    import jsonschema
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    # a failing sub-schema leaves every key "unevaluated": report the real cause first
+    errors = [e for e in errors if e.validator != "unevaluatedProperties"] or errors
+    error = jsonschema.exceptions.best_match(errors)
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise ReproError(f"config: {where}: {error.message}")
+
+
+class Plan:
+    def __init__(self, config, schema_path):
+        validate(config, schema_path)
+        self.preset = config["preset"]
+        if self.preset not in config["presets"]:
+            raise ReproError(f"config: preset {self.preset!r} is not defined; choose one of {', '.join(config['presets'])}")
+        top = {k: config[k] for k in SETTINGS if k in config}
+        self.cfg = deep_merge(top, config["presets"][self.preset])
+        self.cfg.setdefault("model_training", {})
+        self.cfg.setdefault("extra_seeds", {})
+        self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or config["mlflow"].get("tracking_uri", "sqlite:///mlflow.db")
+        self.experiments = {}
+        for name in ARTIFACTS:
+            entries = []
+            for e in self.cfg["experiments"].get(name, []):
+                model, seed = (e, None) if isinstance(e, str) else (e["model"], e.get("seed"))
+                try:
+                    parse_model_name(model)
+                except ReproError as err:
+                    raise ReproError(f"config: experiments.{name}: {err}") from None
+                entries.append((model, seed))
+            if not entries:
+                raise ReproError(f"config: experiments.{name} lists no models")
+            self.experiments[name] = entries
+        self.config_hash = hashlib.sha256(json.dumps(self.cfg, sort_keys=True).encode()).hexdigest()[:12]
+
+    def family(self, model):
+        return parse_model_name(model).family
+
+    def seeds(self, model):
+        return sorted(set(self.cfg["seeds"]) | set(self.cfg["extra_seeds"].get(model, [])))
+
+    def runs(self, artifact):
+        """[(model, seed)] an artifact is made from: figures use the first seed, tables every seed."""
+        first = self.cfg["seeds"][0]
+        out = []
+        for model, seed in self.experiments[artifact]:
+            if seed is not None:
+                seeds = [seed]
+            elif artifact in FIGURES or artifact == "table5":
+                seeds = [first]
+            else:
+                seeds = self.seeds(model)
+            out += [(model, s) for s in seeds if (model, s) not in out]
+        return out
+
+    def all_runs(self):
+        return sorted({r for a in ARTIFACTS for r in self.runs(a)})
+
+    def uses(self, model, seed):
+        return [a for a in ARTIFACTS if (model, seed) in self.runs(a)]
+
+    def run_dir(self, model, seed):
+        return f"results/runs/{self.preset}/{model}/seed{seed}"
+
+    def models(self, family):
+        return sorted({m for m, _ in self.all_runs() if self.family(m) == family})
+
+    def train_overrides(self, model, seed):
+        """The training spec overrides for one run: family data and training settings, then the
+        model's own, then model and seed."""
+        fam = self.family(model)
+        o = deep_merge({"data": self.cfg["data"][fam]}, self.cfg["training"].get(fam, {}))
+        o = deep_merge(o, self.cfg["model_training"].get(model, {}))
+        return deep_merge(o, {"model": model, "seed": int(seed)})
+
+    def data_overrides(self, family):
+        """A spec that opens the family's data set as its trainings will (for `check-data`)."""
+        model = {"cifar": "resnet20", "imagenet": "resnet18"}[family]
+        o = deep_merge({"data": self.cfg["data"][family]}, self.cfg["training"].get(family, {}))
+        return deep_merge(o, {"model": model})
+
+    def resources(self, model):
+        return self.cfg["resources"][self.family(model)]
+
+    def data_dirs(self):
+        """Data directories the workflow itself makes (the digits image folder), by family."""
+        return {fam: d["root"] for fam, d in self.cfg["data"].items() if d.get("root") == "data/digits-imagefolder"}

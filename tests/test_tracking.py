@@ -1,0 +1,198 @@
+"""MLflow tracking on synthetic run directories and a SQLite store in a temporary directory."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from resnet_repro.cli import main
+from resnet_repro.files import write_json, write_text
+from resnet_repro.spec import build_spec
+from resnet_repro.train import history_csv
+from resnet_repro import tracking
+
+pytest.importorskip("mlflow")
+from mlflow import MlflowClient  # noqa: E402
+
+HISTORY_KEYS = ["train_error", "test_error", "train_loss", "test_loss", "lr"]
+
+
+def make_run(path, seed=0, rows=4, model="resnet20"):
+    """A finished-looking training directory: spec.yaml, history.csv, metrics.json, checkpoint.pt."""
+    path = Path(path)
+    spec = build_spec(None, [{"model": model, "data": {"kind": "digits"}, "seed": seed, "max_iters": 10 * rows,
+                              "schedule": {"milestones": [5 * rows]}}])
+    write_text(path / "spec.yaml", yaml.safe_dump(spec, sort_keys=False))
+    history = [{"iteration": 10 * (i + 1), "epoch": i, "lr": 0.1 if i < rows / 2 else 0.01,
+                "train_loss": 2.0 - 0.01 * i, "train_error": 90.0 - 0.1 * i, "test_loss": 2.1 - 0.01 * i,
+                "test_error": 91.0 - 0.1 * i, "images_per_s": 100.0 + i, "elapsed_s": 1.5 * (i + 1)}
+               for i in range(rows)]
+    write_text(path / "history.csv", history_csv(history))
+    write_json(path / "metrics.json", {"model": model, "images_per_s": 101.0, "s_per_1k_iters": 1.27,
+                                       "elapsed_s": 1.5 * rows, "device": "cpu", "peak_memory_mb": 12.5})
+    torch.save({"w": torch.arange(4.0) + seed}, path / "checkpoint.pt")
+    return path, history
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One store for the module (creating the schema takes seconds); tests use distinct run dirs."""
+    root = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    assert main(["track", "setup", "--tracking-uri", uri, "--out", str(root / "setup.json")]) == 0
+    return uri
+
+
+def runs_for(uri, run_dir):
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name("resnet-repro")
+    return c.search_runs([exp.experiment_id], f"tags.run_dir = '{tracking.run_dir_tag(run_dir)}'")
+
+
+def test_setup_is_idempotent_with_absolute_artifact_location(store, tmp_path):
+    root = Path(tracking.sqlite_path(store)).parent
+    first = json.loads((root / "setup.json").read_text())
+    assert main(["track", "setup", "--tracking-uri", store, "--out", str(tmp_path / "again.json")]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert first["experiments"] == again["experiments"]
+    c = MlflowClient(store)
+    for name in ("resnet-repro", "resnet-repro-reports"):
+        loc = c.get_experiment_by_name(name).artifact_location
+        assert loc == (root / "mlartifacts" / name).as_uri()
+
+
+def test_train_logs_params_tags_metrics_artifacts(store, tmp_path):
+    run_dir, history = make_run(tmp_path / "resnet20" / "seed3", seed=3, rows=6)
+    write_json(run_dir / "eval" / "single" / "metrics.json",
+               {"views": {"single": {"top1_error": 12.5, "top5_error": 1.5, "n": 100}}})
+    assert main(["track", "train", str(run_dir), "--preset", "demo", "--uses", "figure6,table6",
+                 "--config-hash", "abc123", "--tracking-uri", store]) == 0
+    info = json.loads((run_dir / "mlflow.json").read_text())
+    assert set(info) == {"run_id", "experiment_id", "tracking_uri"} and info["tracking_uri"] == store
+    c = MlflowClient(store)
+    run = c.get_run(info["run_id"])
+    assert run.info.run_name == "resnet20 · digits · seed 3"
+    assert run.info.status == "FINISHED"
+    p = run.data.params
+    assert p["model"] == "resnet20" and p["family"] == "cifar" and p["depth"] == "20"
+    assert p["shortcut"] == "A" and p["residual"] == "True" and p["dataset"] == "digits"
+    assert p["seed"] == "3" and p["schedule_kind"] == "multistep" and p["schedule_milestones"] == "30"
+    assert p["lr"] == "0.1" and p["batch_size"] == "128" and p["max_iters"] == "60"
+    assert p["preset"] == "demo" and p["config_hash"] == "abc123" and p["git_commit"]
+    t = run.data.tags
+    assert t["model"] == "resnet20" and t["dataset"] == "digits" and t["preset"] == "demo"
+    assert t["uses"] == "figure6,table6" and t["run_dir"] == tracking.run_dir_tag(run_dir)
+    assert t["checkpoint_sha256"] == tracking.sha256(run_dir / "checkpoint.pt") and t["git_commit"] == p["git_commit"]
+    for key in HISTORY_KEYS:
+        points = sorted(c.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+        assert [m.step for m in points] == [row["iteration"] for row in history]
+        assert [m.value for m in points] == pytest.approx([row[key] for row in history])
+    m = run.data.metrics
+    assert m["images_per_s"] == 101.0 and m["s_per_1k_iters"] == 1.27 and m["elapsed_s"] == 9.0
+    assert m["peak_memory_mb"] == 12.5
+    assert m["single_top1_error"] == 12.5 and m["single_top5_error"] == 1.5
+    names = {f.path for f in c.list_artifacts(run.info.run_id)}
+    assert {"checkpoint.pt", "history.csv", "spec.yaml", "metrics.json", "eval"} <= names
+
+
+def test_rerun_lost_json_and_changed_checkpoint(store, tmp_path, capsys):
+    run_dir, _ = make_run(tmp_path / "run")
+    args = ["track", "train", str(run_dir), "--preset", "demo", "--tracking-uri", store]
+    assert main(args) == 0
+    first = json.loads((run_dir / "mlflow.json").read_text())["run_id"]
+    assert main(args) == 0
+    assert "nothing to do" in capsys.readouterr().err
+    (run_dir / "mlflow.json").unlink()  # lost: found again by its tags, not duplicated
+    assert main(args) == 0
+    assert json.loads((run_dir / "mlflow.json").read_text())["run_id"] == first
+    assert len(runs_for(store, run_dir)) == 1
+    torch.save({"w": torch.ones(4)}, run_dir / "checkpoint.pt")  # retrained: a new run
+    assert main(args) == 0
+    second = json.loads((run_dir / "mlflow.json").read_text())["run_id"]
+    assert second != first and len(runs_for(store, run_dir)) == 2
+
+
+def test_eval_added_later_idempotently(store, tmp_path, capsys):
+    run_dir, _ = make_run(tmp_path / "run")
+    assert main(["track", "train", str(run_dir), "--preset", "demo", "--tracking-uri", store]) == 0
+    run_id = json.loads((run_dir / "mlflow.json").read_text())["run_id"]
+    write_json(run_dir / "eval" / "center" / "metrics.json",
+               {"views": {"center": {"top1_error": 30.0, "top5_error": 10.0, "n": 50}}})
+    assert main(["track", "eval", str(run_dir), "--tracking-uri", store]) == 0
+    assert main(["track", "eval", str(run_dir), "--tracking-uri", store]) == 0
+    assert "already logged" in capsys.readouterr().out
+    c = MlflowClient(store)
+    assert c.get_run(run_id).data.metrics["center_top1_error"] == 30.0
+    assert len(c.get_metric_history(run_id, "center_top5_error")) == 1
+
+
+def test_report_links_both_ways_and_is_idempotent(store, tmp_path):
+    sources = [make_run(tmp_path / f"seed{k}", seed=k)[0] for k in range(2)]
+    for s in sources:
+        assert main(["track", "train", str(s), "--preset", "demo", "--tracking-uri", store]) == 0
+    ids = [json.loads((s / "mlflow.json").read_text())["run_id"] for s in sources]
+    fig, csv_file = tmp_path / "figure6.pdf", tmp_path / "figure6.csv"
+    fig.write_bytes(b"%PDF-1.4 fake")
+    csv_file.write_text("a,b\n1,2\n")
+    args = ["track", "report", str(fig), str(csv_file), "--name", "figure6", "--preset", "demo",
+            "--sources", *map(str, sources), "--tracking-uri", store, "--out", str(tmp_path / "stamp.json")]
+    assert main(args) == 0
+    stamp = json.loads((tmp_path / "stamp.json").read_text())
+    c = MlflowClient(store)
+    report = c.get_run(stamp["run_id"])
+    assert report.info.run_name == "figure6 · demo"
+    assert report.data.tags["source_run_ids"] == ",".join(ids)
+    assert report.data.tags["artifact"] == "figure6" and report.data.tags["preset"] == "demo"
+    assert "git_commit" in report.data.tags
+    assert {f.path for f in c.list_artifacts(report.info.run_id)} == {"figure6.pdf", "figure6.csv"}
+    for i in ids:
+        assert c.get_run(i).data.tags["used_by_figure6"] == report.info.run_id
+    exp = c.get_experiment_by_name("resnet-repro-reports").experiment_id
+    count = len(c.search_runs([exp], "tags.artifact = 'figure6'"))
+    assert main(args) == 0
+    assert json.loads((tmp_path / "stamp.json").read_text())["run_id"] == report.info.run_id
+    assert len(c.search_runs([exp], "tags.artifact = 'figure6'")) == count
+    fig.write_bytes(b"%PDF-1.4 changed")
+    assert main(args) == 0
+    assert len(c.search_runs([exp], "tags.artifact = 'figure6'")) == count + 1
+
+
+def test_concurrent_jobs_lose_nothing(store, tmp_path):
+    """4 processes log at once to one SQLite store: every run and every metric point arrives."""
+    rows = 250  # 1250 history points: more than one log_batch each
+    dirs = [make_run(tmp_path / f"seed{k}", seed=k, rows=rows)[0] for k in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-m", "resnet_repro", "track", "train", str(d), "--preset", "demo",
+                               "--tracking-uri", store], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for d in dirs]
+    for p in procs:
+        out, err = p.communicate(timeout=100)
+        assert p.returncode == 0, err
+    c = MlflowClient(store)
+    for d in dirs:
+        found = runs_for(store, d)
+        assert len(found) == 1
+        run_id = json.loads((d / "mlflow.json").read_text())["run_id"]
+        assert found[0].info.run_id == run_id
+        for key in HISTORY_KEYS:
+            assert len(c.get_metric_history(run_id, key)) == rows
+
+
+def test_cli_errors_are_one_line(store, tmp_path):
+    def run(*args, env=None):
+        return subprocess.run([sys.executable, "-m", "resnet_repro", "track", *args], capture_output=True,
+                              text=True, cwd=tmp_path, env={**os.environ, **(env or {})})
+
+    r = run("train", str(tmp_path / "missing"), "--preset", "demo", "--tracking-uri", store)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing" in r.stderr
+    run_dir, _ = make_run(tmp_path / "run")
+    r = run("train", str(run_dir), "--preset", "demo", env={"MLFLOW_TRACKING_URI": ""})  # default: ./mlflow.db
+    assert r.returncode == 2 and "track setup" in r.stderr and r.stderr.count("\n") == 1
+    assert not (tmp_path / "mlflow.db").exists()
+    (tmp_path / "fig.pdf").write_bytes(b"x")
+    r = run("report", "fig.pdf", "--name", "figure6", "--preset", "demo", "--sources", str(run_dir),
+            "--tracking-uri", store)
+    assert r.returncode == 2 and "mlflow.json" in r.stderr and r.stderr.count("\n") == 1

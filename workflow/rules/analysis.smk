@@ -1,0 +1,27 @@
+# Analysis: layer responses (Figure 7) and the ensemble of Table 5.
+
+
+rule responses:
+    input:
+        model=f"{RUN}/model.pt",
+    output:
+        f"{RUN}/responses.csv",
+    log:
+        f"{LOGS}/responses/{{model}}-seed{{seed}}.log",
+    threads: resource("threads")
+    resources:
+        mem_mb=resource("mem_mb"),
+        gpu=lambda w: min(1, PLAN.resources(w.model)["gpus"]),
+    shell:
+        "resnet-repro responses {input.model} --out {output} --threads {threads} > {log} 2>&1"
+
+
+rule ensemble:
+    input:
+        run_files("table5", f"eval/{TABLE_VIEW['table5']}/scores-{TABLE_VIEW['table5']}.npz"),
+    output:
+        f"results/ensembles/{PRESET}/table5.json",
+    log:
+        f"{LOGS}/ensemble/table5.log",
+    shell:
+        "resnet-repro ensemble {input} --out {output} > {log} 2>&1"

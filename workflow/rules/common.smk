@@ -1,0 +1,52 @@
+# Config resolution and input functions. The logic lives in resnet_repro.config (tested there).
+import json
+import os
+import re
+import sys
+
+from resnet_repro.config import FIGURES, TABLES, TABLE_VIEW, Plan
+from resnet_repro.errors import ReproError
+
+try:
+    PLAN = Plan(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+except ReproError as e:  # one line, before any job starts
+    sys.exit(f"resnet-repro: {e}")
+
+PRESET = PLAN.preset
+RUN = f"results/runs/{PRESET}/{{model}}/seed{{seed}}"
+LOGS = f"logs/{PRESET}"
+MLFLOW_STAMP = f"results/mlflow/{PRESET}.json"
+
+
+def models_regex(family):
+    return "|".join(re.escape(m) for m in PLAN.models(family)) or "(?!)"
+
+
+def run_dirs(artifact):
+    return [PLAN.run_dir(m, s) for m, s in PLAN.runs(artifact)]
+
+
+def run_files(artifact, name):
+    return [f"{d}/{name}" for d in run_dirs(artifact)]
+
+
+def run_args(artifact):
+    return " ".join(f"--run {d}" for d in run_dirs(artifact))
+
+
+def data_stamp(wildcards):
+    return f"results/data/{PRESET}/{PLAN.family(wildcards.model)}.json"
+
+
+def made_data(wildcards):
+    """The data directory a rule makes (the digits image folder), if the family uses it."""
+    root = PLAN.data_dirs().get(wildcards.family)
+    return [root] if root else []
+
+
+def train_overrides(wildcards):
+    return json.dumps(PLAN.train_overrides(wildcards.model, wildcards.seed))
+
+
+def resource(name):
+    return lambda wildcards: PLAN.resources(wildcards.model)[name]

@@ -1,0 +1,35 @@
+# Training: one job per (model, seed). Rule names start with `train`. The job resumes from its own
+# checkpoint.pt (not a declared output, so a failed or killed job keeps it for the retry).
+
+
+rule train_cifar:
+    input:
+        data=data_stamp,
+    output:
+        model=f"{RUN}/model.pt",
+        history=f"{RUN}/history.csv",
+        metrics=f"{RUN}/metrics.json",
+    log:
+        f"{LOGS}/train/{{model}}-seed{{seed}}.log",
+    benchmark:
+        f"{LOGS}/benchmarks/train/{{model}}-seed{{seed}}.tsv"
+    wildcard_constraints:
+        model=models_regex("cifar"),
+        seed=r"\d+",
+    params:
+        overrides=train_overrides,
+        out=RUN,
+    threads: resource("threads")
+    resources:
+        mem_mb=resource("mem_mb"),
+        runtime=resource("runtime"),
+        gpu=resource("gpus"),
+    shell:
+        "resnet-repro train --overrides {params.overrides:q} --out {params.out} --resume "
+        "--threads {threads} > {log} 2>&1"
+
+
+use rule train_cifar as train_imagenet with:
+    wildcard_constraints:
+        model=models_regex("imagenet"),
+        seed=r"\d+",
