@@ -50,8 +50,7 @@ def make_run(root, model, seed, views=None, final=(5.0, 8.0), responses=None, ki
     return run
 
 
-@pytest.fixture
-def cifar(tmp_path):
+def cifar_runs(tmp_path):
     """CIFAR runs: plain20/56, resnet20/56, resnet110 x3 seeds, resnet1202; with responses for Fig. 7."""
     runs = {}
     for model, final, depth in (("plain20", (6, 9), 20), ("plain56", (10, 13), 56), ("resnet20", (4, 8.5), 20),
@@ -64,8 +63,7 @@ def cifar(tmp_path):
     return runs
 
 
-@pytest.fixture
-def imagenet(tmp_path):
+def imagenet_runs(tmp_path):
     runs = {}
     for model, t, m in (("plain18", (28.0, 9.8), (27.0, 9.0)), ("plain34", (29.0, 10.5), (28.0, 9.9)),
                         ("resnet18-A", (27.5, 9.1), (26.0, 8.2)), ("resnet34-A", (25.5, 8.0), (24.0, 7.1)),
@@ -73,6 +71,16 @@ def imagenet(tmp_path):
         runs[model] = make_run(tmp_path, model, 0, {"tencrop": t, "multiscale": m, "center": t},
                                (t[0] - 5, t[0] + 2), kind="imagenet")
     return runs
+
+
+@pytest.fixture
+def cifar(tmp_path):
+    return cifar_runs(tmp_path)
+
+
+@pytest.fixture
+def imagenet(tmp_path):
+    return imagenet_runs(tmp_path)
 
 
 def row(df, model):

@@ -204,7 +204,7 @@ def draw_figure(name, run_dirs=(), responses=(), out=None, preset=None):
             axes[1].set_xlabel("layer index (sorted by magnitude)")
             for ax in axes:
                 ax.set_ylabel("std")
-                ax.legend(loc="upper right", ncol=len(data) // 3 + 1)
+                ax.legend(loc="best", ncol=len(data) // 3 + 1)
         else:
             fig = Figure(figsize=(4 * len(panels), 3.6))
             axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
@@ -237,14 +237,13 @@ def draw_figure(name, run_dirs=(), responses=(), out=None, preset=None):
             else:
                 axes[0].set_ylabel("error (%)")
             axes[0].set_ylim(*_ylim(shown))
-        caption = f"{name.capitalize().replace('figure', 'Figure ')}. {reference()['figures'][name]}"
-        fig.text(0.01, 0.01, "\n".join(textwrap.wrap(caption, 110 if name != "figure7" else 100)),
-                 fontsize=7, va="bottom", ha="left")
+        caption = f"Figure {name[6:]}. {reference()['figures'][name]}"
+        wrapped = textwrap.wrap(caption, int(16 * fig.get_figwidth()))  # ~16 characters per inch at 7 pt
+        fig.text(0.01, 0.01, "\n".join(wrapped), fontsize=7, va="bottom", ha="left")
         note = preset_note(preset)
         if note:
             fig.text(0.99, 0.995, note, fontsize=7, color="tab:red", va="top", ha="right")
-        lines = len(textwrap.wrap(caption, 110)) + 1
-        fig.tight_layout(rect=(0, lines * 0.11 / fig.get_figheight(), 1, 0.96))
+        fig.tight_layout(rect=(0, (len(wrapped) + 1) * 0.11 / fig.get_figheight(), 1, 0.96))
         png = out.with_suffix(".png")
         _atomic(out, lambda f: fig.savefig(f, format="pdf", metadata={"CreationDate": None}))
         _atomic(png, lambda f: fig.savefig(f, format="png", dpi=150))

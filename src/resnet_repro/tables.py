@@ -168,6 +168,7 @@ def _table5(ensemble, preset):
         raise ReproError(f"{path} does not exist") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise ReproError(f"{path} is malformed: {err.__class__.__name__}: {err}") from None
+    preset = preset or infer_preset(members)  # the members' paths say which preset trained them
     rows = _paper_rows("table5")
     info = {f: _member_run(f) for f in members}
     ours = next(r for r in rows if r["source"] == "paper")  # the single "ResNet (ILSVRC'15)" row
@@ -201,9 +202,9 @@ def to_markdown(df, name, preset=None):
     """A Markdown table (floats to 2 decimals, empty for missing) with the preset and notes above it."""
     import pandas as pd
     preset = preset or df.attrs.get("preset")
-    lines = [f"# {name.capitalize().replace('table', 'Table ')} (He et al. 2016) reproduced", ""]
+    lines = [f"# Table {name[5:]} of He et al. (2016), reproduced", ""]
     lines.append(f"Preset: `{preset or 'unknown'}`." + (f" **{preset_note(preset)}.**" if preset_note(preset) else ""))
-    lines += ["", NOTES[name] + " " + DIFF_NOTE.get(name, "Differences (`*_diff`) are reproduced mean minus paper."),
+    lines += ["", NOTES[name] + " " + DIFF_NOTE.get(name, "Differences (`*_diff`) are reproduced (mean over seeds) minus paper."), "",
               "source: `paper` = the paper's own models, `literature` = other work the paper cites, `ours` = a model "
               "we ran that the paper does not list. n_runs/seeds: the runs behind each reproduced value. "
               "paper_split/split: the evaluation split of the paper's number / of ours.", ""]
@@ -213,7 +214,7 @@ def to_markdown(df, name, preset=None):
         lines += [f"Ensemble top-5 {ens:.2f}% vs best member {best:.2f}% (gain {best - ens:+.2f} points).", ""]
 
     def cell(v):
-        if v is None or (isinstance(v, float) and pd.isna(v)):
+        if v is None or v is pd.NA or (isinstance(v, float) and pd.isna(v)):
             return ""
         return f"{v:.2f}" if isinstance(v, float) else str(v).replace("|", "\\|")
 
@@ -237,7 +238,7 @@ def write_table(df, name, out, preset=None):
 
 
 def cmd_table(args):
-    preset = args.preset or infer_preset(args.run + ([args.ensemble] if args.ensemble else []))
+    preset = args.preset or infer_preset(args.run) if args.run else args.preset
     df = make_table(args.name, args.run, args.ensemble, preset)
     for path in write_table(df, args.name, args.out, preset):
         print(path)

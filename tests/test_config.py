@@ -1,0 +1,70 @@
+"""The workflow config: presets, validation (one-line errors), and what each artifact needs."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from resnet_repro.config import ARTIFACTS, Plan
+from resnet_repro.errors import ReproError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def plan(preset="paper", **changes):
+    c = copy.deepcopy(CONFIG)
+    c["preset"] = preset
+    c.update(changes)
+    return Plan(c, SCHEMA)
+
+
+@pytest.mark.parametrize("preset", ["paper", "demo", "tiny"])
+def test_every_preset_is_valid_and_names_every_artifact(preset):
+    p = plan(preset)
+    assert all(p.runs(a) for a in ARTIFACTS)
+
+
+def test_paper_preset_follows_the_paper():
+    p = plan()
+    assert p.runs("figure7") == [(m, 0) for m in ["plain20", "plain56", "resnet20", "resnet56", "resnet110"]]
+    table6 = p.runs("table6")
+    assert [s for m, s in table6 if m == "resnet110"] == [0, 1, 2, 3, 4]
+    assert {m for m, _ in table6} == {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"}
+    table5 = p.runs("table5")
+    assert len(table5) == 6 and table5.count(("resnet152", 0)) == 1 and ("resnet152", 1) in table5
+    o = p.train_overrides("resnet56", 0)
+    assert o["data"]["kind"] == "cifar10" and o["model"] == "resnet56" and o["seed"] == 0
+    assert p.train_overrides("resnet50", 0)["data"]["kind"] == "imagenet"
+    assert sorted(p.uses("resnet56", 0)) == ["figure6", "figure7", "table6"]
+
+
+def test_preset_entries_merge_over_the_top_level():
+    p = plan("demo")
+    o = p.train_overrides("resnet110", 1)
+    assert o["data"]["kind"] == "digits" and o["max_iters"] == 300 and o["batch_size"] == 64
+    assert ("resnet1202", 0) not in p.all_runs()
+    assert p.resources("resnet20")["gpus"] == 0
+
+
+def test_tracking_uri_from_environment_wins(monkeypatch):
+    assert plan().tracking_uri == "sqlite:///mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert plan().tracking_uri == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"preset": "nope"}, "preset 'nope' is not defined"),
+    ({"seeds": ["x"]}, "seeds.0"),
+    ({"seedz": [1]}, "seedz"),
+    ({"experiments": {"figure1": ["resnet21"]}}, "experiments.figure1"),
+    ({"resources": {"cifar": {"threads": "four"}}}, "resources.cifar.threads"),
+    ({"presets": {"paper": {"training": {"cifar": {}}, "typo_key": 1}}}, "typo_key"),
+])
+def test_config_errors_are_one_line(change, words):
+    c = copy.deepcopy(CONFIG)
+    c.update(change)
+    with pytest.raises(ReproError) as e:
+        Plan(c, SCHEMA)
+    assert words in str(e.value) and "\n" not in str(e.value)

@@ -1,0 +1,111 @@
+"""The Snakemake DAG end to end on the `tiny` preset (every target, real jobs, real MLflow), and
+planning checks on the paper preset."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+FIGURES = ["figure1", "figure4", "figure6", "figure7"]
+TABLES = ["table2", "table3", "table4", "table5", "table6"]
+
+
+def snakemake(workdir, *args, check=True):
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    r = subprocess.run([str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+                        "--configfile", str(ROOT / "config.yaml"), *args],
+                       capture_output=True, text=True, env=env, cwd=workdir)
+    if check and r.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
+    return r
+
+
+def planned_jobs(workdir, target, preset="paper"):
+    out = snakemake(workdir, "-n", target, "--config", f"preset={preset}").stdout
+    return dict((m.group(1), int(m.group(2))) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M))
+
+
+def planned_trainings(workdir, target):
+    out = snakemake(workdir, "-n", "-p", target).stdout
+    return sorted(set(re.findall(r"--out results/runs/paper/([\w.-]+/seed\d+) --resume", out)))
+
+
+def test_dry_run_plans_only_what_a_target_needs(tmp_path):
+    assert planned_trainings(tmp_path, "reports/figure7.pdf") == sorted(
+        f"{m}/seed0" for m in ["plain20", "plain56", "resnet20", "resnet56", "resnet110"])
+    table6 = planned_trainings(tmp_path, "results/table6.csv")
+    assert len(table6) == 10 and sum(t.startswith("resnet110/") for t in table6) == 5
+    assert "resnet1202/seed0" in table6
+    jobs = planned_jobs(tmp_path, "all")
+    assert jobs["train_cifar"] == 14 and jobs["train_imagenet"] == 10
+
+
+def test_config_error_is_one_line_before_any_job(tmp_path):
+    r = snakemake(tmp_path, "-n", "all", "--config", "preset=tinyy", check=False)
+    assert r.returncode != 0
+    errors = [l for l in (r.stdout + r.stderr).splitlines() if "resnet-repro:" in l]
+    assert errors == ["resnet-repro: config: preset 'tinyy' is not defined; choose one of paper, demo, tiny"]
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tiny")
+    snakemake(work, "all", "--config", "preset=tiny", "--cores", "2")
+    return work
+
+
+def test_tiny_run_makes_every_table(tiny_run):
+    for name in TABLES:
+        csv = tiny_run / "results" / f"{name}.csv"
+        df = pd.read_csv(csv)
+        assert len(df) > 0
+        md = (tiny_run / "results" / f"{name}.md").read_text()
+        assert "tiny" in md
+    t6 = pd.read_csv(tiny_run / "results" / "table6.csv")
+    ours = t6[t6["source"] == "paper"].set_index("model")
+    assert set(ours.index) == {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"}
+    assert ours["error_mean"].between(0, 100).all()
+    assert ours.loc["resnet110", "n_runs"] == 2
+    assert (t6[t6["source"] == "literature"]["error_mean"].isna()).all()
+
+
+def test_tiny_run_makes_every_figure(tiny_run):
+    for name in FIGURES:
+        pdf = tiny_run / "reports" / f"{name}.pdf"
+        assert pdf.read_bytes()[:4] == b"%PDF" and pdf.stat().st_size > 5000
+        assert (tiny_run / "reports" / f"{name}.png").stat().st_size > 5000
+
+
+def test_tiny_run_is_in_mlflow(tiny_run):
+    from mlflow import MlflowClient
+    client = MlflowClient(f"sqlite:///{tiny_run / 'mlflow.db'}")
+    train_exp = client.get_experiment_by_name("resnet-repro")
+    runs = client.search_runs([train_exp.experiment_id], max_results=1000)
+    assert len(runs) == 21  # every (model, seed) of the tiny preset, once
+    run = next(r for r in runs if r.data.params["model"] == "resnet20")
+    history = client.get_metric_history(run.info.run_id, "train_error")
+    assert [m.step for m in history] == [3, 6]
+    assert run.data.params["preset"] == "tiny"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"history.csv", "spec.yaml"} <= artifacts
+    reports = client.search_runs([client.get_experiment_by_name("resnet-repro-reports").experiment_id])
+    assert len(reports) == 9
+    fig7 = next(r for r in reports if r.data.tags.get("artifact", "").startswith("figure7"))
+    sources = fig7.data.tags["source_run_ids"].split(",")
+    assert len(sources) == 5 and all(client.get_run(s).info.run_id == s for s in sources)
+
+
+def test_rerun_does_no_work_and_adds_no_runs(tiny_run):
+    from mlflow import MlflowClient
+    r = snakemake(tiny_run, "all", "--config", "preset=tiny", "--cores", "2")
+    assert "Nothing to be done" in r.stdout + r.stderr
+    client = MlflowClient(f"sqlite:///{tiny_run / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("resnet-repro")
+    assert len(client.search_runs([exp.experiment_id], max_results=1000)) == 21
