@@ -12,7 +12,7 @@ import yaml
 
 from resnet_repro.cli import main
 from resnet_repro.errors import ReproError
-from resnet_repro.figures import draw_figure
+from resnet_repro.figures import _responses, draw_figure
 from resnet_repro.tables import make_table, write_table
 
 PRESET = "demo"
@@ -157,7 +157,7 @@ def test_table5(imagenet, tmp_path):
                str(imagenet["resnet34-A"] / "eval/tencrop/scores-tencrop.npz"): {"top1_error": 25.5, "top5_error": 8.0, "n": 1000}}
     ens = tmp_path / "results" / "ensemble.json"
     ens.write_text(json.dumps({"ensemble": {"top1_error": 23.9, "top5_error": 7.1, "n": 1000}, "members": members}))
-    df = make_table("table5", [], ensemble=ens, preset=PRESET)
+    df = make_table("table5", [imagenet["resnet34"], imagenet["resnet34-A"]], ensemble=ens, preset=PRESET)
     r = row(df, "ResNet (ILSVRC'15)")
     assert (r["top5"], r["n_runs"], r["split"], r["paper_split"]) == (7.1, 2, "val", "test")
     assert r["top5_diff"] == pytest.approx(7.1 - 3.57)
@@ -200,6 +200,14 @@ def test_figures(name, cifar, imagenet, tmp_path):
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5000
     assert png == pdf.with_suffix(".png") and png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 20000
     assert sorted(p.name for p in pdf.parent.iterdir()) == [f"{name}.pdf", f"{name}.png"]  # no temp files left
+
+
+def test_figure7_reads_each_response_file_once(cifar):
+    """The workflow passes a run both as --run and as --responses RUN/responses.csv."""
+    runs = [cifar["plain20"], cifar["resnet110"][0]]
+    std = _responses(runs, [runs[0] / "responses.csv", runs[0] / ".." / "seed0" / "responses.csv"])
+    assert list(std) == ["plain20", "resnet110"]  # plain first, then by depth, as the paper's legend
+    assert len(std["plain20"]) == 18 and len(std["resnet110"]) == 108
 
 
 def test_figure_needs_every_panel(cifar, tmp_path):

@@ -22,7 +22,7 @@ HISTORY_KEYS = ["train_error", "test_error", "train_loss", "test_loss", "lr"]
 
 
 def make_run(path, seed=0, rows=4, model="resnet20"):
-    """A finished-looking training directory: spec.yaml, history.csv, metrics.json, checkpoint.pt."""
+    """A finished-looking training directory: spec.yaml, history.csv, metrics.json, model.pt."""
     path = Path(path)
     spec = build_spec(None, [{"model": model, "data": {"kind": "digits"}, "seed": seed, "max_iters": 10 * rows,
                               "schedule": {"milestones": [5 * rows]}}])
@@ -34,7 +34,7 @@ def make_run(path, seed=0, rows=4, model="resnet20"):
     write_text(path / "history.csv", history_csv(history))
     write_json(path / "metrics.json", {"model": model, "images_per_s": 101.0, "s_per_1k_iters": 1.27,
                                        "elapsed_s": 1.5 * rows, "device": "cpu", "peak_memory_mb": 12.5})
-    torch.save({"w": torch.arange(4.0) + seed}, path / "checkpoint.pt")
+    torch.save({"w": torch.arange(4.0) + seed}, path / "model.pt")
     return path, history
 
 
@@ -86,7 +86,7 @@ def test_train_logs_params_tags_metrics_artifacts(store, tmp_path):
     t = run.data.tags
     assert t["model"] == "resnet20" and t["dataset"] == "digits" and t["preset"] == "demo"
     assert t["uses"] == "figure6,table6" and t["run_dir"] == tracking.run_dir_tag(run_dir)
-    assert t["checkpoint_sha256"] == tracking.sha256(run_dir / "checkpoint.pt") and t["git_commit"] == p["git_commit"]
+    assert t["checkpoint_sha256"] == tracking.sha256(run_dir / "model.pt") and t["git_commit"] == p["git_commit"]
     for key in HISTORY_KEYS:
         points = sorted(c.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
         assert [m.step for m in points] == [row["iteration"] for row in history]
@@ -96,7 +96,7 @@ def test_train_logs_params_tags_metrics_artifacts(store, tmp_path):
     assert m["peak_memory_mb"] == 12.5
     assert m["single_top1_error"] == 12.5 and m["single_top5_error"] == 1.5
     names = {f.path for f in c.list_artifacts(run.info.run_id)}
-    assert {"checkpoint.pt", "history.csv", "spec.yaml", "metrics.json", "eval"} <= names
+    assert {"model.pt", "history.csv", "spec.yaml", "metrics.json", "eval"} <= names
 
 
 def test_rerun_lost_json_and_changed_checkpoint(store, tmp_path, capsys):
@@ -110,7 +110,7 @@ def test_rerun_lost_json_and_changed_checkpoint(store, tmp_path, capsys):
     assert main(args) == 0
     assert json.loads((run_dir / "mlflow.json").read_text())["run_id"] == first
     assert len(runs_for(store, run_dir)) == 1
-    torch.save({"w": torch.ones(4)}, run_dir / "checkpoint.pt")  # retrained: a new run
+    torch.save({"w": torch.ones(4)}, run_dir / "model.pt")  # retrained: a new run
     assert main(args) == 0
     second = json.loads((run_dir / "mlflow.json").read_text())["run_id"]
     assert second != first and len(runs_for(store, run_dir)) == 2
@@ -122,12 +122,14 @@ def test_eval_added_later_idempotently(store, tmp_path, capsys):
     run_id = json.loads((run_dir / "mlflow.json").read_text())["run_id"]
     write_json(run_dir / "eval" / "center" / "metrics.json",
                {"views": {"center": {"top1_error": 30.0, "top5_error": 10.0, "n": 50}}})
+    (run_dir / "responses.csv").write_text("model,layer,module,std\nresnet20,1,conv,0.5\n")
     assert main(["track", "eval", str(run_dir), "--tracking-uri", store]) == 0
     assert main(["track", "eval", str(run_dir), "--tracking-uri", store]) == 0
     assert "already logged" in capsys.readouterr().out
     c = MlflowClient(store)
     assert c.get_run(run_id).data.metrics["center_top1_error"] == 30.0
     assert len(c.get_metric_history(run_id, "center_top5_error")) == 1
+    assert {"responses.csv", "eval"} <= {f.path for f in c.list_artifacts(run_id)}
 
 
 def test_report_links_both_ways_and_is_idempotent(store, tmp_path):
@@ -196,3 +198,25 @@ def test_cli_errors_are_one_line(store, tmp_path):
     r = run("report", "fig.pdf", "--name", "figure6", "--preset", "demo", "--sources", str(run_dir),
             "--tracking-uri", store)
     assert r.returncode == 2 and "mlflow.json" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_retry_outlasts_locked_database(monkeypatch):
+    from mlflow.exceptions import MlflowException
+    import sqlite3
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:  # as MLflow reports it: the sqlite3 error wrapped in an MlflowException
+            try:
+                raise sqlite3.OperationalError("database is locked")
+            except sqlite3.OperationalError as e:
+                raise MlflowException("(sqlite3.OperationalError) database is locked") from e
+        return "ok"
+
+    assert tracking._retry(flaky) == "ok" and len(calls) == 3
+    with pytest.raises(tracking.ReproError, match="locked after"):
+        tracking._retry(lambda: (_ for _ in ()).throw(sqlite3.OperationalError("database is locked")))
+    with pytest.raises(ValueError):  # other errors are not retried
+        tracking._retry(lambda: (_ for _ in ()).throw(ValueError("no")))

@@ -117,7 +117,7 @@ PANELS = {
 def _curves(run_dirs):
     """[(ModelSpec, seed, history)] sorted by plain/ResNet then depth, as the paper's legends."""
     curves = []
-    for run in dict.fromkeys(map(str, run_dirs)):  # the same directory twice is one run
+    for run in dict.fromkeys(Path(r).resolve() for r in run_dirs):  # the same directory twice is one run
         spec = read_spec(run)
         curves.append((parse_model_name(spec["model"]), spec.get("seed"), read_history(run)))
     return sorted(curves, key=lambda c: (c[0].residual, c[0].depth, c[0].shortcut, str(c[1])))
@@ -130,12 +130,18 @@ def _responses(run_dirs, responses):
         if not Path(r).is_dir():
             raise ReproError(f"run directory {r} does not exist")
     out = {}
-    for path in dict.fromkeys(paths):
+    for path in dict.fromkeys(p.resolve() for p in paths):  # a run's file may come both as --run and --responses
         rows = read_csv(path, ["layer", "std"])
         if "model" not in rows[0]:
             raise ReproError(f"{path} is malformed: missing column model")
+        std = {}
         for r in sorted(rows, key=lambda r: r["layer"]):
-            out.setdefault(r["model"], []).append(r["std"])
+            std.setdefault(r["model"], []).append(r["std"])
+        for model, s in std.items():
+            if model in out:  # another seed of the same model: one curve per model, as the paper
+                print(f"resnet-repro: warning: figure7 already has {model}; {path} not drawn", file=sys.stderr)
+            else:
+                out[model] = s
     return dict(sorted(out.items(), key=lambda kv: _model_order(kv[0])))
 
 
@@ -148,8 +154,9 @@ def _model_order(name):
 
 
 def _ylim(values):
-    """From the data (the paper's fixed 0-20% would hide reduced runs): ignore the first 10% of
-    each curve, where every net starts near chance, and round out to multiples of 5."""
+    """From the data (the paper's fixed 0-20% would hide reduced runs), rounded out to multiples of 5.
+    The caller leaves out the first 10% of each curve, where every net is near chance."""
+    values = [v for v in values if math.isfinite(v)] or [0, 100]
     lo, hi = min(values), max(values)
     return max(0, 5 * math.floor((lo - 1) / 5)), min(100, 5 * math.ceil((hi + 1) / 5))
 
@@ -178,13 +185,13 @@ def draw_figure(name, run_dirs=(), responses=(), out=None, preset=None):
         used = {id(c) for _, cs in panels for c in cs}
         for c in curves:
             if id(c) not in used:
-                print(f"resnet-repro: warning: {name} has no panel for {c[0]} (seed {c[1]}); not drawn", file=sys.stderr)
+                print(f"resnet-repro: warning: {name} has no panel for {c[0].name} (seed {c[1]}); not drawn", file=sys.stderr)
         for title, cs in panels:
             if not cs:
                 raise ReproError(f"{name}: no run for the {title!r} panel (give --run directories of those models)")
 
     import matplotlib
-    from .files import _atomic
+    from .files import write_with
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
     rc = {"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8, "legend.frameon": False,
           "pdf.fonttype": 42}
@@ -245,8 +252,8 @@ def draw_figure(name, run_dirs=(), responses=(), out=None, preset=None):
             fig.text(0.99, 0.995, note, fontsize=7, color="tab:red", va="top", ha="right")
         fig.tight_layout(rect=(0, (len(wrapped) + 1) * 0.11 / fig.get_figheight(), 1, 0.96))
         png = out.with_suffix(".png")
-        _atomic(out, lambda f: fig.savefig(f, format="pdf", metadata={"CreationDate": None}))
-        _atomic(png, lambda f: fig.savefig(f, format="png", dpi=150))
+        write_with(out, lambda f: fig.savefig(f, format="pdf", metadata={"CreationDate": None}))
+        write_with(png, lambda f: fig.savefig(f, format="png", dpi=150))
     return out, png
 
 

@@ -4,10 +4,9 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
 
-
-def _atomic(path, write):
+def write_with(path, write):
+    """Call write(binary file) on a temporary file beside `path`, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -24,11 +23,12 @@ def _atomic(path, write):
 
 
 def save_torch(obj, path):
-    _atomic(path, lambda f: torch.save(obj, f))
+    import torch  # only here: the rest of this module serves commands that do not need torch
+    write_with(path, lambda f: torch.save(obj, f))
 
 
 def write_text(path, text):
-    _atomic(path, lambda f: f.write(text.encode()))
+    write_with(path, lambda f: f.write(text.encode()))
 
 
 def write_json(path, obj):

@@ -22,14 +22,14 @@ TABLES = {
 NOTES = {
     "table2": "ImageNet val, 10-crop testing. The paper's ResNets here use option A shortcuts (our resnet18-A, resnet34-A).",
     "table3": "ImageNet val, 10-crop testing. Rows are matched by depth and shortcut option: resnet34-A, resnet34-C, and resnet34 (= option B, as resnet50/101/152).",
-    "table4": "ImageNet val, fully-convolutional multi-scale testing (paper_split `test`: the paper's number is on the test set).",
+    "table4": "ImageNet val, fully-convolutional multi-scale testing; where paper_split is `test` the paper's number is on the test set.",
     "table5": "Top-5 error of an ensemble. The paper's numbers are on the ImageNet **test** set (test server); "
               "ours are on the val split, so they differ in data as well as in model. Members are listed below the ensemble.",
     "table6": "CIFAR-10 test error. params_m is counted from our model. error_best is the minimum over seeds, "
               "error_mean/error_std the mean and the *sample* standard deviation (ddof=1; empty for one run).",
 }
 DIFF_NOTE = {
-    "table6": "diff = error_mean - the paper's mean where the paper gives one (ResNet-110: 6.61, Highway-19: 7.72), "
+    "table6": "diff = error_mean - the paper's mean where the paper gives one (ResNet-110: 6.61 over 5 runs; Highway-19: 7.72), "
               "else error_mean - the paper's single value.",
 }
 
@@ -116,8 +116,8 @@ def make_table(name, run_dirs=(), ensemble=None, preset=None):
         raise ReproError(f"unknown table {name!r}: choose one of {', '.join(TABLES)}")
     _, family, view, metrics, _ = TABLES[name]
     if name == "table5":
-        if run_dirs:
-            raise ReproError("table5 is built from --ensemble JSON only, not --run")
+        for run in run_dirs:  # the ensemble's runs: only checked; members are found from the JSON's paths
+            read_spec(run)
         return _table5(ensemble, preset)
     if ensemble:
         raise ReproError(f"--ensemble is for table5 only, not {name}")
@@ -238,7 +238,7 @@ def write_table(df, name, out, preset=None):
 
 
 def cmd_table(args):
-    preset = args.preset or infer_preset(args.run) if args.run else args.preset
+    preset = args.preset or infer_preset(args.run)
     df = make_table(args.name, args.run, args.ensemble, preset)
     for path in write_table(df, args.name, args.out, preset):
         print(path)

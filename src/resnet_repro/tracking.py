@@ -3,7 +3,7 @@
 Every job logs to a shared store (by default a SQLite file) that several processes write at
 once, so every client call goes through `_retry`, and every command is idempotent: rerunning it
 finds the run it made before (by mlflow.json, or by tags) instead of making a duplicate.
-mlflow is imported inside functions only, so `resnet-repro --help` stays fast.
+mlflow (and torch, via .files) is imported inside functions only, so `resnet-repro --help` stays fast.
 """
 import csv
 import hashlib
@@ -24,7 +24,7 @@ TRAIN_EXPERIMENT = "resnet-repro"
 REPORT_EXPERIMENT = "resnet-repro-reports"
 HISTORY_METRICS = ["train_error", "test_error", "train_loss", "test_loss", "lr"]
 SUMMARY_METRICS = ["images_per_s", "s_per_1k_iters", "elapsed_s"]
-TRAIN_FILES = ["checkpoint.pt", "history.csv", "spec.yaml", "metrics.json"]
+TRAIN_FILES = ["model.pt", "history.csv", "spec.yaml", "metrics.json"]  # model.pt: the final model, no optimizer state
 RETRIES = 10
 BATCH = 1000  # MLflow's limit of metrics per log_batch
 
@@ -280,13 +280,16 @@ def log_metrics(c, run_id, metrics):
 
 
 def log_eval(c, run, run_dir, step):
-    """Add the evaluation metrics (and files) RUN has that the MLflow run lacks; return how many."""
+    """Add the evaluation metrics RUN has that the MLflow run lacks (and the evaluation files,
+    responses.csv); return how many metrics were new."""
     points, files = eval_metrics(run_dir, step)
     have = run.data.metrics
     new = [m for m in points if have.get(m.key) != m.value]
     log_metrics(c, run.info.run_id, new)
     for path in files:
         c.log_artifact(run.info.run_id, str(path), f"eval/{path.parent.name}")
+    if (Path(run_dir) / "responses.csv").is_file():  # Figure 7's layer responses, when computed
+        c.log_artifact(run.info.run_id, str(Path(run_dir) / "responses.csv"))
     return len(new)
 
 
@@ -310,7 +313,7 @@ def track_train(run_dir, preset, uses=(), config_hash=None, uri=None):
     run_dir = Path(run_dir)
     spec, history, summary = read_run_dir(run_dir)
     uri = tracking_uri(uri)
-    sha = sha256(run_dir / "checkpoint.pt")
+    sha = sha256(run_dir / "model.pt")
     c = client(uri)
     exp_id = experiment_id(c, TRAIN_EXPERIMENT, uri)
     last_step = int(history[-1]["iteration"]) if history else 0
@@ -455,7 +458,7 @@ def add_parser(sub):
     s.set_defaults(func=cmd_setup)
 
     s = tsub.add_parser("train", help="log a finished training directory as one run",
-                        description="Log RUN (spec.yaml, history.csv, metrics.json, checkpoint.pt, and any "
+                        description="Log RUN (spec.yaml, history.csv, metrics.json, model.pt, and any "
                                     "eval/<view>/metrics.json) as one MLflow run; write RUN/mlflow.json. "
                                     "Does nothing if the same checkpoint is already tracked.")
     s.add_argument("run", metavar="RUN", help="training output directory")
