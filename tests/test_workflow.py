@@ -18,8 +18,9 @@ TABLES = ["table2", "table3", "table4", "table5", "table6"]
 def snakemake(workdir, *args, check=True):
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
     env.pop("MLFLOW_TRACKING_URI", None)
-    r = subprocess.run([str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-                        "--configfile", str(ROOT / "config.yaml"), *args],
+    # targets first: --configfile and --config take every word after them
+    r = subprocess.run([str(BIN / "snakemake"), *args, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+                        "--configfile", str(ROOT / "config.yaml")],
                        capture_output=True, text=True, env=env, cwd=workdir)
     if check and r.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")

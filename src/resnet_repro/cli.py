@@ -163,9 +163,10 @@ def build_parser():
     s.set_defaults(func=cmd_spec)
 
     s = sub.add_parser("train", help="train one network",
-                       description="Iteration-based SGD with the paper's schedule. Writes OUT/checkpoint.pt "
-                                   "(atomically, every K iterations and at the end), OUT/history.csv "
-                                   "(every K iterations: train/test error in %%, loss, lr) and OUT/metrics.json. "
+                       description="Iteration-based SGD with the paper's schedule. Writes OUT/spec.yaml, "
+                                   "OUT/checkpoint.pt (atomically, every K iterations and at the end; for --resume), "
+                                   "OUT/history.csv (every K iterations: train/test error in %%, loss, lr), and at the "
+                                   "end OUT/model.pt (the final model) and OUT/metrics.json. "
                                    "On SIGTERM/SIGUSR1 it checkpoints and exits with status 3.")
     add_spec_args(s)
     s.add_argument("--out", required=True, help="output directory")

@@ -232,7 +232,7 @@ def write_table(df, name, out, preset=None):
     out = Path(out)
     if out.suffix != ".csv":
         raise ReproError(f"--out must be a .csv file (the .md is written beside it), got {out}")
-    write_text(out, df.to_csv(index=False))
+    write_text(out, df.to_csv(index=False, float_format="%.4g"))  # 4 significant digits: the paper gives 3-4
     write_text(out.with_suffix(".md"), to_markdown(df, name, preset))
     return out, out.with_suffix(".md")
 

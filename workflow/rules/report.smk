@@ -1,0 +1,45 @@
+# The reproduction report (reports/report.html, .pdf, .json): every figure and table, the provenance of
+# every number and a verdict on each claim of the paper; logged to MLflow as the report run `report`.
+from resnet_repro.config import ARTIFACTS
+
+
+localrules:
+    reproduction_report,
+
+
+def report_runs():
+    """Every training run behind any figure or table, once."""
+    return sorted({d for artifact in ARTIFACTS for d in run_dirs(artifact)})
+
+
+def report_run_files(wildcards):
+    files = [f"{d}/{name}" for d in report_runs() for name in ("mlflow.json", "history.csv")]
+    for table in TABLES:  # the evaluations behind each table (the report reads their sizes)
+        files += run_files(table, f"eval/{TABLE_VIEW[table]}/metrics.json")
+    files += run_files("figure7", "responses.csv")
+    return sorted(set(files))
+
+
+rule reproduction_report:
+    input:
+        tables=expand("results/{table}.csv", table=TABLES),
+        table_md=expand("results/{table}.md", table=TABLES),
+        figures=expand("reports/{figure}.png", figure=FIGURES),
+        figure_pdfs=expand("reports/{figure}.pdf", figure=FIGURES),
+        runs=report_run_files,
+    output:
+        html=report("reports/report.html", category="Reproduction report"),
+        pdf="reports/report.pdf",
+        json="reports/report.json",
+    log:
+        f"{LOGS}/report/report.log",
+    params:
+        runs=lambda w: " ".join(report_runs()),
+        hash=PLAN.config_hash,
+        uri=PLAN.tracking_uri,
+    shell:
+        "(resnet-repro report --out {output.html} --pdf {output.pdf} --json {output.json} --preset {PRESET} "
+        "--config-hash {params.hash} --tables {input.tables} --figures {input.figures} --runs {params.runs} "
+        "--tracking-uri {params.uri:q} && "
+        "resnet-repro track report {output.html} {output.pdf} {output.json} --name report "
+        "--sources {params.runs} --preset {PRESET} --tracking-uri {params.uri:q}) > {log} 2>&1"
