@@ -59,8 +59,7 @@ def responses_from_checkpoint(checkpoint, out_csv, device="auto", data_root=None
     d = dict(spec["data"], **({"root": data_root} if data_root else {}))
     if parse_model_name(spec["model"]).family != "cifar":
         raise ReproError(f"layer responses are the paper's CIFAR analysis (Figure 7); {spec['model']} is an ImageNet model")
-    td = D.load_small(d["kind"], d.get("root"), d.get("download", False), d.get("image_size"),
-                      d.get("val_split", 0), d.get("split_seed", 0))
+    td = D.small_data(d)
     images = td.test_x[:max_images] if max_images else td.test_x
     rows = layer_responses(model, images, ckpt["mean"].to(device), device)
     buf = io.StringIO()

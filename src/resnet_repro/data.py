@@ -142,6 +142,12 @@ def load_small(kind, root=None, download=False, image_size=None, val_split=0, sp
     return TensorData(xtr.contiguous(), ytr, xte.contiguous(), yte, classes, split)
 
 
+def small_data(d):
+    """load_small for a training spec's `data` section."""
+    return load_small(d["kind"], d.get("root"), d.get("download", False), d.get("image_size"),
+                      d.get("val_split", 0), d.get("split_seed", 0))
+
+
 def pixel_mean(images_uint8, batch=4096):
     """Per-pixel mean (3, H, W) in [0, 1] units over a uint8 image tensor."""
     total = torch.zeros(images_uint8.shape[1:], dtype=torch.float64)
@@ -317,8 +323,7 @@ def describe_data(spec):
     from .models import parse_model_name
     d = spec["data"]
     if parse_model_name(spec["model"]).family == "cifar":
-        td = load_small(d["kind"], d.get("root"), d.get("download", False), d.get("image_size"),
-                        d.get("val_split", 0), d.get("split_seed", 0))
+        td = small_data(d)
         return {"kind": d["kind"], "root": d.get("root"), "path": "in-memory", "train": len(td.train_x),
                 td.test_split: len(td.test_x), "image_size": list(td.train_x.shape[-2:]), "classes": td.classes}
     train, val = stream_datasets(d["kind"], d.get("root"))

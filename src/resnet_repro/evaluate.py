@@ -123,8 +123,7 @@ def evaluate_checkpoint(checkpoint, out_dir, views=None, scales=DEFAULT_SCALES, 
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {"checkpoint": str(checkpoint), "model": spec["model"], "iteration": ckpt["iteration"], "views": {}}
     if family == "cifar":
-        td = D.load_small(d["kind"], d.get("root"), d.get("download", False), d.get("image_size"),
-                          d.get("val_split", 0), d.get("split_seed", 0))
+        td = D.small_data(d)
         metrics["split"] = td.test_split
         runs = {"single": (lambda: predict_tensor(model, td.test_x, mean, device, bf16, cl, batch_size), td.test_y)}
     else:
