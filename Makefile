@@ -18,10 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
-	snakemake all --config preset=demo
+	snakemake all reports/report.html --config preset=demo
 
 test: venv
-	pytest -m "not slow"
+	pytest -m "not slow and not slurm and not browser"
 
 test-all: venv
 	pytest

@@ -1,5 +1,17 @@
-"""Device and precision choices, in one place so the CPU and CUDA paths differ only here."""
+"""Device and precision choices, in one place so the CPU and CUDA paths differ only here.
+
+The `auto` settings were chosen by measurement (benchmarks/train_throughput.py, benchmarks/README.md):
+- precision: bf16 autocast on CUDA GPUs with native bf16 (compute capability 8.0+) and on CPUs with
+  native bf16 dot products (AVX512-BF16 or AMX); fp32 elsewhere, because without those instructions
+  oneDNN emulates bf16 and a ResNet step is many times slower than in fp32.
+- channels_last: on CUDA (cuDNN's NHWC kernels, tensor cores) and on CPU (oneDNN's convolutions
+  work in a blocked/NHWC layout; NCHW costs a reorder before and after every convolution).
+- compile: torch.compile only on CUDA; on CPU it did not pay (see `use_compile`).
+"""
 import contextlib
+import functools
+import resource
+import sys
 
 import torch
 
@@ -15,15 +27,67 @@ def resolve_device(name="auto"):
     return device
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_has_native_bf16():
+    """True when the CPU computes bf16 dot products natively (AVX512-BF16 or AMX-BF16), the case
+    in which oneDNN's bf16 convolutions beat fp32. AVX512 alone is not enough (bf16 is then
+    converted to fp32 and back in software)."""
+    try:
+        caps = torch.cpu.get_capabilities()
+    except AttributeError:  # older torch: ask the private probes, else assume no
+        probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+        return bool(probe and probe())
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def cuda_has_native_bf16(device):
+    """Ampere (8.0) and later: earlier GPUs emulate bf16, slower than fp32."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def use_bf16(precision, device):
-    """auto: bf16 autocast on CUDA (as the paper's fp32 numbers are insensitive to it), fp32 on CPU."""
+    """auto: bf16 autocast where the hardware has native bf16 (see the module docstring), else fp32.
+    The paper's fp32 numbers are insensitive to bf16 autocast (weights, BN statistics and the
+    optimizer stay fp32; only convolution and matmul inputs are rounded)."""
     if precision == "auto":
-        return device.type == "cuda"
+        if device.type == "cuda":
+            return cuda_has_native_bf16(device)
+        return device.type == "cpu" and cpu_has_native_bf16()
     return precision == "bf16"
 
 
 def use_channels_last(setting, device):
-    return device.type == "cuda" if setting == "auto" else bool(setting)
+    """auto: on for CUDA and CPU (measured faster on both; see the module docstring)."""
+    return device.type in ("cuda", "cpu") if setting == "auto" else bool(setting)
+
+
+def compiler_available(device):
+    """torch.compile needs Triton on CUDA and a C++ compiler on CPU; without them it fails at the
+    first call, so check before asking for it."""
+    if sys.platform == "win32":
+        return False
+    try:
+        if device.type == "cuda":
+            from torch.utils._triton import has_triton
+            return has_triton()
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        get_cpp_compiler()
+        return True
+    except Exception:
+        return False
+
+
+def use_compile(setting, device):
+    """auto: compile on CUDA only. On CPU (2-core AVX2 machine, ResNet-20/56) compiling the training
+    step took minutes and did not make it faster than eager channels_last (benchmarks/README.md);
+    `true` still compiles there. Falls back to eager, with a warning, where no compiler exists."""
+    want = device.type == "cuda" if setting == "auto" else bool(setting)
+    if want and not compiler_available(device):
+        if setting is True:
+            print(f"resnet-repro: warning: compile: true but torch.compile has no compiler for {device.type} "
+                  f"here; running eager", file=sys.stderr)
+        return False
+    return want
 
 
 def autocast(device, bf16):
@@ -34,3 +98,32 @@ def autocast(device, bf16):
 
 def memory_format(channels_last):
     return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def reset_peak_memory(device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device):
+    """Peak memory of the training: allocated device memory on CUDA (since reset_peak_memory), the
+    process's maximum resident set size on CPU (over the whole process, which is the training's
+    own in a `resnet-repro train` job)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2 ** 20 if sys.platform == "darwin" else rss / 2 ** 10  # bytes on macOS, KiB on Linux
+
+
+def describe(device):
+    """One line naming the hardware, for benchmark and estimate output."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    name = name or (torch.cpu.get_capabilities().get("cpu_name", "") if hasattr(torch.cpu, "get_capabilities") else "")
+    return f"cpu ({name or 'unknown'}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()})"

@@ -18,6 +18,7 @@ import datetime
 import html
 import json
 import math
+import numbers
 import os
 import shutil
 import statistics
@@ -25,8 +26,6 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 from .errors import ReproError
 from .figures import read_csv, read_spec, reference
@@ -48,7 +47,8 @@ threshold). Every number carries a noise estimate &sigma;, the larger of:</p>
 <li><b>binomial noise of an error rate</b>: an error of <i>p</i>% measured on <i>n</i> images has standard
 deviation &radic;(<i>p</i>(100&minus;<i>p</i>)/<i>n</i>) percentage points (test/validation errors: <i>n</i> = size of the
 evaluation split, from <code>eval/&lt;view&gt;/metrics.json</code>; final training errors: <i>n</i> = the images seen
-in the last logging window of <code>history.csv</code>);</li>
+in the last logging window of <code>history.csv</code>; <i>p</i> is taken as at least one image in <i>n</i>, so that
+no error on a few images does not count as certainty);</li>
 <li><b>seed noise</b>: the sample standard deviation over seeds where a model was trained with two or more
 seeds (the per-run std, not the smaller std of the mean: conservative).</li>
 </ul>
@@ -165,9 +165,9 @@ def read_tables(paths):
 # ---------------------------------------------------------------- provenance
 
 def code_commit():
-    """The git commit of the code making the report: the working directory's repository if it is
-    one, else the repository holding this package; '+dirty' when it has uncommitted changes."""
-    for where in (Path.cwd(), Path(__file__).resolve().parent):
+    """The git commit of the code making the report: the repository holding this package (an editable
+    install), else the working directory's; '+dirty' when it has uncommitted changes."""
+    for where in (Path(__file__).resolve().parent, Path.cwd()):
         try:
             out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=where)
             if out.returncode == 0 and out.stdout.strip():
@@ -246,7 +246,12 @@ def _finite(v):
 
 
 def binomial_std(p, n):
-    return math.sqrt(max(p * (100.0 - p), 0.0) / n) if n else None
+    """Std (percentage points) of an error rate p% measured on n images; p is kept at least one image
+    away from 0 and 100, so that no error on a few images is not taken for certainty."""
+    if not n:
+        return None
+    p = min(max(p, 100.0 / n), 100.0 - 100.0 / n) if n > 1 else 50.0
+    return math.sqrt(p * (100.0 - p) / n)
 
 
 def _noise(value, n, seed_std, k):
@@ -267,7 +272,8 @@ def _noise(value, n, seed_std, k):
 def _label(model):
     m = parse_model_name(model)
     kind = "ResNet" if m.residual else "plain"
-    return f"{kind}-{m.depth}" + (f"-{m.shortcut}" if m.residual and m.family == "imagenet" else "")
+    shortcut = m.residual and m.family == "imagenet" and m.depth < 50  # the paper's 50/101/152 are all option B
+    return f"{kind}-{m.depth}" + (f"-{m.shortcut}" if shortcut else "")
 
 
 def _seeds(text):
@@ -471,7 +477,7 @@ def _claim_parts(cid, tables, runs):
     elif cid == "overfit_1202":
         tr = need(final_train_error(runs, "resnet1202"), "ResNet-1202 training history")
         if tr:
-            parts.append(compare(tr, threshold(f"{TRAIN_ERROR_LIMIT:g}%", TRAIN_ERROR_LIMIT), "<"))
+            parts.append(compare(tr, threshold("the threshold", TRAIN_ERROR_LIMIT), "<"))
         e110 = need(table_measure(tables, runs, "table6", "resnet110", "error_mean", "error_std", "single",
                                   "test error"), "ResNet-110 in table6")
         e1202 = need(table_measure(tables, runs, "table6", "resnet1202", "error_mean", "error_std", "single",
@@ -536,8 +542,8 @@ def judge(claim, tables, runs, preset):
         why = {"holds": "every comparison agrees with the claim beyond noise",
                "does not hold": "a comparison contradicts the claim beyond noise",
                "too little data to say": "some comparisons are within noise"}[says]
-        if missing:
-            why += "; partly untested (missing: " + ", ".join(missing) + ")"
+    if parts and missing:
+        why += "; partly untested (missing: " + ", ".join(missing) + ")"
     return {"id": claim["id"], "source": claim.get("source", ""), "text": claim.get("text", ""), "verdict": verdict,
             "numbers_say": says, "why": why, "missing": missing, "reduced": reduced, "notes": notes,
             "comparisons": parts}
@@ -615,6 +621,8 @@ def _cell(v, col):
     if v is None or (isinstance(v, float) and pd.isna(v)) or v is pd.NA:
         return ""
     if isinstance(v, float):
+        if col in ("layers", "n_runs") and v.is_integer():
+            return str(int(v))
         if col.startswith("params_m"):
             return f"{v:.3f}"
         return f"{v:+.2f}" if _column_class(col) == "diff" else f"{v:.2f}"
@@ -643,13 +651,14 @@ def table_html(name, path, df, runs, report_run):
     for _, row in df.iterrows():
         ids = _row_run_ids(name, row, runs)
         ids_html = "" if ids is None else " ".join(_id_link(i) for i in ids) or "not run"
-        cells = "".join(f'<td class="{_column_class(c)}{" num" if isinstance(row[c], (int, float)) else ""}">'
+        cells = "".join(f'<td class="{_column_class(c)}{" num" if isinstance(row[c], numbers.Number) else ""}">'
                         f'{_cell(row[c], c)}</td>' for c in cols)
         body.append(f'<tr class="{_e(row["source"])}">{cells}<td class="ids">{ids_html}</td></tr>')
     title = f"Table {name[5:]}" if name.startswith("table") else name
     import re
     notes = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", _e(NOTES.get(name, "")))
     notes = re.sub(r"`(.+?)`", r"<code>\1</code>", notes)
+    notes = re.sub(r"\*(\w[^*]*?)\*", r"<i>\1</i>", notes)
     diff = _e(DIFF_NOTE[name]) if name in DIFF_NOTE else \
         "Differences (<code>*_diff</code>) are reproduced (mean over seeds) minus paper."
     rep = _report_run_html(report_run)

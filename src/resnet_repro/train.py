@@ -14,7 +14,8 @@ import torch.nn.functional as F
 import yaml
 
 from . import data as D
-from .device import autocast, memory_format, resolve_device, use_bf16, use_channels_last
+from .device import (autocast, memory_format, peak_memory_mb, reset_peak_memory, resolve_device, use_bf16,
+                     use_channels_last, use_compile)
 from .errors import ReproError
 from .evaluate import error_rates, predict_tensor, predict_view
 from .files import save_torch, write_json, write_text
@@ -109,6 +110,46 @@ class StreamBatches:
     def load_state_dict(self, s):
         self.epoch, self.consumed, self.it = s["epoch"], s["pos"], None
         self.aug_gen.set_state(s["aug_gen"])
+
+
+class Step:
+    """One training iteration on a batch: forward (under autocast), loss, backward, SGD step, and
+    the running sums for the history added on the device. Nothing here reads a value back to the
+    host, so on CUDA the CPU queues step after step without waiting; train() reads the sums every
+    K iterations. The benchmark (benchmarks/train_throughput.py) and `resnet-repro estimate` time
+    this very object.
+
+    acc: loss sum, wrong predictions, images since the last history record.
+    warm: wrong predictions, images since the last warm-up check (when counting them)."""
+
+    def __init__(self, model, opt, device, bf16=False, channels_last=False, compile=False, count_warm=False):
+        self.model, self.opt, self.device, self.bf16, self.count_warm = model, opt, device, bf16, count_warm
+        self.format = memory_format(channels_last)
+        # the compiled module shares its parameters with `model`; checkpoints keep saving `model`
+        self.forward = torch.compile(model) if compile else model
+        self.acc = torch.zeros(3, device=device, dtype=torch.float64)
+        self.warm = torch.zeros(2, device=device, dtype=torch.float64)
+
+    def __call__(self, x, y):
+        x = x.contiguous(memory_format=self.format)
+        with autocast(self.device, self.bf16):
+            out = self.forward(x)
+            loss = F.cross_entropy(out.float(), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            n = len(y)
+            wrong = (out.argmax(1) != y).sum().double()
+            # python numbers go in as kernel arguments: a new tensor from a host value would be a
+            # host-to-device copy (a synchronisation on CUDA) every step
+            self.acc[0] += loss.detach().double() * n
+            self.acc[1] += wrong
+            self.acc[2] += n
+            if self.count_warm:
+                self.warm[0] += wrong
+                self.warm[1] += n
+        return loss
 
 
 class LearningRate:
@@ -219,19 +260,21 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
     opt = torch.optim.SGD(model.parameters(), lr=spec["lr"], momentum=spec["momentum"],
                           weight_decay=spec["weight_decay"])
     lr = LearningRate(spec)
+    compiled = use_compile(spec.get("compile", "auto"), device)
+    step = Step(model, opt, device, bf16, cl, compiled, count_warm=lr.warmup is not None)
     history, iteration, elapsed = [], 0, 0.0
-    acc = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, wrong, count since last record
-    warm = torch.zeros(2, device=device, dtype=torch.float64)  # wrong, count since last warm-up check
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         lr.load_state_dict(ckpt["lr"])
         batches.load_state_dict(ckpt["batches"])
         history, iteration, elapsed = ckpt["history"], ckpt["iteration"], ckpt["elapsed_s"]
-        acc.copy_(ckpt["acc"])
-        warm.copy_(ckpt["warm"])
+        step.acc.copy_(ckpt["acc"])
+        step.warm.copy_(ckpt["warm"])
         torch.set_rng_state(ckpt["torch_rng"])
         log(f"[{spec['model']}] resumed from {ckpt_path} at iteration {iteration}")
+    reset_peak_memory(device)
+    acc, warm = step.acc, step.warm
 
     def evaluate():
         if kind == "small":
@@ -271,18 +314,7 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
     try:
         while iteration < max_iters:
             x, y = batches.next()
-            x = x.contiguous(memory_format=memory_format(cl))
-            with autocast(device, bf16):
-                out = model(x)
-                loss = F.cross_entropy(out.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():  # accumulated on the device: no host sync per step
-                wrong = (out.argmax(1) != y).sum()
-                acc += torch.stack([loss.detach().double() * len(y), wrong.double(), acc.new_tensor(len(y))])
-                if warm_every:
-                    warm += torch.stack([wrong.double(), warm.new_tensor(len(y))])
+            step(x, y)
             iteration += 1
             window_iters += 1
             images += len(y)
@@ -339,8 +371,9 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
                "train_error": last["train_error"], "test_error": last["test_error"], "test_split": spec_split(data, kind),
                "train_loss": last["train_loss"], "elapsed_s": elapsed,
                "images_per_s": sum(h["images_per_s"] for h in history) / len(history),
-               "device": str(device), "bf16": bf16, "channels_last": cl}
+               "device": str(device), "bf16": bf16, "channels_last": cl, "compile": compiled}
     metrics["s_per_1k_iters"] = 1000 * spec["batch_size"] / metrics["images_per_s"]
+    metrics["peak_memory_mb"] = peak_memory_mb(device)
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 

@@ -9,12 +9,14 @@
 #   cluster.sh status    which of them run (exit 0 when all do)
 #   cluster.sh clean     stop, then delete the state directory (database, spool, logs)
 #
-# Everything but the two config files lives in $RESNET_SLURM_STATE (default /tmp/resnet-repro-slurm):
-# logs in log/, pid files in run/. The config must be /etc/slurm/slurm.conf (the plugin's job step
-# drops SLURM_CONF before its inner srun); an existing one that this script did not write is never
-# touched: start refuses instead. Daemons listen on 127.0.0.1 only, on ports 16817-16820, and use a
-# munge socket of their own, so a real munge/Slurm/MariaDB on the machine is left alone.
-# Cluster "resnetrepro", node "$(hostname -s)", partition "debug" (default), account "resnet".
+# Everything but the config files (/etc/slurm/{slurm,slurmdbd,gres}.conf) lives in
+# $RESNET_SLURM_STATE (default /tmp/resnet-repro-slurm): logs in log/, pid files in run/. The config
+# must be /etc/slurm/slurm.conf (the plugin's job step drops SLURM_CONF before its inner srun); a
+# config file there that this script did not write is never touched: start refuses instead. The
+# daemons listen on 127.0.0.1 only, on ports 16817-16820, with a munge socket of their own, so a
+# real munge or MariaDB on the machine is left alone.
+# Cluster "resnetrepro": node "$(hostname -s)" with all its CPUs, 3/4 of its memory (16 GB at least)
+# and two pretend GPUs; partition "debug" (the default); account "resnet"; sacct keeps each job's GPUs and comment.
 set -euo pipefail
 PATH=$PATH:/usr/sbin:/sbin
 
@@ -22,6 +24,8 @@ STATE=${RESNET_SLURM_STATE:-/tmp/resnet-repro-slurm}
 CONF_DIR=/etc/slurm
 CONF=$CONF_DIR/slurm.conf
 DBD_CONF=$CONF_DIR/slurmdbd.conf
+GRES_CONF=$CONF_DIR/gres.conf
+GPUS=2
 MARK="# Written by resnet-repro tests/slurm/cluster.sh (state: $STATE). Removed by 'cluster.sh stop'."
 CLUSTER=resnetrepro
 PARTITION=debug
@@ -47,7 +51,7 @@ binary() {  # the executable each daemon runs as (what /proc/PID/exe must point 
 have_packages() {
     local d
     for d in "${DAEMONS[@]}" sbatch sacct sacctmgr scontrol mariadb-install-db; do
-        [[ -n $(PATH=$PATH:/usr/sbin:/sbin binary "$d" 2>/dev/null) ]] || return 1
+        [[ -n $(binary "$d" 2>/dev/null) ]] || return 1
     done
 }
 
@@ -71,6 +75,7 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
         if "$@" >/dev/null 2>&1; then return 0; fi
         sleep 0.25
     done
+    say "gave up waiting for $what after ${secs}s"
     return 1
 }
 
@@ -112,7 +117,9 @@ remove_owned() {
 write_configs() {
     local cpus mem_mb
     cpus=$(nproc)
-    mem_mb=$(awk '/^MemTotal:/ {print int($2 / 1024 * 0.75)}' /proc/meminfo)
+    # 3/4 of the memory, but at least 16 GB (bookkeeping only: nothing enforces it here), so that
+    # the slurm profile's larger requests (8 GB for a data check) fit on a small machine too
+    mem_mb=$(awk '/^MemTotal:/ {m = int($2 / 1024 * 0.75); print (m < 16384 ? 16384 : m)}' /proc/meminfo)
     write_owned "$CONF" 644 <<EOF
 $MARK
 ClusterName=$CLUSTER
@@ -152,8 +159,18 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=$DBD_PORT
 AccountingStoragePass=$MUNGE_SOCKET
-NodeName=$NODE NodeHostname=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+# sacct shows GPUs (AllocTRES) and the plugin's --comment (rule and wildcards)
+AccountingStorageTRES=gres/gpu
+AccountingStoreFlags=job_comment
+# pretend GPUs (gres.conf: device files that are copies of /dev/null): jobs that ask for --gpus
+# get scheduled and see CUDA_VISIBLE_DEVICES; the trainer finds no CUDA and runs on the CPU
+GresTypes=gpu
+NodeName=$NODE NodeHostname=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+EOF
+    write_owned "$GRES_CONF" 644 <<EOF
+$MARK
+NodeName=$NODE Name=gpu File=$STATE/dev/gpu[0-$((GPUS - 1))]
 EOF
     write_owned "$DBD_CONF" 600 <<EOF
 $MARK
@@ -195,7 +212,12 @@ cmd_start() {
     [[ $(id -u) == 0 ]] || die "the test cluster runs as root"
     have_packages || die "Slurm is not installed (run: $0 install)"
     install -d -m 755 "$STATE" "$STATE/run" "$STATE/log" "$STATE/spool/slurmctld" "$STATE/spool/slurmd"
-    install -d -m 700 "$STATE/munge"
+    install -d -m 711 "$STATE/munge"
+    install -d -m 755 "$STATE/dev"
+    local g
+    for ((g = 0; g < GPUS; g++)); do
+        [[ -c $STATE/dev/gpu$g ]] || mknod -m 666 "$STATE/dev/gpu$g" c 1 3
+    done
     write_configs
 
     # munge: a key of our own, on a socket of our own
@@ -240,7 +262,7 @@ cmd_start() {
     wait_for 60 slurmctld scontrol ping || die "slurmctld is not answering (log: $STATE/log/slurmctld.log)"
     launch slurmd "$(binary slurmd)" -D -N "$NODE"
     node_up() { [[ $(sinfo -h -n "$NODE" -o %t 2>/dev/null) =~ ^(idle|mix|alloc) ]]; }
-    if ! wait_for 60 node idle node_up; then
+    if ! wait_for 60 "node up" node_up; then
         scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true
         wait_for 30 "node idle" node_up || die "node $NODE is not up: $(sinfo -h -N -o '%N %t %E' 2>&1)"
     fi
@@ -257,6 +279,7 @@ cmd_stop() {
             say "cancelling jobs $jobs"
             # shellcheck disable=SC2086
             scancel $jobs 2>/dev/null || true
+            # shellcheck disable=SC2016  # $(...) is for the inner sh
             wait_for 30 "jobs gone" sh -c '[ -z "$(squeue -h -o %A 2>/dev/null)" ]' || say "jobs still listed: $(squeue -h 2>&1)"
         fi
     fi
@@ -275,6 +298,7 @@ cmd_stop() {
     done
     remove_owned "$CONF"
     remove_owned "$DBD_CONF"
+    remove_owned "$GRES_CONF"
 }
 
 cmd_status() {

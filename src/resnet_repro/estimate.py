@@ -1,0 +1,250 @@
+"""`resnet-repro estimate`: expected device-hours (GPU-hours on CUDA) of a workflow target, from
+measured training throughput.
+
+For every training the target needs (resnet_repro.config.Plan: the same runs Snakemake would
+make), images = max_iters x batch_size of its spec; hours = images / images-per-second, where the
+throughput of a model is, in order of preference:
+  1. given: --images-per-s MODEL=N;
+  2. read from finished runs: results/runs/<preset>/<model>/seed<k>/metrics.json `images_per_s`
+     (the device that run used; --measure skips this);
+  3. measured now: a few iterations of the trainer's own step (train.Step, with on-device CIFAR
+     augmentation for CIFAR-family models) on this machine's device, after warm-up, at the
+     model's input size; once per model.
+Training iterations only: evaluation every log_every iterations and checkpoints add a little, and
+for ImageNet-family models the measurement assumes the DataLoader workers keep up with the step.
+"""
+import re
+import time
+from pathlib import Path
+
+import yaml
+
+from .config import ARTIFACTS, Plan
+from .errors import ReproError
+
+TARGET_RE = re.compile(r"(?:^|/)((?:figure|table)\d+)(?:\.\w+)?$")
+RUN_RE = re.compile(r"(?:^|/)results/runs/([^/]+)/([^/]+)/seed(\d+)(?:/.*)?$")
+SMALL_SIZES = {"cifar10": 32, "digits": 8}
+
+
+def load_plan(config_path, preset=None):
+    """Plan for config.yaml (its schema is workflow/schemas/ beside it), with `preset` chosen as
+    `snakemake --config preset=...` would."""
+    config_path = Path(config_path)
+    try:
+        config = yaml.safe_load(config_path.read_text())
+    except OSError as e:
+        raise ReproError(f"cannot read workflow config {config_path}: {e.strerror}") from None
+    if preset:
+        config["preset"] = preset
+    return Plan(config, config_path.parent / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def runs_for(plan, targets):
+    """[(model, seed)] the targets need: `all`, a preset name (all of it), an artifact
+    (results/table6.csv, reports/figure7.pdf, table6) or a run directory (or a file in it)."""
+    runs = []
+    for t in targets:
+        if t == "all" or t == plan.preset:
+            need = plan.all_runs()
+        elif (m := RUN_RE.search(t)):
+            if m.group(1) != plan.preset:
+                raise ReproError(f"target {t} belongs to preset {m.group(1)!r}, not {plan.preset!r}: add --preset {m.group(1)}")
+            need = [(m.group(2), int(m.group(3)))]
+        elif (m := TARGET_RE.search(t)) and m.group(1) in ARTIFACTS:
+            need = plan.runs(m.group(1))
+        else:
+            raise ReproError(f"unknown target {t!r}: use all, a preset name, results/table2.csv ... results/table6.csv, "
+                             f"reports/figure1.pdf ... (figure1, 4, 6, 7) or results/runs/<preset>/<model>/seed<k>")
+        runs += [r for r in need if r not in runs]
+    return runs
+
+
+def input_size(spec):
+    """The side of the images the model trains on."""
+    from .names import parse_model_name
+    d = spec["data"]
+    if parse_model_name(spec["model"]).family == "imagenet":
+        return d["crop"]
+    return d.get("image_size") or SMALL_SIZES.get(d["kind"], 32)  # an image folder without image_size: assume 32
+
+
+def measure(spec, device, iters=5, warmup=2, batch_size=None):
+    """Images/s of the trainer's step for spec's model, precision and layout on `device`, on
+    synthetic data of the spec's input size (timed after warm-up, results read back at the end)."""
+    import torch
+
+    from . import data as D
+    from .device import memory_format, use_bf16, use_channels_last, use_compile
+    from .models import ResNet, parse_model_name
+    from .train import SmallBatches, Step
+
+    m = parse_model_name(spec["model"])
+    size, batch = input_size(spec), batch_size or spec["batch_size"]
+    bf16, cl = use_bf16(spec["precision"], device), use_channels_last(spec["channels_last"], device)
+    compile = use_compile(spec.get("compile", "auto"), device)
+    torch.manual_seed(0)
+    num_classes = spec.get("num_classes") or (10 if m.family == "cifar" else 1000)
+    model = ResNet(m, num_classes).to(device, memory_format=memory_format(cl))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=spec["momentum"], weight_decay=spec["weight_decay"])
+    step = Step(model, opt, device, bf16, cl, compile)
+    gen = torch.Generator().manual_seed(0)
+    if m.family == "cifar":  # the real data path: uint8 on the device, batched pad-crop-flip
+        n = 2 * batch
+        td = D.TensorData(torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=gen),
+                          torch.randint(0, num_classes, (n,), generator=gen), None, None, [], "test")
+        td.train_x, td.train_y = td.train_x.to(device), td.train_y.to(device)
+        batches = SmallBatches(td, batch, torch.full((3, size, size), 0.5, device=device), spec.get("augment", {}),
+                               device, seed=0)
+        next_batch = batches.next
+    else:  # streamed: the workers' decoding is assumed to keep up; the step sees normalised batches
+        x = torch.randn(batch, 3, size, size, generator=gen).to(device)
+        y = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
+        next_batch = lambda: (x, y)
+
+    def run(k):
+        for _ in range(k):
+            step(*next_batch())
+        step.acc.tolist()  # wait for the device
+
+    run(warmup)
+    t = time.perf_counter()
+    run(iters)
+    return iters * batch / (time.perf_counter() - t)
+
+
+def finished_throughput(root, preset, model):
+    """(mean images/s, device) over the model's finished runs of this preset, or None."""
+    import json
+    found = []
+    for f in sorted(Path(root, "results", "runs", preset, model).glob("seed*/metrics.json")):
+        try:
+            m = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if m.get("images_per_s"):
+            found.append((float(m["images_per_s"]), m.get("device", "?")))
+    if not found:
+        return None
+    return sum(v for v, _ in found) / len(found), ", ".join(sorted({d for _, d in found}))
+
+
+def parse_given(items):
+    given = {}
+    for item in items:
+        model, sep, value = item.partition("=")
+        try:
+            given[model] = float(value)
+            if not sep or given[model] <= 0:
+                raise ValueError
+        except ValueError:
+            raise ReproError(f"--images-per-s {item!r}: expected MODEL=N with N > 0, e.g. resnet56=2500") from None
+    return given
+
+
+def estimate(targets, config="config.yaml", preset=None, given=(), measure_now=False, device="auto", iters=5,
+             warmup=2, measure_batch=None, log=print):
+    """Rows (one per model) and the total; prints the table through `log`."""
+    from .device import resolve_device
+    from .spec import build_spec
+
+    plan = load_plan(config, preset)
+    root = Path(config).parent
+    runs = runs_for(plan, targets)
+    given = parse_given(given)
+    per_model = {}
+    for model, seed in runs:
+        spec = build_spec(None, [plan.train_overrides(model, seed)])
+        row = per_model.setdefault(model, {"model": model, "runs": 0, "images": 0, "spec": spec})
+        row["runs"] += 1
+        row["images"] += spec["max_iters"] * spec["batch_size"]
+        row.setdefault("iters", set()).add(spec["max_iters"])
+        row.setdefault("batch", set()).add(spec["batch_size"])
+    dev, measured_note = None, None
+    for model, row in per_model.items():
+        if model in given:
+            row["ips"], row["source"], row["device"] = given[model], "given", "given"
+            continue
+        done = None if measure_now else finished_throughput(root, plan.preset, model)
+        if done:
+            row["ips"], row["device"] = done
+            row["source"] = "finished runs"
+            continue
+        if dev is None:
+            dev = resolve_device(device)
+        spec = row["spec"]
+        batch = measure_batch or spec["batch_size"]
+        if measure_batch is None and dev.type == "cpu" and input_size(spec) >= 128:
+            batch = min(batch, 32)  # a 256-image ImageNet batch takes minutes per step on a CPU
+        row["ips"] = measure(spec, dev, iters, warmup, batch)
+        row["source"], row["device"] = f"measured (batch {batch})", dev.type
+        measured_note = (f"measured now on {_describe(dev)}: {warmup} warm-up + {iters} timed iterations of the "
+                         f"training step per model, synthetic data at the model's input size")
+    rows = list(per_model.values())
+    for r in rows:
+        r["hours"] = r["images"] / r["ips"] / 3600
+    total = sum(r["hours"] for r in rows)
+    devices = {r["device"] for r in rows}
+    unit = "GPU-hours" if devices and all(d.startswith("cuda") for d in devices) else "device-hours"
+
+    log(f"estimate for {' '.join(targets)} (preset {plan.preset}): {len(runs)} trainings of {len(rows)} models")
+    if measured_note:
+        log(f"throughput {measured_note}")
+    log(f"{'model':<14} {'runs':>4} {'iterations':>10} {'batch':>5} {'size':>4} {'images':>9} {'images/s':>9} "
+        f"{'hours':>9}  source (device)")
+    for r in rows:
+        fmt = lambda s: "/".join(str(v) for v in sorted(s))
+        log(f"{r['model']:<14} {r['runs']:>4} {fmt(r['iters']):>10} {fmt(r['batch']):>5} {input_size(r['spec']):>4} "
+            f"{_count(r['images']):>9} {r['ips']:>9.1f} {r['hours']:>9.3g}  {r['source']} ({r['device']})")
+    log(f"total: {total:.4g} {unit} ({', '.join(sorted(devices))}); training iterations only, one device per "
+        f"training (a job on k devices takes at best 1/k of its hours in wall-clock time)")
+    return {"preset": plan.preset, "targets": list(targets), "total_hours": total, "unit": unit,
+            "rows": [{k: (sorted(v) if isinstance(v, set) else v) for k, v in r.items() if k != "spec"} for r in rows]}
+
+
+def _count(n):
+    return f"{n / 1e9:.2f}G" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else str(n)
+
+
+def _describe(dev):
+    from .device import describe
+    return describe(dev)
+
+
+def cmd_estimate(args):
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    result = estimate(args.targets, args.config, args.preset, args.images_per_s, args.measure, args.device,
+                      args.iters, args.warmup, args.measure_batch)
+    if args.json:
+        from .files import write_json
+        write_json(args.json, result)
+        print(f"written {args.json}")
+
+
+def add_parser(sub):
+    """Register `estimate` on the `resnet-repro` argparse sub-parsers."""
+    s = sub.add_parser("estimate", help="expected GPU-hours (device-hours) of a workflow target from measured throughput",
+                       description="For every training a Snakemake target needs (as config.yaml's preset plans it): "
+                                   "images = max_iters x batch_size, divided by the model's training throughput, "
+                                   "which is --images-per-s, else that of finished runs (results/runs/<preset>/"
+                                   "<model>/seed<k>/metrics.json), else measured now with a short timing of the "
+                                   "trainer's step on this machine. Prints a table per model and the total.")
+    s.add_argument("targets", nargs="+", metavar="TARGET",
+                   help="all, a preset name (e.g. paper, demo), results/table6.csv, reports/figure7.pdf, table6, "
+                        "or results/runs/<preset>/<model>/seed<k>")
+    s.add_argument("--config", default="config.yaml", help="the workflow config (default config.yaml; its schema is "
+                   "workflow/schemas/config.schema.yaml beside it, finished runs under results/ beside it)")
+    s.add_argument("--preset", help="preset to plan with (default: config.yaml's `preset`, as Snakemake)")
+    s.add_argument("--images-per-s", action="append", default=[], metavar="MODEL=N",
+                   help="use this throughput for MODEL (repeatable), e.g. resnet56=2500")
+    s.add_argument("--measure", action="store_true", help="measure now even where finished runs have a throughput")
+    s.add_argument("--device", default="auto", help="device to measure on: auto, cpu, cuda, cuda:N")
+    s.add_argument("--iters", type=int, default=5, help="timed iterations per model (default 5)")
+    s.add_argument("--warmup", type=int, default=2, help="warm-up iterations per model (default 2)")
+    s.add_argument("--measure-batch", type=int, help="batch size for the timing (default: the run's; at most 32 "
+                   "for ImageNet-size inputs on a CPU); throughput in images/s is assumed to carry over")
+    s.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    s.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    s.set_defaults(func=cmd_estimate)

@@ -1,0 +1,306 @@
+"""The reproduction report (`resnet-repro report`, rule reproduction_report) on synthetic runs written by
+hand: paper-sized specs (CIFAR-10 / ImageNet, the paper's iterations) with numbers chosen so that each
+kind of verdict occurs, real tables and figures made from them, and a real MLflow store. No training."""
+import html
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from resnet_repro import report, tracking
+from resnet_repro.cli import main
+from resnet_repro.figures import draw_figure
+from resnet_repro.files import write_json, write_text
+from resnet_repro.tables import make_table, write_table
+from resnet_repro.train import history_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CHROMIUM = report.find_chromium()
+N_CIFAR, N_IMAGENET = 10000, 50000  # evaluation split sizes: binomial noise ~0.25 and ~0.2 points
+
+
+def make_run(root, model, seed, *, final_train, final_test, views=(), responses=None, preset="paper", data=None,
+             iters=None):
+    """A finished, evaluated training directory, paper-sized unless told otherwise."""
+    imagenet = model.endswith(("18", "34", "-A", "-B", "-C", "50", "101", "152"))
+    data = data or ("imagenet" if imagenet else "cifar10")
+    iters = iters or (600000 if imagenet else 64000)
+    run = Path(root) / "results" / "runs" / preset / model / f"seed{seed}"
+    spec = {"model": model, "seed": seed, "data": {"kind": data}, "max_iters": iters, "batch_size": 128 if not imagenet else 256,
+            "lr": 0.1, "schedule": {"kind": "multistep", "milestones": [iters // 2]}, "log_every": iters // 10}
+    write_text(run / "spec.yaml", yaml.safe_dump(spec))
+    history = []
+    for k in range(1, 11):
+        decay = math.exp(-5 * k / 10)
+        history.append({"iteration": k * iters // 10, "epoch": k, "lr": 0.1, "train_loss": 1.0,
+                        "train_error": final_train + (90 - final_train) * decay * (k < 10),
+                        "test_loss": 1.0, "test_error": final_test + (90 - final_test) * decay * (k < 10),
+                        "images_per_s": 1000.0, "elapsed_s": 10.0 * k})
+    write_text(run / "history.csv", history_csv(history))
+    write_json(run / "metrics.json", {"model": model, "images_per_s": 1000.0, "s_per_1k_iters": 128.0,
+                                      "elapsed_s": 100.0, "device": "cpu"})
+    (run / "model.pt").write_bytes(f"{model} {seed}".encode())
+    for view, (top1, top5) in dict(views).items():
+        write_json(run / "eval" / view / "metrics.json",
+                   {"model": model, "split": "val" if imagenet else "test",
+                    "views": {view: {"top1_error": top1, "top5_error": top5, "n": N_IMAGENET if imagenet else N_CIFAR}}})
+    if responses:
+        write_text(run / "responses.csv", "model,layer,module,std\n" +
+                   "".join(f"{model},{i + 1},layer{i}.bn,{s}\n" for i, s in enumerate(responses)))
+    return run
+
+
+def responses(scale, layers):
+    return [scale * (1 + 0.2 * math.sin(i)) for i in range(layers)]
+
+
+def build(root, preset="paper"):
+    """Runs, tables, figures and a store for one synthetic pipeline run. The numbers are chosen so that:
+    degradation_cifar, depth_gain_cifar, small_responses, overfit_1202, depth_gain_imagenet hold;
+    degradation_imagenet is within noise; ensemble_gain does not hold; shortcut_options is not tested
+    (table3 is left out)."""
+    root = Path(root)
+    runs = {}
+    cifar = {"plain20": (5.0, 9.0, 2.0), "plain56": (9.0, 12.0, 2.5), "resnet20": (3.0, 8.8, 1.0),
+             "resnet32": (2.0, 7.5, None), "resnet44": (1.5, 7.2, None), "resnet56": (1.0, 7.0, 0.8),
+             "resnet1202": (0.02, 7.9, None)}
+    for model, (train, test, resp) in cifar.items():
+        depth = int(re.sub(r"\D", "", model))
+        runs[(model, 0)] = make_run(root, model, 0, final_train=train, final_test=test, views={"single": (test, 1.0)},
+                                    responses=responses(resp, depth - 1) if resp else None, preset=preset)
+    for seed, test in ((0, 6.4), (1, 6.6)):
+        runs[("resnet110", seed)] = make_run(root, "resnet110", seed, final_train=0.5, final_test=test,
+                                             views={"single": (test, 1.0)}, preset=preset,
+                                             responses=responses(0.6, 109) if seed == 0 else None)
+    imagenet = {"plain18": (28.3, 10.0), "plain34": (28.5, 10.2), "resnet18-A": (27.9, 9.5), "resnet34-A": (25.0, 7.8),
+                "resnet34-B": (24.5, 7.0), "resnet34-C": (24.2, 7.2), "resnet50": (23.0, 6.9)}
+    for model, (top1, top5) in imagenet.items():
+        runs[(model, 0)] = make_run(root, model, 0, final_train=top1 - 3, final_test=top1, preset=preset,
+                                    views={"tencrop": (top1, top5), "multiscale": (top1 - 2, top5)})
+    dirs = {k: str(v) for k, v in runs.items()}
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    tracking.setup(uri)
+    for d in dirs.values():
+        tracking.track_train(d, preset, config_hash="cafe12345678", uri=uri)
+
+    def table(name, models, ensemble=None):
+        sel = [d for (m, _), d in dirs.items() if m in models]
+        csv, md = write_table(make_table(name, sel, ensemble, preset), name, root / "results" / f"{name}.csv", preset)
+        tracking.track_report([csv, md], name, sel, preset, uri)
+        return csv
+
+    def figure(name, models):
+        sel = [d for (m, s), d in dirs.items() if m in models and s == 0]
+        pdf, png = draw_figure(name, sel, out=root / "reports" / f"{name}.pdf", preset=preset)
+        tracking.track_report([pdf, png], name, sel, preset, uri)
+        return png
+
+    members = ["resnet34-B", "resnet34-C", "resnet50"]
+    ens = {"ensemble": {"n": N_IMAGENET, "top1_error": 25.0, "top5_error": 9.0},  # worse than its best member
+           "members": {f"{dirs[(m, 0)]}/eval/multiscale/scores-multiscale.npz":
+                       {"n": N_IMAGENET, "top1_error": imagenet[m][0] - 2, "top5_error": imagenet[m][1]} for m in members}}
+    write_json(root / "ensemble.json", ens)
+    tables = [table("table2", ["plain18", "plain34", "resnet18-A", "resnet34-A"]),
+              table("table5", members, root / "ensemble.json"),
+              table("table6", ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"])]
+    figures = [figure("figure1", ["plain20", "plain56"]),
+               figure("figure7", ["plain20", "plain56", "resnet20", "resnet56", "resnet110"])]
+    return {"root": root, "uri": uri, "runs": dirs, "tables": [str(t) for t in tables],
+            "figures": [str(f) for f in figures]}
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("paper"))
+
+
+@pytest.fixture(scope="module")
+def paper_report(paper):
+    out = paper["root"] / "reports" / "report.html"
+    summary = report.make_report(out, "paper", paper["tables"], paper["figures"], paper["runs"].values(),
+                                 pdf=out.with_suffix(".pdf"), config_hash="cafe12345678", uri=paper["uri"],
+                                 pdf_engine="matplotlib")
+    return out, summary
+
+
+def verdicts(summary):
+    return {c["id"]: c["verdict"] for c in summary["claims"]}
+
+
+def test_every_claim_gets_a_verdict_computed_from_the_numbers(paper_report):
+    _, summary = paper_report
+    ids = [c["id"] for c in yaml.safe_load((ROOT / "src/resnet_repro/reference.yaml").read_text())["claims"]]
+    assert [c["id"] for c in summary["claims"]] == ids
+    assert verdicts(summary) == {
+        "degradation_cifar": "holds", "depth_gain_cifar": "holds", "small_responses": "holds", "overfit_1202": "holds",
+        "depth_gain_imagenet": "holds", "degradation_imagenet": "too little data to say",
+        "ensemble_gain": "does not hold", "shortcut_options": "not tested in this run"}
+    assert all(c["verdict"] in report.VERDICTS for c in summary["claims"])
+    claims = {c["id"]: c for c in summary["claims"]}
+    # the numbers behind a verdict: plain-18 28.3 vs plain-34 28.5 on 50k images is 0.2 points, below 2 sigma
+    (cmp,) = claims["degradation_imagenet"]["comparisons"]
+    assert cmp["outcome"] == "within noise" and cmp["difference"] == pytest.approx(-0.2)
+    assert cmp["noise_std"] == pytest.approx(math.hypot(report.binomial_std(28.3, N_IMAGENET),
+                                                        report.binomial_std(28.5, N_IMAGENET)))
+    assert cmp["a"]["run_ids"] and cmp["a"]["std"] == pytest.approx(report.binomial_std(28.3, N_IMAGENET))
+    # ResNet-110 has two seeds: its noise is the larger of seed std and binomial noise
+    last = claims["depth_gain_cifar"]["comparisons"][-1]
+    assert last["a"]["label"].startswith("ResNet-110") and len(last["a"]["run_ids"]) == 2
+    assert last["a"]["value"] == pytest.approx(6.5) and "seed std over 2 runs" in last["a"]["noise"]
+    assert "table3" in " ".join(claims["shortcut_options"]["missing"])
+    assert claims["ensemble_gain"]["comparisons"][0]["outcome"] == "contradicts"
+
+
+def test_html_has_every_table_figure_and_the_provenance_of_every_number(paper, paper_report):
+    out, summary = paper_report
+    text = out.read_text()
+    assert "Preset paper" in text and "not comparable" not in text
+    for name in ("Table 2", "Table 5", "Table 6", "Figure 1", "Figure 7"):
+        assert name in text
+    assert text.count('src="data:image/png;base64,') == 2  # self-contained: the figures are embedded
+    for d in paper["runs"].values():  # every training run, with its MLflow run id and config hash
+        run_id = json.loads((Path(d) / "mlflow.json").read_text())["run_id"]
+        assert run_id in text and f'href="#run-{run_id}"' in text
+    assert "cafe12345678" in text and summary["git_commit"] in text
+    for name in ("table2", "table5", "table6", "figure1", "figure7"):  # the report run of each artifact, found by its files
+        assert summary["tables" if name.startswith("table") else "figures"][name]["report_run"]["run_id"] in text
+    # paper vs reproduced vs difference, per row
+    assert '<td class="paper num">27.94</td><td class="ours num">28.30</td>' in text  # table2, plain-18
+    assert '<td class="diff num">+0.36</td>' in text
+    for v in report.VERDICTS:
+        assert f"v-{v.replace(' ', '-')}" in text
+    assert "How verdicts are decided" in text and "binomial" in text
+    assert summary["pdf"]["engine"] == "matplotlib" and out.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
+    assert "matplotlib fallback" in text
+
+
+def test_reduced_preset_is_too_little_data_whatever_the_numbers_say(paper):
+    out = paper["root"] / "demo" / "report.html"
+    summary = report.make_report(out, "demo", paper["tables"], paper["figures"], paper["runs"].values(),
+                                 uri=paper["uri"])
+    v = verdicts(summary)
+    assert v.pop("shortcut_options") == "not tested in this run"
+    assert set(v.values()) == {"too little data to say"}
+    says = {c["id"]: c["numbers_say"] for c in summary["claims"]}
+    assert says["degradation_cifar"] == "holds" and says["ensemble_gain"] == "does not hold"
+    text = out.read_text()
+    assert "numbers are not comparable with the paper" in text and "numbers alone: holds" in text
+    assert summary["comparable_with_paper"] is False and summary["pdf"] is None
+
+
+def test_runs_shorter_or_on_other_data_than_the_papers_are_too_little_data(tmp_path):
+    short = make_run(tmp_path, "plain20", 0, final_train=5, final_test=9, iters=6400)
+    other = make_run(tmp_path, "plain56", 0, final_train=9, final_test=12, data="digits")
+    v = report.judge({"id": "degradation_cifar"}, {}, report.Runs([short, other]), "paper")
+    assert v["numbers_say"] == "holds" and v["verdict"] == "too little data to say"
+    assert any("6400 training iterations" in r for r in v["reduced"]) and any("digits" in r for r in v["reduced"])
+
+
+def test_noise_rule():
+    assert report.binomial_std(10.0, 900) == pytest.approx(1.0)
+    a, b = report.Measure("a", 10.0, 1.0), report.Measure("b", 13.0, 1.0)
+    assert report.compare(a, b, "<")["outcome"] == "agrees"          # 3 > 2 * sqrt(2)
+    assert report.compare(b, a, "<")["outcome"] == "contradicts"
+    assert report.compare(a, report.Measure("b", 12.0, 1.0), "<")["outcome"] == "within noise"
+    assert report.compare(a, report.Measure("b", 10.5, 1.0), "<=")["outcome"] == "agrees"  # equal within noise
+    assert report.compare(a, report.Measure("b", 10.0, None), "<")["outcome"] == "within noise"  # noise unknown
+    std, how = report._noise(10.0, 900, 3.0, 2)
+    assert std == 3.0 and "binomial" in how and "seed" in how
+
+
+def test_pdf_falls_back_to_matplotlib_without_chromium(paper, tmp_path):
+    out = tmp_path / "report.html"
+    s = report.make_report(out, "paper", paper["tables"][:1], paper["figures"][:1], paper["runs"].values(),
+                           pdf=tmp_path / "report.pdf", uri=paper["uri"], chromium=str(tmp_path / "no-chromium"))
+    assert s["pdf"]["engine"] == "matplotlib" and "Chromium not found" in s["pdf"]["detail"]
+    assert (tmp_path / "report.pdf").read_bytes()[:4] == b"%PDF"
+    assert json.loads((tmp_path / "report.json").read_text())["pdf"]["engine"] == "matplotlib"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: run scripts/install-chromium.sh (the fallback is tested above)")
+def test_pdf_with_headless_chromium(paper, tmp_path):
+    out = tmp_path / "report.html"
+    s = report.make_report(out, "paper", paper["tables"], paper["figures"], paper["runs"].values(),
+                           pdf=tmp_path / "report.pdf", uri=paper["uri"], pdf_engine="chromium")
+    assert s["pdf"]["engine"] == "chromium" and "hromium" in s["pdf"]["detail"]
+    data = (tmp_path / "report.pdf").read_bytes()
+    assert data[:4] == b"%PDF" and len(data) > 50000  # text and both embedded figures
+    assert "printed from this HTML by headless" in out.read_text()
+
+
+def test_cli_and_one_line_errors(paper, tmp_path, capsys):
+    out = tmp_path / "r.html"
+    assert main(["report", "--out", str(out), "--preset", "paper", "--tables", *paper["tables"],
+                 "--figures", *paper["figures"], "--runs", *paper["runs"].values(),
+                 "--tracking-uri", paper["uri"], "--config-hash", "cafe12345678"]) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "ensemble_gain" in printed and "does not hold" in printed
+    assert (tmp_path / "r.json").is_file()
+
+    def fails(*args):
+        assert main(["report", "--out", str(tmp_path / "x.html"), "--preset", "paper", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        return err
+
+    assert "does not exist" in fails("--figures", str(tmp_path / "figure9.png"))
+    assert ".png" in fails("--figures", paper["figures"][0].replace(".png", ".pdf"))
+    assert "does not exist" in fails("--runs", str(tmp_path / "nothing"))
+    assert "does not exist" in fails("--tables", str(tmp_path / "table9.csv"))
+    # no store: the report is still made, from mlflow.json alone, and says so
+    s = report.make_report(tmp_path / "nostore.html", "paper", paper["tables"], [], paper["runs"].values(),
+                           uri=f"sqlite:///{tmp_path / 'none.db'}")
+    assert not s["store_reachable"] and "not reachable" in (tmp_path / "nostore.html").read_text()
+    assert not (tmp_path / "none.db").exists()
+
+
+def snakemake(workdir, *args):
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    # targets first: --configfile and --config take every word up to the next option
+    r = subprocess.run([str(BIN / "snakemake"), *args, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+                        "--configfile", str(ROOT / "config.yaml")], capture_output=True, text=True, env=env, cwd=workdir)
+    assert r.returncode == 0, f"snakemake {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    return r.stdout + r.stderr
+
+
+def test_rule_plans_the_report_after_every_figure_and_table(tmp_path):
+    out = snakemake(tmp_path, "-n", "-p", "reports/report.html")
+    jobs = dict((m.group(1), int(m.group(2))) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M))
+    assert jobs["reproduction_report"] == 1 and jobs["figure"] == 4 and jobs["table"] == 5
+    assert jobs["train_cifar"] == 14 and jobs["train_imagenet"] == 10
+    cmd = next(l for l in out.splitlines() if "resnet-repro report " in l)
+    assert "--preset paper" in cmd and "--pdf reports/report.pdf" in cmd
+    assert cmd.count("results/runs/paper/") == 2 * 24  # --runs and --sources: 14 CIFAR + 10 ImageNet runs
+    assert "resnet-repro track report reports/report.html reports/report.pdf reports/report.json --name report" in cmd
+
+
+@pytest.mark.slow
+def test_tiny_workflow_report_and_snakemake_report(tmp_path):
+    """The whole tiny DAG (~10 minutes on 2 cores), then the report rule and Snakemake's own report."""
+    snakemake(tmp_path, "all", "reports/report.html", "--cores", "2", "--config", "preset=tiny")
+    summary = json.loads((tmp_path / "reports" / "report.json").read_text())
+    assert summary["preset"] == "tiny" and not summary["comparable_with_paper"]
+    assert {c["verdict"] for c in summary["claims"]} == {"too little data to say"}
+    assert len(summary["runs"]) == 21 and all(r["run_id"] for r in summary["runs"])
+    text = html.unescape((tmp_path / "reports" / "report.html").read_text())
+    assert "Reduced preset 'tiny': numbers are not comparable with the paper" in text
+    assert (tmp_path / "reports" / "report.pdf").read_bytes()[:4] == b"%PDF"
+    from mlflow import MlflowClient
+    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = c.get_experiment_by_name("resnet-repro-reports")
+    (run,) = c.search_runs([exp.experiment_id], "tags.artifact = 'report'")
+    assert len(run.data.tags["source_run_ids"].split(",")) == 21
+    assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"report.html", "report.pdf", "report.json"}
+    log = snakemake(tmp_path, "all", "reports/report.html", "--report", str(tmp_path / "smk.html"), "--config",
+                    "preset=tiny")
+    assert "Adding report.html" in log and all(f"Adding {n}" in log for n in ("figure1.pdf", "table6.csv"))
+    assert (tmp_path / "smk.html").stat().st_size > 100000

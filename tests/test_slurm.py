@@ -1,0 +1,255 @@
+"""The workflow on Slurm: `snakemake --profile slurm` (slurm/config.yaml) against a real single-node
+Slurm 22.05 on localhost (tests/slurm/cluster.sh: slurmctld, slurmd, slurmdbd for sacct, munge;
+two pretend GPUs), with tests/slurm/profile over it for fast status polling.
+
+The tests marked `slurm` need root: the session fixture installs the Debian packages if they are
+missing and skips when that is impossible. The others only parse the profile (no cluster)."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CLUSTER_SH = ROOT / "tests" / "slurm" / "cluster.sh"
+PROFILE = ROOT / "slurm"
+TEST_PROFILE = ROOT / "tests" / "slurm" / "profile"
+TARGETS = ["results/table6.csv", "reports/figure7.pdf"]
+# Table 6 and Figure 7 of the tiny preset, each from two of its networks (all of them would take
+# twice as long: every job pays for two Snakemake start-ups and a torch import on 2 CPU cores)
+EXPERIMENTS = {"table6": ["resnet20", "resnet56"], "figure7": ["plain20", "resnet20"]}
+TINY_RUNS = ["plain20", "resnet20", "resnet56"]
+LONG_ITERS = 600  # resnet20's iterations in the run below: long enough to be cancelled mid-run
+RUN_TIMEOUT = 600
+
+
+def env(**extra):
+    """The environment of a user of slurm/: the venv on PATH, no MLflow server, the site's
+    partition and account given through the profile's environment variables."""
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "RESNET_SLURM_")) and k != "MLFLOW_TRACKING_URI"}
+    e["PATH"] = f"{BIN}:{e.get('PATH', '')}:/usr/sbin:/sbin"
+    e["OMP_NUM_THREADS"] = "1"
+    e.update(extra)
+    return e
+
+
+def sh(*args, timeout=120):
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+
+
+def sections(dry_run_output):
+    """{rule: [(threads, {resource: value})]} from the job blocks of `snakemake -n`."""
+    jobs = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", dry_run_output):
+        m = re.match(r"(?:local)?rule (\w+):", block)
+        if not m:
+            continue
+        threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
+        res = re.search(r"^\s+resources: (.*)$", block, re.M)
+        values = dict(kv.split("=", 1) for kv in res.group(1).split(", ")) if res else {}
+        jobs.setdefault(m.group(1), []).append((int(threads.group(1)) if threads else 1, values))
+    return jobs
+
+
+# ---------------------------------------------------------------- the profile, without a cluster
+
+
+def test_profile_slurm_resolves_from_the_repository_root():
+    """`snakemake --profile slurm TARGET` from the repository root: the profile is ./slurm, and
+    the default workflow profile (profiles/default) does not put `cores: all` over it, which would
+    cap every cluster job's threads at this machine's CPU count."""
+    code = ("import json, sys\nfrom snakemake.cli import parse_args\n_, a = parse_args(sys.argv[1:])\n"
+            "print(json.dumps({'executor': a.executor, 'jobs': a.jobs, 'cores': a.cores, 'retries': a.retries,"
+            " 'requeue': a.slurm_requeue, 'status': a.slurm_status_command, 'envvars': sorted(a.envvars),"
+            " 'targets': list(a.targets)}, default=str))")
+    r = subprocess.run([sys.executable, "-c", code, "--profile", "slurm", "results/table6.csv"],
+                       capture_output=True, text=True, cwd=ROOT, env=env())
+    assert r.returncode == 0, r.stderr
+    args = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "Using profiles slurm and workflow specific profile" in r.stderr
+    assert args["executor"] == "slurm" and args["targets"] == ["results/table6.csv"]
+    assert args["cores"] == 4096, "profiles/default overrides the slurm profile's `cores`"
+    assert args["jobs"] == 50 and args["retries"] >= 1 and args["requeue"] is True
+    assert args["status"] == "squeue" and args["envvars"] == []
+    # an MLflow server given in the environment is passed on to the jobs
+    r = subprocess.run([sys.executable, "-c", code, "--profile", "slurm", "all"], capture_output=True, text=True,
+                       cwd=ROOT, env=env(MLFLOW_TRACKING_URI="http://mlflow.example:5000", RESNET_SLURM_JOBS="7"))
+    assert r.returncode == 0, r.stderr
+    args = json.loads(r.stdout.strip().splitlines()[-1])
+    assert args["envvars"] == ["MLFLOW_TRACKING_URI"] and args["jobs"] == 7
+    # and with no profile, the default workflow profile still gives a local run its cores
+    r = subprocess.run([sys.executable, "-c", code, "results/table6.csv"], capture_output=True, text=True,
+                       cwd=ROOT, env=env())
+    assert r.returncode == 0, r.stderr
+    assert 1 <= json.loads(r.stdout.strip().splitlines()[-1])["cores"] < 4096
+
+
+def test_profile_sizes_paper_jobs_for_a_gpu_cluster(tmp_path):
+    """What the paper preset's jobs would ask Slurm for (a dry run: nothing is submitted)."""
+    r = subprocess.run([str(BIN / "snakemake"), "results/table2.csv", "results/table6.csv", "-n",
+                        "--profile", str(PROFILE), "-s", str(ROOT / "Snakefile"),
+                        "--configfile", str(ROOT / "config.yaml"), "--directory", str(tmp_path)],
+                       capture_output=True, text=True, cwd=tmp_path,
+                       env=env(RESNET_SLURM_PARTITION="gpu", RESNET_SLURM_CPU_PARTITION="cpu",
+                               RESNET_SLURM_ACCOUNT="proj42"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    jobs = sections(r.stdout)
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())["resources"]
+    for rule, family in [("train_imagenet", "imagenet"), ("train_cifar", "cifar")]:
+        want = cfg[family]
+        for threads, res in jobs[rule]:
+            assert threads == want["threads"]
+            assert res["gpu"] == str(want["gpus"]) and res["nodes"] == "1"
+            assert res["mem_mb"] == str(want["mem_mb"]) and res["runtime"] == str(want["runtime"])
+            assert res["slurm_partition"] == "gpu" and res["slurm_account"] == "proj42"
+    assert jobs["train_imagenet"][0][1]["gpu"] == "8"  # the paper's 8 GPUs, on one node
+    for _, res in jobs["evaluate"]:
+        assert res["gpu"] == "1" and int(res["runtime"]) >= 10
+    for _, res in jobs["check_data"]:  # CPU only, long: it may unpack ImageNet
+        assert res["slurm_partition"] == "cpu" and "gpu" not in res and int(res["runtime"]) >= 240
+    for local in ("table", "track_train", "mlflow_setup"):
+        assert local in jobs  # planned, and run by Snakemake itself (localrules)
+
+
+# ---------------------------------------------------------------- a real Slurm
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    if os.geteuid() != 0:
+        pytest.skip("the test Slurm cluster (tests/slurm/cluster.sh) runs as root")
+    r = sh("bash", CLUSTER_SH, "install", timeout=1200)
+    if r.returncode != 0:
+        pytest.skip(f"Slurm could not be installed: {(r.stderr or r.stdout).strip()[-500:]}")
+    running = sh("bash", CLUSTER_SH, "status").returncode == 0
+    if not running:
+        r = sh("bash", CLUSTER_SH, "start", timeout=600)
+        assert r.returncode == 0, f"cluster.sh start failed:\n{r.stdout}\n{r.stderr}"
+    yield
+    if not running:  # leave a cluster someone else started alone
+        sh("bash", CLUSTER_SH, "stop", timeout=300)
+
+
+def sacct(since, *fields):
+    r = sh("sacct", "-X", "-P", "-n", "--starttime", since, "-o", ",".join(fields))
+    assert r.returncode == 0, r.stderr
+    return [dict(zip(fields, line.split("|"))) for line in r.stdout.splitlines() if line]
+
+
+@pytest.fixture(scope="module")
+def tiny_on_slurm(slurm_cluster, tmp_path_factory):
+    """Table 6 and Figure 7 of the tiny preset through `snakemake --profile slurm`, with the CIFAR
+    jobs asking for one (pretend) GPU and ResNet-20 trained for LONG_ITERS iterations; once its
+    training has logged a few iterations, its Slurm job is scancel'ed (SIGTERM, then SIGKILL), as a
+    time limit or pre-emption would. Returns what happened."""
+    work = tmp_path_factory.mktemp("slurm-tiny")
+    extra = work / "slurm-test.yaml"
+    extra.write_text(yaml.safe_dump({"presets": {"tiny": {
+        "resources": {"cifar": {"gpus": 1}},
+        "experiments": EXPERIMENTS,
+        "model_training": {"resnet20": {"max_iters": LONG_ITERS, "log_every": 50, "checkpoint_every": 50}},
+    }}}))
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
+    out = work / "snakemake.out"
+    cmd = [str(BIN / "snakemake"), *TARGETS,  # targets first: --configfile/--config take several values
+           "--profile", str(PROFILE), "--profile", str(TEST_PROFILE),
+           "-s", str(ROOT / "Snakefile"), "--configfile", str(ROOT / "config.yaml"), str(extra),
+           "--directory", str(work), "--config", "preset=tiny"]
+    train_log = work / "logs" / "tiny" / "train" / "resnet20-seed0.log"
+    cancelled = seen = None
+    start = time.monotonic()
+    with open(out, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=work, start_new_session=True,
+                                env=env(RESNET_SLURM_PARTITION="debug", RESNET_SLURM_ACCOUNT="resnet"))
+    try:
+        while proc.poll() is None and time.monotonic() - start < RUN_TIMEOUT:
+            time.sleep(0.3)
+            if cancelled or not train_log.exists():
+                continue
+            done = [int(i) for i in re.findall(rf"\bit (\d+)/{LONG_ITERS}\b", train_log.read_text())]
+            if not done:
+                continue
+            m = re.search(r"submitted with SLURM jobid (\d+) \(log: [^)]*/rule_train_cifar/resnet20_0/", out.read_text())
+            assert m, "resnet20's training runs but its Slurm job id was not reported"
+            r = sh("scancel", m.group(1))
+            assert r.returncode == 0, r.stderr
+            cancelled, seen = m.group(1), max(done)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # Snakemake cancels its Slurm jobs on ^C
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"snakemake --profile slurm did not finish in {RUN_TIMEOUT} s:\n{out.read_text()[-4000:]}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = out.read_text()
+    uuid = re.search(r"SLURM run ID: (\S+)", text).group(1)
+    jobs = [j for j in sacct(since, "JobID", "JobName", "State", "Partition", "Account", "AllocTRES",
+                             "Timelimit", "Comment")
+            if j["JobName"] == uuid]
+    return dict(work=work, rc=proc.returncode, out=text, jobs=jobs, cancelled=cancelled, seen=seen,
+                seconds=time.monotonic() - start)
+
+
+def fail_text(run):
+    return f"snakemake output (last part):\n{run['out'][-6000:]}"
+
+
+@pytest.mark.slurm
+def test_tiny_table6_and_figure7_on_slurm(tiny_on_slurm):
+    run = tiny_on_slurm
+    work = run["work"]
+    assert run["rc"] == 0, fail_text(run)
+    t6 = pd.read_csv(work / "results" / "table6.csv")
+    measured = t6.dropna(subset=["error_mean"])
+    assert set(measured["model"]) == set(EXPERIMENTS["table6"])
+    assert (work / "reports" / "figure7.pdf").read_bytes()[:4] == b"%PDF"
+    # every training, evaluation and layer-response job was a Slurm job, in the given partition and
+    # account, with its GPU; the figure, the table and the MLflow logging ran locally
+    by_rule = {}
+    for j in run["jobs"]:
+        rule = re.match(r"rule_(\w+?)(?:_wildcards_(.*))?$", j["Comment"])
+        by_rule.setdefault(rule.group(1), []).append((rule.group(2), j))
+        assert (j["Partition"], j["Account"]) == ("debug", "resnet"), j
+    assert {"check_data", "train_cifar", "evaluate", "responses"} == set(by_rule), by_rule.keys()
+    trained = {w for w, j in by_rule["train_cifar"] if j["State"] == "COMPLETED"}
+    assert trained == {f"{m}_0" for m in TINY_RUNS}
+    for rule in ("train_cifar", "evaluate", "responses"):
+        for _, j in by_rule[rule]:
+            assert "gres/gpu=1" in j["AllocTRES"], j
+    assert all("gres/gpu" not in j["AllocTRES"] for _, j in by_rule["check_data"])
+    assert all(j["Timelimit"] == "08:00:00" for _, j in by_rule["check_data"])  # the profile's set-resources
+    for m in TINY_RUNS:
+        assert json.loads((work / f"results/runs/tiny/{m}/seed0/mlflow.json").read_text())
+    assert (work / "mlflow.db").exists()
+
+
+@pytest.mark.slurm
+def test_cancelled_training_resumes_from_its_checkpoint(tiny_on_slurm):
+    run = tiny_on_slurm
+    work = run["work"]
+    assert run["cancelled"], ("resnet20's training finished before the test could cancel it; "
+                              "raise LONG_ITERS\n" + fail_text(run))
+    attempts = [j for j in run["jobs"] if j["Comment"] == "rule_train_cifar_wildcards_resnet20_0"]
+    states = {j["JobID"]: j["State"] for j in attempts}
+    assert states.pop(run["cancelled"]).startswith("CANCELLED"), attempts
+    assert list(states.values()) == ["COMPLETED"], attempts  # one retry, and it finished
+    first, retry = sorted(attempts, key=lambda j: int(j["JobID"]))
+    assert retry["Timelimit"] > first["Timelimit"], "the retry should get more wall time"
+    log = (work / "logs" / "tiny" / "train" / "resnet20-seed0.log").read_text()
+    m = re.search(r"resumed from \S*checkpoint\.pt at iteration (\d+)", log)
+    assert m and int(m.group(1)) >= 50, f"cancelled after iteration {run['seen']}; the retry's log:\n{log[-2000:]}"
+    assert json.loads((work / "results/runs/tiny/resnet20/seed0/metrics.json").read_text())["iterations"] == LONG_ITERS
+    assert run["rc"] == 0, fail_text(run)

@@ -1,0 +1,210 @@
+"""The fast training path computes what a plain fp32 step computes; peak memory is recorded; and
+`resnet-repro estimate` plans and prices a target. Speed itself is measured only by
+benchmarks/train_throughput.py, never asserted here. The batch augmentation (pad-crop-flip) is
+tested thoroughly in tests/test_data.py; here only that the trainer's batches are made by it."""
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from resnet_repro import data as D
+from resnet_repro import device as dev
+from resnet_repro import estimate as E
+from resnet_repro.errors import ReproError
+from resnet_repro.models import build_model
+from resnet_repro.spec import build_spec
+from resnet_repro.train import SmallBatches, Step, train
+
+CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return D.load_small("digits")
+
+
+def batch_from(digits, n=64, seed=0):
+    mean = D.pixel_mean(digits.train_x)
+    return SmallBatches(digits, n, mean, {"pad": 2, "flip": True}, CPU, seed).next()
+
+
+def plain_step(model, x, y):
+    """The textbook step: eager, fp32, NCHW."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def fast_step(model, x, y, bf16, channels_last):
+    model.to(memory_format=dev.memory_format(channels_last))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    step = Step(model, opt, CPU, bf16, channels_last)
+    loss = step(x, y)
+    return loss.item(), step
+
+
+def twins(name="resnet8"):
+    torch.manual_seed(0)
+    a = build_model(name)
+    b = build_model(name)
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+@pytest.mark.parametrize("bf16,channels_last,tol", [(False, True, 1e-5), (False, False, 1e-6), (True, True, 2e-2)])
+def test_fast_step_gives_the_plain_fp32_loss_and_update(digits, bf16, channels_last, tol):
+    x, y = batch_from(digits)
+    a, b = twins()
+    ref = plain_step(a, x, y)
+    loss, step = fast_step(b, x, y, bf16, channels_last)
+    assert loss == pytest.approx(ref, rel=tol)
+    # the same update: weights after one SGD step agree (bf16 rounds conv inputs, so looser there)
+    for (k, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(pa.float(), pb.float(), rtol=tol, atol=tol * 1e-1 if not bf16 else 5e-3), k
+    # the on-device sums: loss x n, wrong predictions, images
+    loss_sum, wrong, count = step.acc.tolist()
+    assert count == len(y) and loss_sum == pytest.approx(loss * len(y), rel=1e-6) and 0 <= wrong <= len(y)
+
+
+def test_step_counts_errors_like_argmax(digits):
+    x, y = batch_from(digits)
+    torch.manual_seed(0)
+    model = build_model("resnet8")
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the forward pass below sees the same weights
+    step = Step(model, opt, CPU, count_warm=True)
+    with torch.no_grad():
+        wrong = (model(x).argmax(1) != y).sum().item()
+    step(x, y)
+    step(x, y)
+    assert step.acc.tolist()[1:] == [2 * wrong, 2 * len(y)]
+    assert step.warm.tolist() == [2 * wrong, 2 * len(y)]
+
+
+def test_trainer_batches_are_normalised_pad_crop_flips(digits):
+    """SmallBatches = index by a seeded permutation, normalize, D.pad_crop_flip (tested in test_data.py)."""
+    mean = D.pixel_mean(digits.train_x)
+    x, y = SmallBatches(digits, 32, mean, {"pad": 4, "flip": True}, CPU, seed=3).next()
+    idx = torch.randperm(len(digits.train_x), generator=torch.Generator().manual_seed(3))[:32]
+    want = D.pad_crop_flip(D.normalize(digits.train_x[idx], mean), 4, torch.Generator().manual_seed(4))
+    assert torch.equal(x, want) and torch.equal(y, digits.train_y[idx])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_no_host_device_sync_per_step_on_cuda(digits):
+    cuda = torch.device("cuda")
+    data = digits.to(cuda)
+    batches = SmallBatches(data, 64, D.pixel_mean(digits.train_x).to(cuda), {"pad": 2}, cuda, 0)
+    model = build_model("resnet8").to(cuda, memory_format=torch.channels_last)
+    step = Step(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), cuda, True, True)
+    step(*batches.next())  # first call: lazy initialisation may synchronise
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(5):
+            step(*batches.next())
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_auto_choices(monkeypatch):
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: False)
+    assert dev.use_bf16("auto", CPU) is False and dev.use_bf16("bf16", CPU) is True and dev.use_bf16("fp32", CPU) is False
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: True)
+    assert dev.use_bf16("auto", CPU) is True
+    assert dev.use_channels_last("auto", CPU) is True and dev.use_channels_last(False, CPU) is False
+    assert dev.use_compile("auto", CPU) is False and dev.use_compile(False, CPU) is False
+
+
+def test_compile_falls_back_without_a_compiler(monkeypatch, capsys):
+    monkeypatch.setattr(dev, "compiler_available", lambda device: False)
+    assert dev.use_compile(True, CPU) is False
+    assert "running eager" in capsys.readouterr().err
+
+
+def test_cpu_bf16_detection_follows_the_instruction_set():
+    caps = torch.cpu.get_capabilities()
+    assert dev.cpu_has_native_bf16() == bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def test_metrics_record_peak_memory(tmp_path):
+    spec = build_spec(None, [{"model": "resnet8", "data": {"kind": "digits"}, "max_iters": 10, "log_every": 5,
+                              "checkpoint_every": 10, "batch_size": 32, "schedule": {"kind": "multistep", "milestones": [8]}}])
+    metrics = train(spec, tmp_path, log=lambda m: None)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["peak_memory_mb"] == metrics["peak_memory_mb"]
+    assert 10 < saved["peak_memory_mb"] < 64 * 1024  # the process's max RSS on CPU, in MB
+    assert saved["images_per_s"] > 0 and saved["s_per_1k_iters"] > 0 and saved["channels_last"] is True
+
+
+# ---------------------------------------------------------------- estimate
+
+def run_estimate(*argv):
+    p = argparse.ArgumentParser()
+    E.add_parser(p.add_subparsers())
+    args = p.parse_args(["estimate", *map(str, argv)])
+    args.func(args)
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A copy of the workflow config (and its schema) with a results/ tree of its own."""
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    (tmp_path / "workflow" / "schemas").mkdir(parents=True)
+    shutil.copy(ROOT / "workflow" / "schemas" / "config.schema.yaml", tmp_path / "workflow" / "schemas")
+    return tmp_path
+
+
+def test_estimate_arithmetic_with_given_throughput(project, capsys):
+    # tiny preset: figure1 needs plain20 and plain56, 6 iterations of batch 16 each
+    r = E.estimate(["reports/figure1.pdf"], project / "config.yaml", "tiny",
+                   given=["plain20=0.0096", "plain56=0.0048"], log=lambda m: None)
+    rows = {row["model"]: row for row in r["rows"]}
+    assert set(rows) == {"plain20", "plain56"} and rows["plain20"]["images"] == 96
+    assert rows["plain20"]["hours"] == pytest.approx(96 / 0.0096 / 3600)
+    assert r["total_hours"] == pytest.approx(96 / 0.0096 / 3600 + 96 / 0.0048 / 3600)
+    run_estimate("results/table6.csv", "--config", project / "config.yaml", "--preset", "paper",
+                 *[f"--images-per-s={m}=1000" for m in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202")])
+    out = capsys.readouterr().out
+    # the paper: 64k iterations of batch 128 each, ResNet-110 five times: 10 trainings
+    assert "10 trainings of 6 models" in out
+    assert f"total: {10 * 64000 * 128 / 1000 / 3600:.4g} device-hours" in out
+    assert out.splitlines()[-1].startswith("total:")
+
+
+def test_estimate_reads_finished_runs(project):
+    run = project / "results" / "runs" / "tiny" / "plain20" / "seed0"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"images_per_s": 12.0, "device": "cuda:0"}))
+    r = E.estimate(["figure1"], project / "config.yaml", "tiny", given=["plain56=24"], log=lambda m: None)
+    rows = {row["model"]: row for row in r["rows"]}
+    assert rows["plain20"]["source"] == "finished runs" and rows["plain20"]["device"] == "cuda:0"
+    assert rows["plain20"]["hours"] == pytest.approx(96 / 12 / 3600) and rows["plain56"]["source"] == "given"
+
+
+def test_estimate_measures_the_step(project, capsys):
+    run_estimate("results/runs/tiny/resnet20/seed0", "--config", project / "config.yaml", "--preset", "tiny",
+                 "--iters", 1, "--warmup", 1, "--device", "cpu")
+    out = capsys.readouterr().out
+    assert "measured now on cpu" in out and "1 trainings of 1 models" in out
+    assert "resnet20" in out and "measured (batch 16) (cpu)" in out and "device-hours" in out
+
+
+def test_estimate_targets_and_errors(project):
+    plan = E.load_plan(project / "config.yaml", "tiny")
+    assert E.runs_for(plan, ["all"]) == E.runs_for(plan, ["tiny"]) == plan.all_runs()
+    assert E.runs_for(plan, ["results/table6.md", "table6"]) == plan.runs("table6")
+    with pytest.raises(ReproError, match="unknown target"):
+        E.runs_for(plan, ["results/table9.csv"])
+    with pytest.raises(ReproError, match="preset 'paper'"):
+        E.runs_for(plan, ["results/runs/paper/resnet20/seed0"])
+    with pytest.raises(ReproError, match="MODEL=N"):
+        E.parse_given(["resnet20"])
+    with pytest.raises(ReproError, match="not defined"):
+        E.load_plan(project / "config.yaml", "nosuch")
