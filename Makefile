@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV)/bin)
 # rules call `resnet-repro` and `snakemake` from the venv without activating it
 export PATH := $(BIN):$(PATH)
 
-.PHONY: venv demo test test-all mlflow clean
+.PHONY: venv demo test test-all test-slurm mlflow clean
 
 venv: $(VENV)/.installed
 
@@ -22,6 +22,11 @@ demo: venv
 
 test: venv
 	pytest -m "not slow and not slurm and not browser"
+
+# the workflow on a one-node Slurm on this machine (root; installs Slurm, munge, MariaDB from Debian)
+test-slurm: venv
+	bash tests/slurm/cluster.sh install
+	pytest -m slurm tests/test_slurm.py
 
 test-all: venv
 	pytest

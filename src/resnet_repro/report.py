@@ -1017,21 +1017,3 @@ def add_parser(sub):
                                                       "chromium/chromium-browser/google-chrome on PATH)")
     s.set_defaults(func=cmd_report)
 
-
-def main(argv=None):
-    """`python -m resnet_repro.report ...`: the same as `resnet-repro report ...`."""
-    import argparse
-    import sys
-    p = argparse.ArgumentParser(prog="resnet-repro")
-    add_parser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(["report", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        args.func(args)
-    except ReproError as e:
-        print(f"resnet-repro: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

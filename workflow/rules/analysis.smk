@@ -11,6 +11,7 @@ rule responses:
     threads: resource("threads")
     resources:
         mem_mb=resource("mem_mb"),
+        runtime=runtime(0.1, minimum=10),
         gpu=lambda w: min(1, PLAN.resources(w.model)["gpus"]),
     shell:
         "resnet-repro responses {input.model} --out {output} --threads {threads} > {log} 2>&1"

@@ -50,3 +50,10 @@ def train_overrides(wildcards):
 
 def resource(name):
     return lambda wildcards: PLAN.resources(wildcards.model)[name]
+
+
+def runtime(fraction=1, minimum=1):
+    """Wall time in minutes (config `resources.runtime` times `fraction`), times the attempt: a job
+    retried after hitting its time limit gets longer each time (a training resumes from its
+    checkpoint, so the retry only has to finish it)."""
+    return lambda wildcards, attempt: max(minimum, int(PLAN.resources(wildcards.model)["runtime"] * fraction)) * attempt

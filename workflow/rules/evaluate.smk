@@ -17,7 +17,7 @@ rule evaluate:
     threads: resource("threads")
     resources:
         mem_mb=resource("mem_mb"),
-        runtime=lambda w: max(10, PLAN.resources(w.model)["runtime"] // 10),
+        runtime=runtime(0.1, minimum=10),
         gpu=lambda w: min(1, PLAN.resources(w.model)["gpus"]),
     shell:
         "resnet-repro evaluate {input.model} --views {wildcards.view} --scales {params.scales} "

@@ -22,7 +22,7 @@ rule train_cifar:
     threads: resource("threads")
     resources:
         mem_mb=resource("mem_mb"),
-        runtime=resource("runtime"),
+        runtime=runtime(),
         gpu=resource("gpus"),
     shell:
         "resnet-repro train --overrides {params.overrides:q} --out {params.out} --resume "
