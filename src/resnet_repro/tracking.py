@@ -124,8 +124,11 @@ def sha256(path):
 
 
 def git_commit():
+    """The commit of the code that ran: asked in the package's own checkout, not the cwd (Snakemake
+    may run with --directory outside the repository)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
@@ -228,7 +231,7 @@ def read_run_dir(run_dir):
 
 
 def train_params(spec, preset, config_hash, commit):
-    from .models import parse_model_name
+    from .names import parse_model_name
     m = parse_model_name(spec["model"])
     sched = spec["schedule"]
     return {"model": spec["model"], "family": m.family, "depth": m.depth,
