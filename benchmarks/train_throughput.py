@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_repro import data as D
-from resnet_repro.device import (describe, resolve_device, use_bf16, use_channels_last, use_compile)
+from resnet_repro.device import configure, describe, resolve_device, use_bf16, use_channels_last, use_compile
 from resnet_repro.models import build_model
 from resnet_repro.train import SmallBatches, Step
 
@@ -143,24 +143,26 @@ def compare(name, images, labels, data, device, args, choice):
     return ips(ta), ips(tb), min(x / y for x, y in zip(ta, tb))
 
 
-def sweep(name, data, device, args):
-    """The project step under each precision / layout (/ compile) choice: the measurements behind
-    device.py's `auto` settings."""
+def sweep(data, device, args):
+    """The project step under each precision / layout (/ compile) choice, in alternating
+    repetitions: the measurements behind device.py's `auto` settings."""
     options = [(False, False, False), (False, True, False), (True, False, False), (True, True, False)]
-    if args.sweep_compile:
+    if args.sweep_compile and use_compile(True, device):
         options += [(False, True, True), (True, True, True)]
-    print(f"sweep: project step, {name}, batch {args.batch_size}, {args.iters} iterations x {args.repeats} after "
-          f"{args.warmup} warm-up (images/s, median)")
+    print(f"sweep: project step, {args.sweep_model}, batch {args.batch_size}, best of {args.repeats} x {args.iters} "
+          f"iterations after {args.warmup} warm-up, alternating")
+    runs = []
     for bf16, cl, comp in options:
-        if comp and not use_compile(True, device):
-            continue
-        p = Project(name, data, device, args.batch_size, bf16, cl, comp)
+        p = Project(args.sweep_model, data, device, args.batch_size, bf16, cl, comp)
         t = time.perf_counter()
         p.run(args.warmup)
-        warm = time.perf_counter() - t
-        ts = [timed(p.run, args.iters) for _ in range(args.repeats)]
-        print(f"  {'bf16' if bf16 else 'fp32'} {'channels_last' if cl else 'NCHW':13s} {'compiled' if comp else 'eager':8s} "
-              f"{args.iters * args.batch_size / statistics.median(ts):8.1f} img/s   (warm-up {warm:.0f}s)", flush=True)
+        runs.append((f"{'bf16' if bf16 else 'fp32'} {'channels_last' if cl else 'NCHW':13s} "
+                     f"{'compiled' if comp else 'eager':8s}", p, time.perf_counter() - t, []))
+    for _ in range(args.repeats):
+        for _, p, _, ts in runs:
+            ts.append(timed(p.run, args.iters))
+    for label, _, warm, ts in runs:
+        print(f"  {label} {args.iters * args.batch_size / min(ts):8.1f} img/s   (warm-up {warm:.0f}s)", flush=True)
 
 
 def main(argv=None):
@@ -177,9 +179,11 @@ def main(argv=None):
     p.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"])
     p.add_argument("--compile", default="auto", choices=["auto", "true", "false"])
     p.add_argument("--sweep", action="store_true", help="also time the project step per precision and layout")
+    p.add_argument("--sweep-model", default="resnet56")
     p.add_argument("--sweep-compile", action="store_true", help="include torch.compile in the sweep (slow to warm up)")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
+    configure(device)  # cuDNN benchmark mode on CUDA, for both loops (the reference repos set it too)
     cuda = device.type == "cuda"
     args.iters = args.iters or (100 if cuda else 10)
     args.warmup = args.warmup or (30 if cuda else 3)
@@ -199,7 +203,7 @@ def main(argv=None):
           f"{'channels_last' if choice[1] else 'NCHW'}, {'torch.compile' if choice[2] else 'eager'}, sums on the device")
     print(f"batch {args.batch_size}; {args.warmup} warm-up iterations, then {args.repeats} x {args.iters} timed, alternating")
     if args.sweep:
-        sweep("resnet56", data, device, args)
+        sweep(data, device, args)
     results = {}
     for name in args.models.split(","):
         results[name] = compare(name, images, labels, data, device, args, choice)

@@ -119,7 +119,9 @@ def test_auto_choices(monkeypatch):
     monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: True)
     assert dev.use_bf16("auto", CPU) is True
     assert dev.use_channels_last("auto", CPU) is True and dev.use_channels_last(False, CPU) is False
-    assert dev.use_compile("auto", CPU) is False and dev.use_compile(False, CPU) is False
+    assert dev.use_compile("auto", CPU, 64000) is False and dev.use_compile(False, CPU) is False
+    # CUDA: compile only runs long enough to pay for it (decided before looking for a GPU or Triton)
+    assert dev.use_compile("auto", torch.device("cuda"), 100) is False
 
 
 def test_compile_falls_back_without_a_compiler(monkeypatch, capsys):

@@ -6,7 +6,7 @@ The `auto` settings were chosen by measurement (benchmarks/train_throughput.py, 
   oneDNN emulates bf16 and a ResNet step is many times slower than in fp32.
 - channels_last: on CUDA (cuDNN's NHWC kernels, tensor cores) and on CPU (oneDNN's convolutions
   work in a blocked/NHWC layout; NCHW costs a reorder before and after every convolution).
-- compile: torch.compile only on CUDA; on CPU it did not pay (see `use_compile`).
+- compile: torch.compile only on CUDA, and only for long runs; on CPU it did not pay (see `use_compile`).
 """
 import contextlib
 import functools
@@ -77,17 +77,33 @@ def compiler_available(device):
         return False
 
 
-def use_compile(setting, device):
-    """auto: compile on CUDA only. On CPU (2-core AVX2 machine, ResNet-20/56) compiling the training
-    step took minutes and did not make it faster than eager channels_last (benchmarks/README.md);
-    `true` still compiles there. Falls back to eager, with a warning, where no compiler exists."""
-    want = device.type == "cuda" if setting == "auto" else bool(setting)
+COMPILE_MIN_ITERS = 2000  # below this, compiling (about a minute; several on a CPU) costs more than it saves
+
+
+def use_compile(setting, device, max_iters=None):
+    """auto: torch.compile on CUDA for runs of COMPILE_MIN_ITERS iterations or more. Not on CPU: on a
+    2-core AVX2 machine it made the ResNet-56 step only about 3% faster than eager channels_last
+    (1.19 s against 1.23 s; benchmarks/README.md), for a compile of tens of seconds to minutes per
+    process; `true` still compiles there. Where no compiler exists it falls back to eager (with a
+    warning if `true` asked for it)."""
+    if setting == "auto":
+        want = device.type == "cuda" and (max_iters is None or max_iters >= COMPILE_MIN_ITERS)
+    else:
+        want = bool(setting)
     if want and not compiler_available(device):
         if setting is True:
             print(f"resnet-repro: warning: compile: true but torch.compile has no compiler for {device.type} "
                   f"here; running eager", file=sys.stderr)
         return False
     return want
+
+
+def configure(device):
+    """Process-wide settings for training on `device`. cuDNN benchmark mode: the input shape is
+    fixed, so timing cuDNN's algorithms once and keeping the fastest pays (the same convolution,
+    another algorithm)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def autocast(device, bf16):

@@ -82,7 +82,7 @@ def measure(spec, device, iters=5, warmup=2, batch_size=None):
     m = parse_model_name(spec["model"])
     size, batch = input_size(spec), batch_size or spec["batch_size"]
     bf16, cl = use_bf16(spec["precision"], device), use_channels_last(spec["channels_last"], device)
-    compile = use_compile(spec.get("compile", "auto"), device)
+    compile = use_compile(spec.get("compile", "auto"), device, spec["max_iters"])
     torch.manual_seed(0)
     num_classes = spec.get("num_classes") or (10 if m.family == "cifar" else 1000)
     model = ResNet(m, num_classes).to(device, memory_format=memory_format(cl))
@@ -196,8 +196,8 @@ def estimate(targets, config="config.yaml", preset=None, given=(), measure_now=F
         fmt = lambda s: "/".join(str(v) for v in sorted(s))
         log(f"{r['model']:<14} {r['runs']:>4} {fmt(r['iters']):>10} {fmt(r['batch']):>5} {input_size(r['spec']):>4} "
             f"{_count(r['images']):>9} {r['ips']:>9.1f} {r['hours']:>9.3g}  {r['source']} ({r['device']})")
-    log(f"total: {total:.4g} {unit} ({', '.join(sorted(devices))}); training iterations only, one device per "
-        f"training (a job on k devices takes at best 1/k of its hours in wall-clock time)")
+    log(f"total: {total:.4g} {unit} ({', '.join(sorted(devices))}); training iterations only, and the trainer "
+        f"uses one device per training")
     return {"preset": plan.preset, "targets": list(targets), "total_hours": total, "unit": unit,
             "rows": [{k: (sorted(v) if isinstance(v, set) else v) for k, v in r.items() if k != "spec"} for r in rows]}
 

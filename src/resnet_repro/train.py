@@ -4,6 +4,7 @@ import csv
 import io
 import math
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -14,8 +15,8 @@ import torch.nn.functional as F
 import yaml
 
 from . import data as D
-from .device import (autocast, memory_format, peak_memory_mb, reset_peak_memory, resolve_device, use_bf16,
-                     use_channels_last, use_compile)
+from .device import (autocast, configure, memory_format, peak_memory_mb, reset_peak_memory, resolve_device,
+                     use_bf16, use_channels_last, use_compile)
 from .errors import ReproError
 from .evaluate import error_rates, predict_tensor, predict_view
 from .files import save_torch, write_json, write_text
@@ -244,6 +245,8 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
     device = resolve_device(spec["device"])
     bf16 = use_bf16(spec["precision"], device)
     cl = use_channels_last(spec["channels_last"], device)
+    compiled = use_compile(spec.get("compile", "auto"), device, spec["max_iters"])
+    configure(device)
     torch.manual_seed(spec["seed"])
 
     kind, data, mean, classes = open_data(spec, device)
@@ -260,7 +263,6 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
     opt = torch.optim.SGD(model.parameters(), lr=spec["lr"], momentum=spec["momentum"],
                           weight_decay=spec["weight_decay"])
     lr = LearningRate(spec)
-    compiled = use_compile(spec.get("compile", "auto"), device)
     step = Step(model, opt, device, bf16, cl, compiled, count_warm=lr.warmup is not None)
     history, iteration, elapsed = [], 0, 0.0
     if ckpt is not None:
@@ -370,7 +372,8 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
     metrics = {"model": spec["model"], "iterations": iteration, "params": count_params(model),
                "train_error": last["train_error"], "test_error": last["test_error"], "test_split": spec_split(data, kind),
                "train_loss": last["train_loss"], "elapsed_s": elapsed,
-               "images_per_s": sum(h["images_per_s"] for h in history) / len(history),
+               # the median window: robust to the first one, which includes warm-up (and compiling)
+               "images_per_s": statistics.median(h["images_per_s"] for h in history),
                "device": str(device), "bf16": bf16, "channels_last": cl, "compile": compiled}
     metrics["s_per_1k_iters"] = 1000 * spec["batch_size"] / metrics["images_per_s"]
     metrics["peak_memory_mb"] = peak_memory_mb(device)
