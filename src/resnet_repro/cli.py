@@ -1,6 +1,7 @@
 """The `resnet-repro` command: every step of the pipeline is one sub-command."""
 import argparse
 import json
+import os
 import sys
 
 import yaml
@@ -91,9 +92,10 @@ def cmd_spec(args):
 
 
 def _set_threads(args):
+    """--threads is the job's CPU count; torchrun's processes on one node share it."""
     if getattr(args, "threads", None):
         import torch
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(max(1, args.threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def cmd_train(args):
@@ -101,7 +103,8 @@ def cmd_train(args):
     spec = _spec_from_args(args)
     _set_threads(args)
     metrics = train(spec, args.out, resume=args.resume, stop_at=args.stop_at)
-    print(json.dumps(metrics, indent=2))
+    if metrics is not None:  # None on torchrun's processes other than 0
+        print(json.dumps(metrics, indent=2))
 
 
 def cmd_evaluate(args):

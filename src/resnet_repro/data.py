@@ -290,17 +290,20 @@ def stream_pixel_mean(train_ds, test_size, crop, max_images=10000, seed=0):
 
 class EpochSampler(torch.utils.data.Sampler):
     """A seeded permutation per epoch that can start part-way through, so a resumed run sees the
-    same image order as an uninterrupted one."""
+    same image order as an uninterrupted one. With `world` processes (DDP) process `rank` takes
+    every world-th index, so each run of world x b indices is one batch split over the processes;
+    the rest of the epoch is cut to a multiple of `world` so every process makes as many batches."""
 
-    def __init__(self, n, seed, epoch=0, start=0):
-        self.n, self.seed, self.epoch, self.start = n, seed, epoch, start
+    def __init__(self, n, seed, epoch=0, start=0, rank=0, world=1):
+        self.n, self.seed, self.epoch, self.start, self.rank, self.world = n, seed, epoch, start, rank, world
 
     def __iter__(self):
         perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
-        return iter(perm[self.start:].tolist())
+        rest = perm[self.start:]
+        return iter(rest[:len(rest) // self.world * self.world][self.rank::self.world].tolist())
 
     def __len__(self):
-        return self.n - self.start
+        return (self.n - self.start) // self.world
 
 
 def make_digits_imagefolder(out, size=32, fmt="png"):

@@ -196,8 +196,8 @@ def estimate(targets, config="config.yaml", preset=None, given=(), measure_now=F
         fmt = lambda s: "/".join(str(v) for v in sorted(s))
         log(f"{r['model']:<14} {r['runs']:>4} {fmt(r['iters']):>10} {fmt(r['batch']):>5} {input_size(r['spec']):>4} "
             f"{_count(r['images']):>9} {r['ips']:>9.1f} {r['hours']:>9.3g}  {r['source']} ({r['device']})")
-    log(f"total: {total:.4g} {unit} ({', '.join(sorted(devices))}); training iterations only, and the trainer "
-        f"uses one device per training")
+    log(f"total: {total:.4g} {unit} ({', '.join(sorted(devices))}); training iterations only, at one device's "
+        f"throughput (a DDP training on k GPUs takes at best 1/k of its hours in wall-clock time)")
     return {"preset": plan.preset, "targets": list(targets), "total_hours": total, "unit": unit,
             "rows": [{k: (sorted(v) if isinstance(v, set) else v) for k, v in r.items() if k != "spec"} for r in rows]}
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import yaml
 
 from . import data as D
+from . import parallel
 from .device import (autocast, configure, memory_format, peak_memory_mb, reset_peak_memory, resolve_device,
                      use_bf16, use_channels_last, use_compile)
 from .errors import ReproError
@@ -26,6 +27,7 @@ from .spec import warmup_for
 HISTORY_COLUMNS = ["iteration", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
                    "images_per_s", "elapsed_s"]
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # Slurm's pre-emption and time-limit warnings
+STOP_CHECK_EVERY = 10  # with DDP, iterations between the processes' checks for a stop signal
 
 
 class Diverged(ReproError):
@@ -36,16 +38,22 @@ class Interrupted(ReproError):
     pass
 
 
+def aug_seed(seed, rank):
+    return seed + 1 + 7919 * rank  # rank 0: what a single process uses
+
+
 class SmallBatches:
     """Batches from an in-memory uint8 data set on the device: a seeded permutation per epoch,
-    normalised and pad-crop-flipped a whole batch at a time."""
+    normalised and pad-crop-flipped a whole batch at a time. With several processes (DDP) every
+    process draws the same permutation and takes its own slice of each batch of `batch_size`."""
 
-    def __init__(self, data, batch_size, mean, augment, device, seed):
+    def __init__(self, data, batch_size, mean, augment, device, seed, rank=0, world=1):
         self.x, self.y, self.mean, self.device = data.train_x, data.train_y, mean, device
-        self.batch_size = min(batch_size, len(self.x))
+        self.batch_size = min(batch_size, len(self.x) // world * world)
+        self.rank, self.world = rank, world
         self.pad, self.flip = augment.get("pad", 4), augment.get("flip", True)
         self.perm_gen = torch.Generator().manual_seed(seed)
-        self.aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
+        self.aug_gen = torch.Generator(device=device).manual_seed(aug_seed(seed, rank))
         self.epoch, self.pos, self.perm = 0, 0, None
 
     def next(self):
@@ -56,6 +64,8 @@ class SmallBatches:
             self.pos = 0
         idx = self.perm[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
+        local = len(idx) // self.world
+        idx = idx[self.rank * local:(self.rank + 1) * local]
         x = D.normalize(self.x[idx], self.mean)
         return D.pad_crop_flip(x, self.pad, self.aug_gen, self.flip), self.y[idx]
 
@@ -76,19 +86,20 @@ class StreamBatches:
     right place; the workers' crop randomness is reseeded, so a resumed streamed run is
     statistically, not bitwise, the same."""
 
-    def __init__(self, dataset, d, batch_size, mean, augment, device, seed):
+    def __init__(self, dataset, d, batch_size, mean, augment, device, seed, rank=0, world=1):
         self.dataset, self.d, self.batch_size, self.mean, self.device, self.seed = dataset, d, batch_size, mean, device, seed
+        self.rank, self.world = rank, world
         self.flip = augment.get("flip", True)
-        self.aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
-        self.epoch, self.consumed, self.it = 0, 0, None
+        self.aug_gen = torch.Generator(device=device).manual_seed(aug_seed(seed, rank))
+        self.epoch, self.consumed, self.it = 0, 0, None  # consumed: images of this epoch, all processes
 
     def _start(self):
-        sampler = D.EpochSampler(len(self.dataset), self.seed, self.epoch, self.consumed)
+        sampler = D.EpochSampler(len(self.dataset), self.seed, self.epoch, self.consumed, self.rank, self.world)
         loader = torch.utils.data.DataLoader(
             D.Transformed(self.dataset, D.train_transform(self.d["scale"], self.d["crop"])),
-            batch_size=self.batch_size, sampler=sampler, num_workers=self.d.get("workers", 4),
+            batch_size=self.batch_size // self.world, sampler=sampler, num_workers=self.d.get("workers", 4),
             pin_memory=self.device.type == "cuda", drop_last=True, persistent_workers=False,
-            generator=torch.Generator().manual_seed(self.seed * 7919 + self.epoch * 31 + self.consumed))
+            generator=torch.Generator().manual_seed(self.seed * 7919 + self.epoch * 31 + self.consumed + 104729 * self.rank))
         self.it = iter(loader)
 
     def next(self):
@@ -100,7 +111,7 @@ class StreamBatches:
             self.epoch, self.consumed = self.epoch + 1, 0
             self._start()
             x, y = next(self.it)
-        self.consumed += len(y)
+        self.consumed += len(y) * self.world
         x = D.normalize(x.to(self.device, non_blocking=True), self.mean)
         x = D.flip_and_lighting(x, self.aug_gen, self.flip, self.d.get("lighting", 0.1))
         return x, y.to(self.device, non_blocking=True)
@@ -126,8 +137,9 @@ class Step:
     def __init__(self, model, opt, device, bf16=False, channels_last=False, compile=False, count_warm=False):
         self.model, self.opt, self.device, self.bf16, self.count_warm = model, opt, device, bf16, count_warm
         self.format = memory_format(channels_last)
-        # the compiled module shares its parameters with `model`; checkpoints keep saving `model`
-        self.forward = torch.compile(model) if compile else model
+        # DDP and the compiled module share their parameters with `model`; checkpoints keep saving `model`
+        net = parallel.wrap(model, device)
+        self.forward = torch.compile(net) if compile else net
         self.acc = torch.zeros(3, device=device, dtype=torch.float64)
         self.warm = torch.zeros(2, device=device, dtype=torch.float64)
 
@@ -230,8 +242,13 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
     """Train as `spec` says, writing out_dir/{spec.yaml, checkpoint.pt, history.csv, metrics.json,
     model.pt}. checkpoint.pt (with optimizer state) is for resuming; model.pt is the final model.
     resume: continue from out_dir/checkpoint.pt when it exists. stop_at: leave after that
-    iteration (with a checkpoint), as a job with a time limit would."""
+    iteration (with a checkpoint), as a job with a time limit would.
+    Under torchrun (several processes, DDP) only process 0 logs and writes files; every process
+    resumes from the same checkpoint. Returns the metrics (None on the other processes)."""
+    world = parallel.WORLD
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if not world.main:
+        log = lambda msg: None  # noqa: E731
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "checkpoint.pt"
     ckpt = None
@@ -241,8 +258,10 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
             changed = sorted(k for k in set(spec) | set(ckpt["spec"]) if spec.get(k) != ckpt["spec"].get(k))
             raise ReproError(f"{ckpt_path} was trained with a different spec (differs in: {', '.join(changed)}); "
                              f"use another output directory or drop --resume")
-    write_text(out_dir / "spec.yaml", yaml.safe_dump(spec, sort_keys=False))
-    device = resolve_device(spec["device"])
+    if world.main:
+        write_text(out_dir / "spec.yaml", yaml.safe_dump(spec, sort_keys=False))
+    parallel.local_batch_size(spec["batch_size"])  # fails early if the batch does not split
+    device = parallel.start(resolve_device(spec["device"]))
     bf16 = use_bf16(spec["precision"], device)
     cl = use_channels_last(spec["channels_last"], device)
     compiled = use_compile(spec.get("compile", "auto"), device, spec["max_iters"])
@@ -254,9 +273,11 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
     mean = mean.to(device)
     if kind == "small":
         data = data.to(device)
-        batches = SmallBatches(data, spec["batch_size"], mean, spec.get("augment", {}), device, spec["seed"])
+        batches = SmallBatches(data, spec["batch_size"], mean, spec.get("augment", {}), device, spec["seed"],
+                               world.rank, world.size)
     else:
-        batches = StreamBatches(data[0], spec["data"], spec["batch_size"], mean, spec.get("augment", {}), device, spec["seed"])
+        batches = StreamBatches(data[0], spec["data"], spec["batch_size"], mean, spec.get("augment", {}), device,
+                                spec["seed"], world.rank, world.size)
 
     model = ResNet(parse_model_name(spec["model"]), num_classes).to(device, memory_format=memory_format(cl))
     # weight decay on every parameter, as the paper's Caffe/Torch set-ups did
@@ -271,14 +292,27 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
         lr.load_state_dict(ckpt["lr"])
         batches.load_state_dict(ckpt["batches"])
         history, iteration, elapsed = ckpt["history"], ckpt["iteration"], ckpt["elapsed_s"]
-        step.acc.copy_(ckpt["acc"])
-        step.warm.copy_(ckpt["warm"])
+        aug_states = ckpt.get("aug_states", [ckpt["batches"]["aug_gen"]])
+        if len(aug_states) == world.size:
+            batches.aug_gen.set_state(aug_states[world.rank])
+        else:  # another number of processes than the checkpoint's: fresh augmentation randomness
+            batches.aug_gen.manual_seed(aug_seed(spec["seed"], world.rank) + 1_000_003 * iteration)
+        if world.main:  # the sums in the checkpoint are over all processes
+            step.acc.copy_(ckpt["acc"])
+            step.warm.copy_(ckpt["warm"])
         torch.set_rng_state(ckpt["torch_rng"])
-        log(f"[{spec['model']}] resumed from {ckpt_path} at iteration {iteration}")
+        log(f"[{spec['model']}] resumed from {ckpt_path} at iteration {iteration}"
+            + (f" ({len(aug_states)} process(es) then, {world.size} now)" if len(aug_states) != world.size else ""))
     reset_peak_memory(device)
     acc, warm = step.acc, step.warm
 
     def evaluate():
+        """(test loss, test error) on every process; process 0 computes them, the others wait."""
+        if world.main:
+            return parallel.from_main(list(evaluate_here()), device)
+        return parallel.from_main([0.0, 0.0], device)
+
+    def evaluate_here():
         if kind == "small":
             logits = predict_tensor(model, data.test_x, mean, device, bf16, cl, spec.get("eval_batch_size", 500))
             labels = data.test_y.cpu()
@@ -291,15 +325,31 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
         return F.cross_entropy(logits, labels).item(), error_rates(logits, labels)["top1_error"]
 
     def checkpoint(done=False):
-        save_torch({"spec": spec, "model": model.state_dict(), "optimizer": opt.state_dict(), "lr": lr.state_dict(),
-                    "batches": batches.state_dict(), "history": history, "iteration": iteration,
-                    "elapsed_s": elapsed, "acc": acc.cpu(), "warm": warm.cpu(), "torch_rng": torch.get_rng_state(),
-                    "mean": mean.cpu(), "num_classes": num_classes, "classes": classes, "done": done}, ckpt_path)
+        """Every process calls this at the same iteration; process 0 writes, the others wait for it
+        (torchrun stops all processes when one exits, so none may leave before the file is there)."""
+        aug_states = parallel.gathered(batches.aug_gen.get_state())
+        acc_all, warm_all = parallel.summed(acc), parallel.summed(warm)
+        if world.main:
+            save_torch({"spec": spec, "model": model.state_dict(), "optimizer": opt.state_dict(), "lr": lr.state_dict(),
+                        "batches": batches.state_dict(), "aug_states": aug_states, "history": history,
+                        "iteration": iteration, "elapsed_s": elapsed, "acc": acc_all.cpu(), "warm": warm_all.cpu(),
+                        "torch_rng": torch.get_rng_state(), "mean": mean.cpu(), "num_classes": num_classes,
+                        "classes": classes, "world_size": world.size, "done": done}, ckpt_path)
+        parallel.barrier()
 
     def check_finite():
-        if not math.isfinite(acc[0].item()):
+        if parallel.any_true(not math.isfinite(acc[0].item()), device):
             raise Diverged(f"[{spec['model']}] training diverged (loss is {acc[0].item()}) by iteration {iteration}; "
                            f"lower the learning rate or use a warm-up (last checkpoint kept)")
+
+    def stop_requested():
+        """A stop signal or stop_at, agreed by all processes. With DDP the processes compare flags
+        every STOP_CHECK_EVERY iterations (a collective per step would cost a synchronisation)."""
+        if stop_at is not None and stop_at <= iteration < max_iters:
+            return True
+        if world.active and iteration % STOP_CHECK_EVERY:
+            return False
+        return parallel.any_true(stop["signal"] is not None, device)
 
     stop = {"signal": None}
     handlers = {}
@@ -319,10 +369,10 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
             step(x, y)
             iteration += 1
             window_iters += 1
-            images += len(y)
+            images += len(y) * world.size
 
             if warm_every and lr.warming and iteration % warm_every == 0:
-                w = warm.tolist()
+                w = parallel.summed(warm).tolist()
                 warm.zero_()
                 if lr.observe_train_error(100.0 * w[0] / w[1]):
                     log(f"[{spec['model']}] warm-up over at iteration {iteration} "
@@ -331,7 +381,7 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
                 check_finite()
                 now = time.perf_counter()
                 train_time = now - window_start
-                loss_sum, wrong_sum, count = acc.tolist()
+                loss_sum, wrong_sum, count = parallel.summed(acc).tolist()
                 acc.zero_()
                 test_loss, test_error = evaluate()
                 elapsed += time.perf_counter() - t0
@@ -343,7 +393,8 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
                 history.append(row)
                 if lr.observe_val_error(test_error):
                     log(f"[{spec['model']}] validation error plateaued: lr / 10 at iteration {iteration}")
-                write_text(out_dir / "history.csv", history_csv(history))
+                if world.main:
+                    write_text(out_dir / "history.csv", history_csv(history))
                 eta = (max_iters - iteration) * train_time / window_iters
                 log(f"[{spec['model']}] it {iteration}/{max_iters} lr {row['lr']:.4g} loss {row['train_loss']:.3f} "
                     f"train {row['train_error']:.2f}% {spec_split(data, kind)} {test_error:.2f}% "
@@ -354,16 +405,20 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
             if iteration % ckpt_every == 0 and iteration < max_iters:
                 check_finite()
                 checkpoint()
-            if stop["signal"] is not None or (stop_at is not None and iteration >= stop_at and iteration < max_iters):
+            if stop_requested():
                 check_finite()
                 checkpoint()
-                why = f"signal {signal.Signals(stop['signal']).name}" if stop["signal"] else f"stop_at={stop_at}"
+                why = f"signal {signal.Signals(stop['signal']).name}" if stop["signal"] else (
+                    f"stop_at={stop_at}" if stop_at is not None and iteration >= stop_at else "a signal to another process")
                 raise Interrupted(f"[{spec['model']}] stopped at iteration {iteration} by {why}; "
                                   f"checkpoint written, rerun with --resume to continue")
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)
     checkpoint(done=True)
+    parallel.finish()
+    if not world.main:
+        return None
     write_text(out_dir / "history.csv", history_csv(history))
     # the final model, without optimizer state: what evaluation and analysis read
     save_torch({"spec": spec, "model": model.state_dict(), "iteration": iteration, "mean": mean.cpu(),
@@ -374,7 +429,7 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
                "train_loss": last["train_loss"], "elapsed_s": elapsed,
                # the median window: robust to the first one, which includes warm-up (and compiling)
                "images_per_s": statistics.median(h["images_per_s"] for h in history),
-               "device": str(device), "bf16": bf16, "channels_last": cl, "compile": compiled}
+               "device": str(device), "processes": world.size, "bf16": bf16, "channels_last": cl, "compile": compiled}
     metrics["s_per_1k_iters"] = 1000 * spec["batch_size"] / metrics["images_per_s"]
     metrics["peak_memory_mb"] = peak_memory_mb(device)
     write_json(out_dir / "metrics.json", metrics)

@@ -48,6 +48,13 @@ def train_overrides(wildcards):
     return json.dumps(PLAN.train_overrides(wildcards.model, wildcards.seed))
 
 
+def launcher(wildcards):
+    """torchrun in front of a training on several GPUs (DDP, one process per GPU, on one node);
+    nothing for one GPU or the CPU."""
+    gpus = PLAN.resources(wildcards.model)["gpus"]
+    return f"torchrun --standalone --nproc_per_node={gpus} --no-python " if gpus > 1 else ""
+
+
 def resource(name):
     return lambda wildcards: PLAN.resources(wildcards.model)[name]
 

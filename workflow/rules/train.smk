@@ -1,5 +1,6 @@
 # Training: one job per (model, seed). Rule names start with `train`. The job resumes from its own
-# checkpoint.pt (not a declared output, so a failed or killed job keeps it for the retry).
+# checkpoint.pt (not a declared output, so a failed or killed job keeps it for the retry). A job with
+# several GPUs (ImageNet: resources.imagenet.gpus, 8 by default) runs one DDP process per GPU.
 
 
 rule train_cifar:
@@ -19,13 +20,14 @@ rule train_cifar:
     params:
         overrides=train_overrides,
         out=RUN,
+        launch=launcher,
     threads: resource("threads")
     resources:
         mem_mb=resource("mem_mb"),
         runtime=runtime(),
         gpu=resource("gpus"),
     shell:
-        "resnet-repro train --overrides {params.overrides:q} --out {params.out} --resume "
+        "{params.launch}resnet-repro train --overrides {params.overrides:q} --out {params.out} --resume "
         "--threads {threads} > {log} 2>&1"
 
 
