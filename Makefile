@@ -20,8 +20,9 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	snakemake all reports/report.html --config preset=demo
 
+# the browser tests need /usr/bin/chromium (`bash scripts/install-chromium.sh`); they skip, saying so, without it
 test: venv
-	pytest -m "not slow and not slurm and not browser"
+	pytest -m "not slow and not slurm"
 
 # the workflow on a one-node Slurm on this machine (root; installs Slurm, munge, MariaDB from Debian)
 test-slurm: venv
@@ -31,8 +32,10 @@ test-slurm: venv
 test-all: venv
 	pytest
 
+# the UI on the project's store, loopback only; one worker and no job runner (enough for one reader)
 mlflow: venv
-	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///mlflow.db \
+		--host 127.0.0.1 --port $${MLFLOW_PORT:-5000} --workers 1
 
 clean:
 	rm -rf results reports logs mlflow.db mlartifacts data/digits-imagefolder .snakemake
