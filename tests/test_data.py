@@ -698,3 +698,82 @@ def test_epoch_sampler():
     # usable as a DataLoader sampler: a resumed epoch sees the rest of the same order
     loader = torch.utils.data.DataLoader(list(range(n)), batch_size=10, sampler=D.EpochSampler(n, 3, 1, start=40))
     assert torch.cat(list(loader)).tolist() == b[40:]
+
+
+# ---------------------------------------------------------------- decoding on the device (nvJPEG's CPU twin)
+
+@pytest.fixture(scope="module")
+def jpeg_folder(tmp_path_factory):
+    return D.make_digits_imagefolder(tmp_path_factory.mktemp("digits_jpg"), size=40, fmt="jpg")
+
+
+def test_decode_where(jpeg_folder, digits_folder):
+    jpegs, _ = D.stream_datasets("imagefolder", jpeg_folder)
+    pngs, _ = D.stream_datasets("imagefolder", digits_folder)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
+    assert D.decode_where("auto", jpegs, cuda) == "device"
+    assert D.decode_where("auto", jpegs, cpu) == "workers"
+    assert D.decode_where("auto", pngs, cuda) == "workers"  # nvJPEG decodes JPEG only
+    assert D.decode_where("device", jpegs, cpu) == "device"
+    assert D.decode_where("workers", jpegs, cuda) == "workers"
+    with pytest.raises(ReproError, match="needs JPEG files"):
+        D.decode_where("device", pngs, cpu)
+
+
+def test_decode_on_device_matches_pil(jpeg_folder):
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms.v2 import functional as TF
+    ds = ImageFolder(str(jpeg_folder / "train"))
+    enc = D.EncodedImages(ds)
+    batch = [enc[i] for i in range(0, 400, 50)]
+    flat, lengths, labels = D.collate_encoded(batch)
+    assert labels.tolist() == [ds.samples[i][1] for i in range(0, 400, 50)]
+    encoded = D.split_encoded(flat, lengths)
+    assert all(torch.equal(e, b[0]) for e, b in zip(encoded, batch))
+    images = D.decode_on_device(encoded, torch.device("cpu"))
+    for i, img in zip(range(0, 400, 50), images):
+        ref = TF.pil_to_tensor(Image.open(ds.samples[i][0]).convert("RGB"))
+        assert img.dtype == torch.uint8 and img.shape == ref.shape == (3, 40, 40)
+        assert (img.int() - ref.int()).abs().max() <= 1  # the same libjpeg, up to IDCT rounding
+
+
+def test_decode_on_device_falls_back_for_what_the_batch_decoder_refuses(tmp_path):
+    """ImageNet's train set has a PNG named .JPEG: decoded on the CPU instead, the batch goes on."""
+    from torchvision.io import read_file
+    rng = np.random.default_rng(0)
+    _write_png(tmp_path / "fake.JPEG", _rand_image(rng, 12, 10))
+    Image.fromarray(_rand_image(rng, 9, 11)).save(tmp_path / "real.jpg")
+    images = D.decode_on_device([read_file(str(tmp_path / "real.jpg")), read_file(str(tmp_path / "fake.JPEG"))],
+                                torch.device("cpu"))
+    assert [tuple(i.shape) for i in images] == [(3, 9, 11), (3, 12, 10)]
+    assert torch.equal(images[1], torch.from_numpy(np.array(Image.open(tmp_path / "fake.JPEG"))).permute(2, 0, 1))
+
+
+def test_scale_crop_on_the_device():
+    g = torch.Generator().manual_seed(0)
+    img = torch.arange(3 * 20 * 30, dtype=torch.float32).reshape(3, 20, 30).to(torch.uint8)
+    # shorter side already at the scale: no resize, so every crop is a window of the image
+    out = D.scale_crop([img] * 50, (20, 20), 16, g)
+    assert out.shape == (50, 3, 16, 16) and out.dtype == torch.uint8
+    windows = {(y, x): img[:, y:y + 16, x:x + 16] for y in range(5) for x in range(15)}
+    found = [next(k for k, w in windows.items() if torch.equal(w, o)) for o in out]
+    assert len({k[0] for k in found}) > 2 and len({k[1] for k in found}) > 5  # the offsets vary
+    # random shorter side in [24, 40]: resized (aspect kept) before the crop
+    flat = torch.full((3, 20, 30), 200, dtype=torch.uint8)
+    out = D.scale_crop([flat] * 20, (24, 40), 24, g)
+    assert out.shape == (20, 3, 24, 24) and (out == 200).all()
+    # a crop larger than the scaled image is zero-padded, as RandomCrop(pad_if_needed=True) does
+    out = D.scale_crop([flat], (8, 8), 16, g)
+    assert out.shape == (1, 3, 16, 16) and (out == 0).any() and (out == 200).any()
+
+
+def test_training_decodes_jpegs_on_the_device(jpeg_folder, tmp_path):
+    from resnet_repro.spec import build_spec
+    from resnet_repro.train import train
+    spec = build_spec(None, [{"model": "resnet18", "data": {"kind": "imagefolder", "root": str(jpeg_folder),
+                                                            "scale": [32, 48], "crop": 28, "test_size": 32,
+                                                            "workers": 1, "mean_images": 100, "decode": "device"},
+                              "batch_size": 16, "max_iters": 4, "log_every": 2, "checkpoint_every": 4,
+                              "eval_batch_size": 128}])
+    metrics = train(spec, tmp_path, log=lambda msg: None)
+    assert metrics["iterations"] == 4 and metrics["train_loss"] > 0

@@ -3,8 +3,9 @@
 Two paths, as in the paper's two families of experiments:
 - small images (cifar10, digits, or an imagefolder of small images) are held in memory as uint8
   tensors on the training device and augmented a whole batch at a time (pad 4, random crop, flip);
-- ImageNet-style data (imagenet, imagefolder) is decoded by DataLoader workers (random shorter side,
-  random crop) and flipped, lit (AlexNet PCA) and mean-subtracted on the device, a batch at a time.
+- ImageNet-style data (imagenet, imagefolder) is read by DataLoader workers and decoded, scaled and
+  cropped either by them (PIL) or, for JPEGs on CUDA, on the GPU (nvJPEG; `data.decode`); then
+  flipped, lit (AlexNet PCA) and mean-subtracted on the device, a batch at a time.
 """
 import os
 import tarfile
@@ -251,6 +252,83 @@ class Transformed(torch.utils.data.Dataset):
     def __getitem__(self, i):
         img, label = self.base[i]
         return self.transform(img.convert("RGB")), label
+
+
+JPEG_EXTENSIONS = (".jpg", ".jpeg")
+
+
+class EncodedImages(torch.utils.data.Dataset):
+    """(the file's bytes as a uint8 tensor, label): workers only read, the device decodes."""
+
+    def __init__(self, base):
+        self.samples = base.samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        from torchvision.io import read_file
+        path, label = self.samples[i]
+        return read_file(path), label
+
+
+def collate_encoded(batch):
+    """One flat byte tensor and the files' lengths: one shared-memory block per batch between the
+    worker and the trainer (a tensor per file would cost a file descriptor each)."""
+    return (torch.cat([b[0] for b in batch]), torch.tensor([len(b[0]) for b in batch]),
+            torch.tensor([b[1] for b in batch]))
+
+
+def split_encoded(flat, lengths):
+    return list(torch.split(flat, lengths.tolist()))
+
+
+def decode_where(setting, dataset, device):
+    """Where training images are decoded: 'workers' (PIL, in DataLoader processes) or 'device'
+    (torchvision.io.decode_jpeg: nvJPEG on CUDA, a batch at a time, which frees the CPU cores that
+    otherwise limit ImageNet throughput). auto: the device on CUDA when every file is a JPEG."""
+    all_jpeg = all(str(path).lower().endswith(JPEG_EXTENSIONS) for path, _ in dataset.samples)
+    if setting == "device" and not all_jpeg:
+        raise ReproError("data.decode: device needs JPEG files (.jpg/.jpeg) only; use workers (or auto) for others")
+    if setting == "auto":
+        return "device" if device.type == "cuda" and all_jpeg else "workers"
+    return setting
+
+
+def decode_on_device(encoded, device):
+    """JPEG bytes (a list of 1-D uint8 tensors) -> a list of uint8 (3, H, W) images on `device`.
+    A file the batched decoder refuses (ImageNet has a few CMYK JPEGs and one PNG named .JPEG) is
+    decoded on the CPU instead."""
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    try:
+        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        out = []
+        for data in encoded:
+            try:
+                out.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+            except RuntimeError:
+                out.append(decode_image(data, mode=ImageReadMode.RGB).to(device))
+        return out
+
+
+def scale_crop(images, scale, crop, generator):
+    """The paper's scale augmentation on the device, image by image (their sizes differ): shorter
+    side random in [scale], then a random crop x crop window (zero-padded if the image is smaller).
+    `generator` is a CPU generator (drawing the sizes on the host costs no device synchronisation)."""
+    from torchvision.transforms.v2 import functional as TF
+    out = []
+    for img in images:
+        side = int(torch.randint(scale[0], scale[1] + 1, (1,), generator=generator))
+        img = TF.resize(img, side, antialias=True)
+        h, w = img.shape[-2:]
+        if h < crop or w < crop:
+            img = F.pad(img, (0, max(0, crop - w), 0, max(0, crop - h)))
+            h, w = img.shape[-2:]
+        y = int(torch.randint(0, h - crop + 1, (1,), generator=generator))
+        x = int(torch.randint(0, w - crop + 1, (1,), generator=generator))
+        out.append(img[:, y:y + crop, x:x + crop])
+    return torch.stack(out)
 
 
 def train_transform(scale=(256, 480), crop=224):

@@ -81,8 +81,9 @@ class SmallBatches:
 
 
 class StreamBatches:
-    """Batches decoded by DataLoader workers (random shorter side, random crop), then flipped,
-    PCA-lit and mean-subtracted on the device. Resume restarts the epoch's permutation at the
+    """Batches read by DataLoader workers and decoded, scaled (random shorter side) and cropped
+    either there or on the device (`data.decode`), then flipped, PCA-lit and mean-subtracted on
+    the device. Resume restarts the epoch's permutation at the
     right place; the workers' crop randomness is reseeded, so a resumed streamed run is
     statistically, not bitwise, the same."""
 
@@ -90,28 +91,40 @@ class StreamBatches:
         self.dataset, self.d, self.batch_size, self.mean, self.device, self.seed = dataset, d, batch_size, mean, device, seed
         self.rank, self.world = rank, world
         self.flip = augment.get("flip", True)
+        self.decode = D.decode_where(d.get("decode", "auto"), dataset, device)
         self.aug_gen = torch.Generator(device=device).manual_seed(aug_seed(seed, rank))
+        self.crop_gen = torch.Generator()  # scale and crop draws when decoding on the device
         self.epoch, self.consumed, self.it = 0, 0, None  # consumed: images of this epoch, all processes
 
     def _start(self):
         sampler = D.EpochSampler(len(self.dataset), self.seed, self.epoch, self.consumed, self.rank, self.world)
+        seed = self.seed * 7919 + self.epoch * 31 + self.consumed + 104729 * self.rank
+        if self.decode == "device":
+            images, collate = D.EncodedImages(self.dataset), D.collate_encoded
+            self.crop_gen.manual_seed(seed)
+        else:
+            images, collate = D.Transformed(self.dataset, D.train_transform(self.d["scale"], self.d["crop"])), None
         loader = torch.utils.data.DataLoader(
-            D.Transformed(self.dataset, D.train_transform(self.d["scale"], self.d["crop"])),
-            batch_size=self.batch_size // self.world, sampler=sampler, num_workers=self.d.get("workers", 4),
-            pin_memory=self.device.type == "cuda", drop_last=True, persistent_workers=False,
-            generator=torch.Generator().manual_seed(self.seed * 7919 + self.epoch * 31 + self.consumed + 104729 * self.rank))
+            images, batch_size=self.batch_size // self.world, sampler=sampler, num_workers=self.d.get("workers", 4),
+            collate_fn=collate, pin_memory=self.device.type == "cuda", drop_last=True, persistent_workers=False,
+            generator=torch.Generator().manual_seed(seed))
         self.it = iter(loader)
 
     def next(self):
         if self.it is None:
             self._start()
         try:
-            x, y = next(self.it)
+            *x, y = next(self.it)
         except StopIteration:
             self.epoch, self.consumed = self.epoch + 1, 0
             self._start()
-            x, y = next(self.it)
+            *x, y = next(self.it)
         self.consumed += len(y) * self.world
+        if self.decode == "device":
+            images = D.decode_on_device(D.split_encoded(*x), self.device)
+            x = D.scale_crop(images, self.d["scale"], self.d["crop"], self.crop_gen)
+        else:
+            (x,) = x
         x = D.normalize(x.to(self.device, non_blocking=True), self.mean)
         x = D.flip_and_lighting(x, self.aug_gen, self.flip, self.d.get("lighting", 0.1))
         return x, y.to(self.device, non_blocking=True)
@@ -234,6 +247,7 @@ def open_data(spec, device):
                           d.get("val_split", 0), d.get("split_seed", 0))
         return "small", td, D.pixel_mean(td.train_x), list(td.classes)
     train_ds, val_ds = D.stream_datasets(d["kind"], d.get("root"))
+    D.decode_where(d.get("decode", "auto"), train_ds, device)  # a wrong setting fails before the mean is computed
     mean = D.stream_pixel_mean(train_ds, d["test_size"], d["crop"], d.get("mean_images", 10000), spec["seed"])
     return "stream", (train_ds, val_ds), mean, list(train_ds.classes)
 
