@@ -43,7 +43,7 @@ def test_paper_preset_follows_the_paper():
 def test_preset_entries_merge_over_the_top_level():
     p = plan("demo")
     o = p.train_overrides("resnet110", 1)
-    assert o["data"]["kind"] == "digits" and o["max_iters"] == 240 and o["batch_size"] == 64
+    assert o["data"]["kind"] == "digits" and o["max_iters"] == 200 and o["batch_size"] == 64
     assert ("resnet1202", 0) not in p.all_runs()
     assert p.resources("resnet20")["gpus"] == 0
 
