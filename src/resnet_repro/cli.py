@@ -1,7 +1,6 @@
 """The `resnet-repro` command: every step of the pipeline is one sub-command."""
 import argparse
 import json
-import os
 import sys
 
 import yaml
@@ -92,10 +91,9 @@ def cmd_spec(args):
 
 
 def _set_threads(args):
-    """--threads is the job's CPU count; torchrun's processes on one node share it."""
     if getattr(args, "threads", None):
-        import torch
-        torch.set_num_threads(max(1, args.threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        from .device import set_threads
+        set_threads(args.threads)
 
 
 def cmd_train(args):

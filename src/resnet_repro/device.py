@@ -10,6 +10,7 @@ The `auto` settings were chosen by measurement (benchmarks/train_throughput.py, 
 """
 import contextlib
 import functools
+import os
 import resource
 import sys
 
@@ -96,6 +97,12 @@ def use_compile(setting, device, max_iters=None):
                   f"here; running eager", file=sys.stderr)
         return False
     return want
+
+
+def set_threads(threads):
+    """CPU threads for PyTorch in this process: `threads` is the job's CPU count, which torchrun's
+    processes on one node share (LOCAL_WORLD_SIZE of them)."""
+    torch.set_num_threads(max(1, threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def configure(device):

@@ -213,8 +213,8 @@ def _describe(dev):
 
 def cmd_estimate(args):
     if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+        from .device import set_threads
+        set_threads(args.threads)
     result = estimate(args.targets, args.config, args.preset, args.images_per_s, args.measure, args.device,
                       args.iters, args.warmup, args.measure_batch)
     if args.json:
