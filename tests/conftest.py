@@ -9,3 +9,20 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, f"rep_{rep.when}", rep)
+
+
+# The two kinds of CPU the suite meets (CI's processor differs from session to session): without
+# native bf16 (AVX2: `precision: auto` trains in fp32) and with it (AVX512-BF16: auto trains in bf16).
+CPU_KINDS = {"avx2": False, "native-bf16": True}
+TRAIN_PRECISION = {"avx2": "fp32", "native-bf16": "bf16"}
+
+
+@pytest.fixture(scope="module", params=list(CPU_KINDS))
+def cpu_kind(request):
+    """Run a module's trainings and evaluations as each kind of CPU would, whatever this machine is, so
+    a numeric check that holds on one kind only fails on every machine (emulated bf16 on an AVX2 CPU is
+    slow, but fine for the few iterations of tiny models these tests train)."""
+    from resnet_repro import device
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(device, "cpu_has_native_bf16", lambda: CPU_KINDS[request.param])
+        yield request.param

@@ -189,7 +189,7 @@ def test_layer_responses_depend_on_the_images(images):
 # ---------------------------------------------------------------- responses_from_checkpoint
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, cpu_kind):
     out = tmp_path_factory.mktemp("digits-run")
     spec = build_spec(None, [{"model": "resnet20", "data": {"kind": "digits"}, "batch_size": 32, "max_iters": 10,
                               "log_every": 10, "checkpoint_every": 10, "schedule": {"kind": "multistep", "milestones": [20]}}])
@@ -200,7 +200,7 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def imagenet_checkpoint(checkpoint, tmp_path_factory):
     """An ImageNet-family checkpoint (resnet18 on an image folder), derived from the trained one."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     root = tmp_path_factory.mktemp("no-data") / "folder"  # never read: the refusal comes first
     ckpt["spec"] = build_spec(None, [{"model": "resnet18", "data": {"kind": "imagefolder", "root": str(root),
                                                                      "crop": 16, "test_size": 20}}])
@@ -221,8 +221,9 @@ def test_responses_from_checkpoint(checkpoint, tmp_path):
     out = tmp_path / "figures" / "responses.csv"  # parent directory does not exist yet
     rows = responses_from_checkpoint(checkpoint, out, device="cpu")
     fields, csv_rows = read_csv(out)
-    assert fields == ["model", "layer", "module", "std"]
+    assert fields == ["model", "layer", "module", "std", "precision"]
     assert len(csv_rows) == len(rows) == 19
+    assert {r["precision"] for r in csv_rows} == {"fp32"}  # fp32 unless asked, on every kind of CPU
     ckpt, model = load_checkpoint(checkpoint)
     names = [n for n, _ in bn_after_3x3(model)]
     assert [r["model"] for r in csv_rows] == ["resnet20"] * 19
@@ -260,7 +261,7 @@ def test_cli_responses(checkpoint, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"19 layers written to {out}\n"
     fields, rows = read_csv(out)
-    assert fields == ["model", "layer", "module", "std"] and len(rows) == 19
+    assert fields == ["model", "layer", "module", "std", "precision"] and len(rows) == 19
     want = responses_from_checkpoint(checkpoint, tmp_path / "in-process.csv", device="cpu", max_images=100)
     assert [r["module"] for r in rows] == [r["module"] for r in want]
     assert [float(r["std"]) for r in rows] == pytest.approx([r["std"] for r in want], rel=1e-6)
@@ -273,3 +274,14 @@ def test_cli_responses_error(imagenet_checkpoint, tmp_path):
     assert proc.stderr.startswith("resnet-repro: error:") and "ImageNet model" in proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.endswith("\n")
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_bf16_responses_only_when_asked(checkpoint, tmp_path):
+    """--precision bf16 runs the forward pass under bf16 autocast, says so in the CSV, and stays within
+    bf16's rounding (8 significant bits: a few tenths of a percent per layer) of the fp32 stds."""
+    fp32 = responses_from_checkpoint(checkpoint, tmp_path / "fp32.csv", device="cpu", max_images=100)
+    bf16 = responses_from_checkpoint(checkpoint, tmp_path / "bf16.csv", device="cpu", max_images=100, precision="bf16")
+    assert {r["precision"] for r in read_csv(tmp_path / "bf16.csv")[1]} == {"bf16"}
+    a, b = [r["std"] for r in fp32], [r["std"] for r in bf16]
+    assert b == pytest.approx(a, rel=0.05)
+    assert b != pytest.approx(a, rel=1e-6)  # bf16 really was used

@@ -22,6 +22,8 @@ from resnet_repro.models import ResNet, parse_model_name
 from resnet_repro.spec import build_spec
 from resnet_repro.train import train
 
+from conftest import TRAIN_PRECISION
+
 CPU = torch.device("cpu")
 CROP, TEST_SIZE, SCALES = 16, 20, (16, 24)
 
@@ -100,7 +102,7 @@ def logits(model, x_uint8, mean):
 
 
 @pytest.fixture(scope="module")
-def cifar_run(tmp_path_factory):
+def cifar_run(tmp_path_factory, cpu_kind):
     out = tmp_path_factory.mktemp("cifar-run")
     spec = build_spec(None, [{"model": "resnet20", "data": {"kind": "digits"}, "batch_size": 32, "max_iters": 30, "log_every": 10,
                               "checkpoint_every": 10, "schedule": {"kind": "multistep", "milestones": [20]}}])
@@ -109,7 +111,7 @@ def cifar_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def imnet_run(tmp_path_factory, folder):
+def imnet_run(tmp_path_factory, folder, cpu_kind):
     out = tmp_path_factory.mktemp("imnet-run")
     spec = build_spec(None, [{"model": "resnet18",
                               "data": {"kind": "imagefolder", "root": str(folder), "scale": [24, 32], "crop": CROP,
@@ -284,7 +286,7 @@ def test_predict_tensor_matches_model_and_batches(model18):
 
 # ---------------------------------------------------------------- evaluate_checkpoint
 
-def test_cifar_checkpoint_default_view(cifar_run, cifar_eval):
+def test_cifar_checkpoint_default_view(cifar_run, cifar_eval, cpu_kind):
     ckpt, train_metrics = cifar_run
     out, metrics = cifar_eval
     assert out.is_dir()
@@ -299,6 +301,9 @@ def test_cifar_checkpoint_default_view(cifar_run, cifar_eval):
     assert z["scores"].shape == (len(td.test_y), 10) and v["n"] == len(td.test_y) == 450
     assert v == pytest.approx(error_rates(torch.from_numpy(z["scores"]), td.test_y))
     assert 0 <= v["top5_error"] <= v["top1_error"] <= 100
+    # `precision: auto` trained as this kind of CPU does; evaluation (and training's test curve) in fp32
+    assert train_metrics["precision"] == TRAIN_PRECISION[cpu_kind] and train_metrics["eval_precision"] == "fp32"
+    assert metrics["precision"] == "fp32" and metrics["train_precision"] == TRAIN_PRECISION[cpu_kind]
     # the final model, on the same test set, as training measured it at its last iteration
     assert v["top1_error"] == pytest.approx(train_metrics["test_error"], abs=1e-6)
     # and the scores are the model's logits on the test images
@@ -337,14 +342,35 @@ def test_imagenet_checkpoint_default_views(imnet_run, imnet_eval, val_ds):
     assert metrics["views"]["center"]["top1_error"] == pytest.approx(train_metrics["test_error"], abs=1e-6)
 
 
-def test_imagenet_checkpoint_scores_are_the_views(imnet_run, imnet_eval, val_ds):
-    out, _ = imnet_eval
+def test_imagenet_checkpoint_scores_are_the_views(imnet_run, imnet_eval, val_ds, cpu_kind):
+    out, metrics = imnet_eval
+    assert imnet_run[1]["precision"] == TRAIN_PRECISION[cpu_kind]
+    assert metrics["precision"] == "fp32" and metrics["train_precision"] == TRAIN_PRECISION[cpu_kind]
     ckpt, model = load_checkpoint(imnet_run[0])
     mean = ckpt["mean"]
     assert mean.shape == (3, CROP, CROP)
     for view, kw in (("center", {}), ("multiscale", {"scales": SCALES})):
         want = predict_view(model, val_ds, view, mean, CPU, workers=0, test_size=TEST_SIZE, crop=CROP, **kw)
         np.testing.assert_allclose(np.load(out / f"scores-{view}.npz")["scores"], want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+# bf16 keeps 8 significant bits (unit roundoff 2**-8 = 0.4%); through a network's layers the logits
+# move by about that fraction of their scale: allow 5% of the largest logit. fp32 agrees with the
+# plain forward pass to 1e-4.
+BF16_REL = 0.05
+
+
+def test_bf16_evaluation_only_when_asked(cifar_run, cifar_eval, imnet_run, imnet_eval, val_ds, tmp_path):
+    """--precision bf16 evaluates under bf16 autocast, says so, and stays within bf16's rounding of fp32."""
+    for run, (fp32_out, fp32_metrics), view, kw in ((cifar_run, cifar_eval, "single", {}),
+                                                    (imnet_run, imnet_eval, "center", {"workers": 0})):
+        metrics = evaluate_checkpoint(run[0], tmp_path / view, views=[view], precision="bf16", **kw)
+        assert metrics["precision"] == "bf16" and fp32_metrics["precision"] == "fp32"
+        bf16 = np.load(tmp_path / view / f"scores-{view}.npz")["scores"]
+        fp32 = np.load(fp32_out / f"scores-{view}.npz")["scores"]
+        scale = np.abs(fp32).max()
+        np.testing.assert_allclose(bf16, fp32, rtol=0, atol=BF16_REL * scale)
+        assert np.abs(bf16 - fp32).max() > 1e-5 * scale  # bf16 really was used: fp32 would agree to ~1e-6
 
 
 def test_imagenet_checkpoint_selected_views_only(imnet_run, tmp_path):

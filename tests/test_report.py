@@ -140,7 +140,8 @@ def test_every_claim_gets_a_verdict_computed_from_the_numbers(paper_report):
     ids = [c["id"] for c in yaml.safe_load((ROOT / "src/resnet_repro/reference.yaml").read_text())["claims"]]
     assert [c["id"] for c in summary["claims"]] == ids
     assert verdicts(summary) == {
-        "degradation_cifar": "holds", "depth_gain_cifar": "holds", "small_responses": "holds", "overfit_1202": "holds",
+        "degradation_cifar": "holds", "residual_fix_cifar": "holds", "depth_gain_cifar": "holds",
+        "small_responses": "holds", "overfit_1202": "holds",
         "depth_gain_imagenet": "holds", "degradation_imagenet": "too little data to say",
         "ensemble_gain": "does not hold", "shortcut_options": "not tested in this run"}
     assert all(c["verdict"] in report.VERDICTS for c in summary["claims"])
@@ -151,7 +152,7 @@ def test_every_claim_gets_a_verdict_computed_from_the_numbers(paper_report):
     assert cmp["noise_std"] == pytest.approx(math.hypot(report.binomial_std(28.3, N_IMAGENET),
                                                         report.binomial_std(28.5, N_IMAGENET)))
     assert cmp["a"]["run_ids"] and cmp["a"]["std"] == pytest.approx(report.binomial_std(28.3, N_IMAGENET))
-    # ResNet-110 has two seeds: its noise is the larger of seed std and binomial noise
+    # ResNet-110 has two seeds: its noise is their std (one-seed models: binomial)
     last = claims["depth_gain_cifar"]["comparisons"][-1]
     assert last["a"]["label"].startswith("ResNet-110") and len(last["a"]["run_ids"]) == 2
     assert last["a"]["value"] == pytest.approx(6.5) and "seed std over 2 runs" in last["a"]["noise"]
@@ -182,26 +183,41 @@ def test_html_has_every_table_figure_and_the_provenance_of_every_number(paper, p
     assert "matplotlib fallback" in text
 
 
-def test_reduced_preset_is_too_little_data_whatever_the_numbers_say(paper):
+def test_reduced_runs_get_the_verdict_of_their_numbers_with_their_scope(paper):
+    """A reduced preset's verdict is what its numbers say, and it says on what data and scale it rests
+    and that this is not the paper's setting."""
     out = paper["root"] / "demo" / "report.html"
     summary = report.make_report(out, "demo", paper["tables"], paper["figures"], paper["runs"].values(),
                                  uri=paper["uri"])
-    v = verdicts(summary)
-    assert v.pop("shortcut_options") == "not tested in this run"
-    assert set(v.values()) == {"too little data to say"}
-    says = {c["id"]: c["numbers_say"] for c in summary["claims"]}
-    assert says["degradation_cifar"] == "holds" and says["ensemble_gain"] == "does not hold"
+    full = verdicts(report.make_report(paper["root"] / "full" / "report.html", "paper", paper["tables"],
+                                       paper["figures"], paper["runs"].values(), uri=paper["uri"]))
+    assert verdicts(summary) == full  # the same numbers, the same verdicts
+    for c in summary["claims"]:
+        if c["verdict"] == "not tested in this run":
+            assert c["scope"] == "" and c["verdict_text"] == c["verdict"]
+            continue
+        assert c["scope"].startswith("on ") and c["scope"].endswith("(reduced, not the paper's setting)"), c
+        assert c["verdict_text"] == f"{c['verdict']}: {c['scope']}"
+        assert "preset 'demo'" in c["why"]
+    claims = {c["id"]: c for c in summary["claims"]}
+    assert claims["degradation_cifar"]["scope"].startswith("on CIFAR-10, 64,000 iterations, one seed")
+    assert "2 seeds" in claims["depth_gain_cifar"]["scope"]  # ResNet-110's two seeds
     text = out.read_text()
-    assert "numbers are not comparable with the paper" in text and "numbers alone: holds" in text
+    assert "numbers are not comparable with the paper" in text and "reduced, not the paper&#x27;s setting" in text
     assert summary["comparable_with_paper"] is False and summary["pdf"] is None
 
 
-def test_runs_shorter_or_on_other_data_than_the_papers_are_too_little_data(tmp_path):
+def test_runs_shorter_or_on_other_data_than_the_papers_are_judged_and_marked_reduced(tmp_path):
     short = make_run(tmp_path, "plain20", 0, final_train=5, final_test=9, iters=6400)
     other = make_run(tmp_path, "plain56", 0, final_train=9, final_test=12, data="digits")
     v = report.judge({"id": "degradation_cifar"}, {}, report.Runs([short, other]), "paper")
-    assert v["numbers_say"] == "holds" and v["verdict"] == "too little data to say"
+    assert v["numbers_say"] == "holds" and v["verdict"] == "holds"
     assert any("6400 training iterations" in r for r in v["reduced"]) and any("digits" in r for r in v["reduced"])
+    assert v["scope"] == "on CIFAR-10, digits (8x8), 6,400-64,000 iterations, one seed (reduced, not the paper's setting)"
+    # where the numbers are within noise, that is what the verdict says, reduced or not
+    close = make_run(tmp_path / "b", "plain56", 0, final_train=5.1, final_test=9, data="digits")
+    v = report.judge({"id": "degradation_cifar"}, {}, report.Runs([short, close]), "paper")
+    assert v["verdict"] == "too little data to say" and "within noise" in v["why"]
 
 
 def test_noise_rule():
@@ -212,8 +228,13 @@ def test_noise_rule():
     assert report.compare(a, report.Measure("b", 12.0, 1.0), "<")["outcome"] == "within noise"
     assert report.compare(a, report.Measure("b", 10.5, 1.0), "<=")["outcome"] == "agrees"  # equal within noise
     assert report.compare(a, report.Measure("b", 10.0, None), "<")["outcome"] == "within noise"  # noise unknown
+    # several seeds: the noise comes from the seeds, even when it is smaller than the binomial noise
     std, how = report._noise(10.0, 900, 3.0, 2)
-    assert std == 3.0 and "binomial" in how and "seed" in how
+    assert std == 3.0 and how.startswith("seed std over 2 runs")
+    std, how = report._noise(10.0, 900, 0.5, 3)
+    assert std == 0.5 and "seed" in how
+    std, how = report._noise(10.0, 900, None, 1)  # one seed: binomial
+    assert std == pytest.approx(1.0) and "binomial" in how
 
 
 def test_pdf_falls_back_to_matplotlib_without_chromium(paper, tmp_path):
@@ -289,7 +310,13 @@ def test_tiny_workflow_report_and_snakemake_report(tmp_path):
     snakemake(tmp_path, "all", "reports/report.html", "--cores", "2", "--config", "preset=tiny")
     summary = json.loads((tmp_path / "reports" / "report.json").read_text())
     assert summary["preset"] == "tiny" and not summary["comparable_with_paper"]
-    assert {c["verdict"] for c in summary["claims"]} == {"too little data to say"}
+    # each claim judged on the tiny runs' numbers, saying on what data (digits) and that it is reduced
+    tested = [c for c in summary["claims"] if c["verdict"] != "not tested in this run"]
+    assert tested and all(c["verdict"] in report.VERDICTS for c in summary["claims"])
+    for c in tested:
+        assert c["scope"].endswith("(reduced, not the paper's setting)") and "preset 'tiny'" in c["why"], c
+    cifar = {c["id"]: c for c in tested}["degradation_cifar"]
+    assert cifar["scope"].startswith("on digits (8x8), 6 iterations")
     assert len(summary["runs"]) == 21 and all(r["run_id"] for r in summary["runs"])
     text = html.unescape((tmp_path / "reports" / "report.html").read_text())
     assert "Reduced preset 'tiny': numbers are not comparable with the paper" in text

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from resnet_repro.errors import ReproError
+from resnet_repro.files import load_torch
 from resnet_repro.spec import build_spec, warmup_for
 from resnet_repro.train import Diverged, Interrupted, LearningRate, train
 
@@ -56,6 +57,19 @@ def test_resnet_learns_digits(tmp_path):
     assert [float(r["lr"]) for r in history] == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.01, 0.001])
     ckpt = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert ckpt["done"] and ckpt["iteration"] == 300 and ckpt["classes"] == [str(i) for i in range(10)]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_forced_precision_trains_and_is_recorded(tmp_path, precision):
+    """Both arithmetic paths of training run on every machine (bf16 is emulated, slowly, on an AVX2 CPU):
+    ResNet-20 learns a little in either, and metrics.json and the checkpoint say which was used.
+    The test-error curve is computed in fp32 whatever trains."""
+    spec = tiny_spec(model="resnet20", precision=precision, max_iters=40, log_every=20, checkpoint_every=40)
+    metrics = train(spec, tmp_path, log=lambda msg: None)
+    assert metrics["precision"] == precision and metrics["eval_precision"] == "fp32"
+    assert load_torch(tmp_path / "model.pt")["precision"] == precision
+    history = read_history(tmp_path / "history.csv")
+    assert float(history[-1]["train_loss"]) < float(history[0]["train_loss"]) or metrics["test_error"] < 80
 
 
 def test_stop_and_resume_equals_uninterrupted(tmp_path):

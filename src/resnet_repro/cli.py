@@ -86,6 +86,12 @@ def add_spec_args(p):
                    help="any spec key, dotted, value in YAML, e.g. --set schedule.milestones=[100,200]")
 
 
+def add_eval_precision_arg(p):
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"],
+                   help="arithmetic of the forward passes (default: the checkpoint spec's eval_precision, fp32, "
+                        "so the numbers do not depend on the hardware; bf16 autocast only if asked)")
+
+
 def cmd_spec(args):
     print(yaml.safe_dump(_spec_from_args(args), sort_keys=False), end="")
 
@@ -109,7 +115,7 @@ def cmd_evaluate(args):
     from .evaluate import evaluate_checkpoint
     _set_threads(args)
     metrics = evaluate_checkpoint(args.checkpoint, args.out, args.views, args.scales, args.device,
-                                  args.batch_size, args.workers, args.data_root)
+                                  args.batch_size, args.workers, args.data_root, args.precision)
     print(json.dumps(metrics, indent=2))
 
 
@@ -125,7 +131,8 @@ def cmd_ensemble(args):
 def cmd_responses(args):
     from .analysis import responses_from_checkpoint
     _set_threads(args)
-    rows = responses_from_checkpoint(args.checkpoint, args.out, args.device, args.data_root, args.max_images)
+    rows = responses_from_checkpoint(args.checkpoint, args.out, args.device, args.data_root, args.max_images,
+                                     args.precision)
     print(f"{len(rows)} layers written to {args.out}")
 
 
@@ -198,6 +205,7 @@ def build_parser():
     s.add_argument("--workers", type=int, help="DataLoader workers for decoding")
     s.add_argument("--data-root", help="override the data root stored in the checkpoint")
     s.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    add_eval_precision_arg(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("ensemble", help="average the softmax scores of several evaluated models",
@@ -215,6 +223,7 @@ def build_parser():
     s.add_argument("--data-root", help="override the data root stored in the checkpoint")
     s.add_argument("--max-images", type=int, help="use only the first N evaluation images")
     s.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    add_eval_precision_arg(s)
     s.set_defaults(func=cmd_responses)
 
     s = sub.add_parser("make-imagefolder", help="write the bundled digits data set as an ImageFolder tree",

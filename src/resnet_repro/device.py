@@ -57,6 +57,11 @@ def use_bf16(precision, device):
     return precision == "bf16"
 
 
+def precision_name(bf16):
+    """What a run records as its precision: the arithmetic it actually used, not the setting."""
+    return "bf16" if bf16 else "fp32"
+
+
 def use_channels_last(setting, device):
     """auto: on for CUDA and CPU (measured faster on both; see the module docstring)."""
     return device.type in ("cuda", "cpu") if setting == "auto" else bool(setting)

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from . import data as D
-from .device import autocast, memory_format, resolve_device, use_bf16, use_channels_last
+from .device import autocast, memory_format, precision_name, resolve_device, use_bf16, use_channels_last
 from .errors import ReproError
-from .files import write_json
+from .files import load_torch, write_json
 from .models import ResNet, parse_model_name
 
 VIEWS = ("single", "center", "tencrop", "multiscale")
@@ -87,12 +87,7 @@ def error_rates(scores, labels):
 
 
 def load_checkpoint(path, device="cpu"):
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise ReproError(f"checkpoint {path} does not exist") from None
-    except Exception as e:
-        raise ReproError(f"cannot read checkpoint {path}: {e.__class__.__name__}: {e}") from None
+    ckpt = load_torch(path)
     if not isinstance(ckpt, dict) or not {"spec", "model", "num_classes", "mean"} <= ckpt.keys():
         raise ReproError(f"{path} is not a checkpoint written by `resnet-repro train` (a bare state_dict?)")
     model = ResNet(parse_model_name(ckpt["spec"]["model"]), ckpt["num_classes"])
@@ -101,9 +96,11 @@ def load_checkpoint(path, device="cpu"):
 
 
 def evaluate_checkpoint(checkpoint, out_dir, views=None, scales=DEFAULT_SCALES, device="auto",
-                        batch_size=None, workers=None, data_root=None):
+                        batch_size=None, workers=None, data_root=None, precision=None):
     """Evaluate a trained model on its data set's evaluation split with each view; write
-    scores-<view>.npz (scores, labels) and metrics.json into out_dir. Returns the metrics."""
+    scores-<view>.npz (scores, labels) and metrics.json into out_dir. Returns the metrics.
+    precision: fp32, bf16 or auto; default the spec's eval_precision (fp32), so the reported numbers
+    do not depend on which CPU or GPU evaluated them."""
     device = resolve_device(device)
     ckpt, model = load_checkpoint(checkpoint, device)
     spec = ckpt["spec"]
@@ -114,14 +111,15 @@ def evaluate_checkpoint(checkpoint, out_dir, views=None, scales=DEFAULT_SCALES, 
     if bad:
         raise ReproError(f"view(s) {', '.join(bad)} do not apply to {family} models: use {', '.join(allowed)}")
     d = dict(spec["data"], **({"root": data_root} if data_root else {}))
-    bf16 = use_bf16(spec["precision"], device)
+    bf16 = use_bf16(precision or spec.get("eval_precision", "fp32"), device)
     cl = use_channels_last(spec["channels_last"], device)
     model.to(memory_format=memory_format(cl))
     mean = ckpt["mean"].to(device)
     batch_size = batch_size or spec.get("eval_batch_size", 250)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {"checkpoint": str(checkpoint), "model": spec["model"], "iteration": ckpt["iteration"], "views": {}}
+    metrics = {"checkpoint": str(checkpoint), "model": spec["model"], "iteration": ckpt["iteration"], "views": {},
+               "precision": precision_name(bf16), "train_precision": ckpt.get("precision", "unknown")}
     if family == "cifar":
         td = D.small_data(d)
         metrics["split"] = td.test_split
@@ -166,8 +164,14 @@ def ensemble(score_files):
         probs = p if probs is None else probs + p
     probs /= len(score_files)
     members = {str(f): error_rates(torch.from_numpy(np.load(f)["scores"]), labels) for f in score_files}
-    return {"ensemble": error_rates(probs, torch.from_numpy(labels)), "members": members}
+    return {"ensemble": error_rates(probs, torch.from_numpy(labels)), "members": members,
+            "precision": ",".join(sorted({scores_precision(f) for f in score_files}))}
 
 
-def dump(obj):
-    return json.dumps(obj, indent=2, sort_keys=True)
+def scores_precision(score_file):
+    """The precision `evaluate` recorded for a scores file (in the metrics.json beside it), else unknown."""
+    try:
+        return json.loads((Path(score_file).parent / "metrics.json").read_text()).get("precision", "unknown")
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+

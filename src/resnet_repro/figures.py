@@ -93,6 +93,43 @@ def preset_note(preset):
     return f"reduced preset '{preset}': numbers are not comparable with the paper"
 
 
+PAPER_DATA_NAMES = {"cifar10": "CIFAR-10", "imagenet": "ImageNet"}
+
+
+def data_name(d):
+    """The data set a run was trained on, in words, from its spec's `data` block: 'CIFAR-10',
+    'ImageNet', 'digits (8x8, upsampled to 16 px)', "ImageFolder 'flowers' (20 px crops)"."""
+    d = d if isinstance(d, dict) else {}
+    kind = d.get("kind")
+    if kind == "digits":
+        return "digits (8x8" + (f", upsampled to {d['image_size']} px" if d.get("image_size") else "") + ")"
+    name = PAPER_DATA_NAMES.get(kind) or (f"ImageFolder '{Path(str(d.get('root') or '?')).name}'"
+                                          if kind == "imagefolder" else str(kind or "unknown data"))
+    if d.get("image_size"):
+        return name + f" (resized to {d['image_size']} px)"
+    if d.get("crop") and kind == "imagefolder":
+        return name + f" ({d['crop']} px crops)"
+    return name
+
+
+def data_of_runs(run_dirs):
+    """The data sets of the given runs, in words, joined ('digits (8x8)' or 'CIFAR-10, ImageNet')."""
+    return ", ".join(sorted({data_name(read_spec(r).get("data")) for r in dict.fromkeys(map(str, run_dirs))}))
+
+
+def caption(name, data=None):
+    """The paper's caption of a figure, with the data set the paper used replaced by the one the runs
+    used (data: their data_name, or None for the paper's own)."""
+    text = reference()["figures"][name]
+    if data:
+        for paper in PAPER_DATA_NAMES.values():
+            text = text.replace(paper, data)
+    return text
+
+
+FIGURE_FAMILY = {"figure1": "cifar", "figure4": "imagenet", "figure6": "cifar", "figure7": "cifar"}
+
+
 def label(spec):
     kind = "ResNet" if spec.residual else "plain"
     return f"{kind}-{spec.depth}" + (f"-{spec.shortcut}" if spec.residual and spec.family == "imagenet" else "")
@@ -244,8 +281,8 @@ def draw_figure(name, run_dirs=(), responses=(), out=None, preset=None):
             else:
                 axes[0].set_ylabel("error (%)")
             axes[0].set_ylim(*_ylim(shown))
-        caption = f"Figure {name[6:]}. {reference()['figures'][name]}"
-        wrapped = textwrap.wrap(caption, int(16 * fig.get_figwidth()))  # ~16 characters per inch at 7 pt
+        text = f"Figure {name[6:]}. " + caption(name, data_of_runs(run_dirs) if run_dirs else None)
+        wrapped = textwrap.wrap(text, int(16 * fig.get_figwidth()))  # ~16 characters per inch at 7 pt
         fig.text(0.01, 0.01, "\n".join(wrapped), fontsize=7, va="bottom", ha="left")
         note = preset_note(preset)
         if note:

@@ -1,8 +1,18 @@
-"""Writes that never leave a half-written file: write beside the target, then rename."""
+"""Writes that never leave a half-written file (write beside the target, then rename), and the one
+reader of the project's .pt files."""
 import json
 import os
 import tempfile
 from pathlib import Path
+
+from .errors import ReproError
+
+
+def _umask():
+    """The process's umask (os.umask can only be read by setting it; put it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_with(path, write):
@@ -11,6 +21,9 @@ def write_with(path, write):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates the file 0600; give it the mode a plain open(path, "w") would (0644 under
+        # umask 022), so colleagues on a shared file system can read results
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -25,6 +38,30 @@ def write_with(path, write):
 def save_torch(obj, path):
     import torch  # only here: the rest of this module serves commands that do not need torch
     write_with(path, lambda f: torch.save(obj, f))
+
+
+def load_torch(path, what="checkpoint"):
+    """A .pt file the project wrote (checkpoint.pt, model.pt), read as data: weights_only=True
+    unpickles tensors and plain containers and numbers only, so a crafted file cannot run code.
+    Every failure is a ReproError of one line."""
+    import pickle
+
+    import torch
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ReproError(f"{what} {path} does not exist") from None
+    except pickle.UnpicklingError as e:  # torch's message runs to many lines; keep the one that says why
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        why = next((l for l in lines if "GLOBAL" in l), None)
+        if why:  # a pickled callable or class: what a crafted file uses to run code
+            raise ReproError(f"refused to load {what} {path}: it holds code, not only tensors and plain data "
+                             f"({why.rstrip('.')}); a checkpoint written by `resnet-repro train` never does") from None
+        why = next((l for l in lines if "Unsupported" in l or "invalid" in l.lower()), lines[-1] if lines else "")
+        raise ReproError(f"cannot read {what} {path}: not a PyTorch file ({why.rstrip('.')})") from None
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ReproError(f"cannot read {what} {path}: {e.__class__.__name__}: {first}") from None
 
 
 def write_text(path, text):

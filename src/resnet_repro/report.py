@@ -9,7 +9,8 @@ run's git commit, config hash and status, and the report run of each figure and 
 
 Verdicts (holds / does not hold / not tested in this run / too little data to say) follow one rule,
 written out in the report itself (METHOD below): a claim is a set of comparisons; a difference counts
-only when it exceeds Z times its noise; and no verdict is drawn from a reduced preset.
+only when it exceeds Z times its noise; a verdict names the data and scale of the runs it rests on
+and says when they are reduced (not the paper's setting).
 
 pandas, matplotlib and mlflow are imported inside functions only: the CLI imports this module for
 every command."""
@@ -28,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ReproError
-from .figures import read_csv, read_spec, reference
+from .figures import FIGURE_FAMILY, data_name, read_csv, read_spec, reference
+from .figures import caption as figure_caption
 from .names import parse_model_name
 
 VERDICTS = ("holds", "does not hold", "not tested in this run", "too little data to say")
@@ -42,15 +44,16 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-
 
 METHOD = f"""
 <p>Each claim of the paper is broken into comparisons between two measured numbers (or a number and a
-threshold). Every number carries a noise estimate &sigma;, the larger of:</p>
+threshold). Every number carries a noise estimate &sigma;:</p>
 <ul>
-<li><b>binomial noise of an error rate</b>: an error of <i>p</i>% measured on <i>n</i> images has standard
-deviation &radic;(<i>p</i>(100&minus;<i>p</i>)/<i>n</i>) percentage points (test/validation errors: <i>n</i> = size of the
-evaluation split, from <code>eval/&lt;view&gt;/metrics.json</code>; final training errors: <i>n</i> = the images seen
-in the last logging window of <code>history.csv</code>; <i>p</i> is taken as at least one image in <i>n</i>, so that
-no error on a few images does not count as certainty);</li>
-<li><b>seed noise</b>: the sample standard deviation over seeds where a model was trained with two or more
-seeds (the per-run std, not the smaller std of the mean: conservative).</li>
+<li><b>seed noise</b> where a model was trained with two or more seeds: the sample standard deviation over
+the seeds (the per-run std, not the smaller std of the mean: conservative), since a rerun changes the
+training as well as the evaluation;</li>
+<li>otherwise the <b>binomial noise of an error rate</b>: an error of <i>p</i>% measured on <i>n</i> images has
+standard deviation &radic;(<i>p</i>(100&minus;<i>p</i>)/<i>n</i>) percentage points (test/validation errors: <i>n</i> = size
+of the evaluation split, from <code>eval/&lt;view&gt;/metrics.json</code>; final training errors: <i>n</i> = the images
+seen in the last logging window of <code>history.csv</code>; <i>p</i> is taken as at least one image in <i>n</i>, so
+that no error on a few images does not count as certainty).</li>
 </ul>
 <p>Layer responses (Figure 7) are compared by the mean response std over layers, with the standard error over
 layers as &sigma; (paired layer by layer when both nets have the same number of layers).</p>
@@ -58,16 +61,13 @@ layers as &sigma; (paired layer by layer when both nets have the same number of 
 <b>resolved</b> when |<i>d</i>| &gt; {Z:g}&sigma;<sub>d</sub>. A strict claim (<i>a</i> &lt; <i>b</i>) <i>agrees</i> when resolved in its
 direction and <i>contradicts</i> when resolved against it; a non-strict claim (<i>a</i> &le; <i>b</i>) agrees unless
 contradicted. Unresolved comparisons are <i>within noise</i>.</p>
-<p>What the numbers say: <b>does not hold</b> if any comparison contradicts the claim; <b>holds</b> if every
-comparison agrees; otherwise <b>too little data to say</b>. The verdict is then:</p>
-<ul>
-<li><b>not tested in this run</b> when the runs or tables a claim needs are not part of this run;</li>
-<li><b>too little data to say</b> whenever the runs behind the claim are reduced (a preset other than
-<code>paper</code>, a data set other than the paper's, or fewer training iterations than the paper's schedule):
-such runs cannot confirm or refute a claim about fully trained networks, whatever their numbers say
-(what they say is still shown);</li>
-<li>otherwise what the numbers say.</li>
-</ul>
+<p>The verdict: <b>not tested in this run</b> when the runs or tables a claim needs are not part of this run;
+else <b>does not hold</b> if any comparison contradicts the claim, <b>holds</b> if every comparison agrees, and
+<b>too little data to say</b> when some are within noise. A verdict is about the runs it rests on, on
+whatever data and at whatever scale they were trained, and it says which: the data set, image size and
+iterations, marked <b>reduced</b> when they differ from the paper's setting (a preset other than
+<code>paper</code>, another data set, fewer iterations). A reduced verdict says what happens at that scale;
+it neither confirms nor refutes the paper's numbers for its fully trained networks.</p>
 """
 
 
@@ -255,18 +255,14 @@ def binomial_std(p, n):
 
 
 def _noise(value, n, seed_std, k):
-    """(std, description) = the larger of the binomial noise on n images and the seed std over k runs."""
-    parts, best = [], None
+    """(std, description): the sample std over seeds where k >= 2 runs exist (what a rerun would change,
+    training included), else the binomial noise of an error rate on n images."""
+    if _finite(seed_std) and k and k >= 2:
+        return float(seed_std), f"seed std over {k} runs: {float(seed_std):.2f}"
     b = binomial_std(value, n) if n else None
     if b is not None:
-        parts.append(f"binomial on n={n}: {b:.2f}")
-        best = b
-    if _finite(seed_std) and k and k >= 2:
-        parts.append(f"seed std over {k} runs: {float(seed_std):.2f}")
-        best = max(best or 0.0, float(seed_std))
-    if best is None:
-        return None, "noise unknown (no evaluation size, one seed)"
-    return best, "; ".join(parts)
+        return b, f"binomial on n={n}: {b:.2f} (one seed)"
+    return None, "noise unknown (no evaluation size, one seed)"
 
 
 def _label(model):
@@ -426,6 +422,13 @@ def _claim_parts(cid, tables, runs):
             parts.append(compare(p20, p56, "<"))
             t20, t56 = final_test_error(runs, "plain20"), final_test_error(runs, "plain56")
             notes.append(f"final test error (not used for the verdict): plain-20 {t20:.2f}%, plain-56 {t56:.2f}%")
+    elif cid == "residual_fix_cifar":
+        p56 = need(final_train_error(runs, "plain56"), "plain-56 training history")
+        r56 = need(final_train_error(runs, "resnet56"), "ResNet-56 training history")
+        if p56 and r56:
+            parts.append(compare(r56, p56, "<"))
+            t_p, t_r = final_test_error(runs, "plain56"), final_test_error(runs, "resnet56")
+            notes.append(f"final test error (not used for the verdict): ResNet-56 {t_r:.2f}%, plain-56 {t_p:.2f}%")
     elif cid == "depth_gain_cifar":
         depths = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
         ms = {d: table_measure(tables, runs, "table6", d, "error_mean", "error_std", "single", "test error")
@@ -522,6 +525,17 @@ def _ensemble_measures(tables, runs):
     return ens, best
 
 
+def scope_of(runs_used):
+    """What a verdict rests on, in words: 'digits (8x8, upsampled to 16 px), 1,000 iterations, 2 seeds'."""
+    datas = sorted({data_name(r.spec.get("data")) for r in runs_used})
+    iters = sorted({r.spec.get("max_iters") for r in runs_used if isinstance(r.spec.get("max_iters"), int)})
+    seeds = sorted({str(r.seed) for r in runs_used})
+    text = "on " + ", ".join(datas)
+    if iters:
+        text += f", {iters[0]:,}" + (f"-{iters[-1]:,}" if len(iters) > 1 else "") + " iterations"
+    return text + (f", {len(seeds)} seeds" if len(seeds) > 1 else ", one seed")
+
+
 def judge(claim, tables, runs, preset):
     parts, missing, notes = _claim_parts(claim["id"], tables, runs)
     outcomes = [p["outcome"] for p in parts]
@@ -534,17 +548,19 @@ def judge(claim, tables, runs, preset):
     used = list({id(r): r for p in parts for side in ("a", "b") for r in _runs_of(p[side], runs)}.values())
     reduced = _reduced(used, preset) if parts else []
     if not parts:
-        verdict, why = "not tested in this run", "missing: " + ", ".join(missing)
-    elif reduced:
-        verdict, why = "too little data to say", "reduced runs: " + "; ".join(reduced)
+        verdict, why, scope = "not tested in this run", "missing: " + ", ".join(missing), ""
     else:
         verdict = says
         why = {"holds": "every comparison agrees with the claim beyond noise",
                "does not hold": "a comparison contradicts the claim beyond noise",
                "too little data to say": "some comparisons are within noise"}[says]
+        scope = scope_of(used) + (" (reduced, not the paper's setting)" if reduced else "")
+        if reduced:
+            why += "; reduced runs: " + "; ".join(reduced)
     if parts and missing:
         why += "; partly untested (missing: " + ", ".join(missing) + ")"
     return {"id": claim["id"], "source": claim.get("source", ""), "text": claim.get("text", ""), "verdict": verdict,
+            "scope": scope, "verdict_text": f"{verdict}: {scope}" if scope else verdict,
             "numbers_say": says, "why": why, "missing": missing, "reduced": reduced, "notes": notes,
             "comparisons": parts}
 
@@ -662,8 +678,10 @@ def table_html(name, path, df, runs, report_run):
     diff = _e(DIFF_NOTE[name]) if name in DIFF_NOTE else \
         "Differences (<code>*_diff</code>) are reproduced (mean over seeds) minus paper."
     rep = _report_run_html(report_run)
+    data = "; ".join(sorted({str(d) for d in df.get("data", []) if isinstance(d, str) and d}))
+    data = f"<b>Data: {_e(data)}.</b> " if data else ""
     return (f'<section class="table" id="{_e(name)}"><h3>{_e(title)} <span class="small">({_e(path)})</span></h3>'
-            f'<p class="small">{notes} {diff} Blue: the paper; green: reproduced; amber: difference '
+            f'<p class="small">{data}{notes} {diff} Blue: the paper; green: reproduced; amber: difference '
             f'(reproduced &minus; paper, percentage points). {rep}</p>'
             f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></section>")
 
@@ -680,7 +698,9 @@ def _report_run_html(info):
 
 def figure_html(name, png, out_dir, report_run, runs):
     data = base64.b64encode(Path(png).read_bytes()).decode()
-    caption = reference().get("figures", {}).get(name, "")
+    family = FIGURE_FAMILY.get(name)
+    data = ", ".join(sorted({data_name(r.spec.get("data")) for r in runs.list if r.family == family}))
+    caption = figure_caption(name, data or None) if name in FIGURE_FAMILY else ""
     pdf = Path(png).with_suffix(".pdf")
     link = f' <a href="{_e(os.path.relpath(pdf, out_dir))}">PDF</a>' if pdf.is_file() else ""
     sources = ""
@@ -700,10 +720,9 @@ def claims_html(verdicts):
     for v in verdicts:
         comps = "".join(f"<li>{c['html']}</li>" for c in v["comparisons"])
         extra = "".join(f"<li class='small'>{_e(n)}</li>" for n in v["notes"])
-        says = "" if v["numbers_say"] == v["verdict"] or not v["comparisons"] else \
-            f"<br><span class='small'>numbers alone: {_e(v['numbers_say'])}</span>"
+        scope = f"<br><span class='small'><b>{_e(v['scope'])}</b></span>" if v["scope"] else ""
         rows.append(f"<tr><td><b>{_e(v['id'])}</b><br><span class='small'>{_e(v['source'])}</span></td>"
-                    f"<td>{_e(v['text'])}</td><td>{_badge(v['verdict'])}{says}<br>"
+                    f"<td>{_e(v['text'])}</td><td>{_badge(v['verdict'])}{scope}<br>"
                     f"<span class='small'>{_e(v['why'])}</span></td><td><ul>{comps}{extra}</ul></td></tr>")
     return ("<table class='claims'><thead><tr><th>claim</th><th>the paper says</th><th>verdict</th>"
             f"<th>numbers behind the verdict</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
@@ -987,7 +1006,7 @@ def cmd_report(args):
     if s["pdf"]:
         print(f"{s['pdf']['path']} ({s['pdf']['engine']}: {s['pdf']['detail']})")
     for c in s["claims"]:
-        print(f"  {c['id']:<22} {c['verdict']}")
+        print(f"  {c['id']:<22} {c['verdict_text']}")
 
 
 def add_parser(sub):

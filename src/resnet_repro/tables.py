@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from .errors import ReproError
-from .figures import infer_preset, preset_note, read_spec, reference
+from .figures import data_name, infer_preset, preset_note, read_spec, reference
 from .names import parse_model_name
 
 # name: (reference.yaml key, model family, eval view, metrics, shortcut of the paper's ResNets if unstated)
@@ -45,11 +45,18 @@ def read_metrics(run, view):
     try:
         m = json.loads(path.read_text())
         v = m["views"][view]
-        return {"top1": float(v["top1_error"]), "top5": float(v["top5_error"]), "split": m.get("split", "")}
+        return {"top1": float(v["top1_error"]), "top5": float(v["top5_error"]), "split": m.get("split", ""),
+                "precision": precision_label(m)}
     except FileNotFoundError:
         raise ReproError(f"{path} does not exist (run `resnet-repro evaluate --views {view}` first)") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ReproError(f"{path} is malformed: {e.__class__.__name__}: {e}") from None
+
+
+def precision_label(eval_metrics):
+    """'train bf16, eval fp32': the arithmetic behind a reproduced number, from an evaluation's metrics.json."""
+    return (f"train {eval_metrics.get('train_precision', 'unknown')}, "
+            f"eval {eval_metrics.get('precision', 'unknown')}")
 
 
 def read_runs(run_dirs, family, view):
@@ -62,7 +69,7 @@ def read_runs(run_dirs, family, view):
         if not isinstance(spec.get("seed"), int):
             raise ReproError(f"{run}/spec.yaml is malformed: `seed` is not an integer")
         data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
-        r = {"model": canonical(spec["model"]), "seed": spec["seed"], "data": data.get("kind"),
+        r = {"model": canonical(spec["model"]), "seed": spec["seed"], "data": data_name(data),
              **read_metrics(run, view)}
         key = (r["model"], r["seed"])
         if key in seen:  # would count one result twice in the mean
@@ -97,7 +104,8 @@ def _ours(group, name, metrics):
     import numpy as np
     seeds = sorted(r["seed"] for r in group)
     out = {"n_runs": len(group), "seeds": ",".join(map(str, seeds)),
-           "split": ",".join(sorted({r["split"] for r in group})), "data": ",".join(sorted({str(r["data"]) for r in group}))}
+           "split": ",".join(sorted({r["split"] for r in group})), "data": "; ".join(sorted({str(r["data"]) for r in group})),
+           "precision": "; ".join(sorted({r["precision"] for r in group}))}
     for m in metrics:
         v = np.array([r["top1" if m == "error" else m] for r in group])
         std = v.std(ddof=1) if len(v) > 1 else np.nan  # sample std, the usual 'mean +- std' over runs
@@ -142,7 +150,7 @@ def make_table(name, run_dirs=(), ensemble=None, preset=None):
                 "error_best", "error_mean", "error_std", "diff"]
     else:
         cols = ["model", "source"] + [f"{m}{s}" for m in metrics for s in ("_paper", "", "_std", "_diff")]
-    df = pd.DataFrame(rows).reindex(columns=cols + ["n_runs", "seeds", "paper_split", "split", "data"])
+    df = pd.DataFrame(rows).reindex(columns=cols + ["n_runs", "seeds", "paper_split", "split", "data", "precision"])
     if name == "table6":
         df["diff"] = df["error_mean"] - df["mean_paper"].fillna(df["error_paper"])
         df["layers"] = df["layers"].astype("Int64")
@@ -173,41 +181,60 @@ def _table5(ensemble, preset):
     info = {f: _member_run(f) for f in members}
     ours = next(r for r in rows if r["source"] == "paper")  # the single "ResNet (ILSVRC'15)" row
     seeds = [str(s) for _, s in info.values() if s is not None]
+    precision = {f: _member_precision(f) for f in members}
+    data = {f: data_name((_member_spec(f) or {}).get("data")) for f in members}
     ours.update(top5=ens_top5, top1=ens_top1, n_runs=len(members), seeds=",".join(seeds), split="val",
-                members=" + ".join(m for m, _ in info.values()))
+                members=" + ".join(m for m, _ in info.values()), precision="; ".join(sorted(set(precision.values()))),
+                data="; ".join(sorted(set(data.values()))))
     for f, (top5, top1) in members.items():
         model, seed = info[f]
         rows.append({"model": model, "source": "ours (ensemble member)", "top5": top5, "top1": top1, "n_runs": 1,
-                     "seeds": "" if seed is None else str(seed), "split": "val", "members": f})
+                     "seeds": "" if seed is None else str(seed), "split": "val", "members": f,
+                     "data": data[f], "precision": precision[f]})
     df = pd.DataFrame(rows)
     df["top5_diff"] = df["top5"] - df["top5_paper"]
     cols = ["model", "source", "top5_paper", "top5", "top5_diff", "top1", "n_runs", "seeds", "paper_split", "split",
-            "members"]
+            "members", "data", "precision"]
     df = df.reindex(columns=cols)
     df["n_runs"] = df["n_runs"].fillna(0).astype(int)
     df.attrs["preset"] = preset
     return df
 
 
-def _member_run(scores_file):
-    """(model, seed) of a scores file RUN/eval/<view>/scores-<view>.npz, from RUN/spec.yaml if found."""
+def _member_precision(scores_file):
+    """The precision label of an ensemble member, from the evaluation's metrics.json beside its scores."""
+    try:
+        return precision_label(json.loads((Path(scores_file).parent / "metrics.json").read_text()))
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+
+
+def _member_spec(scores_file):
+    """RUN/spec.yaml of a scores file RUN/eval/<view>/scores-<view>.npz, or None if not found."""
     for run in list(Path(scores_file).parents)[:3]:
         if (run / "spec.yaml").exists():
-            spec = read_spec(run)
-            return canonical(spec["model"]), spec.get("seed")
-    return Path(scores_file).name, None
+            return read_spec(run)
+    return None
+
+
+def _member_run(scores_file):
+    """(model, seed) of a scores file, from its run's spec.yaml if found."""
+    spec = _member_spec(scores_file)
+    return (canonical(spec["model"]), spec.get("seed")) if spec else (Path(scores_file).name, None)
 
 
 def to_markdown(df, name, preset=None):
     """A Markdown table (floats to 2 decimals, empty for missing) with the preset and notes above it."""
     import pandas as pd
     preset = preset or df.attrs.get("preset")
-    lines = [f"# Table {name[5:]} of He et al. (2016), reproduced", ""]
+    data = "; ".join(sorted({str(d) for d in df.get("data", []) if isinstance(d, str) and d}))
+    lines = [f"# Table {name[5:]} of He et al. (2016), reproduced" + (f" on {data}" if data else ""), ""]
     lines.append(f"Preset: `{preset or 'unknown'}`." + (f" **{preset_note(preset)}.**" if preset_note(preset) else ""))
     lines += ["", NOTES[name] + " " + DIFF_NOTE.get(name, "Differences (`*_diff`) are reproduced (mean over seeds) minus paper."), "",
               "source: `paper` = the paper's own models, `literature` = other work the paper cites, `ours` = a model "
               "we ran that the paper does not list. n_runs/seeds: the runs behind each reproduced value. "
-              "paper_split/split: the evaluation split of the paper's number / of ours.", ""]
+              "paper_split/split: the evaluation split of the paper's number / of ours. precision: the arithmetic "
+              "of our training and evaluation (bf16 autocast or fp32; evaluation is fp32 unless asked).", ""]
     if name == "table5" and (df["source"] == "ours (ensemble member)").any():
         best = df.loc[df["source"] == "ours (ensemble member)", "top5"].min()
         ens = df.loc[df["source"] == "paper", "top5"].iloc[0]

@@ -291,6 +291,10 @@ def log_eval(c, run, run_dir, step):
     log_metrics(c, run.info.run_id, new)
     for path in files:
         c.log_artifact(run.info.run_id, str(path), f"eval/{path.parent.name}")
+        # the arithmetic of that evaluation (fp32 unless asked otherwise), beside its numbers
+        precision = _read_json(path, "evaluation").get("precision", "unknown")
+        if run.data.tags.get(f"{path.parent.name}_precision") != precision:
+            c.set_tag(run.info.run_id, f"{path.parent.name}_precision", precision)
     if (Path(run_dir) / "responses.csv").is_file():  # Figure 7's layer responses, when computed
         c.log_artifact(run.info.run_id, str(Path(run_dir) / "responses.csv"))
     return len(new)
@@ -349,7 +353,10 @@ def _create_train_run(c, exp_id, run_dir, spec, history, summary, sha, preset, u
     start_ms = end_ms - _ms(float(summary.get("elapsed_s") or 0.0))
     tags = {"model": spec["model"], "dataset": spec["data"]["kind"], "preset": preset, "git_commit": commit,
             "mlflow.source.git.commit": commit, "uses": ",".join(uses), "run_dir": run_dir_tag(run_dir),
-            "checkpoint_sha256": sha, "device": str(summary.get("device", "unknown"))}
+            "checkpoint_sha256": sha, "device": str(summary.get("device", "unknown")),
+            # what the arithmetic was, as the training resolved `precision: auto` on its hardware
+            "precision": str(summary.get("precision", "unknown")),
+            "eval_precision": str(summary.get("eval_precision", "unknown"))}
     name = f"{spec['model']} · {spec['data']['kind']} · seed {spec['seed']}"
     # a run a crashed attempt left RUNNING for this same checkpoint is marked FAILED, not reused
     stale = c.search_runs([exp_id], f"tags.run_dir = {_quote(tags['run_dir'])} and "

@@ -16,11 +16,11 @@ import yaml
 
 from . import data as D
 from . import parallel
-from .device import (autocast, configure, memory_format, peak_memory_mb, reset_peak_memory, resolve_device,
-                     use_bf16, use_channels_last, use_compile)
+from .device import (autocast, configure, memory_format, peak_memory_mb, precision_name, reset_peak_memory,
+                     resolve_device, use_bf16, use_channels_last, use_compile)
 from .errors import ReproError
 from .evaluate import error_rates, predict_tensor, predict_view
-from .files import save_torch, write_json, write_text
+from .files import load_torch, save_torch, write_json, write_text
 from .models import ResNet, count_params, parse_model_name
 from .spec import warmup_for
 
@@ -267,7 +267,7 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
     ckpt_path = out_dir / "checkpoint.pt"
     ckpt = None
     if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = load_torch(ckpt_path)
         if ckpt["spec"] != spec:
             changed = sorted(k for k in set(spec) | set(ckpt["spec"]) if spec.get(k) != ckpt["spec"].get(k))
             raise ReproError(f"{ckpt_path} was trained with a different spec (differs in: {', '.join(changed)}); "
@@ -277,6 +277,8 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
     parallel.local_batch_size(spec["batch_size"])  # fails early if the batch does not split
     device = parallel.start(resolve_device(spec["device"]))
     bf16 = use_bf16(spec["precision"], device)
+    # the test-error curve is a reported number: fp32 by default, whichever precision trains
+    eval_bf16 = use_bf16(spec.get("eval_precision", "fp32"), device)
     cl = use_channels_last(spec["channels_last"], device)
     compiled = use_compile(spec.get("compile", "auto"), device, spec["max_iters"])
     configure(device)
@@ -328,11 +330,11 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
 
     def evaluate_here():
         if kind == "small":
-            logits = predict_tensor(model, data.test_x, mean, device, bf16, cl, spec.get("eval_batch_size", 500))
+            logits = predict_tensor(model, data.test_x, mean, device, eval_bf16, cl, spec.get("eval_batch_size", 500))
             labels = data.test_y.cpu()
         else:
             d = spec["data"]
-            logits = predict_view(model, data[1], "center", mean, device, bf16, cl, spec.get("eval_batch_size", 250),
+            logits = predict_view(model, data[1], "center", mean, device, eval_bf16, cl, spec.get("eval_batch_size", 250),
                                   d.get("workers", 4), d["test_size"], d["crop"])
             labels = torch.tensor(data[1].targets)
         model.train()
@@ -348,7 +350,8 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
                         "batches": batches.state_dict(), "aug_states": aug_states, "history": history,
                         "iteration": iteration, "elapsed_s": elapsed, "acc": acc_all.cpu(), "warm": warm_all.cpu(),
                         "torch_rng": torch.get_rng_state(), "mean": mean.cpu(), "num_classes": num_classes,
-                        "classes": classes, "world_size": world.size, "done": done}, ckpt_path)
+                        "classes": classes, "world_size": world.size, "done": done,
+                        "precision": precision_name(bf16)}, ckpt_path)
         parallel.barrier()
 
     def check_finite():
@@ -436,14 +439,18 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
     write_text(out_dir / "history.csv", history_csv(history))
     # the final model, without optimizer state: what evaluation and analysis read
     save_torch({"spec": spec, "model": model.state_dict(), "iteration": iteration, "mean": mean.cpu(),
-                "num_classes": num_classes, "classes": classes, "history": history}, out_dir / "model.pt")
+                "num_classes": num_classes, "classes": classes, "history": history,
+                "precision": precision_name(bf16)}, out_dir / "model.pt")
     last = history[-1]
     metrics = {"model": spec["model"], "iterations": iteration, "params": count_params(model),
                "train_error": last["train_error"], "test_error": last["test_error"], "test_split": spec_split(data, kind),
                "train_loss": last["train_loss"], "elapsed_s": elapsed,
                # the median window: robust to the first one, which includes warm-up (and compiling)
                "images_per_s": statistics.median(h["images_per_s"] for h in history),
-               "device": str(device), "processes": world.size, "bf16": bf16, "channels_last": cl, "compile": compiled}
+               "device": str(device), "processes": world.size,
+               # the arithmetic actually used (precision: auto resolves per device)
+               "precision": precision_name(bf16), "eval_precision": precision_name(eval_bf16),
+               "channels_last": cl, "compile": compiled}
     metrics["s_per_1k_iters"] = 1000 * spec["batch_size"] / metrics["images_per_s"]
     metrics["peak_memory_mb"] = peak_memory_mb(device)
     write_json(out_dir / "metrics.json", metrics)
