@@ -68,7 +68,9 @@ def test_setup_is_idempotent_with_absolute_artifact_location(store, tmp_path):
 def test_train_logs_params_tags_metrics_artifacts(store, tmp_path):
     run_dir, history = make_run(tmp_path / "resnet20" / "seed3", seed=3, rows=6)
     write_json(run_dir / "eval" / "single" / "metrics.json",
-               {"views": {"single": {"top1_error": 12.5, "top5_error": 1.5, "n": 100}}})
+               {"views": {"single": {"top1_error": 12.5, "top5_error": 1.5, "n": 100}}, "precision": "fp32"})
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    write_json(run_dir / "metrics.json", {**metrics, "precision": "bf16", "eval_precision": "fp32"})
     assert main(["track", "train", str(run_dir), "--preset", "demo", "--uses", "figure6,table6",
                  "--config-hash", "abc123", "--tracking-uri", store]) == 0
     info = json.loads((run_dir / "mlflow.json").read_text())
@@ -87,6 +89,8 @@ def test_train_logs_params_tags_metrics_artifacts(store, tmp_path):
     assert t["model"] == "resnet20" and t["dataset"] == "digits" and t["preset"] == "demo"
     assert t["uses"] == "figure6,table6" and t["run_dir"] == tracking.run_dir_tag(run_dir)
     assert t["checkpoint_sha256"] == tracking.sha256(run_dir / "model.pt") and t["git_commit"] == p["git_commit"]
+    # the arithmetic the training and its evaluation actually used
+    assert t["precision"] == "bf16" and t["eval_precision"] == "fp32" and t["single_precision"] == "fp32"
     for key in HISTORY_KEYS:
         points = sorted(c.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
         assert [m.step for m in points] == [row["iteration"] for row in history]
@@ -146,7 +150,8 @@ def test_report_links_both_ways_and_is_idempotent(store, tmp_path):
     stamp = json.loads((tmp_path / "stamp.json").read_text())
     c = MlflowClient(store)
     report = c.get_run(stamp["run_id"])
-    assert report.info.run_name == "figure6 · demo"
+    assert report.info.run_name == "figure6 · demo · digits (8x8)"  # names the data the runs used
+    assert report.data.tags["dataset"] == "digits (8x8)"
     assert report.data.tags["source_run_ids"] == ",".join(ids)
     assert report.data.tags["artifact"] == "figure6" and report.data.tags["preset"] == "demo"
     assert "git_commit" in report.data.tags

@@ -427,9 +427,11 @@ def track_report(artifacts, name, sources, preset, uri=None):
         log(f"{name} ({preset}) is already tracked as run {run_id}; nothing to do")
     else:
         commit = git_commit()
+        from .figures import data_of_runs
+        data = data_of_runs([Path(src) for src in sources]) if sources else "unknown"
         run_id = c.create_run(exp_id, tags={**key, "git_commit": commit, "mlflow.source.git.commit": commit,
-                                            "files": ",".join(f.name for f in files)},
-                              run_name=f"{name} · {preset}").info.run_id
+                                            "files": ",".join(f.name for f in files), "dataset": data},
+                              run_name=f"{name} · {preset} · {data}").info.run_id
         for f in files:
             c.log_artifact(run_id, str(f))
         for sid in dict.fromkeys(source_ids):  # a reader can go from a training to what used it

@@ -1,0 +1,106 @@
+"""Are the demo's verdicts stable across seeds? Train the CIFAR-family networks of the demo's Figures 1,
+6 and 7 (plain-20/32/44/56, ResNet-20/32/44/56/110) with several seeds, exactly as `make demo` trains
+them (config.yaml's `demo` preset, through the same `resnet-repro train` command), then judge the
+CIFAR claims of the paper on each seed's runs alone with the report's own rule, and print, per claim,
+how many seeds give each verdict.
+
+    python benchmarks/demo_claims.py                      # seeds 0,1,2; 2 trainings at a time
+    python benchmarks/demo_claims.py --seeds 0,1,2,3,4 --jobs 2 --out /tmp/demo-claims
+
+About 3x the CIFAR part of `make demo` (9 networks per seed). Runs are kept under --out, and a run
+already finished there is reused, so an interrupted benchmark continues where it stopped.
+The last lines are one per claim: `<claim>: <n>/<seeds> <verdict>, ...`.
+"""
+import argparse
+import collections
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from resnet_repro import report  # noqa: E402
+from resnet_repro.config import Plan  # noqa: E402
+from resnet_repro.figures import reference  # noqa: E402
+
+MODELS = ["plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
+CLAIMS = ["degradation_cifar", "residual_fix_cifar", "depth_gain_cifar", "small_responses"]
+
+
+def run(cmd, log):
+    with open(log, "a") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    if proc.returncode != 0:
+        sys.exit(f"demo_claims: {' '.join(cmd[:3])} failed (exit {proc.returncode}); see {log}")
+
+
+def train_and_measure(plan, model, seed, out):
+    """Train one network as the demo does, then evaluate it (single view) and its layer responses."""
+    d = out / f"seed{seed}" / model / f"seed{seed}"
+    log = out / "logs" / f"{model}-seed{seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cli = [sys.executable, "-m", "resnet_repro"]
+    if not (d / "model.pt").exists():
+        overrides = json.dumps(plan.train_overrides(model, seed))
+        run(cli + ["train", "--overrides", overrides, "--out", str(d), "--resume", "--threads", "1"], log)
+    if not (d / "eval" / "single" / "metrics.json").exists():
+        run(cli + ["evaluate", str(d / "model.pt"), "--out", str(d / "eval" / "single"), "--threads", "1"], log)
+    if not (d / "responses.csv").exists():
+        run(cli + ["responses", str(d / "model.pt"), "--out", str(d / "responses.csv"), "--threads", "1"], log)
+    return d
+
+
+def verdicts_of_seed(runs_dirs, seed, out):
+    """The report's verdict on each CIFAR claim from one seed's runs (Table 6 built from them)."""
+    from resnet_repro.tables import make_table, write_table
+    table = out / f"seed{seed}" / "table6.csv"
+    write_table(make_table("table6", [d for d in runs_dirs if "resnet" in d.parent.name]), "table6", table, "demo")
+    tables, runs = report.read_tables([table]), report.Runs(runs_dirs)
+    claims = {c["id"]: c for c in reference()["claims"]}
+    return {cid: report.judge(claims[cid], tables, runs, "demo") for cid in CLAIMS}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--jobs", type=int, default=2, help="trainings at a time, one thread each (default 2)")
+    p.add_argument("--out", default="results/benchmarks/demo-claims", help="where the runs are kept")
+    args = p.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["preset"] = "demo"
+    plan = Plan(config, ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    out = Path(args.out).resolve()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"{len(MODELS)} networks x {len(seeds)} seeds, demo preset (config hash {plan.config_hash})", flush=True)
+    start = time.time()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        # the deepest first, so the two lanes end together
+        jobs = sorted(((m, s) for s in seeds for m in MODELS), key=lambda ms: -int("".join(filter(str.isdigit, ms[0]))))
+        dirs = dict(zip(jobs, pool.map(lambda ms: train_and_measure(plan, *ms, out), jobs)))
+    print(f"trained and evaluated in {time.time() - start:.0f} s", flush=True)
+    per_claim = collections.defaultdict(list)
+    for seed in seeds:
+        judged = verdicts_of_seed([dirs[(m, seed)] for m in MODELS], seed, out)
+        errors = {m: json.loads((dirs[(m, seed)] / "metrics.json").read_text()) for m in MODELS}
+        print(f"seed {seed}: " + ", ".join(f"{m} train {e['train_error']:.1f} test {e['test_error']:.1f}"
+                                           for m, e in errors.items()))
+        for cid, v in judged.items():
+            per_claim[cid].append(v["verdict"])
+            comps = "; ".join(f"{c['claim']}: {c['outcome']} (d {c['difference']:+.2f})" for c in v["comparisons"])
+            print(f"  {cid}: {v['verdict_text']} [{comps}]")
+    for cid in CLAIMS:
+        counts = collections.Counter(per_claim[cid])
+        print(f"{cid}: " + ", ".join(f"{n}/{len(seeds)} {v}" for v, n in counts.most_common()))
+
+
+if __name__ == "__main__":
+    main()
