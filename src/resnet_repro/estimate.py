@@ -102,6 +102,10 @@ def measure(spec, device, iters=5, warmup=2, batch_size=None):
         y = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
         next_batch = lambda: (x, y)
 
+    if step.graph:  # a few eager steps, then the recording: none of them timed
+        from .train import GRAPH_WARMUP
+        warmup = max(warmup, GRAPH_WARMUP + 2)
+
     def run(k):
         for _ in range(k):
             step(*next_batch())
