@@ -10,12 +10,12 @@ stage=${1:-all}
   python3 -c "import torch, torchvision, torchcodec; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'torchcodec', torchcodec.__version__, 'cudnn', torch.backends.cudnn.version())"
   nproc; } 2>&1 | tee "$OUT/env.txt"
 if [[ $stage == all || $stage == *doctor* ]]; then
-  timeout ${DOCTOR_S:-280} python3 -m resnet_repro doctor --traceback 2>&1 | tee "$OUT/doctor.txt"
+  timeout -s KILL ${DOCTOR_S:-300} python3 -m resnet_repro doctor --traceback 2>&1 | tee "$OUT/doctor.txt"
 fi
 if [[ $stage == all || $stage == *sweep* ]]; then
-  timeout ${SWEEP_S:-150} python3 benchmarks/train_throughput.py --device cuda --sweep --models resnet20,resnet56 \
+  timeout -s KILL ${SWEEP_S:-150} python3 benchmarks/train_throughput.py --device cuda --sweep --models resnet20,resnet56 \
     --compile ${BENCH_COMPILE:-false} --iters 50 --warmup 20 ${SWEEP_ARGS:-} 2>&1 | tee "$OUT/throughput.txt"
 fi
 if [[ $stage == all || $stage == *precision* ]]; then
-  timeout ${PRECISION_S:-150} bash benchmarks/precision.sh /tmp/precision ${PRECISION_ITERS:-3000} "0 1" 2>&1 | tee "$OUT/precision.txt"
+  timeout -s KILL ${PRECISION_S:-150} bash benchmarks/precision.sh /tmp/precision ${PRECISION_ITERS:-3000} "0 1" 2>&1 | tee "$OUT/precision.txt"
 fi

@@ -46,7 +46,7 @@ def sizes(device):
         return {"cifar_batch": 128, "cifar_iters": 60, "speed_iters": 50, "speed_warmup": 10,
                 "jpeg_size": (500, 375), "jpeg_train": 1024, "jpeg_val": 16, "classes": 4,
                 "scale": [256, 480], "crop": 224, "test_size": 256, "scales": [224, 256],
-                "imagenet_batch": 256, "imagenet_iters": 40, "imagenet_log": 10, "workers": min(8, os.cpu_count() or 1)}
+                "imagenet_batch": 256, "imagenet_iters": 30, "imagenet_log": 10, "workers": min(8, os.cpu_count() or 1)}
     return {"cifar_batch": 16, "cifar_iters": 12, "speed_iters": 3, "speed_warmup": 1,
             "jpeg_size": (80, 60), "jpeg_train": 32, "jpeg_val": 8, "classes": 2,
             "scale": [64, 80], "crop": 56, "test_size": 64, "scales": [56, 64],
@@ -154,7 +154,7 @@ class Doctor:
                 raise AssertionError(f"decoded {tuple(img.shape)} {img.dtype} on {img.device}, expected "
                                      f"{tuple(ref.shape)} uint8 on {self.device.type}")
             worst = max(worst, (img.cpu().float() - ref.float()).abs().mean().item())
-        if worst > 2.0:
+        if worst > 5.0:  # nvJPEG upsamples chroma and rounds the IDCT its own way: about 2 levels
             raise AssertionError(f"decoded images differ from PIL's by {worst:.2f} levels on average")
         where = "nvJPEG on the GPU" if self.device.type == "cuda" and library == "torchcodec" else (
             "on the CPU (the CPU twin of nvJPEG)" if library == "torchcodec" else "PIL on the CPU")
@@ -180,10 +180,12 @@ class Doctor:
         log = []
         t = time.perf_counter()
         try:
+            fresh_compiler()
             train(spec, out, stop_at=iters // 2, log=log.append)
             raise AssertionError(f"train(stop_at={iters // 2}) did not stop")
         except Interrupted:
             pass
+        fresh_compiler()  # as a resumed job starts: nothing compiled yet
         metrics = train(spec, out, resume=True, log=log.append)
         took = time.perf_counter() - t
         self.runs["cifar"] = (out, metrics, log)
@@ -213,6 +215,7 @@ class Doctor:
         from .spec import build_spec
         s = self.size
         spec = build_spec(None, [{"model": "resnet56", "compile": self.paper_compile("cifar")}])
+        fresh_compiler()
         ips = measure(spec, self.device, iters=s["speed_iters"], warmup=s["speed_warmup"], batch_size=s["cifar_batch"])
         self.ips["resnet56"] = ips
         per_run = 64000 * 128 / ips / 3600
@@ -236,7 +239,13 @@ class Doctor:
         decode = D.decode_where("auto", D.stream_datasets("imagefolder", folder)[0], self.device)
         out = self.work / "imagenet"
         t = time.perf_counter()
-        metrics = train(spec, out, log=lambda m: None)
+        fresh_compiler()
+        log = []
+        try:
+            metrics = train(spec, out, log=log.append)
+        finally:
+            for line in log:
+                self.out(f"         | {line}")
         took = time.perf_counter() - t
         self.runs["imagenet"] = (out, metrics, None)
         windows = [row["images_per_s"] for row in metrics_history(out)][1:]  # the first window compiles
@@ -298,7 +307,7 @@ class Doctor:
         import torch.nn.functional as F
 
         from .models import build_model
-        dist.init_process_group("nccl", store=dist.HashStore(), rank=0, world_size=1, device_id=self.device)
+        dist.init_process_group("nccl", store=dist.HashStore(), rank=0, world_size=1, device_id=torch.device("cuda", self.device.index or 0))
         try:
             model = build_model("resnet20").to(self.device)
             ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index or 0])
@@ -359,6 +368,14 @@ class Doctor:
                  + (f" ({', '.join(failed)})" if failed else "") + f", {len(skipped)} skipped"
                  + (f" ({', '.join(skipped)})" if skipped else ""))
         return self.results
+
+
+def fresh_compiler():
+    """Forget what torch.compile compiled before: each training job of the pipeline is a process of
+    its own, and a model compiled after another one of other shapes would be recompiled with
+    dynamic shapes (slower kernels, long compiles), which no job sees."""
+    import torch
+    torch._dynamo.reset()
 
 
 def gflops(model):
