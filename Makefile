@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV)/bin)
 # rules call `resnet-repro` and `snakemake` from the venv without activating it
 export PATH := $(BIN):$(PATH)
 
-.PHONY: venv demo test test-all test-slurm mlflow clean
+.PHONY: venv demo test test-all test-slurm doctor mlflow clean
 
 venv: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ demo: venv
 # the browser tests need /usr/bin/chromium (`bash scripts/install-chromium.sh`); they skip, saying so, without it
 test: venv
 	pytest -m "not slow and not slurm"
+
+# every code path on this node, briefly (a few minutes on a GPU node: `srun --gpus=N make doctor`)
+doctor: venv
+	resnet-repro doctor
 
 # the workflow on a one-node Slurm on this machine (root; installs Slurm, munge, MariaDB from Debian)
 test-slurm: venv

@@ -1,13 +1,13 @@
 """Are the demo's verdicts stable across seeds? Train the CIFAR-family networks of the demo's Figures 1,
-6 and 7 (plain-20/32/44/56, ResNet-20/32/44/56/110) with several seeds, exactly as `make demo` trains
-them (config.yaml's `demo` preset, through the same `resnet-repro train` command), then judge the
-CIFAR claims of the paper on each seed's runs alone with the report's own rule, and print, per claim,
-how many seeds give each verdict.
+6 and 7 (whatever config.yaml's `demo` preset lists there) with several seeds, exactly as `make demo`
+trains them (the same spec, through the same `resnet-repro train` command), then judge the CIFAR
+claims of the paper on each seed's runs alone with the report's own rule, and print, per claim, how
+many seeds give each verdict.
 
     python benchmarks/demo_claims.py                      # seeds 0,1,2; 2 trainings at a time
     python benchmarks/demo_claims.py --seeds 0,1,2,3,4 --jobs 2 --out /tmp/demo-claims
 
-About 3x the CIFAR part of `make demo` (9 networks per seed). Runs are kept under --out, and a run
+About 3x the CIFAR part of `make demo`. Runs are kept under --out, and a run
 already finished there is reused, so an interrupted benchmark continues where it stopped.
 The last lines are one per claim: `<claim>: <n>/<seeds> <verdict>, ...`.
 """
@@ -31,7 +31,6 @@ from resnet_repro import report  # noqa: E402
 from resnet_repro.config import Plan  # noqa: E402
 from resnet_repro.figures import reference  # noqa: E402
 
-MODELS = ["plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
 CLAIMS = ["degradation_cifar", "residual_fix_cifar", "depth_gain_cifar", "small_responses"]
 
 
@@ -79,18 +78,20 @@ def main():
     config["preset"] = "demo"
     plan = Plan(config, ROOT / "workflow" / "schemas" / "config.schema.yaml")
     out = Path(args.out).resolve()
+    models = sorted({m for a in ("figure1", "figure6", "figure7") for m, _ in plan.runs(a)},
+                    key=lambda m: (m.startswith("resnet"), int("".join(filter(str.isdigit, m)))))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"{len(MODELS)} networks x {len(seeds)} seeds, demo preset (config hash {plan.config_hash})", flush=True)
+          f"{', '.join(models)} x {len(seeds)} seeds, demo preset (config hash {plan.config_hash})", flush=True)
     start = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
         # the deepest first, so the two lanes end together
-        jobs = sorted(((m, s) for s in seeds for m in MODELS), key=lambda ms: -int("".join(filter(str.isdigit, ms[0]))))
+        jobs = sorted(((m, s) for s in seeds for m in models), key=lambda ms: -int("".join(filter(str.isdigit, ms[0]))))
         dirs = dict(zip(jobs, pool.map(lambda ms: train_and_measure(plan, *ms, out), jobs)))
     print(f"trained and evaluated in {time.time() - start:.0f} s", flush=True)
     per_claim = collections.defaultdict(list)
     for seed in seeds:
-        judged = verdicts_of_seed([dirs[(m, seed)] for m in MODELS], seed, out)
-        errors = {m: json.loads((dirs[(m, seed)] / "metrics.json").read_text()) for m in MODELS}
+        judged = verdicts_of_seed([dirs[(m, seed)] for m in models], seed, out)
+        errors = {m: json.loads((dirs[(m, seed)] / "metrics.json").read_text()) for m in models}
         print(f"seed {seed}: " + ", ".join(f"{m} train {e['train_error']:.1f} test {e['test_error']:.1f}"
                                            for m, e in errors.items()))
         for cid, v in judged.items():

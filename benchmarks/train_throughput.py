@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from resnet_repro import data as D
-from resnet_repro.device import configure, describe, resolve_device, use_bf16, use_channels_last, use_compile
+from resnet_repro.device import (configure, describe, make_sgd, resolve_device, use_bf16, use_channels_last,
+                                 use_compile, use_cuda_graph)
 from resnet_repro.models import build_model
 from resnet_repro.train import SmallBatches, Step
 
@@ -102,13 +103,14 @@ class Textbook:
 
 
 class Project:
-    def __init__(self, name, data, device, batch_size, bf16, channels_last, compile):
+    def __init__(self, name, data, device, batch_size, bf16, channels_last, compile, fused=True, graph=False):
         torch.manual_seed(0)
         mean = D.pixel_mean(data.train_x).to(device)
         self.batches = SmallBatches(data, batch_size, mean, {"pad": 4, "flip": True}, device, seed=0)
         model = build_model(name).to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         model.train()
-        self.step = Step(model, sgd(model), device, bf16, channels_last, compile)
+        opt = make_sgd(model.parameters(), device, lr=0.1, momentum=0.9, weight_decay=1e-4) if fused else sgd(model)
+        self.step = Step(model, opt, device, bf16, channels_last, compile, graph=graph)
 
     def run(self, iters):
         for _ in range(iters):
@@ -144,20 +146,26 @@ def compare(name, images, labels, data, device, args, choice):
 
 
 def sweep(data, device, args):
-    """The project step under each precision / layout (/ compile) choice, in alternating
-    repetitions: the measurements behind device.py's `auto` settings."""
-    options = [(False, False, False), (False, True, False), (True, False, False), (True, True, False)]
+    """The project step under each precision / layout (/ compile, fused SGD, CUDA graph) choice, in
+    alternating repetitions: the measurements behind device.py's `auto` settings."""
+    options = [(False, False, False, False, False), (False, True, False, False, False),
+               (True, False, False, False, False), (True, True, False, False, False)]
+    if device.type == "cuda":  # fused SGD and CUDA graphs exist on CUDA only
+        options += [(True, True, False, True, False), (True, True, False, True, True), (False, True, False, True, True)]
     if args.sweep_compile and use_compile(True, device):
-        options += [(False, True, True), (True, True, True)]
+        options += [(False, True, True, False, False), (True, True, True, False, False)]
+        if device.type == "cuda":
+            options += [(True, True, True, True, False), (True, True, True, True, True)]
     print(f"sweep: project step, {args.sweep_model}, batch {args.batch_size}, best of {args.repeats} x {args.iters} "
           f"iterations after {args.warmup} warm-up, alternating")
     runs = []
-    for bf16, cl, comp in options:
-        p = Project(args.sweep_model, data, device, args.batch_size, bf16, cl, comp)
+    for bf16, cl, comp, fused, graph in options:
+        p = Project(args.sweep_model, data, device, args.batch_size, bf16, cl, comp, fused, graph)
         t = time.perf_counter()
         p.run(args.warmup)
         runs.append((f"{'bf16' if bf16 else 'fp32'} {'channels_last' if cl else 'NCHW':13s} "
-                     f"{'compiled' if comp else 'eager':8s}", p, time.perf_counter() - t, []))
+                     f"{'compiled' if comp else 'eager':8s} {'fused-SGD' if fused else 'SGD':9s} "
+                     f"{'graph' if graph else '-':5s}", p, time.perf_counter() - t, []))
     for _ in range(args.repeats):
         for _, p, _, ts in runs:
             ts.append(timed(p.run, args.iters))
@@ -178,6 +186,7 @@ def main(argv=None):
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="project path (default: device.py's choice)")
     p.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"])
     p.add_argument("--compile", default="auto", choices=["auto", "true", "false"])
+    p.add_argument("--graph", default="auto", choices=["auto", "true", "false"], help="CUDA graph of the project step")
     p.add_argument("--sweep", action="store_true", help="also time the project step per precision and layout")
     p.add_argument("--sweep-model", default="resnet56")
     p.add_argument("--sweep-compile", action="store_true", help="include torch.compile in the sweep (slow to warm up)")
@@ -189,7 +198,8 @@ def main(argv=None):
     args.warmup = args.warmup or (30 if cuda else 3)
     flag = lambda v: v if v == "auto" else v == "true"
     choice = (use_bf16(args.precision, device), use_channels_last(flag(args.channels_last), device),
-              use_compile(flag(args.compile), device))
+              use_compile(flag(args.compile), device), device.type == "cuda",
+              use_cuda_graph(device, "cifar") if args.graph == "auto" else args.graph == "true")
 
     images, labels = synthetic_cifar(args.images)
     data = D.TensorData(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), torch.tensor(labels),
@@ -200,7 +210,8 @@ def main(argv=None):
     print(f"textbook: torchvision Dataset of PIL images, RandomCrop(32, padding=4) + flip + ToTensor + Normalize, "
           f"DataLoader({args.workers} workers), fp32 NCHW eager, loss.item() and accuracy .item() every step")
     print(f"project: uint8 on {device.type}, batched pad-crop-flip, train.Step: {'bf16 autocast' if choice[0] else 'fp32'}, "
-          f"{'channels_last' if choice[1] else 'NCHW'}, {'torch.compile' if choice[2] else 'eager'}, sums on the device")
+          f"{'channels_last' if choice[1] else 'NCHW'}, {'torch.compile' if choice[2] else 'eager'}, {'fused SGD' if choice[3] else 'SGD'}, "
+          f"{'CUDA graph of the step' if choice[4] else 'no graph'}, sums on the device")
     print(f"batch {args.batch_size}; {args.warmup} warm-up iterations, then {args.repeats} x {args.iters} timed, alternating")
     if args.sweep:
         sweep(data, device, args)

@@ -739,14 +739,35 @@ def test_decode_on_device_matches_pil(jpeg_folder):
 
 def test_decode_on_device_falls_back_for_what_the_batch_decoder_refuses(tmp_path):
     """ImageNet's train set has a PNG named .JPEG: decoded on the CPU instead, the batch goes on."""
-    from torchvision.io import read_file
     rng = np.random.default_rng(0)
     _write_png(tmp_path / "fake.JPEG", _rand_image(rng, 12, 10))
     Image.fromarray(_rand_image(rng, 9, 11)).save(tmp_path / "real.jpg")
-    images = D.decode_on_device([read_file(str(tmp_path / "real.jpg")), read_file(str(tmp_path / "fake.JPEG"))],
-                                torch.device("cpu"))
-    assert [tuple(i.shape) for i in images] == [(3, 9, 11), (3, 12, 10)]
+    Image.fromarray(_rand_image(rng, 7, 5)).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    files = [D.read_bytes(tmp_path / f) for f in ("real.jpg", "fake.JPEG", "cmyk.jpg")]
+    images = D.decode_on_device(files, torch.device("cpu"))
+    assert [tuple(i.shape) for i in images] == [(3, 9, 11), (3, 12, 10), (3, 7, 5)]
+    assert all(i.dtype == torch.uint8 for i in images)
     assert torch.equal(images[1], torch.from_numpy(np.array(Image.open(tmp_path / "fake.JPEG"))).permute(2, 0, 1))
+
+
+def test_decoding_uses_torchcodec_not_torchvision_io(jpeg_folder, monkeypatch):
+    """TorchCodec (a dependency) decodes; torchvision.io's deprecated readers and decoders are never
+    called. Without TorchCodec, PIL decodes the same images."""
+    import torchvision.io
+
+    def deprecated(*args, **kwargs):
+        raise AssertionError("a deprecated torchvision.io function was called")
+    for name in ("read_file", "decode_jpeg", "decode_image", "decode_png", "read_image"):
+        monkeypatch.setattr(torchvision.io, name, deprecated)
+    assert D.jpeg_decoder() == "torchcodec"
+    files = sorted((jpeg_folder / "train").rglob("*.jpg"))[:5]
+    ds = D.EncodedImages(type("Folder", (), {"samples": [(str(f), 0) for f in files]})())
+    encoded = [ds[i][0] for i in range(len(ds))]
+    images = D.decode_on_device(encoded, torch.device("cpu"))
+    monkeypatch.setattr(D, "jpeg_decoder", lambda: "pil")
+    via_pil = D.decode_on_device(encoded, torch.device("cpu"))
+    for a, b in zip(images, via_pil):
+        assert a.shape == b.shape and (a.int() - b.int()).abs().max() <= 1
 
 
 def test_scale_crop_on_the_device():

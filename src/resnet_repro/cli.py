@@ -233,8 +233,8 @@ def build_parser():
     s.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
     s.set_defaults(func=cmd_make_imagefolder)
 
-    from . import estimate, figures, report, tables, tracking
-    for module in (figures, tables, tracking, report, estimate):
+    from . import doctor, estimate, figures, report, tables, tracking
+    for module in (figures, tables, tracking, report, estimate, doctor):
         module.add_parser(sub)
     return p
 

@@ -4,7 +4,7 @@ Two paths, as in the paper's two families of experiments:
 - small images (cifar10, digits, or an imagefolder of small images) are held in memory as uint8
   tensors on the training device and augmented a whole batch at a time (pad 4, random crop, flip);
 - ImageNet-style data (imagenet, imagefolder) is read by DataLoader workers and decoded, scaled and
-  cropped either by them (PIL) or, for JPEGs on CUDA, on the GPU (nvJPEG; `data.decode`); then
+  cropped either by them (PIL) or, for JPEGs on CUDA, on the GPU (TorchCodec's nvJPEG; `data.decode`); then
   flipped, lit (AlexNet PCA) and mean-subtracted on the device, a batch at a time.
 """
 import os
@@ -267,9 +267,14 @@ class EncodedImages(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, i):
-        from torchvision.io import read_file
         path, label = self.samples[i]
-        return read_file(path), label
+        return read_bytes(path), label
+
+
+def read_bytes(path):
+    """A file's bytes as a 1-D uint8 tensor."""
+    with open(path, "rb") as f:
+        return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
 
 
 def collate_encoded(batch):
@@ -285,8 +290,9 @@ def split_encoded(flat, lengths):
 
 def decode_where(setting, dataset, device):
     """Where training images are decoded: 'workers' (PIL, in DataLoader processes) or 'device'
-    (torchvision.io.decode_jpeg: nvJPEG on CUDA, a batch at a time, which frees the CPU cores that
-    otherwise limit ImageNet throughput). auto: the device on CUDA when every file is a JPEG."""
+    (TorchCodec's decode_jpeg: nvJPEG on CUDA, a batch at a time, which frees the CPU cores that
+    otherwise limit ImageNet throughput; its libjpeg-turbo on a CPU). auto: the device on CUDA when
+    every file is a JPEG."""
     all_jpeg = all(str(path).lower().endswith(JPEG_EXTENSIONS) for path, _ in dataset.samples)
     if setting == "device" and not all_jpeg:
         raise ReproError("data.decode: device needs JPEG files (.jpg/.jpeg) only; use workers (or auto) for others")
@@ -295,20 +301,45 @@ def decode_where(setting, dataset, device):
     return setting
 
 
-def decode_on_device(encoded, device):
-    """JPEG bytes (a list of 1-D uint8 tensors) -> a list of uint8 (3, H, W) images on `device`.
-    A file the batched decoder refuses (ImageNet has a few CMYK JPEGs and one PNG named .JPEG) is
-    decoded on the CPU instead."""
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+def jpeg_decoder():
+    """Which library decodes on the device: 'torchcodec' (nvJPEG on CUDA, libjpeg-turbo on a CPU),
+    or 'pil' (on the CPU, then copied to the device) where TorchCodec is not installed.
+    torchvision.io's decoders are deprecated (and to be removed) in favour of TorchCodec."""
     try:
-        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+        import torchcodec.decoders  # noqa: F401
+        return "torchcodec"
+    except (ImportError, OSError, RuntimeError):  # not installed, or its libraries do not load here
+        return "pil"
+
+
+def _decode_pil(data):
+    import io
+
+    from PIL import Image
+    img = Image.open(io.BytesIO(data.numpy().tobytes())).convert("RGB")
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
+
+
+def decode_on_device(encoded, device):
+    """JPEG bytes (a list of 1-D uint8 CPU tensors) -> a list of uint8 (3, H, W) RGB images on
+    `device`, with TorchCodec (all of a batch in one nvJPEG call on CUDA). A file the batched
+    decoder refuses (ImageNet has a few CMYK JPEGs and one PNG named .JPEG) is decoded one by one,
+    by any format's decoder on the CPU if need be."""
+    if jpeg_decoder() == "pil":
+        return [_decode_pil(data).to(device) for data in encoded]
+    from torchcodec.decoders import decode_image, decode_jpeg
+    try:
+        return decode_jpeg(list(encoded), mode="RGB", device=device)
     except RuntimeError:
         out = []
         for data in encoded:
             try:
-                out.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+                out.append(decode_jpeg(data, mode="RGB", device=device))
             except RuntimeError:
-                out.append(decode_image(data, mode=ImageReadMode.RGB).to(device))
+                try:
+                    out.append(decode_image(data, mode="RGB").to(device))
+                except RuntimeError:
+                    out.append(_decode_pil(data).to(device))
         return out
 
 

@@ -118,10 +118,31 @@ def configure(device):
         torch.backends.cudnn.benchmark = True
 
 
-def autocast(device, bf16):
+def autocast(device, bf16, cache=True):
+    """bf16 autocast (or nothing). cache=False while a CUDA graph is recorded (the cast weights
+    must be recomputed at every replay, not kept from the recording)."""
     if not bf16:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
+
+
+def make_sgd(params, device, **kw):
+    """The trainer's SGD: on CUDA the fused kernel (one launch for every parameter's update, instead
+    of a few per parameter group of tensors); elsewhere PyTorch's default implementation."""
+    if device.type == "cuda":
+        kw["fused"] = True
+    return torch.optim.SGD(params, **kw)
+
+
+CUDA_GRAPH_FAMILIES = ("cifar",)
+
+
+def use_cuda_graph(device, family, world_size=1):
+    """Record each training step as a CUDA graph and replay it: on CUDA, in one process, for the
+    small CIFAR nets, whose step is a thousand or so short kernels that the CPU cannot launch as
+    fast as the GPU runs them (measured: benchmarks/README.md). Not with DDP (its all-reduces are
+    launched from hooks during backward) and not for the ImageNet nets (their kernels are long)."""
+    return device.type == "cuda" and world_size == 1 and family in CUDA_GRAPH_FAMILIES
 
 
 def memory_format(channels_last):

@@ -75,7 +75,7 @@ def measure(spec, device, iters=5, warmup=2, batch_size=None):
     import torch
 
     from . import data as D
-    from .device import memory_format, use_bf16, use_channels_last, use_compile
+    from .device import make_sgd, memory_format, use_bf16, use_channels_last, use_compile, use_cuda_graph
     from .models import ResNet, parse_model_name
     from .train import SmallBatches, Step
 
@@ -86,8 +86,8 @@ def measure(spec, device, iters=5, warmup=2, batch_size=None):
     torch.manual_seed(0)
     num_classes = spec.get("num_classes") or (10 if m.family == "cifar" else 1000)
     model = ResNet(m, num_classes).to(device, memory_format=memory_format(cl))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=spec["momentum"], weight_decay=spec["weight_decay"])
-    step = Step(model, opt, device, bf16, cl, compile)
+    opt = make_sgd(model.parameters(), device, lr=0.01, momentum=spec["momentum"], weight_decay=spec["weight_decay"])
+    step = Step(model, opt, device, bf16, cl, compile, graph=use_cuda_graph(device, m.family))
     gen = torch.Generator().manual_seed(0)
     if m.family == "cifar":  # the real data path: uint8 on the device, batched pad-crop-flip
         n = 2 * batch
@@ -101,6 +101,10 @@ def measure(spec, device, iters=5, warmup=2, batch_size=None):
         x = torch.randn(batch, 3, size, size, generator=gen).to(device)
         y = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
         next_batch = lambda: (x, y)
+
+    if step.graph:  # a few eager steps, then the recording: none of them timed
+        from .train import GRAPH_WARMUP
+        warmup = max(warmup, GRAPH_WARMUP + 2)
 
     def run(k):
         for _ in range(k):
