@@ -43,8 +43,10 @@ def test_paper_preset_follows_the_paper():
 def test_preset_entries_merge_over_the_top_level():
     p = plan("demo")
     o = p.train_overrides("resnet110", 1)
-    assert o["data"]["kind"] == "digits" and o["max_iters"] == 200 and o["batch_size"] == 64
-    assert ("resnet1202", 0) not in p.all_runs()
+    # the family's settings, then the model's own (the demo's ResNet-110 warm-up check), then model and seed
+    assert o["data"]["kind"] == "digits" and o["max_iters"] == 400 and o["batch_size"] == 64
+    assert o["warmup"]["check_every"] == 20 and o["augment"] == {"pad": 2, "flip": False} and o["seed"] == 1
+    assert ("resnet1202", 0) not in p.all_runs() and ("resnet110", 1) not in p.all_runs()
     assert p.resources("resnet20")["gpus"] == 0
 
 
