@@ -269,6 +269,17 @@ def test_multiscale_single_scale(model18, subset):
     torch.testing.assert_close(got[1], want, rtol=1e-4, atol=1e-4)
 
 
+def test_multiscale_without_flips(model18, subset):
+    """flips=False (a model trained without mirrors): the mean softmax over scales of the image alone."""
+    got = predict_view(model18, subset, "multiscale", zero_mean(), CPU, workers=0, scales=SCALES, flips=False)
+    x = image_tensor(subset, 2)
+    want = torch.stack([F.softmax(logits(model18, TF.resize(x, [s, s], antialias=True)[None], torch.zeros(3, s, s)), 1)[0]
+                        for s in SCALES]).mean(0).log()
+    torch.testing.assert_close(got[2], want, rtol=1e-4, atol=1e-4)
+    with_flips = predict_view(model18, subset, "multiscale", zero_mean(), CPU, workers=0, scales=SCALES)
+    assert (with_flips[2] - want).abs().max() > 1e-3
+
+
 def test_predict_view_unknown_view(model18, subset):
     with pytest.raises(ReproError, match="unknown view 'single'"):
         predict_view(model18, subset, "single", zero_mean(), CPU, workers=0)
@@ -325,6 +336,7 @@ def test_imagenet_checkpoint_default_views(imnet_run, imnet_eval, val_ds):
     assert metrics["model"] == "resnet18" and metrics["iteration"] == 6 and metrics["split"] == "val"
     assert list(metrics["views"]) == ["center", "tencrop", "multiscale"]
     assert metrics["views"]["multiscale"]["scales"] == list(SCALES)
+    assert metrics["views"]["multiscale"]["flips"] is True  # trained with flips (the default augmentation)
     assert "scales" not in metrics["views"]["center"]
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     labels = np.array(val_ds.targets)

@@ -34,10 +34,11 @@ def predict_tensor(model, x_uint8, mean, device, bf16=False, channels_last=False
 
 @torch.no_grad()
 def predict_view(model, dataset, view, mean, device, bf16=False, channels_last=False, batch_size=250,
-                 workers=4, test_size=256, crop=224, scales=DEFAULT_SCALES):
+                 workers=4, test_size=256, crop=224, scales=DEFAULT_SCALES, flips=True):
     """Scores (N, C) for a streamed data set. center: logits of the centre crop. tencrop: log of the
     softmax averaged over the 10 crops. multiscale: log of the softmax averaged over every scale in
-    `scales` (shorter side) and its flip, each image whole (fully convolutional)."""
+    `scales` (shorter side), each image whole (fully convolutional), and its mirror image if `flips`
+    (the paper's text does not mention flips there; a model trained without flips gets none)."""
     model.eval()
     loader = lambda tf, bs: torch.utils.data.DataLoader(D.Transformed(dataset, tf), batch_size=bs,
                                                         num_workers=workers, pin_memory=device.type == "cuda")
@@ -65,8 +66,9 @@ def predict_view(model, dataset, view, mean, device, bf16=False, channels_last=F
                 for shape in {x.shape for x in batch}:
                     idx = [i for i, x in enumerate(batch) if x.shape == shape]
                     x = torch.stack([batch[i] for i in idx])
-                    p = F.softmax(_forward(model, torch.cat([x, x.flip(3)]), mean, device, bf16, channels_last), 1)
-                    p = p.view(2, len(idx), -1).mean(0).cpu()
+                    views = torch.cat([x, x.flip(3)]) if flips else x
+                    p = F.softmax(_forward(model, views, mean, device, bf16, channels_last), 1)
+                    p = p.view(-1, len(idx), p.shape[1]).mean(0).cpu()
                     for j, i in enumerate(idx):
                         out[i] = p[j]
                 probs.append(torch.stack(out))
@@ -129,15 +131,16 @@ def evaluate_checkpoint(checkpoint, out_dir, views=None, scales=DEFAULT_SCALES, 
         labels = torch.tensor(val.targets)
         metrics["split"] = "val"
         w = d.get("workers", 4) if workers is None else workers
+        flips = spec.get("augment", {}).get("flip", True)  # test-time mirrors only for a model trained on them
         runs = {v: (lambda v=v: predict_view(model, val, v, mean, device, bf16, cl, batch_size, w,
-                                             d["test_size"], d["crop"], scales), labels) for v in views}
+                                             d["test_size"], d["crop"], scales, flips), labels) for v in views}
     for view in views:
         run, labels = runs[view]
         scores = run()
         np.savez_compressed(out_dir / f"scores-{view}.npz", scores=scores.numpy(), labels=labels.numpy())
         metrics["views"][view] = error_rates(scores, labels)
         if view == "multiscale":
-            metrics["views"][view]["scales"] = list(scales)
+            metrics["views"][view].update(scales=list(scales), flips=bool(flips))
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 
