@@ -415,20 +415,19 @@ def _claim_parts(cid, tables, runs):
             missing.append(what)
         return m
 
+    def lower_training_error(low, high):
+        """Claim: `low` ends with lower training error than `high` (final test errors as a note)."""
+        a = need(final_train_error(runs, low), f"{_label(low)} training history")
+        b = need(final_train_error(runs, high), f"{_label(high)} training history")
+        if a and b:
+            parts.append(compare(a, b, "<"))
+            notes.append(f"final test error (not used for the verdict): {_label(low)} "
+                         f"{final_test_error(runs, low):.2f}%, {_label(high)} {final_test_error(runs, high):.2f}%")
+
     if cid == "degradation_cifar":
-        p20 = need(final_train_error(runs, "plain20"), "plain-20 training history")
-        p56 = need(final_train_error(runs, "plain56"), "plain-56 training history")
-        if p20 and p56:
-            parts.append(compare(p20, p56, "<"))
-            t20, t56 = final_test_error(runs, "plain20"), final_test_error(runs, "plain56")
-            notes.append(f"final test error (not used for the verdict): plain-20 {t20:.2f}%, plain-56 {t56:.2f}%")
+        lower_training_error("plain20", "plain56")
     elif cid == "residual_fix_cifar":
-        p56 = need(final_train_error(runs, "plain56"), "plain-56 training history")
-        r56 = need(final_train_error(runs, "resnet56"), "ResNet-56 training history")
-        if p56 and r56:
-            parts.append(compare(r56, p56, "<"))
-            t_p, t_r = final_test_error(runs, "plain56"), final_test_error(runs, "resnet56")
-            notes.append(f"final test error (not used for the verdict): ResNet-56 {t_r:.2f}%, plain-56 {t_p:.2f}%")
+        lower_training_error("resnet56", "plain56")
     elif cid == "depth_gain_cifar":
         depths = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
         ms = {d: table_measure(tables, runs, "table6", d, "error_mean", "error_std", "single", "test error")
