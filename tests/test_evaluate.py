@@ -280,6 +280,16 @@ def test_multiscale_without_flips(model18, subset):
     assert (with_flips[2] - want).abs().max() > 1e-3
 
 
+def test_tencrop_without_flips_is_the_five_crops(model18, subset):
+    """flips=False: the mean softmax of the 4 corner and the centre crops, no mirrored ones."""
+    got = predict_view(model18, subset, "tencrop", zero_mean(), CPU, batch_size=20, workers=0, test_size=TEST_SIZE,
+                       crop=CROP, flips=False)
+    x = TF.resize(image_tensor(subset, 1), [TEST_SIZE, TEST_SIZE], antialias=True)
+    five = torch.stack(ten_crops_by_hand(x, CROP)[:5])
+    want = F.softmax(logits(model18, five, zero_mean()), 1).mean(0).log()
+    torch.testing.assert_close(got[1], want, rtol=1e-4, atol=1e-4)
+
+
 def test_predict_view_unknown_view(model18, subset):
     with pytest.raises(ReproError, match="unknown view 'single'"):
         predict_view(model18, subset, "single", zero_mean(), CPU, workers=0)
@@ -336,7 +346,8 @@ def test_imagenet_checkpoint_default_views(imnet_run, imnet_eval, val_ds):
     assert metrics["model"] == "resnet18" and metrics["iteration"] == 6 and metrics["split"] == "val"
     assert list(metrics["views"]) == ["center", "tencrop", "multiscale"]
     assert metrics["views"]["multiscale"]["scales"] == list(SCALES)
-    assert metrics["views"]["multiscale"]["flips"] is True  # trained with flips (the default augmentation)
+    # trained with flips (the default augmentation), so tested with mirrored views too
+    assert metrics["views"]["multiscale"]["flips"] is True and metrics["views"]["tencrop"]["flips"] is True
     assert "scales" not in metrics["views"]["center"]
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     labels = np.array(val_ds.targets)

@@ -370,15 +370,17 @@ def train_transform(scale=(256, 480), crop=224):
                        v2.RandomCrop(crop, pad_if_needed=True)])
 
 
-def eval_transform(view, test_size=256, crop=224, scale=None):
+def eval_transform(view, test_size=256, crop=224, scale=None, flips=True):
     """center: shorter side test_size, centre crop. tencrop: 4 corners + centre and their flips
-    (10, 3, crop, crop). full: shorter side `scale`, the whole image (fully-convolutional testing)."""
+    (10, 3, crop, crop); without flips only the 5 (5, 3, crop, crop). full: shorter side `scale`, the
+    whole image (fully-convolutional testing)."""
     from torchvision.transforms import v2
     if view == "center":
         return v2.Compose([v2.PILToTensor(), v2.Resize(test_size), v2.CenterCrop(crop)])
     if view == "tencrop":
         # a plain callable, not v2.Lambda: v2 transforms apply to each leaf of the crop tuple
-        return v2.Compose([v2.PILToTensor(), v2.Resize(test_size), v2.TenCrop(crop), torch.stack])
+        crops = v2.TenCrop(crop) if flips else v2.FiveCrop(crop)
+        return v2.Compose([v2.PILToTensor(), v2.Resize(test_size), crops, torch.stack])
     if view == "full":
         return v2.Compose([v2.PILToTensor(), v2.Resize(scale)])
     raise ReproError(f"unknown view {view!r}")

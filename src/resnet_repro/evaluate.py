@@ -36,9 +36,10 @@ def predict_tensor(model, x_uint8, mean, device, bf16=False, channels_last=False
 def predict_view(model, dataset, view, mean, device, bf16=False, channels_last=False, batch_size=250,
                  workers=4, test_size=256, crop=224, scales=DEFAULT_SCALES, flips=True):
     """Scores (N, C) for a streamed data set. center: logits of the centre crop. tencrop: log of the
-    softmax averaged over the 10 crops. multiscale: log of the softmax averaged over every scale in
-    `scales` (shorter side), each image whole (fully convolutional), and its mirror image if `flips`
-    (the paper's text does not mention flips there; a model trained without flips gets none)."""
+    softmax averaged over the 10 crops (the 5 unmirrored ones if not `flips`). multiscale: log of the
+    softmax averaged over every scale in `scales` (shorter side), each image whole (fully
+    convolutional), and its mirror image if `flips` (the paper's text does not mention flips there).
+    flips=False is for a model trained without mirrored images (augment.flip: false)."""
     model.eval()
     loader = lambda tf, bs: torch.utils.data.DataLoader(D.Transformed(dataset, tf), batch_size=bs,
                                                         num_workers=workers, pin_memory=device.type == "cuda")
@@ -47,10 +48,10 @@ def predict_view(model, dataset, view, mean, device, bf16=False, channels_last=F
                           for x, _ in loader(D.eval_transform("center", test_size, crop), batch_size)])
     if view == "tencrop":
         out = []
-        for x, _ in loader(D.eval_transform("tencrop", test_size, crop), max(1, batch_size // 10)):
-            b = x.shape[0]
+        for x, _ in loader(D.eval_transform("tencrop", test_size, crop, flips=flips), max(1, batch_size // 10)):
+            b, k = x.shape[:2]  # k = 10 crops, or 5 without flips
             p = F.softmax(_forward(model, x.flatten(0, 1), mean, device, bf16, channels_last), 1)
-            out.append(p.view(b, 10, -1).mean(1).cpu())
+            out.append(p.view(b, k, -1).mean(1).cpu())
         return torch.cat(out).clamp_min(1e-12).log()
     if view == "multiscale":
         total = None
@@ -140,7 +141,9 @@ def evaluate_checkpoint(checkpoint, out_dir, views=None, scales=DEFAULT_SCALES, 
         np.savez_compressed(out_dir / f"scores-{view}.npz", scores=scores.numpy(), labels=labels.numpy())
         metrics["views"][view] = error_rates(scores, labels)
         if view == "multiscale":
-            metrics["views"][view].update(scales=list(scales), flips=bool(flips))
+            metrics["views"][view]["scales"] = list(scales)
+        if view in ("tencrop", "multiscale"):
+            metrics["views"][view]["flips"] = bool(flips)
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 

@@ -20,9 +20,10 @@ TABLES = {
     "table6": ("table6_cifar10", "cifar", "single", ["error"], None),
 }
 NOTES = {
-    "table2": "ImageNet val, 10-crop testing. The paper's ResNets here use option A shortcuts (our resnet18-A, resnet34-A).",
-    "table3": "ImageNet val, 10-crop testing. Rows are matched by depth and shortcut option: resnet34-A, resnet34-C, and resnet34 (= option B, as resnet50/101/152).",
-    "table4": "ImageNet val, fully-convolutional multi-scale testing; where paper_split is `test` the paper's number is on the test set.",
+    "table2": "ImageNet val, 10-crop testing (5 crops, no mirrors, for a model trained without flips). The paper's ResNets here use option A shortcuts (our resnet18-A, resnet34-A).",
+    "table3": "ImageNet val, 10-crop testing (5 crops, no mirrors, for a model trained without flips). Rows are matched by depth and shortcut option: resnet34-A, resnet34-C, and resnet34 (= option B, as resnet50/101/152).",
+    "table4": "ImageNet val, fully-convolutional multi-scale testing (softmax averaged over the scales, and over "
+              "each image and its mirror unless the model was trained without flips); where paper_split is `test` the paper's number is on the test set.",
     "table5": "Top-5 error of an ensemble. The paper's numbers are on the ImageNet **test** set (test server); "
               "ours are on the val split, so they differ in data as well as in model. Members are listed below the ensemble.",
     "table6": "CIFAR-10 test error. params_m is counted from our model. error_best is the minimum over seeds, "
