@@ -9,10 +9,15 @@ from .errors import ReproError
 
 
 def _umask():
-    """The process's umask (os.umask can only be read by setting it; put it straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    """The process's umask: read from /proc on Linux (no side effect on other threads); elsewhere
+    os.umask, which can only be read by setting it, put straight back."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
 
 
 def write_with(path, write):
