@@ -1,6 +1,7 @@
 """The reproduction report (`resnet-repro report`, rule reproduction_report) on synthetic runs written by
 hand: paper-sized specs (CIFAR-10 / ImageNet, the paper's iterations) with numbers chosen so that each
 kind of verdict occurs, real tables and figures made from them, and a real MLflow store. No training."""
+import base64
 import html
 import json
 import math
@@ -167,6 +168,8 @@ def test_html_has_every_table_figure_and_the_provenance_of_every_number(paper, p
     for name in ("Table 2", "Table 5", "Table 6", "Figure 1", "Figure 7"):
         assert name in text
     assert text.count('src="data:image/png;base64,') == 2  # self-contained: the figures are embedded
+    for png in paper["figures"]:  # ... as the PNG files themselves
+        assert f'src="data:image/png;base64,{base64.b64encode(Path(png).read_bytes()).decode()}"' in text
     for d in paper["runs"].values():  # every training run, with its MLflow run id and config hash
         run_id = json.loads((Path(d) / "mlflow.json").read_text())["run_id"]
         assert run_id in text and f'href="#run-{run_id}"' in text

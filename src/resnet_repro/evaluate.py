@@ -1,6 +1,5 @@
 """Evaluation: single view (CIFAR), centre crop, 10-crop and fully-convolutional multi-scale testing
 (ImageNet), per-example scores saved for ensembles."""
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ from . import data as D
 from .device import autocast, memory_format, precision_name, resolve_device, use_bf16, use_channels_last
 from .errors import ReproError
 from .files import load_torch, write_json
+from .tables import scores_metrics
 from .models import ResNet, parse_model_name
 
 VIEWS = ("single", "center", "tencrop", "multiscale")
@@ -171,13 +171,5 @@ def ensemble(score_files):
     probs /= len(score_files)
     members = {str(f): error_rates(torch.from_numpy(np.load(f)["scores"]), labels) for f in score_files}
     return {"ensemble": error_rates(probs, torch.from_numpy(labels)), "members": members,
-            "precision": ",".join(sorted({scores_precision(f) for f in score_files}))}
-
-
-def scores_precision(score_file):
-    """The precision `evaluate` recorded for a scores file (in the metrics.json beside it), else unknown."""
-    try:
-        return json.loads((Path(score_file).parent / "metrics.json").read_text()).get("precision", "unknown")
-    except (OSError, ValueError, AttributeError):
-        return "unknown"
+            "precision": ",".join(sorted({scores_metrics(f).get("precision", "unknown") for f in score_files}))}
 

@@ -112,9 +112,14 @@ def data_name(d):
     return name
 
 
+def data_names(data_blocks):
+    """Several runs' data sets (their specs' `data` blocks) in words, each once ('CIFAR-10, ImageNet')."""
+    return ", ".join(sorted({data_name(d) for d in data_blocks}))
+
+
 def data_of_runs(run_dirs):
-    """The data sets of the given runs, in words, joined ('digits (8x8)' or 'CIFAR-10, ImageNet')."""
-    return ", ".join(sorted({data_name(read_spec(r).get("data")) for r in dict.fromkeys(map(str, run_dirs))}))
+    """The data sets of the given run directories, in words ('digits (8x8)' or 'CIFAR-10, ImageNet')."""
+    return data_names(read_spec(r).get("data") for r in dict.fromkeys(map(str, run_dirs)))
 
 
 def caption(name, data=None):

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ReproError
-from .figures import FIGURE_FAMILY, data_name, read_csv, read_spec, reference
+from .figures import FIGURE_FAMILY, data_names, read_csv, read_spec, reference
 from .figures import caption as figure_caption
 from .names import parse_model_name
 
@@ -526,10 +526,9 @@ def _ensemble_measures(tables, runs):
 
 def scope_of(runs_used):
     """What a verdict rests on, in words: 'digits (8x8, upsampled to 16 px), 1,000 iterations, 2 seeds'."""
-    datas = sorted({data_name(r.spec.get("data")) for r in runs_used})
     iters = sorted({r.spec.get("max_iters") for r in runs_used if isinstance(r.spec.get("max_iters"), int)})
     seeds = sorted({str(r.seed) for r in runs_used})
-    text = "on " + ", ".join(datas)
+    text = "on " + data_names(r.spec.get("data") for r in runs_used)
     if iters:
         text += f", {iters[0]:,}" + (f"-{iters[-1]:,}" if len(iters) > 1 else "") + " iterations"
     return text + (f", {len(seeds)} seeds" if len(seeds) > 1 else ", one seed")
@@ -659,7 +658,7 @@ def _row_run_ids(name, row, runs):
 
 
 def table_html(name, path, df, runs, report_run):
-    from .tables import DIFF_NOTE, NOTES
+    from .tables import DIFF_NOTE, NOTES, table_data
     cols = list(df.columns)
     head = "".join(f'<th class="{_column_class(c)}">{_e(c)}</th>' for c in cols) + "<th>MLflow runs</th>"
     body = []
@@ -677,7 +676,7 @@ def table_html(name, path, df, runs, report_run):
     diff = _e(DIFF_NOTE[name]) if name in DIFF_NOTE else \
         "Differences (<code>*_diff</code>) are reproduced (mean over seeds) minus paper."
     rep = _report_run_html(report_run)
-    data = "; ".join(sorted({str(d) for d in df.get("data", []) if isinstance(d, str) and d}))
+    data = table_data(df)
     data = f"<b>Data: {_e(data)}.</b> " if data else ""
     return (f'<section class="table" id="{_e(name)}"><h3>{_e(title)} <span class="small">({_e(path)})</span></h3>'
             f'<p class="small">{data}{notes} {diff} Blue: the paper; green: reproduced; amber: difference '
@@ -696,9 +695,9 @@ def _report_run_html(info):
 
 
 def figure_html(name, png, out_dir, report_run, runs):
-    data = base64.b64encode(Path(png).read_bytes()).decode()
+    image = base64.b64encode(Path(png).read_bytes()).decode()
     family = FIGURE_FAMILY.get(name)
-    data = ", ".join(sorted({data_name(r.spec.get("data")) for r in runs.list if r.family == family}))
+    data = data_names(r.spec.get("data") for r in runs.list if r.family == family)
     caption = figure_caption(name, data or None) if name in FIGURE_FAMILY else ""
     pdf = Path(png).with_suffix(".pdf")
     link = f' <a href="{_e(os.path.relpath(pdf, out_dir))}">PDF</a>' if pdf.is_file() else ""
@@ -709,7 +708,7 @@ def figure_html(name, png, out_dir, report_run, runs):
             f"{_e(known[s].model) + ' seed ' + _e(known[s].seed) if s in known else 'run'} {_id_link(s)}"
             for s in report_run["source_run_ids"]) + "."
     title = f"Figure {name[6:]}" if name.startswith("figure") else name
-    return (f'<figure id="{_e(name)}"><h3>{_e(title)}</h3><img alt="{_e(title)}" src="data:image/png;base64,{data}">'
+    return (f'<figure id="{_e(name)}"><h3>{_e(title)}</h3><img alt="{_e(title)}" src="data:image/png;base64,{image}">'
             f"<figcaption>{_e(caption)}{link}<br><span class='small'>{_report_run_html(report_run)} {sources}"
             f"</span></figcaption></figure>")
 

@@ -202,12 +202,19 @@ def _table5(ensemble, preset):
     return df
 
 
+def scores_metrics(scores_file):
+    """The metrics.json `evaluate` wrote beside a scores file, as a dict ({} if absent or unreadable)."""
+    try:
+        m = json.loads((Path(scores_file).parent / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return m if isinstance(m, dict) else {}
+
+
 def _member_precision(scores_file):
     """The precision label of an ensemble member, from the evaluation's metrics.json beside its scores."""
-    try:
-        return precision_label(json.loads((Path(scores_file).parent / "metrics.json").read_text()))
-    except (OSError, ValueError, AttributeError):
-        return "unknown"
+    m = scores_metrics(scores_file)
+    return precision_label(m) if m else "unknown"
 
 
 def _member_spec(scores_file):
@@ -224,11 +231,16 @@ def _member_run(scores_file):
     return (canonical(spec["model"]), spec.get("seed")) if spec else (Path(scores_file).name, None)
 
 
+def table_data(df):
+    """The data sets a table's reproduced rows were trained on, in words, each once ('' if none)."""
+    return "; ".join(sorted({d for d in df.get("data", []) if isinstance(d, str) and d}))
+
+
 def to_markdown(df, name, preset=None):
     """A Markdown table (floats to 2 decimals, empty for missing) with the preset and notes above it."""
     import pandas as pd
     preset = preset or df.attrs.get("preset")
-    data = "; ".join(sorted({str(d) for d in df.get("data", []) if isinstance(d, str) and d}))
+    data = table_data(df)
     lines = [f"# Table {name[5:]} of He et al. (2016), reproduced" + (f" on {data}" if data else ""), ""]
     lines.append(f"Preset: `{preset or 'unknown'}`." + (f" **{preset_note(preset)}.**" if preset_note(preset) else ""))
     lines += ["", NOTES[name] + " " + DIFF_NOTE.get(name, "Differences (`*_diff`) are reproduced (mean over seeds) minus paper."), "",

@@ -264,16 +264,18 @@ def summary_metrics(summary, step, stamp):
 
 
 def eval_metrics(run_dir, step):
-    """(metrics, files) of RUN/eval/<view>/metrics.json: <view>_top1_error, <view>_top5_error."""
+    """(metrics, files) of RUN/eval/<view>/metrics.json: <view>_top1_error, <view>_top5_error, and
+    {file: the precision that evaluation used}."""
     from mlflow.entities import Metric
-    points, files = [], []
+    points, files = [], {}
     for path in sorted(Path(run_dir).glob("eval/*/metrics.json")):
         stamp = _ms(path.stat().st_mtime)  # fixed per file, so relogging is a no-op in MLflow
-        for view, res in _read_json(path, "evaluation").get("views", {}).items():
+        evaluation = _read_json(path, "evaluation")
+        for view, res in evaluation.get("views", {}).items():
             for key in ("top1_error", "top5_error"):
                 if isinstance(res.get(key), (int, float)):
                     points.append(Metric(f"{view}_{key}", float(res[key]), stamp, step))
-        files.append(path)
+        files[path] = evaluation.get("precision", "unknown")
     return points, files
 
 
@@ -289,10 +291,9 @@ def log_eval(c, run, run_dir, step):
     have = run.data.metrics
     new = [m for m in points if have.get(m.key) != m.value]
     log_metrics(c, run.info.run_id, new)
-    for path in files:
+    for path, precision in files.items():
         c.log_artifact(run.info.run_id, str(path), f"eval/{path.parent.name}")
         # the arithmetic of that evaluation (fp32 unless asked otherwise), beside its numbers
-        precision = _read_json(path, "evaluation").get("precision", "unknown")
         if run.data.tags.get(f"{path.parent.name}_precision") != precision:
             c.set_tag(run.info.run_id, f"{path.parent.name}_precision", precision)
     if (Path(run_dir) / "responses.csv").is_file():  # Figure 7's layer responses, when computed
