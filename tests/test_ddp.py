@@ -67,7 +67,7 @@ def test_epoch_sampler_shards_cover_the_epoch_once():
     assert len(D.EpochSampler(n, 1, 0, 11, 0, world)) == len(shards[0])
 
 
-def _ddp_step(rank, port, x, y, state, out):
+def _ddp_step(rank, port, x, y, state, out, train_mode=False):
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2"})
     torch.set_num_threads(1)
@@ -75,7 +75,9 @@ def _ddp_step(rank, port, x, y, state, out):
     device = parallel.start(torch.device("cpu"))
     model = ResNet(parse_model_name("resnet8"), 10)
     model.load_state_dict(state)
-    model.eval()  # BN on running statistics, so the full-batch gradient is the mean of the halves'
+    # eval: BN on running statistics, so the full-batch gradient is the mean of the halves';
+    # train: each process normalises its own half, as the paper's two GPUs did
+    model.train(train_mode)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     step = Step(model, opt, device)
     half = len(y) // 2
@@ -104,6 +106,41 @@ def test_ddp_step_equals_one_process_on_the_whole_batch(tmp_path):
         torch.testing.assert_close(ddp["model"][k], v, rtol=1e-4, atol=1e-6, msg=k)
         changed += not torch.equal(v, state[k])
     assert changed > 10  # the step did move the weights
+
+
+def test_ghost_batchnorm_equals_per_process_batchnorm_under_ddp(tmp_path):
+    """bn_batch: one process normalising a batch of 32 in groups of 16 takes the same step (weights,
+    BN running statistics, loss) as two DDP processes (gloo) on 16 each. Without it, it does not."""
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 3, 16, 16), torch.randint(0, 10, (32,))
+    model = ResNet(parse_model_name("resnet8"), 10)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    mp.spawn(_ddp_step, args=(free_port(), x, y, state, tmp_path / "ddp.pt", True), nprocs=2)
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=False)
+
+    def one_process(bn_batch):
+        net = ResNet(parse_model_name("resnet8"), 10, bn_batch=bn_batch)
+        net.load_state_dict(state)
+        step = Step(net, torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9), torch.device("cpu"))
+        step(x, y)
+        return net.state_dict(), step.acc
+
+    ghost, acc = one_process(16)
+    assert acc[0].item() == pytest.approx(ddp["acc"][0].item(), rel=1e-5)
+    for k, v in ghost.items():
+        torch.testing.assert_close(ddp["model"][k], v, rtol=1e-4, atol=1e-6, msg=k)
+    whole, acc = one_process(None)
+    assert acc[0].item() != pytest.approx(ddp["acc"][0].item(), rel=1e-5)
+    assert any(not torch.allclose(ddp["model"][k], v, rtol=1e-4, atol=1e-6) for k, v in whole.items())
+
+
+def test_bn_batch_must_divide_the_batch():
+    from resnet_repro.errors import ReproError
+    from resnet_repro.spec import build_spec
+    assert build_spec(None, [{"model": "resnet20"}])["bn_batch"] == 64  # the paper's 128 on two GPUs
+    assert build_spec(None, [{"model": "resnet50"}])["bn_batch"] is None
+    with pytest.raises(ReproError, match="batch_size 96 is not a multiple of bn_batch 64"):
+        build_spec(None, [{"model": "resnet20", "batch_size": 96}])
 
 
 def test_torchrun_trains_stops_on_sigterm_and_resumes_in_one_process(tmp_path):

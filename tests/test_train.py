@@ -12,7 +12,7 @@ import yaml
 
 from resnet_repro.errors import ReproError
 from resnet_repro.files import load_torch
-from resnet_repro.spec import build_spec, warmup_for
+from resnet_repro.spec import build_spec
 from resnet_repro.train import Diverged, Interrupted, LearningRate, train
 
 CLI = [sys.executable, "-m", "resnet_repro"]
@@ -137,20 +137,45 @@ def test_divergence_is_an_error(tmp_path):
 
 def test_warmup_rule(tmp_path):
     # digits' first iterations are above 95% error, so the warm-up ends at the first check (iteration 10)
-    spec = tiny_spec(warmup={"lr": 0.01, "until_train_error": 95, "check_every": 10}, max_iters=60)
-    train(spec, tmp_path)
+    spec = tiny_spec(warmup={"models": ["resnet8"], "lr": 0.01, "until_train_error": 95, "check_every": 10,
+                                     "max_iters": 50}, max_iters=60)
+    metrics = train(spec, tmp_path)
     lrs = [float(r["lr"]) for r in read_history(tmp_path / "history.csv")]
     assert lrs[:2] == pytest.approx([0.01, 0.1])  # the record at 10 shows the lr its iterations used
     assert lrs[-1] == pytest.approx(0.01)  # after the warm-up: 0.1, then / 10 at the milestone (40)
     assert any(x == pytest.approx(0.1) for x in lrs)
+    assert metrics["warmup"]["iteration"] == 10 and metrics["warmup"]["by"] == "train_error"
+    assert metrics["warnings"] == []
 
 
-def test_warmup_auto_follows_the_paper():
-    assert warmup_for(build_spec(None, [{"model": "resnet110"}])) == {"lr": 0.01, "until_train_error": 80.0,
-                                                                       "check_every": 100}
-    assert warmup_for(build_spec(None, [{"model": "resnet1202"}])) is not None
-    assert warmup_for(build_spec(None, [{"model": "resnet56"}])) is None
-    assert warmup_for(build_spec(None, [{"model": "resnet152"}])) is None
+def test_warmup_is_capped_and_says_so(tmp_path):
+    """A net that never gets below the threshold leaves the warm-up at max_iters, follows the schedule
+    from there, and the log and metrics.json say so."""
+    spec = tiny_spec(warmup={"models": ["resnet8"], "lr": 0.01, "until_train_error": 0, "check_every": 10,
+                                     "max_iters": 25}, max_iters=60)
+    logged = []
+    metrics = train(spec, tmp_path, log=logged.append)
+    lrs = [float(r["lr"]) for r in read_history(tmp_path / "history.csv")]
+    assert lrs == pytest.approx([0.01, 0.01, 0.1, 0.1, 0.01, 0.01])  # 0.1 from 26, / 10 at 40
+    assert metrics["warmup"]["iteration"] == 25 and metrics["warmup"]["by"] == "cap"
+    assert len(metrics["warnings"]) == 1 and "cap" in metrics["warnings"][0]
+    assert any("warning: warm-up ended by its cap (warmup.max_iters=25) at iteration 25" in m for m in logged)
+
+
+def test_warmup_is_for_the_residual_nets_the_paper_names():
+    paper = {"models": ["resnet110", "resnet1202"], "lr": 0.01, "until_train_error": 80, "check_every": 100,
+             "max_iters": 2000}
+    assert build_spec(None, [{"model": "resnet110"}])["warmup"] == paper
+    assert build_spec(None, [{"model": "cifar-resnet110"}])["warmup"] == paper
+    assert build_spec(None, [{"model": "resnet1202"}])["warmup"] == paper
+    for model in ("plain110", "resnet56", "resnet152"):
+        assert build_spec(None, [{"model": model}])["warmup"] is None, model
+    # configurable: another net is warmed up once named; the paper's nets can go without
+    assert build_spec(None, [{"model": "plain110", "warmup": {"models": ["plain110"]}}])["warmup"]["lr"] == 0.01
+    assert build_spec(None, [{"model": "resnet110", "warmup": None}])["warmup"] is None
+    shown = {m: yaml.safe_load(subprocess.run(CLI + ["spec", "--model", m], capture_output=True, text=True,
+                                              check=True).stdout)["warmup"] for m in ("plain110", "resnet110")}
+    assert shown == {"plain110": None, "resnet110": paper}
 
 
 def test_learning_rate_schedules():
@@ -158,13 +183,80 @@ def test_learning_rate_schedules():
     assert [lr.at(i) for i in (0, 31999, 32000, 47999, 48000, 63999)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
     lr = LearningRate(build_spec(None, [{"model": "resnet110"}]))
     assert lr.at(0) == 0.01
-    assert not lr.observe_train_error(85.0) and lr.at(100) == 0.01
-    assert lr.observe_train_error(79.0) and lr.at(200) == 0.1 and lr.at(32000) == pytest.approx(0.01)
-    p = LearningRate(build_spec(None, [{"model": "resnet50", "schedule": {"kind": "plateau", "patience": 2,
-                                                                             "threshold": 0.5, "max_drops": 1}}]))
-    drops = [p.observe_val_error(e) for e in (50, 40, 39.8, 39.9, 30, 29.9, 29.8, 29.7, 29.6)]
-    assert drops == [False, False, False, True, False, False, False, False, False]  # max_drops caps it
-    assert p.at(10) == pytest.approx(0.01)
+    assert lr.observe_train_error(100, 85.0) is None and lr.at(100) == 0.01
+    assert lr.observe_train_error(200, 79.0) == "train_error" and lr.at(200) == 0.1
+    assert lr.at(32000) == pytest.approx(0.01)
+    lr = LearningRate(build_spec(None, [{"model": "resnet110"}]))
+    assert lr.observe_train_error(1900, 85.0) is None and lr.observe_train_error(2000, 85.0) == "cap"
+    assert lr.at(2000) == 0.1
+
+
+def test_imagenet_schedule_is_the_papers_milestones():
+    """Figure 4's drops near 150k and 300k of 600k iterations, not a plateau rule on the val split."""
+    r = subprocess.run(CLI + ["spec", "--model", "resnet50"], capture_output=True, text=True, check=True)
+    spec = yaml.safe_load(r.stdout)
+    assert spec["schedule"]["kind"] == "multistep" and spec["schedule"]["milestones"] == [150000, 300000]
+    assert spec["max_iters"] == 600000
+    lr = LearningRate(spec)
+    assert [lr.at(i) for i in (0, 149999, 150000, 300000, 599999)] == pytest.approx([0.1, 0.1, 0.01, 0.001, 0.001])
+
+
+def test_plateau_patience_is_in_iterations():
+    p = LearningRate(build_spec(None, [{"model": "resnet50", "schedule": {
+        "kind": "plateau", "patience_iters": 20000, "threshold": 0.5, "max_drops": 1}}]))
+    seen = [(5000, 50), (10000, 40), (15000, 39.8), (25000, 39.9), (30000, 39.6), (35000, 30), (60000, 29.9)]
+    drops = [p.observe_holdout_error(i, e) for i, e in seen]
+    # best 40 at 10k; 39.8 and 39.6 do not beat it by 0.5; 20k iterations later (30k): / 10; max_drops caps it
+    assert drops == [False, False, False, False, True, False, False]
+    assert p.drops == [30000] and p.at(30001) == pytest.approx(0.01)
+
+
+def test_plateau_decides_on_held_out_training_images(tmp_path):
+    """The plateau rule reads the error of `holdout` training images the training never sees; the test
+    split (what the tables report) only goes into the history."""
+    spec = tiny_spec(schedule={"kind": "plateau", "holdout": 200, "patience_iters": 20, "threshold": 100.0,
+                               "max_drops": 1}, max_iters=50)
+    logged = []
+    metrics = train(spec, tmp_path, log=logged.append)
+    history = read_history(tmp_path / "history.csv")
+    # threshold 100: nothing after the first record counts as an improvement, so the drop comes at 10 + 20
+    assert [float(r["lr"]) for r in history] == pytest.approx([0.1, 0.1, 0.1, 0.01, 0.01])
+    assert metrics["lr_drops"] == [30]
+    held = [float(r["holdout_error"]) for r in history]
+    assert all(0 <= e <= 100 for e in held) and held != [float(r["test_error"]) for r in history]
+    assert any("held-out training error plateaued" in m and "iteration 30" in m for m in logged)
+    # the held-out images are not trained on: the epoch is 200 images shorter (1347 - 200 = 1147 for digits)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["batches"]["perm"].numel() == 1147
+
+
+def test_held_out_split_is_disjoint_and_seeded():
+    from resnet_repro import data as D
+    kept, held = D.held_out_indices(100, 10, seed=3)
+    assert len(held) == 10 and sorted(kept.tolist() + held.tolist()) == list(range(100))
+    assert torch.equal(held, D.held_out_indices(100, 10, seed=3)[1])
+
+    class Folder:
+        samples = [(f"img{i}.png", i % 3) for i in range(30)]
+        targets = [i % 3 for i in range(30)]
+        classes = ["a", "b", "c"]
+    rest, out = D.hold_out_samples(Folder(), 5, seed=0)
+    assert len(rest.samples) == 25 and len(out.samples) == 5 and out.targets == [label for _, label in out.samples]
+    assert not {p for p, _ in rest.samples} & {p for p, _ in out.samples} and len(Folder.samples) == 30
+    with pytest.raises(ReproError, match="schedule.holdout=30 must be between 1 and the training set size 30"):
+        D.held_out_indices(30, 30, seed=0)
+
+
+def test_plateau_needs_its_settings():
+    with pytest.raises(ReproError, match="schedule.holdout, schedule.patience_iters"):
+        build_spec(None, [{"model": "resnet20", "schedule": {"kind": "plateau"}}])
+    with pytest.raises(ReproError, match="patience"):  # the old key (evaluations) is refused, not misread
+        build_spec(None, [{"model": "resnet50", "schedule": {"kind": "plateau", "patience": 3}}])
+
+
+def test_compile_can_be_set():
+    for setting in (False, True, "auto"):
+        assert build_spec(None, [{"model": "resnet20", "compile": setting}])["compile"] == setting
+    assert build_spec(None, [{"model": "resnet50"}])["compile"] == "auto"
 
 
 def test_resume_refuses_another_spec(tmp_path):
@@ -180,7 +272,7 @@ def test_spec_precedence_and_defaults(tmp_path):
     spec = build_spec(str(f), [{"lr": 0.02}])
     assert spec["lr"] == 0.02 and spec["batch_size"] == 128 and spec["max_iters"] == 64000
     assert spec["schedule"]["milestones"] == [32000, 48000] and spec["data"]["kind"] == "digits"
-    assert build_spec(None, [{"model": "resnet50"}])["schedule"]["kind"] == "plateau"
+    assert build_spec(None, [{"model": "resnet50"}])["schedule"]["kind"] == "multistep"
     assert build_spec(None, [{"model": "resnet50"}])["batch_size"] == 256
 
 
@@ -208,7 +300,7 @@ def test_spec_command_prints_the_effective_spec():
     r = subprocess.run(CLI + ["spec", "--model", "resnet110", "--set", "schedule.milestones=[10,20]", "--max-iters", "30"],
                        capture_output=True, text=True, check=True)
     spec = yaml.safe_load(r.stdout)
-    assert spec["schedule"]["milestones"] == [10, 20] and spec["max_iters"] == 30 and spec["warmup"] == "auto"
+    assert spec["schedule"]["milestones"] == [10, 20] and spec["max_iters"] == 30 and spec["warmup"]["lr"] == 0.01
 
 
 def test_missing_dataset_is_one_line_error(tmp_path):

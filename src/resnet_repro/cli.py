@@ -76,7 +76,7 @@ def add_spec_args(p):
     p.add_argument("--lr", type=float, help="base learning rate (default 0.1)")
     p.add_argument("--schedule", choices=["multistep", "plateau"])
     p.add_argument("--milestones", type=_csv_ints, help="lr / 10 at these iterations, e.g. 32000,48000")
-    p.add_argument("--no-warmup", action="store_true", help="disable the lr 0.01 warm-up of 110+ layer CIFAR nets")
+    p.add_argument("--no-warmup", action="store_true", help="no warm-up (the paper's lr 0.01 warm-up of ResNet-110/1202)")
     p.add_argument("--seed", type=int)
     p.add_argument("--log-every", type=int, help="record history (train/test error, loss, lr) every K iterations")
     p.add_argument("--checkpoint-every", type=int, help="write a checkpoint every K iterations")

@@ -7,6 +7,7 @@ Two paths, as in the paper's two families of experiments:
   cropped either by them (PIL) or, for JPEGs on CUDA, on the GPU (TorchCodec's nvJPEG; `data.decode`); then
   flipped, lit (AlexNet PCA) and mean-subtracted on the device, a batch at a time.
 """
+import copy
 import os
 import tarfile
 from dataclasses import dataclass
@@ -147,6 +148,34 @@ def small_data(d):
     """load_small for a training spec's `data` section."""
     return load_small(d["kind"], d.get("root"), d.get("download", False), d.get("image_size"),
                       d.get("val_split", 0), d.get("split_seed", 0))
+
+
+def held_out_indices(n_total, n, seed, what="schedule.holdout"):
+    """(kept, held): a seeded choice of n of n_total training images, and the rest, both sorted."""
+    if not 0 < n < n_total:
+        raise ReproError(f"{what}={n} must be between 1 and the training set size {n_total} - 1")
+    perm = torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))
+    return perm[n:].sort().values, perm[:n].sort().values
+
+
+def hold_out_small(td, n, seed):
+    """(td without the held-out images, (held x, held y)): the slice the plateau rule decides on."""
+    kept, held = held_out_indices(len(td.train_x), n, seed)
+    rest = TensorData(td.train_x[kept], td.train_y[kept], td.test_x, td.test_y, td.classes, td.test_split)
+    return rest, (td.train_x[held], td.train_y[held])
+
+
+def hold_out_samples(dataset, n, seed):
+    """(rest, held): copies of an ImageFolder-like data set with a seeded choice of n samples moved
+    out of the training set into a held-out one."""
+    kept, held = held_out_indices(len(dataset.samples), n, seed)
+    parts = []
+    for idx in (kept, held):
+        part = copy.copy(dataset)
+        part.samples = [dataset.samples[i] for i in idx.tolist()]
+        part.imgs, part.targets = part.samples, [label for _, label in part.samples]
+        parts.append(part)
+    return tuple(parts)
 
 
 def pixel_mean(images_uint8, batch=4096):

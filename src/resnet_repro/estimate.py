@@ -82,10 +82,10 @@ def measure(spec, device, iters=5, warmup=2, batch_size=None):
     m = parse_model_name(spec["model"])
     size, batch = input_size(spec), batch_size or spec["batch_size"]
     bf16, cl = use_bf16(spec["precision"], device), use_channels_last(spec["channels_last"], device)
-    compile = use_compile(spec.get("compile", "auto"), device, spec["max_iters"])
+    compile = use_compile(spec["compile"], device, spec["max_iters"])
     torch.manual_seed(0)
     num_classes = spec.get("num_classes") or (10 if m.family == "cifar" else 1000)
-    model = ResNet(m, num_classes).to(device, memory_format=memory_format(cl))
+    model = ResNet(m, num_classes, spec["bn_batch"]).to(device, memory_format=memory_format(cl))
     opt = make_sgd(model.parameters(), device, lr=0.01, momentum=spec["momentum"], weight_decay=spec["weight_decay"])
     step = Step(model, opt, device, bf16, cl, compile, graph=use_cuda_graph(device, m.family))
     gen = torch.Generator().manual_seed(0)

@@ -11,6 +11,23 @@ from .names import (CIFAR_DEPTHS, IMAGENET_BLOCKS, ModelSpec, canonical_models, 
                     parse_model_name)
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics are taken over groups of `group` images ("ghost" BN), as
+    when a batch is split over GPUs that each normalise their own part. The running statistics
+    follow the first group only, as under DDP, where every forward pass starts from process 0's
+    buffers. So one process with group g on a batch of k*g trains exactly as k processes on g each."""
+
+    group = None  # None: the whole batch
+
+    def forward(self, x):
+        if not self.training or self.group is None or len(x) <= self.group:
+            return super().forward(x)
+        first, *rest = x.split(self.group)
+        out = [super().forward(first)]  # updates the running statistics
+        out += [F.batch_norm(part, None, None, self.weight, self.bias, True, 0.0, self.eps) for part in rest]
+        return torch.cat(out)
+
+
 def conv3x3(cin, cout, stride=1):
     return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
 
@@ -33,7 +50,7 @@ def make_shortcut(residual, option, cin, cout, stride):
         return None
     changes = stride != 1 or cin != cout
     if option == "C" or (option == "B" and changes):
-        return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), BatchNorm2d(cout))
     if option == "A" and changes:
         return ZeroPadShortcut(stride, cout - cin)
     return None
@@ -45,8 +62,8 @@ class BasicBlock(nn.Module):
     def __init__(self, cin, width, stride, residual, shortcut, stride_on_3x3=False):
         super().__init__()
         self.residual = residual
-        self.conv1, self.bn1 = conv3x3(cin, width, stride), nn.BatchNorm2d(width)
-        self.conv2, self.bn2 = conv3x3(width, width), nn.BatchNorm2d(width)
+        self.conv1, self.bn1 = conv3x3(cin, width, stride), BatchNorm2d(width)
+        self.conv2, self.bn2 = conv3x3(width, width), BatchNorm2d(width)
         self.downsample = make_shortcut(residual, shortcut, cin, width, stride)
 
     def forward(self, x):
@@ -65,9 +82,9 @@ class Bottleneck(nn.Module):
         self.residual = residual
         cout = width * self.expansion
         s1, s3 = (1, stride) if stride_on_3x3 else (stride, 1)
-        self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, s1, bias=False), nn.BatchNorm2d(width)
-        self.conv2, self.bn2 = conv3x3(width, width, s3), nn.BatchNorm2d(width)
-        self.conv3, self.bn3 = nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, s1, bias=False), BatchNorm2d(width)
+        self.conv2, self.bn2 = conv3x3(width, width, s3), BatchNorm2d(width)
+        self.conv3, self.bn3 = nn.Conv2d(width, cout, 1, bias=False), BatchNorm2d(cout)
         self.downsample = make_shortcut(residual, shortcut, cin, cout, stride)
 
     def forward(self, x):
@@ -83,7 +100,7 @@ class ResNet(nn.Module):
     """Both families: a stem, stages of blocks (stride 2 in the first block of every stage but the
     first), global average pooling and a linear classifier. Plain nets are the same without shortcuts."""
 
-    def __init__(self, spec: ModelSpec, num_classes=None):
+    def __init__(self, spec: ModelSpec, num_classes=None, bn_batch=None):
         super().__init__()
         self.spec = spec
         if spec.family == "cifar":
@@ -98,7 +115,7 @@ class ResNet(nn.Module):
             self.conv1 = nn.Conv2d(3, stem_width, 7, 2, 3, bias=False)
             self.maxpool = nn.MaxPool2d(3, 2, 1)
             num_classes = num_classes or 1000
-        self.bn1 = nn.BatchNorm2d(stem_width)
+        self.bn1 = BatchNorm2d(stem_width)
         cin = stem_width
         for i, (count, width) in enumerate(zip(blocks, widths)):
             layer = []
@@ -116,6 +133,7 @@ class ResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+                m.group = bn_batch
 
     def features(self, x):
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))

@@ -63,8 +63,17 @@ def validate(spec, source="spec"):
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         raise ReproError(f"{source}: {where}: {error.message}")
-    if spec["schedule"]["kind"] == "multistep" and "milestones" not in spec["schedule"]:
+    sched = spec["schedule"]
+    if sched["kind"] == "multistep" and "milestones" not in sched:
         raise ReproError(f"{source}: schedule.milestones is required for a multistep schedule")
+    if sched["kind"] == "plateau":
+        missing = [k for k in ("holdout", "patience_iters", "threshold", "max_drops") if k not in sched]
+        if missing:
+            raise ReproError(f"{source}: a plateau schedule needs {', '.join('schedule.' + k for k in missing)} "
+                             f"(see src/resnet_repro/specs/imagenet.yaml)")
+    bn, batch = spec.get("bn_batch"), spec["batch_size"]
+    if bn and batch > bn and batch % bn:
+        raise ReproError(f"{source}: batch_size {batch} is not a multiple of bn_batch {bn}")
     scale = spec["data"].get("scale")
     if scale and scale[0] > scale[1]:
         raise ReproError(f"{source}: data.scale must be [min, max], got {scale}")
@@ -81,17 +90,15 @@ def build_spec(path=None, overrides=()):
     family = parse_model_name(user["model"]).family
     spec = deep_merge(_package_yaml(f"{family}.yaml"), user)
     validate(spec, source)
-    return spec
+    return resolve_warmup(spec)
 
 
-def warmup_for(spec):
-    """The warm-up rule actually used: 'auto' means the paper's rule for CIFAR nets of 110+ layers."""
+def resolve_warmup(spec):
+    """The family's warm-up names the nets it is for (`models`): for any other net it is off, so the
+    spec that is printed, saved and compared on resume says what the training does."""
     w = spec.get("warmup")
-    if w == "auto":
-        m = parse_model_name(spec["model"])
-        if m.family == "cifar" and m.depth >= 110:
-            return {"lr": 0.01, "until_train_error": 80.0, "check_every": 100}
-        return None
-    if w:
-        return {"check_every": 100, **w}
-    return None
+    if w and "models" in w:
+        named = {parse_model_name(m).name for m in w["models"]}  # resnet110-A is resnet110
+        if parse_model_name(spec["model"]).name not in named:
+            spec["warmup"] = None
+    return spec

@@ -22,10 +22,9 @@ from .errors import ReproError
 from .evaluate import error_rates, predict_tensor, predict_view
 from .files import load_torch, save_torch, write_json, write_text
 from .models import ResNet, count_params, parse_model_name
-from .spec import warmup_for
 
 HISTORY_COLUMNS = ["iteration", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
-                   "images_per_s", "elapsed_s"]
+                   "holdout_error", "images_per_s", "elapsed_s"]
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # Slurm's pre-emption and time-limit warnings
 STOP_CHECK_EVERY = 10  # with DDP, iterations between the processes' checks for a stop signal
 GRAPH_WARMUP = 3  # eager steps before a CUDA graph is recorded
@@ -215,13 +214,16 @@ class Step:
 
 
 class LearningRate:
-    """The paper's schedules: multi-step in iterations, or /10 on a validation plateau; with an
-    optional warm-up (a small lr until the training error first falls below a threshold)."""
+    """The paper's schedules: multi-step in iterations, or / 10 when the error on a held-out slice
+    of the training set stops improving (never decided on the split the tables report); with an
+    optional warm-up: a small lr until the training error first falls below a threshold, for at
+    most warmup.max_iters iterations."""
 
     def __init__(self, spec):
-        self.base, self.sched, self.warmup = spec["lr"], spec["schedule"], warmup_for(spec)
+        self.base, self.sched, self.warmup = spec["lr"], spec["schedule"], spec.get("warmup")
         self.warming = self.warmup is not None
-        self.drops, self.best, self.bad = 0, math.inf, 0
+        self.warmup_end = None  # {"iteration", "by": "train_error" or "cap", "train_error"}
+        self.drops, self.best, self.best_at = [], math.inf, 0  # drops: iterations of plateau drops
 
     def at(self, iteration):
         if self.warming:
@@ -229,33 +231,48 @@ class LearningRate:
         if self.sched["kind"] == "multistep":
             drops = sum(iteration >= m for m in self.sched["milestones"])
         else:
-            drops = self.drops
+            drops = len(self.drops)
         return self.base * self.sched.get("gamma", 0.1) ** drops
 
-    def observe_train_error(self, error):
-        if self.warming and error < self.warmup["until_train_error"]:
-            self.warming = False
-            return True
-        return False
+    def warmup_check_due(self, iteration):
+        return self.warming and (iteration % self.warmup["check_every"] == 0 or iteration >= self.warmup["max_iters"])
 
-    def observe_val_error(self, error):
-        """Plateau rule: a drop after `patience` evaluations without an improvement of `threshold`."""
+    def observe_train_error(self, iteration, error):
+        """At a warm-up check: how the warm-up ends now ("train_error", or "cap" when max_iters is
+        reached with the error still above the threshold), or None while it goes on."""
+        if not self.warming:
+            return None
+        if error < self.warmup["until_train_error"]:
+            by = "train_error"
+        elif iteration >= self.warmup["max_iters"]:
+            by = "cap"
+        else:
+            return None
+        self.warming = False
+        self.warmup_end = {"iteration": iteration, "by": by, "train_error": error}
+        return by
+
+    def observe_holdout_error(self, iteration, error):
+        """Plateau rule: / 10 when the held-out error has not improved by `threshold` points for
+        `patience_iters` iterations (at most `max_drops` times); patience restarts at each drop."""
         if self.sched["kind"] != "plateau":
             return False
-        if error < self.best - self.sched.get("threshold", 0.0):
-            self.best, self.bad = error, 0
+        if error < self.best - self.sched["threshold"]:
+            self.best, self.best_at = error, iteration
             return False
-        self.bad += 1
-        if self.bad >= self.sched.get("patience", 3) and self.drops < self.sched.get("max_drops", 3):
-            self.drops, self.bad = self.drops + 1, 0
+        if iteration - self.best_at >= self.sched["patience_iters"] and len(self.drops) < self.sched["max_drops"]:
+            self.drops.append(iteration)
+            self.best_at = iteration
             return True
         return False
 
     def state_dict(self):
-        return {"warming": self.warming, "drops": self.drops, "best": self.best, "bad": self.bad}
+        return {"warming": self.warming, "warmup_end": self.warmup_end, "drops": self.drops, "best": self.best,
+                "best_at": self.best_at}
 
     def load_state_dict(self, s):
-        self.warming, self.drops, self.best, self.bad = s["warming"], s["drops"], s["best"], s["bad"]
+        self.warming, self.warmup_end = s["warming"], s["warmup_end"]
+        self.drops, self.best, self.best_at = list(s["drops"]), s["best"], s["best_at"]
 
 
 def history_csv(history):
@@ -273,19 +290,26 @@ def _fmt_time(s):
 
 
 def open_data(spec, device):
-    """(batches-factory inputs) for the model's family: in-memory for CIFAR nets, streamed for ImageNet nets."""
-    d = spec["data"]
+    """(kind, data, mean, classes, holdout) for the model's family: in-memory for CIFAR nets, streamed
+    for ImageNet nets. holdout: the training images the plateau rule decides on (never trained on),
+    or None for a multi-step schedule."""
+    d, sched = spec["data"], spec["schedule"]
+    n_held = sched["holdout"] if sched["kind"] == "plateau" else 0
     if parse_model_name(spec["model"]).family == "cifar":
         if d["kind"] not in D.SMALL_KINDS:
             raise ReproError(f"CIFAR-family model {spec['model']} needs a small-image data set "
                              f"({', '.join(D.SMALL_KINDS)}), not {d['kind']}")
-        td = D.load_small(d["kind"], d.get("root"), d.get("download", False), d.get("image_size"),
-                          d.get("val_split", 0), d.get("split_seed", 0))
-        return "small", td, D.pixel_mean(td.train_x), list(td.classes)
+        td, holdout = D.small_data(d), None
+        if n_held:
+            td, holdout = D.hold_out_small(td, n_held, d.get("split_seed", 0))
+        return "small", td, D.pixel_mean(td.train_x), list(td.classes), holdout
     train_ds, val_ds = D.stream_datasets(d["kind"], d.get("root"))
     D.decode_where(d.get("decode", "auto"), train_ds, device)  # a wrong setting fails before the mean is computed
+    holdout = None
+    if n_held:
+        train_ds, holdout = D.hold_out_samples(train_ds, n_held, d.get("split_seed", 0))
     mean = D.stream_pixel_mean(train_ds, d["test_size"], d["crop"], d.get("mean_images", 10000), spec["seed"])
-    return "stream", (train_ds, val_ds), mean, list(train_ds.classes)
+    return "stream", (train_ds, val_ds), mean, list(train_ds.classes), holdout
 
 
 def train(spec, out_dir, resume=False, log=None, stop_at=None):
@@ -310,28 +334,33 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
                              f"use another output directory or drop --resume")
     if world.main:
         write_text(out_dir / "spec.yaml", yaml.safe_dump(spec, sort_keys=False))
-    parallel.local_batch_size(spec["batch_size"])  # fails early if the batch does not split
+    local_batch = parallel.local_batch_size(spec["batch_size"])  # fails early if the batch does not split
+    if spec["bn_batch"] and local_batch > spec["bn_batch"] and local_batch % spec["bn_batch"]:
+        raise ReproError(f"the batch of each of {parallel.WORLD.size} processes ({local_batch}) is not a multiple "
+                         f"of bn_batch {spec['bn_batch']}")
     device = parallel.start(resolve_device(spec["device"]))
     bf16 = use_bf16(spec["precision"], device)
     # the test-error curve is a reported number: fp32 by default, whichever precision trains
     eval_bf16 = use_bf16(spec.get("eval_precision", "fp32"), device)
     cl = use_channels_last(spec["channels_last"], device)
-    compiled = use_compile(spec.get("compile", "auto"), device, spec["max_iters"])
+    compiled = use_compile(spec["compile"], device, spec["max_iters"])
     configure(device)
     torch.manual_seed(spec["seed"])
 
-    kind, data, mean, classes = open_data(spec, device)
+    kind, data, mean, classes, holdout = open_data(spec, device)
     num_classes = spec.get("num_classes") or len(classes)
     mean = mean.to(device)
     if kind == "small":
         data = data.to(device)
+        if holdout is not None:
+            holdout = tuple(t.to(device) for t in holdout)
         batches = SmallBatches(data, spec["batch_size"], mean, spec.get("augment", {}), device, spec["seed"],
                                world.rank, world.size)
     else:
         batches = StreamBatches(data[0], spec["data"], spec["batch_size"], mean, spec.get("augment", {}), device,
                                 spec["seed"], world.rank, world.size)
 
-    model = ResNet(parse_model_name(spec["model"]), num_classes).to(device, memory_format=memory_format(cl))
+    model = ResNet(parse_model_name(spec["model"]), num_classes, spec["bn_batch"]).to(device, memory_format=memory_format(cl))
     # weight decay on every parameter, as the paper's Caffe/Torch set-ups did
     opt = make_sgd(model.parameters(), device, lr=spec["lr"], momentum=spec["momentum"],
                    weight_decay=spec["weight_decay"])
@@ -360,22 +389,29 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
     acc, warm = step.acc, step.warm
 
     def evaluate():
-        """(test loss, test error) on every process; process 0 computes them, the others wait."""
+        """(test loss, test error, held-out error or nan) on every process; process 0 computes them,
+        the others wait."""
         if world.main:
             return parallel.from_main(list(evaluate_here()), device)
-        return parallel.from_main([0.0, 0.0], device)
+        return parallel.from_main([0.0, 0.0, 0.0], device)
+
+    def predict(split):
+        """(logits, labels) on the test split (what the tables report) or the held-out slice."""
+        if kind == "small":
+            x, y = (data.test_x, data.test_y) if split == "test" else holdout
+            return predict_tensor(model, x, mean, device, eval_bf16, cl, spec["eval_batch_size"]), y.cpu()
+        d, ds = spec["data"], data[1] if split == "test" else holdout
+        logits = predict_view(model, ds, "center", mean, device, eval_bf16, cl, spec["eval_batch_size"],
+                              d.get("workers", 4), d["test_size"], d["crop"])
+        return logits, torch.tensor(ds.targets)
 
     def evaluate_here():
-        if kind == "small":
-            logits = predict_tensor(model, data.test_x, mean, device, eval_bf16, cl, spec.get("eval_batch_size", 500))
-            labels = data.test_y.cpu()
-        else:
-            d = spec["data"]
-            logits = predict_view(model, data[1], "center", mean, device, eval_bf16, cl, spec.get("eval_batch_size", 250),
-                                  d.get("workers", 4), d["test_size"], d["crop"])
-            labels = torch.tensor(data[1].targets)
+        logits, labels = predict("test")
+        held_error = math.nan
+        if holdout is not None:
+            held_error = error_rates(*predict("holdout"))["top1_error"]
         model.train()
-        return F.cross_entropy(logits, labels).item(), error_rates(logits, labels)["top1_error"]
+        return F.cross_entropy(logits, labels).item(), error_rates(logits, labels)["top1_error"], held_error
 
     def checkpoint(done=False):
         """Every process calls this at the same iteration; process 0 writes, the others wait for it
@@ -412,7 +448,6 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
             handlers[s] = signal.signal(s, lambda signum, frame: stop.update(signal=signum))
 
     max_iters, log_every, ckpt_every = spec["max_iters"], spec["log_every"], spec["checkpoint_every"]
-    warm_every = lr.warmup["check_every"] if lr.warmup else 0
     model.train()
     for g in opt.param_groups:
         g["lr"] = lr.at(iteration)
@@ -425,34 +460,41 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
             window_iters += 1
             images += len(y) * world.size
 
-            if warm_every and lr.warming and iteration % warm_every == 0:
+            if lr.warmup_check_due(iteration):
                 w = parallel.summed(warm).tolist()
                 warm.zero_()
-                if lr.observe_train_error(100.0 * w[0] / w[1]):
+                train_error = 100.0 * w[0] / w[1]
+                ended = lr.observe_train_error(iteration, train_error)
+                if ended == "train_error":
                     log(f"[{spec['model']}] warm-up over at iteration {iteration} "
-                        f"(training error {100.0 * w[0] / w[1]:.1f}% < {lr.warmup['until_train_error']}%)")
+                        f"(training error {train_error:.1f}% < {lr.warmup['until_train_error']}%)")
+                elif ended == "cap":
+                    log(f"[{spec['model']}] warning: {warmup_capped(lr.warmup, lr.warmup_end)}")
             if iteration % log_every == 0 or iteration == max_iters:
                 check_finite()
                 now = time.perf_counter()
                 train_time = now - window_start
                 loss_sum, wrong_sum, count = parallel.summed(acc).tolist()
                 acc.zero_()
-                test_loss, test_error = evaluate()
+                test_loss, test_error, holdout_error = evaluate()
                 elapsed += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 row = {"iteration": iteration, "epoch": batches.epoch, "lr": opt.param_groups[0]["lr"],
                        "train_loss": loss_sum / count, "train_error": 100.0 * wrong_sum / count,
                        "test_loss": test_loss, "test_error": test_error,
+                       "holdout_error": "" if holdout is None else holdout_error,
                        "images_per_s": images / train_time, "elapsed_s": elapsed}
                 history.append(row)
-                if lr.observe_val_error(test_error):
-                    log(f"[{spec['model']}] validation error plateaued: lr / 10 at iteration {iteration}")
+                if holdout is not None and lr.observe_holdout_error(iteration, holdout_error):
+                    log(f"[{spec['model']}] held-out training error plateaued ({holdout_error:.2f}%, best "
+                        f"{lr.best:.2f}%): lr / 10 at iteration {iteration}")
                 if world.main:
                     write_text(out_dir / "history.csv", history_csv(history))
                 eta = (max_iters - iteration) * train_time / window_iters
                 log(f"[{spec['model']}] it {iteration}/{max_iters} lr {row['lr']:.4g} loss {row['train_loss']:.3f} "
                     f"train {row['train_error']:.2f}% {spec_split(data, kind)} {test_error:.2f}% "
-                    f"| {row['images_per_s']:.0f} img/s | ETA {_fmt_time(eta)}")
+                    + ("" if holdout is None else f"held-out {holdout_error:.2f}% ")
+                    + f"| {row['images_per_s']:.0f} img/s | ETA {_fmt_time(eta)}")
                 window_start, images, window_iters = time.perf_counter(), 0, 0
             for g in opt.param_groups:
                 g["lr"] = lr.at(iteration)
@@ -487,11 +529,19 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
                "device": str(device), "processes": world.size,
                # the arithmetic actually used (precision: auto resolves per device)
                "precision": precision_name(bf16), "eval_precision": precision_name(eval_bf16),
-               "channels_last": cl, "compile": compiled, "cuda_graph": step.graph}
+               "channels_last": cl, "compile": compiled, "cuda_graph": step.graph,
+               # how the warm-up ended (null without one) and the iterations of plateau drops
+               "warmup": lr.warmup_end, "lr_drops": lr.drops if holdout is not None else None,
+               "warnings": [warmup_capped(lr.warmup, lr.warmup_end)] if (lr.warmup_end or {}).get("by") == "cap" else []}
     metrics["s_per_1k_iters"] = 1000 * spec["batch_size"] / metrics["images_per_s"]
     metrics["peak_memory_mb"] = peak_memory_mb(device)
     write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def warmup_capped(warmup, end):
+    return (f"warm-up ended by its cap (warmup.max_iters={warmup['max_iters']}) at iteration {end['iteration']} "
+            f"with training error {end['train_error']:.1f}%, not below {warmup['until_train_error']}%")
 
 
 def spec_split(data, kind):
