@@ -17,6 +17,7 @@ import yaml
 from resnet_repro import report, tracking
 from resnet_repro.cli import main
 from resnet_repro.figures import draw_figure
+from resnet_repro.spec import build_spec
 from resnet_repro.files import write_json, write_text
 from resnet_repro.tables import make_table, write_table
 from resnet_repro.train import history_csv
@@ -28,14 +29,14 @@ N_CIFAR, N_IMAGENET = 10000, 50000  # evaluation split sizes: binomial noise ~0.
 
 
 def make_run(root, model, seed, *, final_train, final_test, views=(), responses=None, preset="paper", data=None,
-             iters=None):
+             iters=None, spec=None, precision="fp32"):
     """A finished, evaluated training directory, paper-sized unless told otherwise."""
     imagenet = model.endswith(("18", "34", "-A", "-B", "-C", "50", "101", "152"))
     data = data or ("imagenet" if imagenet else "cifar10")
     iters = iters or (600000 if imagenet else 64000)
     run = Path(root) / "results" / "runs" / preset / model / f"seed{seed}"
-    spec = {"model": model, "seed": seed, "data": {"kind": data}, "max_iters": iters, "batch_size": 128 if not imagenet else 256,
-            "lr": 0.1, "schedule": {"kind": "multistep", "milestones": [iters // 2]}, "log_every": iters // 10}
+    spec = build_spec(None, [{"model": model, "seed": seed, "data": {"kind": data}, "max_iters": iters,
+                              "log_every": iters // 10}, spec or {}])
     write_text(run / "spec.yaml", yaml.safe_dump(spec))
     history = []
     for k in range(1, 11):
@@ -46,7 +47,7 @@ def make_run(root, model, seed, *, final_train, final_test, views=(), responses=
                         "images_per_s": 1000.0, "elapsed_s": 10.0 * k})
     write_text(run / "history.csv", history_csv(history))
     write_json(run / "metrics.json", {"model": model, "images_per_s": 1000.0, "s_per_1k_iters": 128.0,
-                                      "elapsed_s": 100.0, "device": "cpu"})
+                                      "elapsed_s": 100.0, "device": "cpu", "precision": precision})
     (run / "model.pt").write_bytes(f"{model} {seed}".encode())
     for view, (top1, top5) in dict(views).items():
         write_json(run / "eval" / view / "metrics.json",
@@ -208,6 +209,28 @@ def test_reduced_runs_get_the_verdict_of_their_numbers_with_their_scope(paper):
     text = out.read_text()
     assert "numbers are not comparable with the paper" in text and "reduced, not the paper&#x27;s setting" in text
     assert summary["comparable_with_paper"] is False and summary["pdf"] is None
+
+
+def test_every_departure_from_the_papers_spec_is_named(tmp_path):
+    """Runs of the paper's spec are not reduced; any protocol setting other than the paper's (lr, BN
+    batch, warm-up, augmentation, schedule, precision, ...) makes them so, and the verdict names it."""
+    plain = make_run(tmp_path, "plain20", 0, final_train=9, final_test=12)
+    resnet = make_run(tmp_path, "plain56", 0, final_train=5, final_test=9)
+    assert report.judge({"id": "degradation_cifar"}, {}, report.Runs([plain, resnet]), "paper")["reduced"] == []
+    other = make_run(tmp_path / "b", "plain56", 0, final_train=5, final_test=9, precision="bf16",
+                     spec={"lr": 0.05, "bn_batch": None, "augment": {"flip": False}, "weight_decay": 0.0005,
+                           "warmup": {"models": ["plain56"], "lr": 0.02, "check_every": 10, "max_iters": 100},
+                           "schedule": {"milestones": [30000, 48000]}, "data": {"val_split": 5000}})
+    v = report.judge({"id": "degradation_cifar"}, {}, report.Runs([plain, other]), "paper")
+    assert v["reduced"] == [
+        "data.val_split 5000, not the paper's 0 (plain-56)",
+        "augment {flip: false, pad: 4}, not the paper's {flip: true, pad: 4} (plain-56)",
+        "lr 0.05, not the paper's 0.1 (plain-56)", "weight_decay 0.0005, not the paper's 0.0001 (plain-56)",
+        "schedule {gamma: 0.1, kind: multistep, milestones: [30000, 48000]}, not the paper's "
+        "{gamma: 0.1, kind: multistep, milestones: [32000, 48000]} (plain-56)",
+        "warmup {lr: 0.02, until_train_error: 80}, not the paper's none (plain-56)",
+        "bn_batch none, not the paper's 64 (plain-56)", "precision bf16, not the paper's fp32 (plain-56)"]
+    assert v["scope"].endswith("(reduced, not the paper's setting)") and "bn_batch none" in v["why"]
 
 
 def test_runs_shorter_or_on_other_data_than_the_papers_are_judged_and_marked_reduced(tmp_path):

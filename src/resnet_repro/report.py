@@ -28,14 +28,16 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from .errors import ReproError
 from .figures import FIGURE_FAMILY, data_names, read_csv, read_spec, reference
 from .figures import caption as figure_caption
 from .names import parse_model_name
+from .spec import paper_differences
 
 VERDICTS = ("holds", "does not hold", "not tested in this run", "too little data to say")
 Z = 2.0  # a difference is "resolved" when it exceeds Z standard deviations of its noise (~95%)
-PAPER_DATA = {"cifar": "cifar10", "imagenet": "imagenet"}  # the data sets the paper's claims are about
 TRAIN_ERROR_LIMIT = 0.1  # overfit_1202: "training error < 0.1%"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -65,8 +67,10 @@ contradicted. Unresolved comparisons are <i>within noise</i>.</p>
 else <b>does not hold</b> if any comparison contradicts the claim, <b>holds</b> if every comparison agrees, and
 <b>too little data to say</b> when some are within noise. A verdict is about the runs it rests on, on
 whatever data and at whatever scale they were trained, and it says which: the data set, image size and
-iterations, marked <b>reduced</b> when they differ from the paper's setting (a preset other than
-<code>paper</code>, another data set, fewer iterations). A reduced verdict says what happens at that scale;
+iterations, marked <b>reduced</b> when they differ from the paper's setting in anything: a preset other than
+<code>paper</code>, or any protocol setting of a run's spec other than the paper's for its model (data set,
+image size, augmentation, batch, learning rate and schedule, weight decay, warm-up, BatchNorm batch,
+iterations, arithmetic), each named in the verdict. A reduced verdict says what happens at that scale;
 it neither confirms nor refutes the paper's numbers for its fully trained networks.</p>
 """
 
@@ -84,6 +88,7 @@ class Run:
     responses: list = None                         # std per layer, in layer order
     mlflow: dict = None                            # RUN/mlflow.json
     store: dict = None                             # tags/params of the run in the MLflow store
+    precision: str = None                          # what training computed in (metrics.json)
 
     @property
     def run_id(self):
@@ -112,6 +117,11 @@ def read_run(run_dir):
                                    "n": int(v["n"]) if v.get("n") else None}
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ReproError(f"{path} is malformed: {e.__class__.__name__}: {e}") from None
+    if (run_dir / "metrics.json").is_file():
+        try:
+            run.precision = json.loads((run_dir / "metrics.json").read_text()).get("precision")
+        except (OSError, ValueError, AttributeError) as e:
+            raise ReproError(f"{run_dir / 'metrics.json'} is malformed: {e}") from None
     if (run_dir / "responses.csv").is_file():
         rows = read_csv(run_dir / "responses.csv", ["layer", "std"])
         run.responses = [r["std"] for r in sorted(rows, key=lambda r: r["layer"])]
@@ -386,24 +396,32 @@ def threshold(label, value):
 # ---------------------------------------------------------------- claims
 
 def _reduced(runs_used, preset):
-    """Why these runs cannot test a claim about the paper's fully trained networks ([] if they can)."""
-    from .spec import _package_yaml
-    reasons = []
+    """Why these runs cannot test a claim about the paper's fully trained networks ([] if they can):
+    the preset, and every departure of a run's spec (and arithmetic) from the paper's protocol, with
+    the models it concerns when not all of them."""
+    reasons = {}
     if preset != "paper":
-        reasons.append(f"preset '{preset}' is a reduced preset, not the paper's")
+        reasons[f"preset '{preset}' is a reduced preset, not the paper's"] = None
     for r in runs_used:
-        fam = r.family
-        kind = (r.spec.get("data") or {}).get("kind") if isinstance(r.spec.get("data"), dict) else None
-        if kind != PAPER_DATA[fam]:
-            reasons.append(f"trained on {kind or 'unknown data'}, not {PAPER_DATA[fam]}")
-        try:
-            paper_iters = _package_yaml(f"{fam}.yaml")["max_iters"]
-        except (OSError, KeyError):
-            paper_iters = None
-        iters = r.spec.get("max_iters")
-        if paper_iters and (not isinstance(iters, int) or iters < paper_iters):
-            reasons.append(f"{iters} training iterations, fewer than the paper's {paper_iters}")
-    return list(dict.fromkeys(reasons))
+        for key, ours, theirs in paper_differences(r.spec, r.precision):
+            reasons.setdefault(_difference_text(key, ours, theirs), []).append(_label(r.model))
+    labels = {_label(r.model) for r in runs_used}
+    return [text if models is None or set(models) == labels else f"{text} ({', '.join(dict.fromkeys(models))})"
+            for text, models in reasons.items()]
+
+
+def _difference_text(key, ours, theirs):
+    if key == "data.kind":
+        return f"trained on {ours or 'unknown data'}, not {theirs}"
+    if key == "max_iters":
+        return f"{ours} training iterations, not the paper's {theirs}"
+    return f"{key} {_setting_text(ours)}, not the paper's {_setting_text(theirs)}"
+
+
+def _setting_text(v):
+    if isinstance(v, (dict, list)):
+        return yaml.safe_dump(v, default_flow_style=True, width=1000).strip()
+    return "none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
 
 def _claim_parts(cid, tables, runs):

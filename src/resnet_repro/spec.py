@@ -102,3 +102,34 @@ def resolve_warmup(spec):
         if parse_model_name(spec["model"]).name not in named:
             spec["warmup"] = None
     return spec
+
+
+# What defines the paper's protocol in a training spec (not: paths, logging, checkpoints, devices, seed)
+PROTOCOL_KEYS = ("data.kind", "data.image_size", "data.val_split", "data.scale", "data.crop", "data.test_size",
+                 "data.lighting", "augment", "batch_size", "lr", "momentum", "weight_decay", "schedule",
+                 "max_iters", "warmup", "bn_batch", "num_classes")
+SCHEDULE_TERMS = {"multistep": ("kind", "milestones", "gamma"),
+                  "plateau": ("kind", "gamma", "holdout", "patience_iters", "threshold", "max_drops")}
+PAPER_PRECISION = "fp32"  # 2015: single precision throughout
+
+
+def _protocol_value(spec, key):
+    value = spec
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if key == "schedule" and isinstance(value, dict):
+        value = {k: value.get(k) for k in SCHEDULE_TERMS.get(value.get("kind"), ())}
+    if key == "warmup" and isinstance(value, dict):  # when it is checked, and its cap, are ours, not the paper's
+        value = {k: value.get(k) for k in ("lr", "until_train_error")}
+    return value
+
+
+def paper_differences(spec, precision=None):
+    """Every way a run's training spec (and the precision it trained in) departs from the paper's
+    protocol for its model: [(key, ours, the paper's)]."""
+    paper = build_spec(None, [{"model": spec["model"]}])
+    out = [(key, ours, theirs) for key in PROTOCOL_KEYS
+           if (ours := _protocol_value(spec, key)) != (theirs := _protocol_value(paper, key))]
+    if precision and precision != PAPER_PRECISION:
+        out.append(("precision", precision, PAPER_PRECISION))
+    return out

@@ -22,7 +22,7 @@ from .files import write_json
 
 TRAIN_EXPERIMENT = "resnet-repro"
 REPORT_EXPERIMENT = "resnet-repro-reports"
-HISTORY_METRICS = ["train_error", "test_error", "train_loss", "test_loss", "lr"]
+HISTORY_METRICS = ["train_error", "test_error", "train_loss", "test_loss", "lr", "holdout_error"]
 SUMMARY_METRICS = ["images_per_s", "s_per_1k_iters", "elapsed_s"]
 TRAIN_FILES = ["model.pt", "history.csv", "spec.yaml", "metrics.json"]  # model.pt: the final model, no optimizer state
 RETRIES = 10
@@ -230,6 +230,12 @@ def read_run_dir(run_dir):
     return spec, history, _read_json(run_dir / "metrics.json", "metrics file")
 
 
+def _warmup_param(w):
+    if not isinstance(w, dict):
+        return str(w or "none")  # a spec.yaml from before the warm-up was resolved ("auto")
+    return f"lr {w['lr']} until train error < {w['until_train_error']}% (at most {w.get('max_iters', '-')} it)"
+
+
 def train_params(spec, preset, config_hash, commit):
     from .names import parse_model_name
     m = parse_model_name(spec["model"])
@@ -239,6 +245,7 @@ def train_params(spec, preset, config_hash, commit):
             "dataset": spec["data"]["kind"], "seed": spec["seed"], "schedule_kind": sched["kind"],
             "schedule_milestones": ",".join(str(v) for v in sched.get("milestones") or []) or "none",
             "lr": spec["lr"], "batch_size": spec["batch_size"], "max_iters": spec["max_iters"],
+            "bn_batch": spec.get("bn_batch") or "batch", "warmup": _warmup_param(spec.get("warmup")),
             "preset": preset, "git_commit": commit, "config_hash": config_hash or "none"}
 
 
