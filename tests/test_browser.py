@@ -52,7 +52,7 @@ def store(tmp_path_factory):
     assert r.returncode == 0, f"snakemake failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     train = client.get_experiment_by_name("resnet-repro")
-    reports = client.get_experiment_by_name("resnet-repro-reports")
+    reports = client.get_experiment_by_name("resnet-repro · reports")
     (run,) = client.search_runs([train.experiment_id], "params.model = 'plain20'")
     (fig,) = client.search_runs([reports.experiment_id], "tags.artifact = 'figure1'")
     return {"work": work, "train": train, "reports": reports, "run": run, "figure_run": fig}
@@ -120,7 +120,7 @@ def shot(page, name):
 
 def test_experiments_are_listed(server, page):
     page.goto(f"{server}/#/experiments")
-    for name in ("resnet-repro", "resnet-repro-reports"):
+    for name in ("resnet-repro", "resnet-repro · reports"):
         expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
     shot(page, "experiments.png")
 

@@ -349,7 +349,7 @@ def test_tiny_workflow_report_and_snakemake_report(tmp_path):
     assert (tmp_path / "reports" / "report.pdf").read_bytes()[:4] == b"%PDF"
     from mlflow import MlflowClient
     c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = c.get_experiment_by_name("resnet-repro-reports")
+    exp = c.get_experiment_by_name("resnet-repro · reports")
     (run,) = c.search_runs([exp.experiment_id], "tags.artifact = 'report'")
     assert len(run.data.tags["source_run_ids"].split(",")) == 21
     assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"report.html", "report.pdf", "report.json"}

@@ -11,6 +11,7 @@ import yaml
 
 from resnet_repro.cli import main
 from resnet_repro.files import write_json, write_text
+from resnet_repro.models import ResNet, parse_model_name
 from resnet_repro.spec import build_spec
 from resnet_repro.train import history_csv
 from resnet_repro import tracking
@@ -34,7 +35,9 @@ def make_run(path, seed=0, rows=4, model="resnet20"):
     write_text(path / "history.csv", history_csv(history))
     write_json(path / "metrics.json", {"model": model, "images_per_s": 101.0, "s_per_1k_iters": 1.27,
                                        "elapsed_s": 1.5 * rows, "device": "cpu", "peak_memory_mb": 12.5})
-    torch.save({"w": torch.arange(4.0) + seed}, path / "model.pt")
+    torch.manual_seed(seed)
+    torch.save({"spec": spec, "model": ResNet(parse_model_name(model), 10).state_dict(), "num_classes": 10,
+                "mean": torch.zeros(3, 8, 8), "iteration": 10 * rows}, path / "model.pt")
     return path, history
 
 
@@ -60,7 +63,7 @@ def test_setup_is_idempotent_with_absolute_artifact_location(store, tmp_path):
     again = json.loads((tmp_path / "again.json").read_text())
     assert first["experiments"] == again["experiments"]
     c = MlflowClient(store)
-    for name in ("resnet-repro", "resnet-repro-reports"):
+    for name in ("resnet-repro", "resnet-repro · reports"):
         loc = c.get_experiment_by_name(name).artifact_location
         assert loc == (root / "mlartifacts" / name).as_uri()
 
@@ -136,6 +139,54 @@ def test_eval_added_later_idempotently(store, tmp_path, capsys):
     assert {"responses.csv", "eval"} <= {f.path for f in c.list_artifacts(run_id)}
 
 
+def test_train_run_shows_data_model_user_and_source(store, tmp_path):
+    """What the MLflow UI shows of a training: its data set as inputs (training and test split, with
+    sizes), the final model as a LoggedModel that loads and predicts, the user and the source."""
+    import getpass
+
+    import mlflow
+    run_dir, _ = make_run(tmp_path / "resnet20" / "seed0")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    write_json(run_dir / "metrics.json", {**metrics, "train_images": 1347, "test_images": 450, "test_split": "test"})
+    assert main(["track", "train", str(run_dir), "--preset", "demo", "--tracking-uri", store,
+                 "--source", "snakemake rule train_cifar"]) == 0
+    c = MlflowClient(store)
+    run = c.get_run(json.loads((run_dir / "mlflow.json").read_text())["run_id"])
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "evaluation"}
+    assert inputs["training"].name == "digits (8x8) · train" and json.loads(inputs["training"].profile)["images"] == 1347
+    assert inputs["evaluation"].name == "digits (8x8) · test" and json.loads(inputs["evaluation"].profile)["images"] == 450
+    assert "archive.ics.uci.edu" in inputs["training"].source and inputs["training"].digest
+    t = run.data.tags
+    assert t["mlflow.user"] == getpass.getuser() and t["mlflow.source.name"] == "snakemake rule train_cifar"
+    model = c.get_logged_model(t["logged_model_id"])
+    assert model.source_run_id == run.info.run_id and model.params["model"] == "resnet20"
+    mlflow.set_tracking_uri(store)
+    net = mlflow.pytorch.load_model(f"models:/{t['logged_model_id']}")
+    assert net(torch.zeros(3, 3, 8, 8)).shape == (3, 10)
+    exp = c.get_experiment(run.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs table
+    # completing the run again adds nothing (no second model, no second inputs)
+    assert main(["track", "train", str(run_dir), "--preset", "demo", "--tracking-uri", store]) == 0
+    again = c.get_run(run.info.run_id)
+    assert again.data.tags["logged_model_id"] == t["logged_model_id"] and len(again.inputs.dataset_inputs) == 2
+
+
+def test_one_view_at_a_time_with_a_stamp(store, tmp_path):
+    run_dir, _ = make_run(tmp_path / "run")
+    assert main(["track", "train", str(run_dir), "--preset", "demo", "--tracking-uri", store]) == 0
+    for view, err in (("center", 30.0), ("tencrop", 28.0)):
+        write_json(run_dir / "eval" / view / "metrics.json", {"views": {view: {"top1_error": err, "top5_error": 9.0}}})
+    stamp = tmp_path / "center.json"
+    assert main(["track", "eval", str(run_dir), "--view", "center", "--tracking-uri", store, "--out", str(stamp)]) == 0
+    run_id = json.loads((run_dir / "mlflow.json").read_text())["run_id"]
+    metrics = MlflowClient(store).get_run(run_id).data.metrics
+    assert metrics["center_top1_error"] == 30.0 and "tencrop_top1_error" not in metrics
+    assert json.loads(stamp.read_text()) == {"run_id": run_id, "views": ["center"], "responses": False}
+    assert main(["track", "eval", str(run_dir), "--view", "multiscale", "--tracking-uri", store]) == 2
+    assert main(["track", "eval", str(run_dir), "--responses", "--tracking-uri", store]) == 2  # no responses.csv
+
+
 def test_report_links_both_ways_and_is_idempotent(store, tmp_path):
     sources = [make_run(tmp_path / f"seed{k}", seed=k)[0] for k in range(2)]
     for s in sources:
@@ -158,7 +209,7 @@ def test_report_links_both_ways_and_is_idempotent(store, tmp_path):
     assert {f.path for f in c.list_artifacts(report.info.run_id)} == {"figure6.pdf", "figure6.csv"}
     for i in ids:
         assert c.get_run(i).data.tags["used_by_figure6"] == report.info.run_id
-    exp = c.get_experiment_by_name("resnet-repro-reports").experiment_id
+    exp = c.get_experiment_by_name("resnet-repro · reports").experiment_id
     count = len(c.search_runs([exp], "tags.artifact = 'figure6'"))
     assert main(args) == 0
     assert json.loads((tmp_path / "stamp.json").read_text())["run_id"] == report.info.run_id

@@ -1,6 +1,7 @@
 """The `resnet-repro` command: every step of the pipeline is one sub-command."""
 import argparse
 import json
+import os
 import sys
 
 import yaml
@@ -106,7 +107,10 @@ def cmd_train(args):
     from .train import train
     spec = _spec_from_args(args)
     _set_threads(args)
-    metrics = train(spec, args.out, resume=args.resume, stop_at=args.stop_at)
+    from .tracking import experiment_arg
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    metrics = train(spec, args.out, resume=args.resume, stop_at=args.stop_at,
+                    tracking=(uri, experiment_arg(args.experiment)))
     if metrics is not None:  # None on torchrun's processes other than 0
         print(json.dumps(metrics, indent=2))
 
@@ -181,6 +185,11 @@ def build_parser():
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
     s.add_argument("--stop-at", type=int, help="checkpoint and stop after this iteration (exit status 3)")
     s.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    s.add_argument("--tracking-uri", help="an http(s) MLflow tracking server logs the run live while it trains "
+                                         "(default: $MLFLOW_TRACKING_URI; a SQLite store is logged after the fact "
+                                         "by `resnet-repro track train`)")
+    s.add_argument("--experiment", help="MLflow experiment of a live run (default: $MLFLOW_EXPERIMENT_NAME, "
+                                        "else 'resnet-repro')")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("check-data", help="check that a spec's data set is present and readable; summarise it",

@@ -8,6 +8,7 @@ import os
 import yaml
 
 from .errors import ReproError
+from .figures import data_names
 from .names import parse_model_name
 from .spec import deep_merge
 
@@ -58,6 +59,9 @@ class Plan:
                 raise ReproError(f"config: experiments.{name} lists no models")
             self.experiments[name] = entries
         self.config_hash = hashlib.sha256(json.dumps(self.cfg, sort_keys=True).encode()).hexdigest()[:12]
+        # the MLflow experiment of this preset's trainings: one per preset and data, so the list of
+        # experiments reads as a list of reproductions (figures and tables: its reports experiment)
+        self.mlflow_experiment = f"resnet-repro · {self.preset} · {data_names(self.cfg['data'].values())}"
 
     def family(self, model):
         return parse_model_name(model).family

@@ -200,7 +200,7 @@ def read_store(uri, runs, artifacts):
     """Look the runs and the figure/table report runs up in the MLflow store (read only).
     `artifacts`: {name: [files as `track report` logged them]}. Returns (reachable, note, {name: report
     run info}); fills run.store."""
-    from .tracking import REPORT_EXPERIMENT, client, _quote
+    from .tracking import _quote, client, experiment_arg, reports_experiment
     try:
         c = client(uri)
     except ReproError as e:
@@ -216,7 +216,10 @@ def read_store(uri, runs, artifacts):
                 except MlflowException:
                     r.store = {"missing": True}
         reports = {}
-        exp = c.get_experiment_by_name(REPORT_EXPERIMENT)
+        # the reports experiment beside the trainings' (one per preset and data)
+        train_exp = next((r.store["experiment_id"] for r in runs.list if r.store and "experiment_id" in r.store), None)
+        name = c.get_experiment(train_exp).name if train_exp else experiment_arg()
+        exp = c.get_experiment_by_name(reports_experiment(name))
         for name, files in artifacts.items():
             if exp is None or not all(f.is_file() for f in files):
                 continue

@@ -20,8 +20,7 @@ import yaml
 from .errors import ReproError
 from .files import write_json
 
-TRAIN_EXPERIMENT = "resnet-repro"
-REPORT_EXPERIMENT = "resnet-repro-reports"
+TRAIN_EXPERIMENT = "resnet-repro"  # without --experiment; the workflow names one per preset (config.Plan)
 HISTORY_METRICS = ["train_error", "test_error", "train_loss", "test_loss", "lr", "holdout_error"]
 SUMMARY_METRICS = ["images_per_s", "s_per_1k_iters", "elapsed_s"]
 TRAIN_FILES = ["model.pt", "history.csv", "spec.yaml", "metrics.json"]  # model.pt: the final model, no optimizer state
@@ -34,6 +33,15 @@ def log(msg):
 
 
 # ---------------------------------------------------------------- store access
+
+def reports_experiment(name):
+    """The experiment of the figures, tables and report made from the trainings of experiment `name`."""
+    return f"{name} · reports"
+
+
+def experiment_arg(flag=None):
+    return flag or os.environ.get("MLFLOW_EXPERIMENT_NAME") or TRAIN_EXPERIMENT
+
 
 def tracking_uri(flag=None):
     return flag or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
@@ -177,8 +185,16 @@ def _find_finished(c, exp_id, tags):
 
 # ---------------------------------------------------------------- setup
 
-def setup(uri):
-    """Create the schema and both experiments (idempotent); return {experiment name: id}."""
+EXPERIMENT_NOTES = {
+    "train": "Trainings of resnet-repro (He et al. 2016, Deep Residual Learning for Image Recognition), one "
+             "run per model and seed: curves, final and evaluation errors, the data set used and the model.",
+    "reports": "Figures, tables and the reproduction report of resnet-repro, each linked to the training runs "
+               "it was made from (tags source_run_ids; the trainings carry used_by_<artifact>)."}
+
+
+def setup(uri, name=TRAIN_EXPERIMENT):
+    """Create the schema, experiment `name` and its reports experiment (idempotent); return
+    {experiment name: id}. Both open in the UI on the runs table (model training, not GenAI)."""
     db = sqlite_path(uri)
     artifacts = None
     if db is not None:
@@ -187,7 +203,7 @@ def setup(uri):
         artifacts = db.resolve().parent / "mlartifacts"
     c = client(uri, create=True)
     ids = {}
-    for name in (TRAIN_EXPERIMENT, REPORT_EXPERIMENT):
+    for kind, name in (("train", name), ("reports", reports_experiment(name))):
         exp = c.get_experiment_by_name(name)
         if exp is None:
             from mlflow.exceptions import MlflowException
@@ -202,13 +218,15 @@ def setup(uri):
             if exp.lifecycle_stage != "active":
                 c.restore_experiment(exp.experiment_id)
             ids[name] = exp.experiment_id
+        c.set_experiment_tag(ids[name], "mlflow.experimentKind", "custom_model_development")
+        c.set_experiment_tag(ids[name], "mlflow.note.content", EXPERIMENT_NOTES[kind])
     return ids
 
 
 @_mlflow_errors
 def cmd_setup(args):
     uri = tracking_uri(args.tracking_uri)
-    ids = setup(uri)
+    ids = setup(uri, experiment_arg(args.experiment))
     for name, i in ids.items():
         print(f"experiment {name}: id {i} in {uri}")
     if args.out:
@@ -270,12 +288,14 @@ def summary_metrics(summary, step, stamp):
             if isinstance(summary.get(k), (int, float)) and not isinstance(summary[k], bool)]
 
 
-def eval_metrics(run_dir, step):
+def eval_metrics(run_dir, step, views=None):
     """(metrics, files) of RUN/eval/<view>/metrics.json: <view>_top1_error, <view>_top5_error, and
     {file: the precision that evaluation used}."""
     from mlflow.entities import Metric
     points, files = [], {}
     for path in sorted(Path(run_dir).glob("eval/*/metrics.json")):
+        if views is not None and path.parent.name not in views:
+            continue
         stamp = _ms(path.stat().st_mtime)  # fixed per file, so relogging is a no-op in MLflow
         evaluation = _read_json(path, "evaluation")
         for view, res in evaluation.get("views", {}).items():
@@ -291,10 +311,10 @@ def log_metrics(c, run_id, metrics):
         c.log_batch(run_id, metrics=metrics[i:i + BATCH], synchronous=True)
 
 
-def log_eval(c, run, run_dir, step):
+def log_eval(c, run, run_dir, step, views=None, responses=True):
     """Add the evaluation metrics RUN has that the MLflow run lacks (and the evaluation files,
-    responses.csv); return how many metrics were new."""
-    points, files = eval_metrics(run_dir, step)
+    responses.csv); return how many metrics were new. views: only these eval/<view>/ files."""
+    points, files = eval_metrics(run_dir, step, views)
     have = run.data.metrics
     new = [m for m in points if have.get(m.key) != m.value]
     log_metrics(c, run.info.run_id, new)
@@ -303,89 +323,205 @@ def log_eval(c, run, run_dir, step):
         # the arithmetic of that evaluation (fp32 unless asked otherwise), beside its numbers
         if run.data.tags.get(f"{path.parent.name}_precision") != precision:
             c.set_tag(run.info.run_id, f"{path.parent.name}_precision", precision)
-    if (Path(run_dir) / "responses.csv").is_file():  # Figure 7's layer responses, when computed
+    if responses and (Path(run_dir) / "responses.csv").is_file():  # Figure 7's layer responses, when computed
         c.log_artifact(run.info.run_id, str(Path(run_dir) / "responses.csv"))
     return len(new)
 
 
 def existing_run(c, run_dir, sha):
-    """The run RUN/mlflow.json names, if it is still in the store and has this checkpoint, else None."""
-    path = Path(run_dir) / "mlflow.json"
-    if not path.exists():
-        return None
+    """The run RUN/mlflow.json (or, for a training logged live, RUN/mlflow-live.json) names, if it is
+    still in the store, is this run directory's and has this checkpoint (or none yet), else None."""
     from mlflow.exceptions import MlflowException
-    try:
-        run = c.get_run(_read_json(path, "tracking file")["run_id"])
-    except (MlflowException, KeyError):
-        return None
-    if run.info.lifecycle_stage != "active" or run.data.tags.get("checkpoint_sha256") != sha:
-        return None
-    return run
+
+    from .live import LIVE_FILE
+    for name in ("mlflow.json", LIVE_FILE):
+        path = Path(run_dir) / name
+        if not path.exists():
+            continue
+        try:
+            run = c.get_run(_read_json(path, "tracking file")["run_id"])
+        except (MlflowException, KeyError, ReproError):
+            continue
+        tags = run.data.tags
+        if (run.info.lifecycle_stage == "active" and tags.get("run_dir") == run_dir_tag(run_dir)
+                and tags.get("checkpoint_sha256", sha) == sha):
+            return run
+    return None
 
 
-def track_train(run_dir, preset, uses=(), config_hash=None, uri=None):
-    """Log the finished training in run_dir as one MLflow run (idempotent); return its run id."""
+def run_tags(spec, summary=None):
+    """Tags of a training run, known when it starts (summary: metrics.json, once it has ended)."""
+    import getpass
+    tags = {"model": spec["model"], "dataset": spec["data"]["kind"], "mlflow.user": getpass.getuser(),
+            "mlflow.source.type": "LOCAL", "mlflow.source.name": "resnet-repro train",
+            "mlflow.runName": f"{spec['model']} · {spec['data']['kind']} · seed {spec['seed']}"}
+    if summary:
+        tags.update({"device": str(summary.get("device", "unknown")),
+                     # what the arithmetic was, as the training resolved `precision: auto` on its hardware
+                     "precision": str(summary.get("precision", "unknown")),
+                     "eval_precision": str(summary.get("eval_precision", "unknown"))})
+    return tags
+
+
+def track_train(run_dir, preset, uses=(), config_hash=None, uri=None, experiment=None, source=None):
+    """Log the finished training in run_dir as one MLflow run (idempotent): a new run, or the one a
+    live training made (RUN/mlflow.json), completed; return its run id."""
     run_dir = Path(run_dir)
     spec, history, summary = read_run_dir(run_dir)
     uri = tracking_uri(uri)
     sha = sha256(run_dir / "model.pt")
     c = client(uri)
-    exp_id = experiment_id(c, TRAIN_EXPERIMENT, uri)
+    exp_id = experiment_id(c, experiment_arg(experiment), uri)
     last_step = int(history[-1]["iteration"]) if history else 0
 
     run = existing_run(c, run_dir, sha)
-    if run is not None:
-        log(f"{run_dir} is already tracked as run {run.info.run_id}; nothing to do")
-        return run.info.run_id
-    found = _find_finished(c, exp_id, {"run_dir": run_dir_tag(run_dir), "checkpoint_sha256": sha})
-    if found:  # tracked before but mlflow.json was lost: adopt the run rather than duplicate it
-        run_id = found[0].info.run_id
-        log(f"{run_dir} was tracked as run {run_id} (mlflow.json was missing); rewriting it")
+    if run is None:
+        found = _find_finished(c, exp_id, {"run_dir": run_dir_tag(run_dir), "checkpoint_sha256": sha})
+        if found:  # tracked before but mlflow.json was lost: adopt the run rather than duplicate it
+            run = found[0]
+            log(f"{run_dir} was tracked as run {run.info.run_id} (mlflow.json was missing); rewriting it")
+    if run is None:
+        run = _create_train_run(c, exp_id, run_dir, spec, summary)
+        log(f"logged {run_dir} as run {run.info.run_id} in {uri}")
     else:
-        run_id = _create_train_run(c, exp_id, run_dir, spec, history, summary, sha, preset, uses, config_hash,
-                                   last_step)
-        log(f"logged {run_dir} as run {run_id} in {uri}")
-    run = c.get_run(run_id)
+        exp_id = run.info.experiment_id
+    commit = git_commit()
+    done = _complete_train_run(c, run, run_dir, spec, history, summary, sha, last_step, uri,
+                               {"preset": preset, "git_commit": commit, "mlflow.source.git.commit": commit,
+                                "uses": ",".join(uses), "checkpoint_sha256": sha,
+                                **({"mlflow.source.name": source} if source else {})},
+                               train_params(spec, preset, config_hash, commit))
+    log(f"{run_dir}: run {run.info.run_id} " + (f"completed ({', '.join(done)})" if done else "already complete; nothing to do"))
+    run = c.get_run(run.info.run_id)
     n = log_eval(c, run, run_dir, last_step)
     if n:
         log(f"added {n} evaluation metrics")
-    write_json(run_dir / "mlflow.json", {"run_id": run_id, "experiment_id": exp_id, "tracking_uri": uri})
-    return run_id
+    write_json(run_dir / "mlflow.json", {"run_id": run.info.run_id, "experiment_id": exp_id, "tracking_uri": uri})
+    return run.info.run_id
 
 
-def _create_train_run(c, exp_id, run_dir, spec, history, summary, sha, preset, uses, config_hash, last_step):
-    from mlflow.entities import Param
-    commit = git_commit()
+def _create_train_run(c, exp_id, run_dir, spec, summary):
     # the run's clock is the training's: it ended when metrics.json was written
     end_ms = _ms((run_dir / "metrics.json").stat().st_mtime)
     start_ms = end_ms - _ms(float(summary.get("elapsed_s") or 0.0))
-    tags = {"model": spec["model"], "dataset": spec["data"]["kind"], "preset": preset, "git_commit": commit,
-            "mlflow.source.git.commit": commit, "uses": ",".join(uses), "run_dir": run_dir_tag(run_dir),
-            "checkpoint_sha256": sha, "device": str(summary.get("device", "unknown")),
-            # what the arithmetic was, as the training resolved `precision: auto` on its hardware
-            "precision": str(summary.get("precision", "unknown")),
-            "eval_precision": str(summary.get("eval_precision", "unknown"))}
-    name = f"{spec['model']} · {spec['data']['kind']} · seed {spec['seed']}"
-    # a run a crashed attempt left RUNNING for this same checkpoint is marked FAILED, not reused
-    stale = c.search_runs([exp_id], f"tags.run_dir = {_quote(tags['run_dir'])} and "
-                                    f"tags.checkpoint_sha256 = '{sha}' and attributes.status = 'RUNNING'")
+    tags = {**run_tags(spec, summary), "run_dir": run_dir_tag(run_dir)}
+    # a run a crashed attempt left RUNNING for this run directory is marked FAILED, not reused
+    stale = c.search_runs([exp_id], f"tags.run_dir = {_quote(tags['run_dir'])} and attributes.status = 'RUNNING'")
     for r in stale:
         c.set_terminated(r.info.run_id, "FAILED")
-    run_id = c.create_run(exp_id, start_time=start_ms, tags=tags, run_name=name).info.run_id
-    params = train_params(spec, preset, config_hash, commit)
-    c.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()], synchronous=True)
-    log_metrics(c, run_id, history_metrics(history, start_ms) + summary_metrics(summary, last_step, end_ms))
-    for f in TRAIN_FILES:
-        c.log_artifact(run_id, str(run_dir / f))
-    c.set_terminated(run_id, "FINISHED", end_time=end_ms)
-    return run_id
+    return c.create_run(exp_id, start_time=start_ms, tags=tags, run_name=tags["mlflow.runName"])
 
 
-def track_eval(run_dir, uri=None):
-    """Add RUN's evaluation metrics to the run RUN/mlflow.json names; return how many were new."""
+def _complete_train_run(c, run, run_dir, spec, history, summary, sha, last_step, uri, tags, params):
+    """Add what the run lacks (idempotent): history points, summary metrics, params, tags, the files,
+    the data set as inputs, the model as a LoggedModel; end it FINISHED. Returns what was added."""
+    from mlflow.entities import Param
+    run_id, done = run.info.run_id, []
+    end_ms = _ms((run_dir / "metrics.json").stat().st_mtime)
+    start_ms = run.info.start_time or end_ms - _ms(float(summary.get("elapsed_s") or 0.0))
+    have_steps = {m.step for m in c.get_metric_history(run_id, "train_error")}
+    points = [m for m in history_metrics(history, start_ms) if m.step not in have_steps]
+    points += [m for m in summary_metrics(summary, last_step, end_ms) if m.key not in run.data.metrics]
+    if points:
+        log_metrics(c, run_id, points)
+        done.append(f"{len(points)} metric points")
+    new_params = [Param(k, str(v)) for k, v in params.items() if k not in run.data.params]
+    if new_params:
+        c.log_batch(run_id, params=new_params, synchronous=True)
+        done.append("params")
+    tags = {**run_tags(spec, summary), **tags}
+    for k, v in tags.items():
+        if run.data.tags.get(k) != v:
+            c.set_tag(run_id, k, v)
+    if run.data.tags.get("files_sha256") != sha:
+        for f in TRAIN_FILES:
+            c.log_artifact(run_id, str(run_dir / f))
+        c.set_tag(run_id, "files_sha256", sha)
+        done.append("files")
+    if not run.inputs.dataset_inputs:
+        c.log_inputs(run_id, datasets=dataset_inputs(spec, summary))
+        done.append("data set")
+    if not run.data.tags.get("logged_model_id"):
+        model_id = log_model(run_id, run_dir, spec, params, uri)
+        if model_id:
+            c.set_tag(run_id, "logged_model_id", model_id)
+            done.append("model")
+    if run.info.status != "FINISHED":
+        c.set_terminated(run_id, "FINISHED", end_time=end_ms)
+    return done
+
+
+DATA_SOURCES = {"digits": "https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
+                "cifar10": "https://www.cs.toronto.edu/~kriz/cifar.html", "imagenet": "https://image-net.org/"}
+
+
+def dataset_inputs(spec, summary):
+    """The data set a training used, as MLflow run inputs: its training split and the split its test
+    curve was measured on, each with its size (metrics.json) and where the images came from."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from .figures import data_name
+    d = spec["data"]
+    if d.get("root") and d["kind"] != "digits":
+        source_type, source = "local", Path(d["root"]).resolve().as_uri()
+    else:  # digits: scikit-learn's bundled copy of the UCI set
+        source_type, source = "http", DATA_SOURCES.get(d["kind"], d["kind"])
+    inputs = []
+    for context, split, n in (("training", "train", summary.get("train_images")),
+                              ("evaluation", summary.get("test_split", "test"), summary.get("test_images"))):
+        key = {k: d.get(k) for k in ("kind", "root", "image_size", "val_split", "split_seed")}
+        key.update(split=split, images=n, holdout=spec["schedule"].get("holdout")
+                   if spec["schedule"]["kind"] == "plateau" else None)
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        entity = Dataset(name=f"{data_name(d)} · {split}", digest=digest, source_type=source_type,
+                         source=json.dumps({"url" if source_type == "http" else "uri": source}),
+                         profile=json.dumps({"split": split, "images": n}))
+        inputs.append(DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)]))
+    return inputs
+
+
+def log_model(run_id, run_dir, spec, params, uri):
+    """RUN/model.pt as an MLflow LoggedModel of the run (Models page; registrable), with its input
+    signature (mean-subtracted images at the training's size) and the training's params."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+    from .files import load_torch
+    from .models import ResNet, parse_model_name
+    try:
+        ckpt = load_torch(run_dir / "model.pt")
+        model = ResNet(parse_model_name(spec["model"]), ckpt["num_classes"])
+        model.load_state_dict(ckpt["model"])
+    except (ReproError, KeyError, TypeError, RuntimeError) as e:
+        log(f"warning: {run_dir / 'model.pt'} is not a final model of {spec['model']} ({str(e).splitlines()[0]}); "
+            f"no LoggedModel")
+        return None
+    model.eval()
+    size = ckpt["mean"].shape[-1]
+    x = torch.zeros(2, 3, size, size)
+    with torch.no_grad():
+        signature = infer_signature(x.numpy(), model(x).numpy())
+    mlflow.set_tracking_uri(uri)
+    with _retry(mlflow.start_run, run_id=run_id):
+        # pickled, with this package's code beside it so that mlflow.pytorch.load_model works anywhere
+        # (torch.export's pt2 needs no code but took 4-11 s a model on 2 CPU cores, pickling 0.2 s)
+        info = _retry(mlflow.pytorch.log_model, model, name="model", signature=signature,
+                      serialization_format="pickle", code_paths=[str(Path(__file__).resolve().parent)],
+                      params={k: str(v) for k, v in params.items()},
+                      pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],  # no slow inference
+                      step=int(ckpt.get("iteration", 0)))
+    return info.model_id
+
+
+def track_eval(run_dir, uri=None, views=None, responses=True):
+    """Add RUN's evaluation metrics (all, or those of `views`; and responses.csv) to the run
+    RUN/mlflow.json names; return (run id, how many metrics were new)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReproError(f"run directory {run_dir} does not exist")
+    for view in views or ():
+        if not (run_dir / "eval" / view / "metrics.json").is_file():
+            raise ReproError(f"{run_dir / 'eval' / view / 'metrics.json'} does not exist (run `resnet-repro evaluate`)")
     path = run_dir / "mlflow.json"
     if not path.is_file():
         raise ReproError(f"{path} does not exist: run `resnet-repro track train {run_dir}` first")
@@ -394,19 +530,24 @@ def track_eval(run_dir, uri=None):
     c = client(uri)
     run = c.get_run(info["run_id"])
     step = int(run.data.params.get("max_iters", 0))
-    return log_eval(c, run, run_dir, step)
+    return run.info.run_id, log_eval(c, run, run_dir, step, views, responses)
 
 
 @_mlflow_errors
 def cmd_train(args):
     uses = [u.strip() for u in (args.uses or "").split(",") if u.strip()]
-    print(track_train(args.run, args.preset, uses, args.config_hash, args.tracking_uri))
+    print(track_train(args.run, args.preset, uses, args.config_hash, args.tracking_uri, args.experiment, args.source))
 
 
 @_mlflow_errors
 def cmd_eval(args):
-    n = track_eval(args.run, args.tracking_uri)
+    if args.responses and not (Path(args.run) / "responses.csv").is_file():
+        raise ReproError(f"{Path(args.run) / 'responses.csv'} does not exist (run `resnet-repro responses`)")
+    views = args.view or ([] if args.responses else None)
+    run_id, n = track_eval(args.run, args.tracking_uri, views, responses=args.responses or not args.view)
     print(f"{n} new evaluation metrics logged" if n else "evaluation metrics already logged; nothing to do")
+    if args.out:  # a stamp for the workflow: this evaluation is in MLflow
+        write_json(args.out, {"run_id": run_id, "views": args.view or "all", "responses": args.responses})
 
 
 # ---------------------------------------------------------------- figures and tables
@@ -427,7 +568,9 @@ def track_report(artifacts, name, sources, preset, uri=None):
     digest = hashlib.sha256("".join(f"{f.name}:{sha256(f)}\n" for f in files).encode()).hexdigest()
     uri = tracking_uri(uri)
     c = client(uri)
-    exp_id = experiment_id(c, REPORT_EXPERIMENT, uri)
+    # the reports experiment beside the trainings' experiment (one per preset and data)
+    train_exp = _read_json(Path(sources[0]) / "mlflow.json", "tracking file").get("experiment_id")
+    exp_id = experiment_id(c, reports_experiment(c.get_experiment(train_exp).name), uri)
     key = {"artifact": name, "preset": preset, "artifacts_sha256": digest, "source_run_ids": ",".join(source_ids)}
     found = _find_finished(c, exp_id, key)
     if found:
@@ -468,12 +611,14 @@ def add_parser(sub):
                                    "Every command is idempotent and safe to run in parallel jobs.")
     tsub = p.add_subparsers(dest="track_command", required=True, metavar="ACTION")
     uri_help = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)"
+    exp_help = f"the trainings' experiment (default: $MLFLOW_EXPERIMENT_NAME, else {TRAIN_EXPERIMENT!r})"
 
     s = tsub.add_parser("setup", help="create the store and experiments (once, before jobs start)",
-                        description=f"Create the store schema and the experiments {TRAIN_EXPERIMENT!r} and "
-                                    f"{REPORT_EXPERIMENT!r}, idempotently. With a SQLite store, artifacts "
-                                    "go to mlartifacts/ beside the database file.")
+                        description="Create the store schema, the trainings' experiment and its reports "
+                                    "experiment ('<NAME> · reports'), idempotently. With a SQLite store, "
+                                    "artifacts go to mlartifacts/ beside the database file.")
     s.add_argument("--tracking-uri", help=uri_help)
+    s.add_argument("--experiment", help=exp_help)
     s.add_argument("--out", help="write a JSON stamp with the experiment ids here")
     s.set_defaults(func=cmd_setup)
 
@@ -485,14 +630,19 @@ def add_parser(sub):
     s.add_argument("--preset", required=True, help="the pipeline preset the run belongs to")
     s.add_argument("--uses", help="comma-separated figures/tables made from this run, e.g. figure6,table6")
     s.add_argument("--config-hash", help="hash of the pipeline config that produced the run")
+    s.add_argument("--source", help="what made the run, shown as its Source (default: 'resnet-repro train')")
     s.add_argument("--tracking-uri", help=uri_help)
+    s.add_argument("--experiment", help=exp_help)
     s.set_defaults(func=cmd_train)
 
     s = tsub.add_parser("eval", help="add RUN's evaluation metrics to its tracked run",
                         description="Log RUN/eval/<view>/metrics.json as <view>_top1_error and "
                                     "<view>_top5_error on the run RUN/mlflow.json names (idempotent).")
     s.add_argument("run", metavar="RUN")
+    s.add_argument("--view", action="append", help="only this view's eval/VIEW/metrics.json (repeatable)")
+    s.add_argument("--responses", action="store_true", help="RUN/responses.csv (Figure 7's layer responses)")
     s.add_argument("--tracking-uri", help=uri_help)
+    s.add_argument("--out", metavar="STAMP", help="write a JSON stamp here once logged")
     s.set_defaults(func=cmd_eval)
 
     s = tsub.add_parser("report", help="log a figure or table as one run, linked to its training runs",

@@ -21,10 +21,12 @@ from .device import (autocast, configure, make_sgd, memory_format, peak_memory_m
 from .errors import ReproError
 from .evaluate import error_rates, predict_tensor, predict_view
 from .files import load_torch, save_torch, write_json, write_text
+from .live import LiveRun
 from .models import ResNet, count_params, parse_model_name
 
 HISTORY_COLUMNS = ["iteration", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
                    "holdout_error", "images_per_s", "elapsed_s"]
+LIVE_METRICS = ("train_error", "test_error", "train_loss", "test_loss", "lr", "holdout_error", "images_per_s")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # Slurm's pre-emption and time-limit warnings
 STOP_CHECK_EVERY = 10  # with DDP, iterations between the processes' checks for a stop signal
 GRAPH_WARMUP = 3  # eager steps before a CUDA graph is recorded
@@ -312,13 +314,14 @@ def open_data(spec, device):
     return "stream", (train_ds, val_ds), mean, list(train_ds.classes), holdout
 
 
-def train(spec, out_dir, resume=False, log=None, stop_at=None):
+def train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, None)):
     """Train as `spec` says, writing out_dir/{spec.yaml, checkpoint.pt, history.csv, metrics.json,
     model.pt}. checkpoint.pt (with optimizer state) is for resuming; model.pt is the final model.
     resume: continue from out_dir/checkpoint.pt when it exists. stop_at: leave after that
     iteration (with a checkpoint), as a job with a time limit would.
     Under torchrun (several processes, DDP) only process 0 logs and writes files; every process
-    resumes from the same checkpoint. Returns the metrics (None on the other processes)."""
+    resumes from the same checkpoint. tracking: (MLflow URI, experiment); with an http(s) server,
+    process 0 logs the run live (live.py). Returns the metrics (None on the other processes)."""
     world = parallel.WORLD
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if not world.main:
@@ -387,6 +390,7 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
             + (f" ({len(aug_states)} process(es) then, {world.size} now)" if len(aug_states) != world.size else ""))
     reset_peak_memory(device)
     acc, warm = step.acc, step.warm
+    live = LiveRun.start(out_dir, spec, *tracking, resume=ckpt is not None, log=log) if world.main else None
 
     def evaluate():
         """(test loss, test error, held-out error or nan) on every process; process 0 computes them,
@@ -490,6 +494,8 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
                         f"{lr.best:.2f}%): lr / 10 at iteration {iteration}")
                 if world.main:
                     write_text(out_dir / "history.csv", history_csv(history))
+                if live:
+                    live.row(row, LIVE_METRICS)
                 eta = (max_iters - iteration) * train_time / window_iters
                 log(f"[{spec['model']}] it {iteration}/{max_iters} lr {row['lr']:.4g} loss {row['train_loss']:.3f} "
                     f"train {row['train_error']:.2f}% {spec_split(data, kind)} {test_error:.2f}% "
@@ -508,6 +514,14 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
                     f"stop_at={stop_at}" if stop_at is not None and iteration >= stop_at else "a signal to another process")
                 raise Interrupted(f"[{spec['model']}] stopped at iteration {iteration} by {why}; "
                                   f"checkpoint written, rerun with --resume to continue")
+    except Interrupted:
+        if live:
+            live.end("KILLED")
+        raise
+    except BaseException:
+        if live:
+            live.end("FAILED")
+        raise
     finally:
         for s, h in handlers.items():
             signal.signal(s, h)
@@ -524,6 +538,10 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
     metrics = {"model": spec["model"], "iterations": iteration, "params": count_params(model),
                "train_error": last["train_error"], "test_error": last["test_error"], "test_split": spec_split(data, kind),
                "train_loss": last["train_loss"], "elapsed_s": elapsed,
+               # the images trained on, tested on (the test curve's split) and held out for the plateau rule
+               "train_images": len(data.train_x) if kind == "small" else len(data[0]),
+               "test_images": len(data.test_x) if kind == "small" else len(data[1]),
+               "holdout_images": 0 if holdout is None else len(holdout[1] if kind == "small" else holdout),
                # the median window: robust to the first one, which includes warm-up (and compiling)
                "images_per_s": statistics.median(h["images_per_s"] for h in history),
                "device": str(device), "processes": world.size,
@@ -536,6 +554,8 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None):
     metrics["s_per_1k_iters"] = 1000 * spec["batch_size"] / metrics["images_per_s"]
     metrics["peak_memory_mb"] = peak_memory_mb(device)
     write_json(out_dir / "metrics.json", metrics)
+    if live:
+        live.end("FINISHED")
     return metrics
 
 
