@@ -24,3 +24,4 @@ rule all:
     input:
         expand("reports/{figure}.pdf", figure=FIGURES),
         expand("results/{table}.csv", table=TABLES),
+        tracking_stamps(),

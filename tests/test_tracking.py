@@ -187,6 +187,28 @@ def test_one_view_at_a_time_with_a_stamp(store, tmp_path):
     assert main(["track", "eval", str(run_dir), "--responses", "--tracking-uri", store]) == 2  # no responses.csv
 
 
+def test_seeds_grouped_under_a_parent_with_best_mean_std(store, tmp_path):
+    import statistics
+    runs = []
+    for seed, err in ((0, 6.4), (1, 6.9), (2, 6.6)):
+        run_dir, _ = make_run(tmp_path / "resnet110" / f"seed{seed}", seed=seed, model="resnet110")
+        write_json(run_dir / "eval" / "single" / "metrics.json", {"views": {"single": {"top1_error": err, "top5_error": 0.5}}})
+        assert main(["track", "train", str(run_dir), "--preset", "demo", "--tracking-uri", store]) == 0
+        runs.append(run_dir)
+    args = ["track", "seeds", *map(str, runs), "--model", "resnet110", "--preset", "demo", "--tracking-uri", store,
+            "--out", str(tmp_path / "seeds.json")]
+    assert main(args) == 0
+    parent = json.loads((tmp_path / "seeds.json").read_text())["run_id"]
+    c = MlflowClient(store)
+    m = c.get_run(parent).data.metrics
+    assert m["single_top1_error_best"] == 6.4 and m["single_top1_error_mean"] == pytest.approx(6.6333, abs=1e-3)
+    assert m["single_top1_error_std"] == pytest.approx(statistics.stdev([6.4, 6.9, 6.6]))
+    for r in runs:
+        child = json.loads((r / "mlflow.json").read_text())["run_id"]
+        assert c.get_run(child).data.tags["mlflow.parentRunId"] == parent
+    assert main(args) == 0 and json.loads((tmp_path / "seeds.json").read_text())["run_id"] == parent  # idempotent
+
+
 def test_report_links_both_ways_and_is_idempotent(store, tmp_path):
     sources = [make_run(tmp_path / f"seed{k}", seed=k)[0] for k in range(2)]
     for s in sources:

@@ -95,11 +95,21 @@ def test_tiny_run_makes_every_figure(tiny_run):
         assert (tiny_run / "reports" / f"{name}.png").stat().st_size > 5000
 
 
+TINY_EXPERIMENT = "resnet-repro · tiny · ImageFolder 'digits-imagefolder' (20 px crops), digits (8x8)"
+
+
+def training_runs(client, exp):
+    return [r for r in client.search_runs([exp.experiment_id], max_results=1000) if "seed_group" not in r.data.tags]
+
+
 def test_tiny_run_is_in_mlflow(tiny_run):
+    """Every training with its curves, its evaluations (each view the tables show), its data set and
+    its model; ResNet-110's seeds under a parent; every figure and table as a reports run."""
     from mlflow import MlflowClient
     client = MlflowClient(f"sqlite:///{tiny_run / 'mlflow.db'}")
-    train_exp = client.get_experiment_by_name("resnet-repro")
-    runs = client.search_runs([train_exp.experiment_id], max_results=1000)
+    train_exp = client.get_experiment_by_name(TINY_EXPERIMENT)  # one experiment per preset and data
+    assert train_exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = training_runs(client, train_exp)
     assert len(runs) == 21  # every (model, seed) of the tiny preset, once
     run = next(r for r in runs if r.data.params["model"] == "resnet20")
     history = client.get_metric_history(run.info.run_id, "train_error")
@@ -107,7 +117,17 @@ def test_tiny_run_is_in_mlflow(tiny_run):
     assert run.data.params["preset"] == "tiny"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"history.csv", "spec.yaml"} <= artifacts
-    reports = client.search_runs([client.get_experiment_by_name("resnet-repro-reports").experiment_id])
+    for r in runs:
+        model, family = r.data.params["model"], r.data.params["family"]
+        assert len(r.inputs.dataset_inputs) == 2 and r.data.tags.get("logged_model_id"), model
+        if family == "cifar" and model.startswith("resnet"):  # Table 6's nets: its single-view error
+            assert "single_top1_error" in r.data.metrics, (model, sorted(r.data.metrics))
+        if family == "imagenet":  # Tables 2-5: 10-crop or multi-scale errors
+            assert {"tencrop_top1_error", "multiscale_top1_error"} & set(r.data.metrics), (model, sorted(r.data.metrics))
+    (parent,) = [r for r in client.search_runs([train_exp.experiment_id], "tags.seed_group = 'resnet110'")]
+    assert "single_top1_error_mean" in parent.data.metrics and "single_top1_error_std" in parent.data.metrics
+    assert sum(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in runs) == 2
+    reports = client.search_runs([client.get_experiment_by_name(f"{TINY_EXPERIMENT} · reports").experiment_id])
     assert len(reports) == 9
     fig7 = next(r for r in reports if r.data.tags.get("artifact", "").startswith("figure7"))
     sources = fig7.data.tags["source_run_ids"].split(",")
@@ -119,5 +139,4 @@ def test_rerun_does_no_work_and_adds_no_runs(tiny_run):
     r = snakemake(tiny_run, "all", "--config", "preset=tiny", "--cores", "2")
     assert "Nothing to be done" in r.stdout + r.stderr
     client = MlflowClient(f"sqlite:///{tiny_run / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("resnet-repro")
-    assert len(client.search_runs([exp.experiment_id], max_results=1000)) == 21
+    assert len(training_runs(client, client.get_experiment_by_name(TINY_EXPERIMENT))) == 21

@@ -86,6 +86,16 @@ class Plan:
     def all_runs(self):
         return sorted({r for a in ARTIFACTS for r in self.runs(a)})
 
+    def seed_groups(self):
+        """{model: seeds} of the models a table reports over several seeds (ResNet-110's five runs):
+        MLflow groups them under a parent run with best / mean / std."""
+        in_tables = {m for t in TABLES for m, seed in self.experiments[t] if seed is None}
+        return {m: self.seeds(m) for m in sorted(in_tables) if len(self.seeds(m)) > 1}
+
+    def table_views(self, model):
+        """The evaluation views the tables read for a model."""
+        return sorted({TABLE_VIEW[t] for t in TABLES if any(m == model for m, _ in self.experiments[t])})
+
     def uses(self, model, seed):
         return [a for a in ARTIFACTS if (model, seed) in self.runs(a)]
 

@@ -550,6 +550,54 @@ def cmd_eval(args):
         write_json(args.out, {"run_id": run_id, "views": args.view or "all", "responses": args.responses})
 
 
+# ---------------------------------------------------------------- seeds of one model
+
+def track_seeds(run_dirs, model, preset, uri=None):
+    """Group the runs of one model's seeds under a parent run that carries, for the final test error
+    and every evaluation's top-1/top-5 error, the best, mean and std over the seeds (Table 6's "best
+    (mean +- std)"); each seed's run becomes its child. Idempotent; returns the parent's run id."""
+    import statistics
+
+    from mlflow.entities import Metric
+    infos = [_read_json(Path(d) / "mlflow.json", "tracking file") for d in run_dirs]
+    uri = tracking_uri(uri)
+    c = client(uri)
+    children = [c.get_run(i["run_id"]) for i in infos]
+    exp_id = children[0].info.experiment_id
+    ids = ",".join(r.info.run_id for r in children)
+    key = {"seed_group": model, "preset": preset, "child_run_ids": ids}
+    found = _find_finished(c, exp_id, key)
+    if found:
+        parent = found[0].info.run_id
+    else:
+        seeds = ",".join(r.data.params.get("seed", "?") for r in children)
+        parent = c.create_run(exp_id, tags={**key, "model": model, "seeds": seeds},
+                              run_name=f"{model} · {len(children)} seeds ({seeds})").info.run_id
+    keys = [k for k in children[0].data.metrics if k == "test_error" or k.endswith(("_top1_error", "_top5_error"))]
+    stamp, points = int(time.time() * 1000), []
+    for k in sorted(keys):
+        values = [r.data.metrics[k] for r in children if k in r.data.metrics]
+        if len(values) == len(children):
+            points += [Metric(f"{k}_best", min(values), stamp, 0), Metric(f"{k}_mean", statistics.fmean(values), stamp, 0),
+                       Metric(f"{k}_std", statistics.stdev(values) if len(values) > 1 else 0.0, stamp, 0)]
+    log_metrics(c, parent, points)
+    for r in children:
+        if r.data.tags.get("mlflow.parentRunId") != parent:
+            c.set_tag(r.info.run_id, "mlflow.parentRunId", parent)
+    if not found:
+        c.set_terminated(parent, "FINISHED")
+    log(f"{model}: {len(children)} seeds under parent run {parent} ({len(points)} summary metrics)")
+    return parent
+
+
+@_mlflow_errors
+def cmd_seeds(args):
+    parent = track_seeds(args.runs, args.model, args.preset, args.tracking_uri)
+    if args.out:
+        write_json(args.out, {"run_id": parent, "model": args.model, "runs": args.runs})
+    print(parent)
+
+
 # ---------------------------------------------------------------- figures and tables
 
 def track_report(artifacts, name, sources, preset, uri=None):
@@ -644,6 +692,17 @@ def add_parser(sub):
     s.add_argument("--tracking-uri", help=uri_help)
     s.add_argument("--out", metavar="STAMP", help="write a JSON stamp here once logged")
     s.set_defaults(func=cmd_eval)
+
+    s = tsub.add_parser("seeds", help="group one model's seeds under a parent run with best / mean / std",
+                        description="Make (or find) a parent run for the tracked runs of one model's seeds, with "
+                                    "<metric>_best, _mean and _std of the final test error and every evaluation's "
+                                    "errors, and make each seed's run its child (idempotent).")
+    s.add_argument("runs", nargs="+", metavar="RUN", help="training directories (each with mlflow.json)")
+    s.add_argument("--model", required=True)
+    s.add_argument("--preset", required=True)
+    s.add_argument("--tracking-uri", help=uri_help)
+    s.add_argument("--out", metavar="STAMP", help="write a JSON stamp with the parent run id here")
+    s.set_defaults(func=cmd_seeds)
 
     s = tsub.add_parser("report", help="log a figure or table as one run, linked to its training runs",
                         description="Log the files of a figure/table as one run of the reports experiment, "

@@ -4,7 +4,7 @@ import os
 import re
 import sys
 
-from resnet_repro.config import FIGURES, TABLES, TABLE_VIEW, Plan
+from resnet_repro.config import ARTIFACTS, FIGURES, TABLES, TABLE_VIEW, Plan
 from resnet_repro.errors import ReproError
 
 try:
@@ -16,6 +16,7 @@ PRESET = PLAN.preset
 RUN = f"results/runs/{PRESET}/{{model}}/seed{{seed}}"
 LOGS = f"logs/{PRESET}"
 MLFLOW_STAMP = f"results/mlflow/{PRESET}.json"
+MLFLOW_DIR = f"results/mlflow/{PRESET}"  # stamps: what is in MLflow (figures, tables, report, seed groups)
 
 
 def models_regex(family):
@@ -32,6 +33,35 @@ def run_files(artifact, name):
 
 def run_args(artifact):
     return " ".join(f"--run {d}" for d in run_dirs(artifact))
+
+
+def artifact_files(wildcards):
+    """The files of a figure, table or the report, as `track report` logs them."""
+    name = wildcards.artifact
+    if name in FIGURES:
+        return [f"reports/{name}.pdf", f"reports/{name}.png"]
+    if name in TABLES:
+        return [f"results/{name}.csv", f"results/{name}.md"]
+    return ["reports/report.html", "reports/report.pdf", "reports/report.json"]
+
+
+def artifact_sources(name):
+    """The training runs a figure, table or the report is made from."""
+    if name == "report":
+        return sorted({d for artifact in ARTIFACTS for d in run_dirs(artifact)})
+    return run_dirs(name)
+
+
+def seed_group_inputs(wildcards):
+    """A model's seeds, tracked with the evaluations the tables show."""
+    dirs = [PLAN.run_dir(wildcards.model, s) for s in PLAN.seed_groups()[wildcards.model]]
+    views = PLAN.table_views(wildcards.model)
+    return [f"{d}/mlflow.json" for d in dirs] + [f"{d}/eval/{v}/mlflow.json" for d in dirs for v in views]
+
+
+def tracking_stamps():
+    """Every MLflow stamp of the preset's figures, tables and seed groups (the report's: its own target)."""
+    return [f"{MLFLOW_DIR}/{a}.json" for a in ARTIFACTS] + [f"{MLFLOW_DIR}/seeds/{m}.json" for m in PLAN.seed_groups()]
 
 
 def data_stamp(wildcards):

@@ -1,4 +1,4 @@
-# Figures 1, 4, 6 (training curves) and 7 (layer responses), each logged to MLflow as a report run.
+# Figures 1, 4, 6 (training curves) and 7 (layer responses); tracking.smk logs each to MLflow.
 
 
 localrules:
@@ -9,7 +9,7 @@ def figure_inputs(wildcards):
     name = wildcards.figure
     files = run_files(name, "mlflow.json") + run_files(name, "history.csv")
     if name == "figure7":
-        files += run_files(name, "responses.csv")
+        files += run_files(name, "responses.csv") + run_files(name, "responses.mlflow.json")
     return files
 
 
@@ -33,9 +33,6 @@ rule figure:
         figure="|".join(FIGURES),
     params:
         args=figure_args,
-        sources=lambda w: " ".join(run_dirs(w.figure)),
-        uri=PLAN.tracking_uri,
+        preset=PRESET,
     shell:
-        "(resnet-repro figure {wildcards.figure} {params.args} --out {output.pdf} --preset {PRESET} && "
-        "resnet-repro track report {output.pdf} {output.png} --name {wildcards.figure} "
-        "--sources {params.sources} --preset {PRESET} --tracking-uri {params.uri:q}) > {log} 2>&1"
+        "resnet-repro figure {wildcards.figure} {params.args} --out {output.pdf} --preset {params.preset} > {log} 2>&1"

@@ -1,22 +1,18 @@
 # The reproduction report (reports/report.html, .pdf, .json): every figure and table, the provenance of
-# every number and a verdict on each claim of the paper; logged to MLflow as the report run `report`.
-from resnet_repro.config import ARTIFACTS
+# every number and a verdict on each claim of the paper; tracking.smk logs it to MLflow as `report`.
 
 
 localrules:
     reproduction_report,
 
 
-def report_runs():
-    """Every training run behind any figure or table, once."""
-    return sorted({d for artifact in ARTIFACTS for d in run_dirs(artifact)})
-
-
 def report_run_files(wildcards):
-    files = [f"{d}/{name}" for d in report_runs() for name in ("mlflow.json", "history.csv")]
+    files = [f"{d}/{name}" for d in artifact_sources("report") for name in ("mlflow.json", "history.csv")]
     for table in TABLES:  # the evaluations behind each table (the report reads their sizes)
         files += run_files(table, f"eval/{TABLE_VIEW[table]}/metrics.json")
     files += run_files("figure7", "responses.csv")
+    # the figures and tables in MLflow first: the report links each to its run
+    files += [f"{MLFLOW_DIR}/{a}.json" for a in ARTIFACTS]
     return sorted(set(files))
 
 
@@ -34,12 +30,11 @@ rule reproduction_report:
     log:
         f"{LOGS}/report/report.log",
     params:
-        runs=lambda w: " ".join(report_runs()),
+        runs=lambda w: " ".join(artifact_sources("report")),
         hash=PLAN.config_hash,
         uri=PLAN.tracking_uri,
+        preset=PRESET,
     shell:
-        "(resnet-repro report --out {output.html} --pdf {output.pdf} --json {output.json} --preset {PRESET} "
+        "resnet-repro report --out {output.html} --pdf {output.pdf} --json {output.json} --preset {params.preset} "
         "--config-hash {params.hash} --tables {input.tables} --figures {input.figures} --runs {params.runs} "
-        "--tracking-uri {params.uri:q} && "
-        "resnet-repro track report {output.html} {output.pdf} {output.json} --name report "
-        "--sources {params.runs} --preset {PRESET} --tracking-uri {params.uri:q}) > {log} 2>&1"
+        "--tracking-uri {params.uri:q} > {log} 2>&1"

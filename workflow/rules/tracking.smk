@@ -1,10 +1,19 @@
-# MLflow: the store and experiments are set up once, before any job logs; each finished training
-# is logged as one run (after the fact, on the machine that runs Snakemake).
+# MLflow: the store and the preset's experiments are set up once, before any job logs. Every number
+# reaches MLflow in a local rule of its own, after the job that made it: a training as one run (made
+# live by the training itself when the store is an http(s) server, completed here), each evaluation
+# view and layer-response file into that run, each model's seeds under a parent run, and each
+# figure, table and the report as a run of the reports experiment. Tables and figures depend on the
+# stamps of what they show, so it is in MLflow before they are made; a tracking failure never
+# deletes an artifact.
 
 
 localrules:
     mlflow_setup,
     track_train,
+    track_eval,
+    track_responses,
+    track_seeds,
+    track_artifact,
 
 
 rule mlflow_setup:
@@ -14,8 +23,10 @@ rule mlflow_setup:
         f"{LOGS}/mlflow/setup.log",
     params:
         uri=PLAN.tracking_uri,
+        experiment=PLAN.mlflow_experiment,
     shell:
-        "resnet-repro track setup --tracking-uri {params.uri:q} --out {output} > {log} 2>&1"
+        "resnet-repro track setup --tracking-uri {params.uri:q} --experiment {params.experiment:q} "
+        "--out {output} > {log} 2>&1"
 
 
 rule track_train:
@@ -31,8 +42,80 @@ rule track_train:
     params:
         run=RUN,
         uri=PLAN.tracking_uri,
+        experiment=PLAN.mlflow_experiment,
+        preset=PRESET,
         uses=lambda w: ",".join(PLAN.uses(w.model, int(w.seed))),
         hash=PLAN.config_hash,
+        source=lambda w: f"snakemake rule train_{PLAN.family(w.model)}: resnet-repro train",
     shell:
-        "resnet-repro track train {params.run} --preset {PRESET} --uses {params.uses} "
-        "--config-hash {params.hash} --tracking-uri {params.uri:q} > {log} 2>&1"
+        "resnet-repro track train {params.run} --preset {params.preset} --uses {params.uses} "
+        "--config-hash {params.hash} --source {params.source:q} --tracking-uri {params.uri:q} "
+        "--experiment {params.experiment:q} > {log} 2>&1"
+
+
+rule track_eval:
+    input:
+        tracked=f"{RUN}/mlflow.json",
+        metrics=f"{RUN}/eval/{{view}}/metrics.json",
+    output:
+        f"{RUN}/eval/{{view}}/mlflow.json",
+    log:
+        f"{LOGS}/mlflow/{{model}}-seed{{seed}}-{{view}}.log",
+    wildcard_constraints:
+        view="single|center|tencrop|multiscale",
+    params:
+        run=RUN,
+        uri=PLAN.tracking_uri,
+    shell:
+        "resnet-repro track eval {params.run} --view {wildcards.view} --tracking-uri {params.uri:q} "
+        "--out {output} > {log} 2>&1"
+
+
+rule track_responses:
+    input:
+        tracked=f"{RUN}/mlflow.json",
+        responses=f"{RUN}/responses.csv",
+    output:
+        f"{RUN}/responses.mlflow.json",
+    log:
+        f"{LOGS}/mlflow/{{model}}-seed{{seed}}-responses.log",
+    params:
+        run=RUN,
+        uri=PLAN.tracking_uri,
+    shell:
+        "resnet-repro track eval {params.run} --responses --tracking-uri {params.uri:q} --out {output} > {log} 2>&1"
+
+
+rule track_seeds:
+    input:
+        seed_group_inputs,
+    output:
+        f"{MLFLOW_DIR}/seeds/{{model}}.json",
+    log:
+        f"{LOGS}/mlflow/seeds-{{model}}.log",
+    params:
+        runs=lambda w: " ".join(PLAN.run_dir(w.model, s) for s in PLAN.seed_groups()[w.model]),
+        preset=PRESET,
+        uri=PLAN.tracking_uri,
+    shell:
+        "resnet-repro track seeds {params.runs} --model {wildcards.model} --preset {params.preset} "
+        "--tracking-uri {params.uri:q} --out {output} > {log} 2>&1"
+
+
+rule track_artifact:
+    input:
+        files=artifact_files,
+        tracked=lambda w: [f"{d}/mlflow.json" for d in artifact_sources(w.artifact)],
+    output:
+        f"{MLFLOW_DIR}/{{artifact}}.json",
+    log:
+        f"{LOGS}/mlflow/{{artifact}}.log",
+    wildcard_constraints:
+        artifact="|".join(ARTIFACTS + ("report",)),
+    params:
+        sources=lambda w: " ".join(artifact_sources(w.artifact)),
+        preset=PRESET,
+        uri=PLAN.tracking_uri,
+    shell:
+        "resnet-repro track report {input.files} --name {wildcards.artifact} --sources {params.sources} "
+        "--preset {params.preset} --tracking-uri {params.uri:q} --out {output} > {log} 2>&1"

@@ -21,6 +21,8 @@ rule train_cifar:
         overrides=train_overrides,
         out=RUN,
         launch=launcher,
+        uri=PLAN.tracking_uri,  # an http(s) server: the training logs its run live
+        experiment=PLAN.mlflow_experiment,
     threads: resource("threads")
     resources:
         mem_mb=resource("mem_mb"),
@@ -28,7 +30,7 @@ rule train_cifar:
         gpu=resource("gpus"),
     shell:
         "{params.launch}resnet-repro train --overrides {params.overrides:q} --out {params.out} --resume "
-        "--threads {threads} > {log} 2>&1"
+        "--threads {threads} --tracking-uri {params.uri:q} --experiment {params.experiment:q} > {log} 2>&1"
 
 
 use rule train_cifar as train_imagenet with:
