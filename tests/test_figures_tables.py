@@ -31,8 +31,9 @@ def history(final_train, final_test, iters, milestones):
     return "iteration,epoch,lr,train_loss,train_error,test_loss,test_error,images_per_s,elapsed_s\n" + "\n".join(rows) + "\n"
 
 
-def make_run(root, model, seed, views=None, final=(5.0, 8.0), responses=None, kind=None):
-    """results/runs/<preset>/<model>/seed<k>/ with spec.yaml, history.csv, eval/<view>/metrics.json."""
+def make_run(root, model, seed, views=None, final=(5.0, 8.0), responses=None, kind=None, recorded=None):
+    """results/runs/<preset>/<model>/seed<k>/ with spec.yaml, history.csv, eval/<view>/metrics.json
+    (recorded: {view: extra keys of its entry, e.g. scales, flips, mean})."""
     run = root / "results" / "runs" / PRESET / model / f"seed{seed}"
     run.mkdir(parents=True)
     imagenet = kind == "imagenet"
@@ -42,7 +43,7 @@ def make_run(root, model, seed, views=None, final=(5.0, 8.0), responses=None, ki
     for view, (top1, top5) in (views or {}).items():
         (run / "eval" / view).mkdir(parents=True)
         m = {"model": model, "iteration": 6000, "split": "val" if imagenet else "test",
-             "views": {view: {"top1_error": top1, "top5_error": top5, "n": 1000}}}
+             "views": {view: {"top1_error": top1, "top5_error": top5, "n": 1000, **(recorded or {}).get(view, {})}}}
         (run / "eval" / view / "metrics.json").write_text(json.dumps(m))
     if responses:
         lines = [f"{model},{i + 1},layer{i}.bn,{s}" for i, s in enumerate(responses)]
@@ -173,6 +174,40 @@ def test_table5(imagenet, tmp_path):
     ens.write_text('{"ensemble": {}}')
     with pytest.raises(ReproError, match="ensemble.json is malformed"):
         make_table("table5", [], ensemble=ens)
+
+
+def test_notes_say_which_views_were_averaged(tmp_path):
+    """Tables 2-5 say which test views our numbers averaged (scales, mirrors, crops, mean), from each
+    evaluation's metrics.json: never typed in, and 'not recorded' where an older evaluation left a key out."""
+    ms = lambda flips: {"multiscale": {"scales": [200, 300], "flips": flips, "mean": "per-channel"},
+                        "tencrop": {"flips": flips}}
+    runs = [make_run(tmp_path, "resnet34", 0, {"multiscale": (23.0, 6.9), "tencrop": (24.0, 7.5)}, kind="imagenet",
+                     recorded=ms(False)),
+            make_run(tmp_path, "resnet34", 1, {"multiscale": (23.2, 7.0), "tencrop": (24.2, 7.6)}, kind="imagenet",
+                     recorded=ms(True)),
+            make_run(tmp_path, "resnet50", 0, {"multiscale": (22.0, 6.0)}, kind="imagenet")]  # an older evaluation
+    t4 = make_table("table4", runs, preset=PRESET)
+    no_mirror = "multi-scale 200/300, whole image, no mirror, per-channel mean"
+    mirror = "multi-scale 200/300, whole image + mirror, per-channel mean"
+    old = "multi-scale scales not recorded, mirrors not recorded, per-pixel mean stretched to the image"
+    assert row(t4, "resnet34")["views"] == f"{mirror}; {no_mirror}"  # one per seed's evaluation, each once
+    assert row(t4, "resnet50")["views"] == old
+    md = write_table(t4, "table4", tmp_path / "t4.csv", PRESET)[1].read_text()
+    assert f"Views averaged in our runs (from their metrics.json): {mirror}; {no_mirror}; {old}." in md
+    assert pd.read_csv(tmp_path / "t4.csv")["views"].dropna().tolist() == [f"{mirror}; {no_mirror}", old]
+
+    t3 = make_table("table3", runs[:1], preset=PRESET)
+    assert row(t3, "resnet34")["views"] == "5 crops (4 corners + centre, no mirrors)"
+
+    members = {str(r / "eval/multiscale/scores-multiscale.npz"): {"top1_error": 23.0, "top5_error": 7.0, "n": 1000}
+               for r in runs[1:]}
+    ens = tmp_path / "ensemble.json"
+    ens.write_text(json.dumps({"ensemble": {"top1_error": 21.0, "top5_error": 5.9, "n": 1000}, "members": members}))
+    t5 = make_table("table5", ensemble=ens, preset=PRESET)
+    assert row(t5, "ResNet (ILSVRC'15)")["views"] == f"{mirror}; {old}"
+    assert row(t5, "resnet34")["views"] == mirror and row(t5, "resnet50")["views"] == old
+    md = write_table(t5, "table5", tmp_path / "t5.csv", PRESET)[1].read_text()
+    assert f"Views averaged in our runs (from their metrics.json): {mirror}; {old}." in md
 
 
 def test_inputs_missing_or_malformed(cifar, tmp_path):
