@@ -12,7 +12,7 @@ import yaml
 
 from resnet_repro.cli import main
 from resnet_repro.errors import ReproError
-from resnet_repro.figures import _responses, draw_figure
+from resnet_repro.figures import _response_columns, _responses, draw_figure, responses_note
 from resnet_repro.tables import make_table, write_table
 
 PRESET = "demo"
@@ -243,6 +243,34 @@ def test_figure7_reads_each_response_file_once(cifar):
     std = _responses(runs, [runs[0] / "responses.csv", runs[0] / ".." / "seed0" / "responses.csv"])
     assert list(std) == ["plain20", "resnet110"]  # plain first, then by depth, as the paper's legend
     assert len(std["plain20"]) == 18 and len(std["resnet110"]) == 108
+
+
+def test_figure7_note_defines_std_and_compares_per_channel(tmp_path, monkeypatch):
+    """Figure 7's note says what `std` is, and the per-channel measure's agreement read from the CSVs."""
+    def csv(model, std, per_channel, name=None):
+        path = tmp_path / f"{name or model}.csv"
+        path.write_text("model,layer,module,std,std_per_channel,precision\n" + "".join(
+            f"{model},{i + 1},l{i}.bn,{a},{b},fp32\n" for i, (a, b) in enumerate(zip(std, per_channel))))
+        return path
+
+    files = [csv("plain20", [2.0, 3.0], [1.0, 1.5]), csv("resnet20", [1.0, 1.5], [0.75, 0.75])]
+    cols = _response_columns([], files)
+    assert cols["resnet20"] == {"std": [1.0, 1.5], "std_per_channel": [0.75, 0.75]}
+    note = responses_note(cols)
+    assert "all N*H*W*C values" in note and "stem's 3x3 layer included" in note
+    assert "plain-20 2.50 / 1.25, ResNet-20 1.25 / 0.75" in note and "in the same order" in note
+    # the per-channel measure reversing the models' order is said, not hidden
+    swapped = _response_columns([], [csv("plain20", [2.0, 3.0], [0.5, 0.5], "swapped"), files[1]])
+    assert "in a different order" in responses_note(swapped)
+    # an older responses.csv (std only): no comparison claimed
+    old = tmp_path / "old.csv"
+    old.write_text("model,layer,module,std\nresnet56,1,bn1,0.9\n")
+    assert "not compared" in responses_note(_response_columns([], [files[0], old]))
+    from matplotlib.figure import Figure
+    texts, text = [], Figure.text
+    monkeypatch.setattr(Figure, "text", lambda self, x, y, t, *a, **k: (texts.append(t), text(self, x, y, t, *a, **k))[1])
+    draw_figure("figure7", responses=files, out=tmp_path / "f7.pdf")
+    assert note in " ".join(" ".join(texts).split("\n"))  # the drawn caption carries the note
 
 
 def test_figure_needs_every_panel(cifar, tmp_path):
