@@ -123,8 +123,9 @@ def randomised(name, seed=0):
     return model
 
 
-def direct_stds(model, images, mean, names, chunk=4):
-    """Collect each named BN's outputs with hooks, concatenate, take the population std."""
+def direct_stds(model, images, mean, names, chunk=4, per_channel=False):
+    """Collect each named BN's outputs with hooks, concatenate, take the population std (per_channel:
+    each channel's, averaged over channels)."""
     modules = dict(model.named_modules())
     outs = {n: [] for n in names}
     handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: outs[n].append(o.detach().clone()))
@@ -135,6 +136,8 @@ def direct_stds(model, images, mean, names, chunk=4):
             model(x.float() / 255.0 - mean)
     for h in handles:
         h.remove()
+    if per_channel:
+        return [torch.cat(outs[n]).std(dim=(0, 2, 3), unbiased=False).mean().item() for n in names]
     return [torch.cat(outs[n]).std(unbiased=False).item() for n in names]
 
 
@@ -162,6 +165,8 @@ def test_layer_responses_equal_direct_computation(images, name):
     got = [r["std"] for r in rows]
     assert got == pytest.approx(want, rel=1e-5)
     assert min(got) > 0 and max(got) / min(got) > 1.5  # varied, so the comparison is not vacuous
+    want_pc = direct_stds(model, x, mean, names, per_channel=True)
+    assert [r["std_per_channel"] for r in rows] == pytest.approx(want_pc, rel=1e-5)
     # no hook is left behind
     assert all(not m._forward_hooks for m in model.modules())
 
@@ -184,6 +189,39 @@ def test_layer_responses_depend_on_the_images(images):
     # a zoom on the first layer: population std over every example, channel and position
     want = direct_stds(model, x[:3], mean, ["bn1"])[0]
     assert b[0] == pytest.approx(want, rel=1e-5)
+
+
+class HandMade(nn.Module):
+    """A 3x3 conv (unused) and an identity BN (eval mode: zero mean, unit variance, eps 0) through
+    which a given tensor passes, a batch at a time: the BN output is exactly that tensor."""
+
+    def __init__(self, t):
+        super().__init__()
+        self.conv = nn.Conv2d(3, t.shape[1], 3)
+        self.bn = nn.BatchNorm2d(t.shape[1], eps=0.0)
+        self.t, self.pos = t, 0
+
+    def forward(self, x):
+        out = self.bn(self.t[self.pos:self.pos + len(x)])
+        self.pos += len(x)
+        return out
+
+
+def test_std_per_channel_against_torch():
+    """Channels with different means and spreads: `std` pools all N*H*W*C values (the channel means'
+    spread adds to it), `std_per_channel` averages each channel's own std over N*H*W."""
+    g = torch.Generator().manual_seed(11)
+    mu, sd = torch.tensor([-3.0, 0.0, 1.0, 10.0]), torch.tensor([0.5, 1.0, 2.0, 4.0])
+    t = torch.randn(7, 4, 5, 3, generator=g) * sd[:, None, None] + mu[:, None, None]
+    want_pooled = t.std(unbiased=False).item()
+    want_per_channel = t.std(dim=(0, 2, 3), unbiased=False).mean().item()
+    assert want_pooled > 2 * want_per_channel  # the two measures really differ here
+    x = torch.zeros(7, 3, 4, 4, dtype=torch.uint8)
+    for bs in (500, 3):  # one batch, and uneven batches summed
+        rows = layer_responses(HandMade(t), x, torch.zeros(3, 4, 4), CPU, batch_size=bs)
+        assert [r["module"] for r in rows] == ["bn"]
+        assert rows[0]["std"] == pytest.approx(want_pooled, rel=1e-6)
+        assert rows[0]["std_per_channel"] == pytest.approx(want_per_channel, rel=1e-6)
 
 
 # ---------------------------------------------------------------- responses_from_checkpoint
@@ -221,7 +259,7 @@ def test_responses_from_checkpoint(checkpoint, tmp_path):
     out = tmp_path / "figures" / "responses.csv"  # parent directory does not exist yet
     rows = responses_from_checkpoint(checkpoint, out, device="cpu")
     fields, csv_rows = read_csv(out)
-    assert fields == ["model", "layer", "module", "std", "precision"]
+    assert fields == ["model", "layer", "module", "std", "std_per_channel", "precision"]
     assert len(csv_rows) == len(rows) == 19
     assert {r["precision"] for r in csv_rows} == {"fp32"}  # fp32 unless asked, on every kind of CPU
     ckpt, model = load_checkpoint(checkpoint)
@@ -235,6 +273,10 @@ def test_responses_from_checkpoint(checkpoint, tmp_path):
     test_x = D.load_small("digits").test_x
     assert len(test_x) == 450
     assert stds == pytest.approx(direct_stds(model, test_x, ckpt["mean"], names, chunk=500), rel=1e-5)
+    per_channel = [float(r["std_per_channel"]) for r in csv_rows]
+    assert per_channel == pytest.approx([r["std_per_channel"] for r in rows], rel=1e-12)
+    assert per_channel == pytest.approx(direct_stds(model, test_x, ckpt["mean"], names, chunk=500, per_channel=True),
+                                        rel=1e-5)
 
 
 def test_responses_from_checkpoint_max_images(checkpoint, tmp_path):
@@ -261,7 +303,7 @@ def test_cli_responses(checkpoint, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"19 layers written to {out}\n"
     fields, rows = read_csv(out)
-    assert fields == ["model", "layer", "module", "std", "precision"] and len(rows) == 19
+    assert fields == ["model", "layer", "module", "std", "std_per_channel", "precision"] and len(rows) == 19
     want = responses_from_checkpoint(checkpoint, tmp_path / "in-process.csv", device="cpu", max_images=100)
     assert [r["module"] for r in rows] == [r["module"] for r in want]
     assert [float(r["std"]) for r in rows] == pytest.approx([r["std"] for r in want], rel=1e-6)

@@ -290,6 +290,55 @@ def test_tencrop_without_flips_is_the_five_crops(model18, subset):
     torch.testing.assert_close(got[1], want, rtol=1e-4, atol=1e-4)
 
 
+class Recorder(torch.nn.Module):
+    """Stands in for a network: keeps every input batch it is given and returns constant logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.inputs = []
+
+    def forward(self, x):
+        self.inputs.append(x.clone())
+        return torch.zeros(len(x), 10)
+
+
+def gradient_mean():
+    """A crop-sized mean image with a left-to-right gradient and a different level per channel."""
+    ramp = torch.linspace(0.0, 0.4, CROP)[None, None, :].expand(3, CROP, CROP)
+    return (torch.tensor([0.2, 0.4, 0.6])[:, None, None] + ramp).contiguous()
+
+
+def test_multiscale_subtracts_the_per_channel_mean_of_whole_images():
+    """A whole, non-square image is not crop-sized: multiscale subtracts the mean image's per-channel
+    mean at every pixel, not the mean image stretched (which would add its gradient to the input)."""
+    from PIL import Image
+    g = torch.Generator().manual_seed(5)
+    img = Image.fromarray(torch.randint(0, 256, (20, 30, 3), dtype=torch.uint8, generator=g).numpy())  # 30 wide, 20 high
+    mean = gradient_mean()
+    model = Recorder()
+    predict_view(model, [(img, 0)], "multiscale", mean, CPU, workers=0, scales=(16, 24), flips=False)
+    assert len(model.inputs) == 2
+    per_channel = mean.mean((1, 2))
+    for s, x in zip((16, 24), model.inputs):
+        whole = D.eval_transform("full", scale=s)(img)
+        assert whole.shape == (3, s, s * 3 // 2)  # the whole image, shorter side s
+        torch.testing.assert_close(x[0], whole.float() / 255 - per_channel[:, None, None], rtol=0, atol=1e-6)
+
+
+def test_crop_views_subtract_the_per_pixel_mean():
+    """Centre crop and 10-crop inputs are crop-sized: they keep the per-pixel mean image."""
+    from PIL import Image
+    g = torch.Generator().manual_seed(6)
+    img = Image.fromarray(torch.randint(0, 256, (TEST_SIZE, 25, 3), dtype=torch.uint8, generator=g).numpy())
+    mean = gradient_mean()
+    for view, tf in (("center", D.eval_transform("center", TEST_SIZE, CROP)),
+                     ("tencrop", D.eval_transform("tencrop", TEST_SIZE, CROP))):
+        model = Recorder()
+        predict_view(model, [(img, 0)], view, mean, CPU, workers=0, test_size=TEST_SIZE, crop=CROP)
+        crops = tf(img).reshape(-1, 3, CROP, CROP)  # (1 or 10, 3, CROP, CROP)
+        torch.testing.assert_close(model.inputs[0], crops.float() / 255 - mean, rtol=0, atol=1e-6)
+
+
 def test_predict_view_unknown_view(model18, subset):
     with pytest.raises(ReproError, match="unknown view 'single'"):
         predict_view(model18, subset, "single", zero_mean(), CPU, workers=0)
@@ -394,6 +443,39 @@ def test_bf16_evaluation_only_when_asked(cifar_run, cifar_eval, imnet_run, imnet
         scale = np.abs(fp32).max()
         np.testing.assert_allclose(bf16, fp32, rtol=0, atol=BF16_REL * scale)
         assert np.abs(bf16 - fp32).max() > 1e-5 * scale  # bf16 really was used: fp32 would agree to ~1e-6
+
+
+def test_multiscale_flips_option(imnet_run, imnet_eval, tmp_path, monkeypatch):
+    """Multi-scale flips are an explicit choice (default auto: as the model was trained, here with
+    mirrors), recorded in metrics.json with the mean each view subtracted."""
+    _, auto = imnet_eval
+    assert auto["views"]["multiscale"]["flips"] is True
+    assert {v: m["mean"] for v, m in auto["views"].items()} == {
+        "center": "per-pixel", "tencrop": "per-pixel", "multiscale": "per-channel"}
+    from resnet_repro import evaluate as E
+    asked = {}  # the flips each view was computed with (this tiny model's scores saturate: they cannot tell)
+
+    def spy(model, dataset, view, *args):
+        asked[view] = args[-1]
+        return predict_view(model, dataset, view, *args)
+
+    monkeypatch.setattr(E, "predict_view", spy)
+    for option, want in (("false", False), ("true", True), ("auto", True)):
+        metrics = evaluate_checkpoint(imnet_run[0], tmp_path / option, views=["multiscale", "tencrop"], scales=(16,),
+                                      workers=0, multiscale_flips=option)
+        assert asked == {"multiscale": want, "tencrop": True}  # 10-crop keeps its mirrors: they are the paper's
+        assert metrics["views"]["multiscale"]["flips"] is want and metrics["views"]["tencrop"]["flips"] is True
+    with pytest.raises(ReproError, match="multiscale_flips must be auto, true or false"):
+        evaluate_checkpoint(imnet_run[0], tmp_path / "bad", views=["multiscale"], multiscale_flips="maybe")
+
+
+def test_cli_multiscale_flips(imnet_run, tmp_path):
+    proc = run_cli("evaluate", imnet_run[0], "--out", tmp_path / "o", "--device", "cpu", "--views", "multiscale",
+                   "--scales", "16", "--workers", "0", "--multiscale-flips", "false")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["views"]["multiscale"]["flips"] is False
+    bad = run_cli("evaluate", imnet_run[0], "--out", tmp_path / "p", "--multiscale-flips", "yes")
+    assert bad.returncode == 2 and "--multiscale-flips" in bad.stderr
 
 
 def test_imagenet_checkpoint_selected_views_only(imnet_run, tmp_path):

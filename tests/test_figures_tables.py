@@ -12,7 +12,7 @@ import yaml
 
 from resnet_repro.cli import main
 from resnet_repro.errors import ReproError
-from resnet_repro.figures import _responses, draw_figure
+from resnet_repro.figures import _response_columns, _responses, draw_figure, responses_note
 from resnet_repro.tables import make_table, write_table
 
 PRESET = "demo"
@@ -31,8 +31,9 @@ def history(final_train, final_test, iters, milestones):
     return "iteration,epoch,lr,train_loss,train_error,test_loss,test_error,images_per_s,elapsed_s\n" + "\n".join(rows) + "\n"
 
 
-def make_run(root, model, seed, views=None, final=(5.0, 8.0), responses=None, kind=None):
-    """results/runs/<preset>/<model>/seed<k>/ with spec.yaml, history.csv, eval/<view>/metrics.json."""
+def make_run(root, model, seed, views=None, final=(5.0, 8.0), responses=None, kind=None, recorded=None):
+    """results/runs/<preset>/<model>/seed<k>/ with spec.yaml, history.csv, eval/<view>/metrics.json
+    (recorded: {view: extra keys of its entry, e.g. scales, flips, mean})."""
     run = root / "results" / "runs" / PRESET / model / f"seed{seed}"
     run.mkdir(parents=True)
     imagenet = kind == "imagenet"
@@ -42,7 +43,7 @@ def make_run(root, model, seed, views=None, final=(5.0, 8.0), responses=None, ki
     for view, (top1, top5) in (views or {}).items():
         (run / "eval" / view).mkdir(parents=True)
         m = {"model": model, "iteration": 6000, "split": "val" if imagenet else "test",
-             "views": {view: {"top1_error": top1, "top5_error": top5, "n": 1000}}}
+             "views": {view: {"top1_error": top1, "top5_error": top5, "n": 1000, **(recorded or {}).get(view, {})}}}
         (run / "eval" / view / "metrics.json").write_text(json.dumps(m))
     if responses:
         lines = [f"{model},{i + 1},layer{i}.bn,{s}" for i, s in enumerate(responses)]
@@ -175,6 +176,40 @@ def test_table5(imagenet, tmp_path):
         make_table("table5", [], ensemble=ens)
 
 
+def test_notes_say_which_views_were_averaged(tmp_path):
+    """Tables 2-5 say which test views our numbers averaged (scales, mirrors, crops, mean), from each
+    evaluation's metrics.json: never typed in, and 'not recorded' where an older evaluation left a key out."""
+    ms = lambda flips: {"multiscale": {"scales": [200, 300], "flips": flips, "mean": "per-channel"},
+                        "tencrop": {"flips": flips}}
+    runs = [make_run(tmp_path, "resnet34", 0, {"multiscale": (23.0, 6.9), "tencrop": (24.0, 7.5)}, kind="imagenet",
+                     recorded=ms(False)),
+            make_run(tmp_path, "resnet34", 1, {"multiscale": (23.2, 7.0), "tencrop": (24.2, 7.6)}, kind="imagenet",
+                     recorded=ms(True)),
+            make_run(tmp_path, "resnet50", 0, {"multiscale": (22.0, 6.0)}, kind="imagenet")]  # an older evaluation
+    t4 = make_table("table4", runs, preset=PRESET)
+    no_mirror = "multi-scale 200/300, whole image, no mirror, per-channel mean"
+    mirror = "multi-scale 200/300, whole image + mirror, per-channel mean"
+    old = "multi-scale scales not recorded, mirrors not recorded, per-pixel mean stretched to the image"
+    assert row(t4, "resnet34")["views"] == f"{mirror}; {no_mirror}"  # one per seed's evaluation, each once
+    assert row(t4, "resnet50")["views"] == old
+    md = write_table(t4, "table4", tmp_path / "t4.csv", PRESET)[1].read_text()
+    assert f"Views averaged in our runs (from their metrics.json): {mirror}; {no_mirror}; {old}." in md
+    assert pd.read_csv(tmp_path / "t4.csv")["views"].dropna().tolist() == [f"{mirror}; {no_mirror}", old]
+
+    t3 = make_table("table3", runs[:1], preset=PRESET)
+    assert row(t3, "resnet34")["views"] == "5 crops (4 corners + centre, no mirrors)"
+
+    members = {str(r / "eval/multiscale/scores-multiscale.npz"): {"top1_error": 23.0, "top5_error": 7.0, "n": 1000}
+               for r in runs[1:]}
+    ens = tmp_path / "ensemble.json"
+    ens.write_text(json.dumps({"ensemble": {"top1_error": 21.0, "top5_error": 5.9, "n": 1000}, "members": members}))
+    t5 = make_table("table5", ensemble=ens, preset=PRESET)
+    assert row(t5, "ResNet (ILSVRC'15)")["views"] == f"{mirror}; {old}"
+    assert row(t5, "resnet34")["views"] == mirror and row(t5, "resnet50")["views"] == old
+    md = write_table(t5, "table5", tmp_path / "t5.csv", PRESET)[1].read_text()
+    assert f"Views averaged in our runs (from their metrics.json): {mirror}; {old}." in md
+
+
 def test_inputs_missing_or_malformed(cifar, tmp_path):
     run = cifar["resnet20"]
     (run / "eval" / "single" / "metrics.json").write_text("{not json")
@@ -208,6 +243,34 @@ def test_figure7_reads_each_response_file_once(cifar):
     std = _responses(runs, [runs[0] / "responses.csv", runs[0] / ".." / "seed0" / "responses.csv"])
     assert list(std) == ["plain20", "resnet110"]  # plain first, then by depth, as the paper's legend
     assert len(std["plain20"]) == 18 and len(std["resnet110"]) == 108
+
+
+def test_figure7_note_defines_std_and_compares_per_channel(tmp_path, monkeypatch):
+    """Figure 7's note says what `std` is, and the per-channel measure's agreement read from the CSVs."""
+    def csv(model, std, per_channel, name=None):
+        path = tmp_path / f"{name or model}.csv"
+        path.write_text("model,layer,module,std,std_per_channel,precision\n" + "".join(
+            f"{model},{i + 1},l{i}.bn,{a},{b},fp32\n" for i, (a, b) in enumerate(zip(std, per_channel))))
+        return path
+
+    files = [csv("plain20", [2.0, 3.0], [1.0, 1.5]), csv("resnet20", [1.0, 1.5], [0.75, 0.75])]
+    cols = _response_columns([], files)
+    assert cols["resnet20"] == {"std": [1.0, 1.5], "std_per_channel": [0.75, 0.75]}
+    note = responses_note(cols)
+    assert "all N*H*W*C values" in note and "stem's 3x3 layer included" in note
+    assert "plain-20 2.50 / 1.25, ResNet-20 1.25 / 0.75" in note and "in the same order" in note
+    # the per-channel measure reversing the models' order is said, not hidden
+    swapped = _response_columns([], [csv("plain20", [2.0, 3.0], [0.5, 0.5], "swapped"), files[1]])
+    assert "in a different order" in responses_note(swapped)
+    # an older responses.csv (std only): no comparison claimed
+    old = tmp_path / "old.csv"
+    old.write_text("model,layer,module,std\nresnet56,1,bn1,0.9\n")
+    assert "not compared" in responses_note(_response_columns([], [files[0], old]))
+    from matplotlib.figure import Figure
+    texts, text = [], Figure.text
+    monkeypatch.setattr(Figure, "text", lambda self, x, y, t, *a, **k: (texts.append(t), text(self, x, y, t, *a, **k))[1])
+    draw_figure("figure7", responses=files, out=tmp_path / "f7.pdf")
+    assert note in " ".join(" ".join(texts).split("\n"))  # the drawn caption carries the note
 
 
 def test_figure_needs_every_panel(cifar, tmp_path):

@@ -1,5 +1,8 @@
 """Layer responses (Figure 7): the std of the output of every 3x3 convolution after its BN and
-before the ReLU / addition, over the evaluation split, in layer order."""
+before the ReLU / addition, over the evaluation split, in layer order. `std` is over all N*H*W*C
+elements of a layer's output (the stem's 3x3 layer included); `std_per_channel` is each channel's
+std over N*H*W, averaged over the channels, so a reader can see whether the comparison depends on
+pooling the channels (a channel's mean offset adds to `std`, not to `std_per_channel`)."""
 import csv
 import io
 
@@ -29,16 +32,18 @@ def bn_after_3x3(model):
 
 @torch.no_grad()
 def layer_responses(model, images_uint8, mean, device, batch_size=500, bf16=False):
-    """Std of each 3x3 layer's BN output over all examples, positions and channels (float64 sums);
-    the forward pass in fp32 unless bf16 (autocast)."""
+    """Std of each 3x3 layer's BN output over all examples, positions and channels (`std`), and the
+    per-channel std over examples and positions averaged over channels (`std_per_channel`), both
+    population stds from one pass of per-channel float64 sums; the forward pass in fp32 unless bf16
+    (autocast)."""
     model.eval()
     pairs = bn_after_3x3(model)
-    sums = torch.zeros(len(pairs), 3, dtype=torch.float64, device=device)  # n, sum, sum of squares
+    sums = [torch.zeros(3, bn.num_features, dtype=torch.float64, device=device) for _, bn in pairs]  # n, sum, sum sq.
 
     def hook(i):
         def f(module, inputs, output):
-            o = output.double()
-            sums[i] += torch.stack([o.new_tensor(o.numel()), o.sum(), (o * o).sum()])
+            o = output.double().transpose(0, 1).flatten(1)  # (C, N*H*W)
+            sums[i] += torch.stack([o.new_full((o.shape[0],), o.shape[1]), o.sum(1), (o * o).sum(1)])
         return f
 
     handles = [bn.register_forward_hook(hook(i)) for i, (_, bn) in enumerate(pairs)]
@@ -49,9 +54,13 @@ def layer_responses(model, images_uint8, mean, device, batch_size=500, bf16=Fals
     finally:
         for h in handles:
             h.remove()
-    n, s, ss = sums.cpu().unbind(1)
-    std = (ss / n - (s / n) ** 2).clamp_min(0).sqrt()
-    return [{"layer": i + 1, "module": name, "std": float(v)} for i, ((name, _), v) in enumerate(zip(pairs, std))]
+    rows = []
+    for i, ((name, _), layer) in enumerate(zip(pairs, sums)):
+        n, s, ss = layer.cpu()
+        pooled = (ss.sum() / n.sum() - (s.sum() / n.sum()) ** 2).clamp_min(0).sqrt()
+        per_channel = (ss / n - (s / n) ** 2).clamp_min(0).sqrt().mean()
+        rows.append({"layer": i + 1, "module": name, "std": float(pooled), "std_per_channel": float(per_channel)})
+    return rows
 
 
 def responses_from_checkpoint(checkpoint, out_csv, device="auto", data_root=None, max_images=None, precision=None):
@@ -68,7 +77,7 @@ def responses_from_checkpoint(checkpoint, out_csv, device="auto", data_root=None
     bf16 = use_bf16(precision or spec.get("eval_precision", "fp32"), device)
     rows = layer_responses(model, images, ckpt["mean"].to(device), device, bf16=bf16)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, ["model", "layer", "module", "std", "precision"], lineterminator="\n")
+    w = csv.DictWriter(buf, ["model", "layer", "module", "std", "std_per_channel", "precision"], lineterminator="\n")
     w.writeheader()
     for r in rows:
         w.writerow({"model": spec["model"], **r, "precision": precision_name(bf16)})

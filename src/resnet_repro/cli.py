@@ -119,7 +119,8 @@ def cmd_evaluate(args):
     from .evaluate import evaluate_checkpoint
     _set_threads(args)
     metrics = evaluate_checkpoint(args.checkpoint, args.out, args.views, args.scales, args.device,
-                                  args.batch_size, args.workers, args.data_root, args.precision)
+                                  args.batch_size, args.workers, args.data_root, args.precision,
+                                  args.multiscale_flips)
     print(json.dumps(metrics, indent=2))
 
 
@@ -209,6 +210,9 @@ def build_parser():
                    help="default: single for CIFAR nets; center tencrop multiscale for ImageNet nets")
     s.add_argument("--scales", type=_csv_ints, default=[224, 256, 384, 480, 640],
                    help="shorter sides for multi-scale testing (default 224,256,384,480,640)")
+    s.add_argument("--multiscale-flips", choices=["auto", "true", "false"], default="auto",
+                   help="also average each whole image's mirror in multi-scale testing (not in the paper's text); "
+                        "auto (default): if the model was trained on mirrored images (augment.flip)")
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-size", type=int)
     s.add_argument("--workers", type=int, help="DataLoader workers for decoding")

@@ -187,12 +187,20 @@ def pixel_mean(images_uint8, batch=4096):
 
 
 def normalize(x_uint8, mean):
-    """uint8 (N, 3, H, W) -> float, [0, 1] scale, minus the per-pixel mean (resized if the input
-    size differs, e.g. multi-scale testing)."""
+    """uint8 (N, 3, H, W) -> float, [0, 1] scale, minus the mean: a per-pixel mean (3, H, W) (resized
+    if the input size differs), or a per-channel one (3, 1, 1), subtracted at every position (what
+    fully-convolutional testing of whole images uses: see channel_mean)."""
     x = x_uint8.float().div_(255.0)
-    if mean.shape[-2:] != x.shape[-2:]:
+    if mean.shape[-2:] != (1, 1) and mean.shape[-2:] != x.shape[-2:]:
         mean = F.interpolate(mean[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
     return x.sub_(mean.to(x.device))
+
+
+def channel_mean(mean):
+    """The per-channel mean (3, 1, 1) of a per-pixel mean image (3, H, W): for whole images of any
+    size, where the crop-sized mean image has no pixel-to-pixel meaning (stretching it would subtract
+    a spatial pattern the network never saw in training)."""
+    return mean.mean((-2, -1), keepdim=True)
 
 
 def pad_crop_flip(x, pad, generator, flip=True):

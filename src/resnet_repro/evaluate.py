@@ -14,6 +14,8 @@ from .tables import scores_metrics
 from .models import ResNet, parse_model_name
 
 VIEWS = ("single", "center", "tencrop", "multiscale")
+# the mean each ImageNet view subtracts (recorded in metrics.json): crop-sized views the per-pixel mean image
+MEAN_KIND = {"center": "per-pixel", "tencrop": "per-pixel", "multiscale": "per-channel"}
 DEFAULT_SCALES = (224, 256, 384, 480, 640)
 
 
@@ -39,7 +41,9 @@ def predict_view(model, dataset, view, mean, device, bf16=False, channels_last=F
     softmax averaged over the 10 crops (the 5 unmirrored ones if not `flips`). multiscale: log of the
     softmax averaged over every scale in `scales` (shorter side), each image whole (fully
     convolutional), and its mirror image if `flips` (the paper's text does not mention flips there).
-    flips=False is for a model trained without mirrored images (augment.flip: false)."""
+    flips=False is for a model trained without mirrored images (augment.flip: false).
+    `mean` is the per-pixel mean image at the crop size: crops subtract it pixel by pixel, whole
+    images (multiscale) its per-channel mean (D.channel_mean)."""
     model.eval()
     loader = lambda tf, bs: torch.utils.data.DataLoader(D.Transformed(dataset, tf), batch_size=bs,
                                                         num_workers=workers, pin_memory=device.type == "cuda")
@@ -54,6 +58,7 @@ def predict_view(model, dataset, view, mean, device, bf16=False, channels_last=F
             out.append(p.view(b, k, -1).mean(1).cpu())
         return torch.cat(out).clamp_min(1e-12).log()
     if view == "multiscale":
+        mean = D.channel_mean(mean)  # whole images are not crop-sized: no per-pixel correspondence
         total = None
         for s in scales:
             probs = []
@@ -99,11 +104,15 @@ def load_checkpoint(path, device="cpu"):
 
 
 def evaluate_checkpoint(checkpoint, out_dir, views=None, scales=DEFAULT_SCALES, device="auto",
-                        batch_size=None, workers=None, data_root=None, precision=None):
+                        batch_size=None, workers=None, data_root=None, precision=None, multiscale_flips="auto"):
     """Evaluate a trained model on its data set's evaluation split with each view; write
     scores-<view>.npz (scores, labels) and metrics.json into out_dir. Returns the metrics.
     precision: fp32, bf16 or auto; default the spec's eval_precision (fp32), so the reported numbers
-    do not depend on which CPU or GPU evaluated them."""
+    do not depend on which CPU or GPU evaluated them. multiscale_flips: auto (mirror images too if the
+    model was trained on mirrors, augment.flip), true or false; the paper's text names no flips there."""
+    multiscale_flips = str(multiscale_flips).lower()
+    if multiscale_flips not in ("auto", "true", "false"):
+        raise ReproError(f"multiscale_flips must be auto, true or false, not {multiscale_flips!r}")
     device = resolve_device(device)
     ckpt, model = load_checkpoint(checkpoint, device)
     spec = ckpt["spec"]
@@ -132,9 +141,12 @@ def evaluate_checkpoint(checkpoint, out_dir, views=None, scales=DEFAULT_SCALES, 
         labels = torch.tensor(val.targets)
         metrics["split"] = "val"
         w = d.get("workers", 4) if workers is None else workers
-        flips = spec.get("augment", {}).get("flip", True)  # test-time mirrors only for a model trained on them
+        trained_flips = spec.get("augment", {}).get("flip", True)  # test-time mirrors only for a model trained on them
+        flips = {"tencrop": trained_flips,
+                 "multiscale": trained_flips if multiscale_flips == "auto" else multiscale_flips == "true"}
         runs = {v: (lambda v=v: predict_view(model, val, v, mean, device, bf16, cl, batch_size, w,
-                                             d["test_size"], d["crop"], scales, flips), labels) for v in views}
+                                             d["test_size"], d["crop"], scales, flips.get(v, True)), labels)
+                for v in views}
     for view in views:
         run, labels = runs[view]
         scores = run()
@@ -143,7 +155,9 @@ def evaluate_checkpoint(checkpoint, out_dir, views=None, scales=DEFAULT_SCALES, 
         if view == "multiscale":
             metrics["views"][view]["scales"] = list(scales)
         if view in ("tencrop", "multiscale"):
-            metrics["views"][view]["flips"] = bool(flips)
+            metrics["views"][view]["flips"] = bool(flips[view])
+        if family != "cifar":
+            metrics["views"][view]["mean"] = MEAN_KIND[view]
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 

@@ -165,8 +165,9 @@ def _curves(run_dirs):
     return sorted(curves, key=lambda c: (c[0].residual, c[0].depth, c[0].shortcut, str(c[1])))
 
 
-def _responses(run_dirs, responses):
-    """{model name: [std in layer order]} from RUN/responses.csv and explicit CSV files."""
+def _response_columns(run_dirs, responses):
+    """{model name: {"std": [...], "std_per_channel": [...] (absent from older CSVs)}} in layer order,
+    from RUN/responses.csv and explicit CSV files."""
     paths = [Path(r) / "responses.csv" for r in run_dirs] + [Path(p) for p in responses]
     for r in run_dirs:
         if not Path(r).is_dir():
@@ -176,15 +177,47 @@ def _responses(run_dirs, responses):
         rows = read_csv(path, ["layer", "std"])
         if "model" not in rows[0]:
             raise ReproError(f"{path} is malformed: missing column model")
-        std = {}
+        cols = ["std"] + (["std_per_channel"] if "std_per_channel" in rows[0] else [])
+        if len(cols) > 1:
+            rows = read_csv(path, ["layer", *cols])
+        found = {}
         for r in sorted(rows, key=lambda r: r["layer"]):
-            std.setdefault(r["model"], []).append(r["std"])
-        for model, s in std.items():
+            for c in cols:
+                found.setdefault(r["model"], {}).setdefault(c, []).append(r[c])
+        for model, v in found.items():
             if model in out:  # another seed of the same model: one curve per model, as the paper
                 print(f"resnet-repro: warning: figure7 already has {model}; {path} not drawn", file=sys.stderr)
             else:
-                out[model] = s
+                out[model] = v
     return dict(sorted(out.items(), key=lambda kv: _model_order(kv[0])))
+
+
+def _responses(run_dirs, responses):
+    """{model name: [std in layer order]} from RUN/responses.csv and explicit CSV files."""
+    return {m: v["std"] for m, v in _response_columns(run_dirs, responses).items()}
+
+
+def _model_label(name):
+    try:
+        return label(parse_model_name(name))
+    except ReproError:
+        return name
+
+
+def responses_note(columns):
+    """Figure 7's note: what `std` is, and whether the per-channel std (averaged over channels) orders
+    the models as `std` does, by their mean over layers, from the responses CSVs."""
+    note = ("std: over all N*H*W*C values of each layer's BN output (eval mode, evaluation split), "
+            "the stem's 3x3 layer included.")
+    if not all("std_per_channel" in v for v in columns.values()):
+        return note + " Per-channel std: not in every responses.csv (written before it was added), not compared."
+    mean = lambda xs: sum(xs) / len(xs)
+    by = {c: {m: mean(v[c]) for m, v in columns.items()} for c in ("std", "std_per_channel")}
+    order = {c: sorted(by[c], key=by[c].get) for c in by}
+    same = "the same order" if order["std"] == order["std_per_channel"] else "a different order"
+    pairs = ", ".join(f"{_model_label(m)} {by['std'][m]:.2f} / {by['std_per_channel'][m]:.2f}" for m in columns)
+    return (note + f" Mean over layers, std / per-channel std averaged over channels: {pairs}; "
+            f"the per-channel measure ranks the models in {same}.")
 
 
 def _model_order(name):
@@ -218,7 +251,8 @@ def draw_figure(name, run_dirs=(), responses=(), out=None, preset=None):
         raise ReproError(f"--out must be a .pdf file (the .png is written beside it), got {out}")
     preset = preset or infer_preset(list(run_dirs) + list(responses))
     if name == "figure7":
-        data = _responses(run_dirs, responses)
+        columns = _response_columns(run_dirs, responses)
+        data = {m: v["std"] for m, v in columns.items()}
         if not data:
             raise ReproError("figure7 needs layer responses: give --responses CSV or --run RUN (with RUN/responses.csv)")
     else:
@@ -287,6 +321,8 @@ def draw_figure(name, run_dirs=(), responses=(), out=None, preset=None):
                 axes[0].set_ylabel("error (%)")
             axes[0].set_ylim(*_ylim(shown))
         text = f"Figure {name[6:]}. " + caption(name, data_of_runs(run_dirs) if run_dirs else None)
+        if name == "figure7":
+            text += " " + responses_note(columns)
         wrapped = textwrap.wrap(text, int(16 * fig.get_figwidth()))  # ~16 characters per inch at 7 pt
         fig.text(0.01, 0.01, "\n".join(wrapped), fontsize=7, va="bottom", ha="left")
         note = preset_note(preset)

@@ -20,12 +20,14 @@ TABLES = {
     "table6": ("table6_cifar10", "cifar", "single", ["error"], None),
 }
 NOTES = {
-    "table2": "ImageNet val, 10-crop testing (5 crops, no mirrors, for a model trained without flips). The paper's ResNets here use option A shortcuts (our resnet18-A, resnet34-A).",
-    "table3": "ImageNet val, 10-crop testing (5 crops, no mirrors, for a model trained without flips). Rows are matched by depth and shortcut option: resnet34-A, resnet34-C, and resnet34 (= option B, as resnet50/101/152).",
-    "table4": "ImageNet val, fully-convolutional multi-scale testing (softmax averaged over the scales, and over "
-              "each image and its mirror unless the model was trained without flips); where paper_split is `test` the paper's number is on the test set.",
+    "table2": "ImageNet val, 10-crop testing (our crops as each evaluation recorded them: column `views`). The paper's ResNets here use option A shortcuts (our resnet18-A, resnet34-A).",
+    "table3": "ImageNet val, 10-crop testing (our crops as each evaluation recorded them: column `views`). Rows are matched by depth and shortcut option: resnet34-A, resnet34-C, and resnet34 (= option B, as resnet50/101/152).",
+    "table4": "ImageNet val, fully-convolutional multi-scale testing (the paper: softmax averaged over shorter sides "
+              "224, 256, 384, 480, 640; its text names no mirrored images). Ours: column `views`, what each evaluation "
+              "averaged; where paper_split is `test` the paper's number is on the test set.",
     "table5": "Top-5 error of an ensemble. The paper's numbers are on the ImageNet **test** set (test server); "
-              "ours are on the val split, so they differ in data as well as in model. Members are listed below the ensemble.",
+              "ours are on the val split, so they differ in data as well as in model. Members are listed below the ensemble "
+              "(column `views`: the test views each member's scores averaged).",
     "table6": "CIFAR-10 test error. params_m is counted from our model. error_best is the minimum over seeds, "
               "error_mean/error_std the mean and the *sample* standard deviation (ddof=1; empty for one run).",
 }
@@ -47,11 +49,35 @@ def read_metrics(run, view):
         m = json.loads(path.read_text())
         v = m["views"][view]
         return {"top1": float(v["top1_error"]), "top5": float(v["top5_error"]), "split": m.get("split", ""),
-                "precision": precision_label(m)}
+                "precision": precision_label(m), "views": view_label(view, v)}
     except FileNotFoundError:
         raise ReproError(f"{path} does not exist (run `resnet-repro evaluate --views {view}` first)") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ReproError(f"{path} is malformed: {e.__class__.__name__}: {e}") from None
+
+
+def view_label(view, v):
+    """What one evaluated view averaged, in words, from its entry in metrics.json ('views'): e.g.
+    'multi-scale 224/256/384/480/640, whole image + mirror, per-channel mean'. Keys an older
+    evaluation did not record are said to be unrecorded, never assumed."""
+    v = v if isinstance(v, dict) else {}
+    flips = v.get("flips")
+    if view == "center":
+        return "centre crop"
+    if view == "single":
+        return "single image"
+    if view == "tencrop":
+        return {True: "10 crops (4 corners + centre, and mirrors)", False: "5 crops (4 corners + centre, no mirrors)",
+                None: "10-crop (mirrors not recorded)"}[flips if isinstance(flips, bool) else None]
+    if view == "multiscale":
+        scales = v.get("scales")
+        scales = "/".join(map(str, scales)) if isinstance(scales, list) and scales else "scales not recorded"
+        mirror = {True: "whole image + mirror", False: "whole image, no mirror",
+                  None: "mirrors not recorded"}[flips if isinstance(flips, bool) else None]
+        # evaluations before metrics.json recorded `mean` stretched the crop-sized mean image to each image
+        mean = {"per-channel": "per-channel mean"}.get(v.get("mean"), "per-pixel mean stretched to the image")
+        return f"multi-scale {scales}, {mirror}, {mean}"
+    return f"{view} (unknown view)"
 
 
 def precision_label(eval_metrics):
@@ -107,6 +133,8 @@ def _ours(group, name, metrics):
     out = {"n_runs": len(group), "seeds": ",".join(map(str, seeds)),
            "split": ",".join(sorted({r["split"] for r in group})), "data": "; ".join(sorted({str(r["data"]) for r in group})),
            "precision": "; ".join(sorted({r["precision"] for r in group}))}
+    if name != "table6":  # CIFAR's single view has nothing to choose
+        out["views"] = "; ".join(sorted({r["views"] for r in group}))
     for m in metrics:
         v = np.array([r["top1" if m == "error" else m] for r in group])
         std = v.std(ddof=1) if len(v) > 1 else np.nan  # sample std, the usual 'mean +- std' over runs
@@ -151,7 +179,8 @@ def make_table(name, run_dirs=(), ensemble=None, preset=None):
                 "error_best", "error_mean", "error_std", "diff"]
     else:
         cols = ["model", "source"] + [f"{m}{s}" for m in metrics for s in ("_paper", "", "_std", "_diff")]
-    df = pd.DataFrame(rows).reindex(columns=cols + ["n_runs", "seeds", "paper_split", "split", "data", "precision"])
+    extra = ["views"] if name != "table6" else []
+    df = pd.DataFrame(rows).reindex(columns=cols + ["n_runs", "seeds", "paper_split", "split", "data", "precision"] + extra)
     if name == "table6":
         df["diff"] = df["error_mean"] - df["mean_paper"].fillna(df["error_paper"])
         df["layers"] = df["layers"].astype("Int64")
@@ -184,18 +213,19 @@ def _table5(ensemble, preset):
     seeds = [str(s) for _, s in info.values() if s is not None]
     precision = {f: _member_precision(f) for f in members}
     data = {f: data_name((_member_spec(f) or {}).get("data")) for f in members}
+    views = {f: _member_views(f) for f in members}
     ours.update(top5=ens_top5, top1=ens_top1, n_runs=len(members), seeds=",".join(seeds), split="val",
                 members=" + ".join(m for m, _ in info.values()), precision="; ".join(sorted(set(precision.values()))),
-                data="; ".join(sorted(set(data.values()))))
+                data="; ".join(sorted(set(data.values()))), views="; ".join(sorted(set(views.values()))))
     for f, (top5, top1) in members.items():
         model, seed = info[f]
         rows.append({"model": model, "source": "ours (ensemble member)", "top5": top5, "top1": top1, "n_runs": 1,
                      "seeds": "" if seed is None else str(seed), "split": "val", "members": f,
-                     "data": data[f], "precision": precision[f]})
+                     "data": data[f], "precision": precision[f], "views": views[f]})
     df = pd.DataFrame(rows)
     df["top5_diff"] = df["top5"] - df["top5_paper"]
     cols = ["model", "source", "top5_paper", "top5", "top5_diff", "top1", "n_runs", "seeds", "paper_split", "split",
-            "members", "data", "precision"]
+            "members", "data", "precision", "views"]
     df = df.reindex(columns=cols)
     df["n_runs"] = df["n_runs"].fillna(0).astype(int)
     df.attrs["preset"] = preset
@@ -217,6 +247,16 @@ def _member_precision(scores_file):
     return precision_label(m) if m else "unknown"
 
 
+def _member_views(scores_file):
+    """What an ensemble member's scores averaged (view_label), from the evaluation's metrics.json
+    beside its scores; the view is the file's name, scores-<view>.npz."""
+    view = Path(scores_file).stem.removeprefix("scores-")
+    v = scores_metrics(scores_file).get("views")
+    if not isinstance(v, dict) or view not in v:
+        return f"{view} (not recorded)"
+    return view_label(view, v[view])
+
+
 def _member_spec(scores_file):
     """RUN/spec.yaml of a scores file RUN/eval/<view>/scores-<view>.npz, or None if not found."""
     for run in list(Path(scores_file).parents)[:3]:
@@ -236,6 +276,11 @@ def table_data(df):
     return "; ".join(sorted({d for d in df.get("data", []) if isinstance(d, str) and d}))
 
 
+def table_views(df):
+    """The test views a table's reproduced rows averaged, each kind once ('' if none recorded)."""
+    return "; ".join(sorted({v for s in df.get("views", []) if isinstance(s, str) for v in s.split("; ") if v}))
+
+
 def to_markdown(df, name, preset=None):
     """A Markdown table (floats to 2 decimals, empty for missing) with the preset and notes above it."""
     import pandas as pd
@@ -243,7 +288,9 @@ def to_markdown(df, name, preset=None):
     data = table_data(df)
     lines = [f"# Table {name[5:]} of He et al. (2016), reproduced" + (f" on {data}" if data else ""), ""]
     lines.append(f"Preset: `{preset or 'unknown'}`." + (f" **{preset_note(preset)}.**" if preset_note(preset) else ""))
-    lines += ["", NOTES[name] + " " + DIFF_NOTE.get(name, "Differences (`*_diff`) are reproduced (mean over seeds) minus paper."), "",
+    views = table_views(df)
+    views = f" Views averaged in our runs (from their metrics.json): {views}." if views else ""
+    lines += ["", NOTES[name] + views + " " + DIFF_NOTE.get(name, "Differences (`*_diff`) are reproduced (mean over seeds) minus paper."), "",
               "source: `paper` = the paper's own models, `literature` = other work the paper cites, `ours` = a model "
               "we ran that the paper does not list. n_runs/seeds: the runs behind each reproduced value. "
               "paper_split/split: the evaluation split of the paper's number / of ours. precision: the arithmetic "
