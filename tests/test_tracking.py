@@ -139,12 +139,13 @@ def test_eval_added_later_idempotently(store, tmp_path, capsys):
     assert {"responses.csv", "eval"} <= {f.path for f in c.list_artifacts(run_id)}
 
 
-def test_train_run_shows_data_model_user_and_source(store, tmp_path):
+def test_train_run_shows_data_model_user_and_source(store, tmp_path, monkeypatch):
     """What the MLflow UI shows of a training: its data set as inputs (training and test split, with
     sizes), the final model as a LoggedModel that loads and predicts, the user and the source."""
     import getpass
 
     import mlflow
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     run_dir, _ = make_run(tmp_path / "resnet20" / "seed0")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     write_json(run_dir / "metrics.json", {**metrics, "train_images": 1347, "test_images": 450, "test_split": "test"})
@@ -161,7 +162,8 @@ def test_train_run_shows_data_model_user_and_source(store, tmp_path):
     assert t["mlflow.user"] == getpass.getuser() and t["mlflow.source.name"] == "snakemake rule train_cifar"
     model = c.get_logged_model(t["logged_model_id"])
     assert model.source_run_id == run.info.run_id and model.params["model"] == "resnet20"
-    mlflow.set_tracking_uri(store)
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before  # logging the model left the process's URI alone
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     net = mlflow.pytorch.load_model(f"models:/{t['logged_model_id']}")
     assert net(torch.zeros(3, 3, 8, 8)).shape == (3, 10)
     exp = c.get_experiment(run.info.experiment_id)

@@ -501,7 +501,20 @@ def log_model(run_id, run_dir, spec, params, uri):
     x = torch.zeros(2, 3, size, size)
     with torch.no_grad():
         signature = infer_signature(x.numpy(), model(x).numpy())
-    mlflow.set_tracking_uri(uri)
+    # the fluent API (the only way to log a model) sets the process's tracking URI and with it
+    # $MLFLOW_TRACKING_URI; MLflow's own context manager puts both back afterwards
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            return _log_model_in_run(mlflow, run_id, model, signature, params, ckpt)
+    finally:  # (which unsets the variable when no URI was set in this process: the user's stays)
+        if env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
+def _log_model_in_run(mlflow, run_id, model, signature, params, ckpt):
+    import torch
     with _retry(mlflow.start_run, run_id=run_id):
         # pickled, with this package's code beside it so that mlflow.pytorch.load_model works anywhere
         # (torch.export's pt2 needs no code but took 4-11 s a model on 2 CPU cores, pickling 0.2 s)
