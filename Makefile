@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV)/bin)
 # rules call `resnet-repro` and `snakemake` from the venv without activating it
 export PATH := $(BIN):$(PATH)
 
-.PHONY: venv demo test test-all test-slurm doctor mlflow clean
+.PHONY: venv demo test test-all test-slurm doctor mlflow mlflow-server clean
 
 venv: $(VENV)/.installed
 
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
-	snakemake all reports/report.html --config preset=demo
+	snakemake all reports/report.html results/mlflow/demo/report.json --config preset=demo
 
 # the browser tests need /usr/bin/chromium (`bash scripts/install-chromium.sh`); they skip, saying so, without it
 test: venv
@@ -40,6 +40,16 @@ test-all: venv
 mlflow: venv
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///mlflow.db \
 		--host 127.0.0.1 --port $${MLFLOW_PORT:-5000} --workers 1
+
+# a tracking server for a cluster (README, MLflow): trainings log to it live; its SQLite store and
+# artifacts on this host's local disk. It listens on every interface so compute nodes reach it, with
+# no authentication: run it inside the cluster's network (MLFLOW_HOST=127.0.0.1 for this host only).
+mlflow-server: venv
+	mkdir -p mlflow-server
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server \
+		--backend-store-uri sqlite:///$(abspath mlflow-server)/mlflow.db \
+		--artifacts-destination $(abspath mlflow-server)/artifacts \
+		--host $${MLFLOW_HOST:-0.0.0.0} --port $${MLFLOW_PORT:-5000} --workers $${MLFLOW_WORKERS:-4}
 
 clean:
 	rm -rf results reports logs mlflow.db mlartifacts data/digits-imagefolder .snakemake

@@ -23,6 +23,7 @@ CHROMIUM = Path(os.environ.get("RESNET_REPRO_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 SHOTS = ROOT / "test-artifacts" / "browser"
+EXPERIMENT = "resnet-repro · tiny · ImageFolder 'digits-imagefolder' (20 px crops), digits (8x8)"
 TIMEOUT_MS = 60000  # the React app renders after several API calls; generous on 2 busy cores
 
 if not CHROMIUM.exists():
@@ -46,13 +47,13 @@ def store(tmp_path_factory):
     work = tmp_path_factory.mktemp("browser-store")
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
     env.pop("MLFLOW_TRACKING_URI", None)
-    r = subprocess.run([str(BIN / "snakemake"), "reports/figure1.pdf", "-s", str(ROOT / "Snakefile"),
+    r = subprocess.run([str(BIN / "snakemake"), "results/mlflow/tiny/figure1.json", "-s", str(ROOT / "Snakefile"),
                         "--directory", str(work), "--configfile", str(ROOT / "config.yaml"), "--config", "preset=tiny",
                         "--cores", "2"], capture_output=True, text=True, env=env, cwd=work)
     assert r.returncode == 0, f"snakemake failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
-    train = client.get_experiment_by_name("resnet-repro")
-    reports = client.get_experiment_by_name("resnet-repro · reports")
+    train = client.get_experiment_by_name(EXPERIMENT)
+    reports = client.get_experiment_by_name(f"{EXPERIMENT} · reports")
     (run,) = client.search_runs([train.experiment_id], "params.model = 'plain20'")
     (fig,) = client.search_runs([reports.experiment_id], "tags.artifact = 'figure1'")
     return {"work": work, "train": train, "reports": reports, "run": run, "figure_run": fig}
@@ -120,7 +121,7 @@ def shot(page, name):
 
 def test_experiments_are_listed(server, page):
     page.goto(f"{server}/#/experiments")
-    for name in ("resnet-repro", "resnet-repro · reports"):
+    for name in (EXPERIMENT, f"{EXPERIMENT} · reports"):
         expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
     shot(page, "experiments.png")
 
@@ -151,3 +152,25 @@ def test_report_run_figure_artifact_opens(server, store, page):
     width, height = Image.open(store["work"] / "reports" / "figure1.png").size
     assert img.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [width, height]
     shot(page, "report-run-figure1.png")
+
+
+def test_experiment_opens_on_the_runs_table(server, store, page):
+    """Not on MLflow 3's GenAI page (traces): the experiment is tagged as model training."""
+    page.goto(f"{server}/#/experiments/{store['train'].experiment_id}")
+    expect(page.get_by_role("link", name=store["run"].info.run_name)).to_be_visible()
+    expect(page.get_by_text("Traces", exact=True)).to_have_count(0)
+    shot(page, "experiment-runs-table.png")
+
+
+def test_run_page_shows_its_dataset_and_logged_model(server, store, page):
+    run = store["run"]
+    page.goto(f"{server}/#/experiments/{store['train'].experiment_id}/runs/{run.info.run_id}")
+    expect(page.get_by_text("digits (8x8) · train").first).to_be_visible()
+    expect(page.get_by_role("link", name="model", exact=True).first).to_be_visible()
+    shot(page, "training-run-overview.png")
+
+
+def test_models_page_lists_the_logged_models(server, store, page):
+    page.goto(f"{server}/#/experiments/{store['train'].experiment_id}/models")
+    expect(page.get_by_role("link", name="model", exact=True)).to_have_count(2)  # plain-20 and plain-56
+    shot(page, "experiment-models.png")

@@ -50,7 +50,7 @@ def test_dry_run_plans_only_what_a_target_needs(tmp_path):
 def test_multi_gpu_trainings_start_under_torchrun(tmp_path):
     """ImageNet trainings (8 GPUs by default) run one DDP process per GPU; CIFAR ones (1 GPU) run plain."""
     out = snakemake(tmp_path, "-n", "-p", "results/table3.csv", "results/table6.csv").stdout
-    trains = [l.split("Shell command:")[-1].strip() for l in out.splitlines() if "resnet-repro train" in l]
+    trains = [l.split("Shell command:")[-1].strip() for l in out.splitlines() if "resnet-repro train --overrides" in l]
     imagenet = [l for l in trains if "results/runs/paper/resnet34" in l or "results/runs/paper/plain34" in l]
     cifar = [l for l in trains if "results/runs/paper/resnet20/" in l]
     assert imagenet and cifar
