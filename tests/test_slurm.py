@@ -30,6 +30,7 @@ EXPERIMENTS = {"table6": ["resnet20", "resnet56"], "figure7": ["plain20", "resne
 TINY_RUNS = ["plain20", "resnet20", "resnet56"]
 LONG_ITERS = 600  # resnet20's iterations in the run below: long enough to be cancelled mid-run
 RUN_TIMEOUT = 600
+SITE = {"RESNET_SLURM_PARTITION": "gpu", "RESNET_SLURM_ACCOUNT": "proj42"}
 
 
 def env(**extra):
@@ -71,9 +72,11 @@ def test_profile_slurm_resolves_from_the_repository_root():
     code = ("import json, sys\nfrom snakemake.cli import parse_args\n_, a = parse_args(sys.argv[1:])\n"
             "print(json.dumps({'executor': a.executor, 'jobs': a.jobs, 'cores': a.cores, 'retries': a.retries,"
             " 'requeue': a.slurm_requeue, 'status': a.slurm_status_command, 'envvars': sorted(a.envvars),"
-            " 'targets': list(a.targets)}, default=str))")
+            " 'targets': list(a.targets), 'rerun_incomplete': a.rerun_incomplete, 'logdir': a.slurm_logdir,"
+            " 'keep_logs': a.slurm_keep_successful_logs, 'delete_logs_after': a.slurm_delete_logfiles_older_than},"
+            " default=str))")
     r = subprocess.run([sys.executable, "-c", code, "--profile", "slurm", "results/table6.csv"],
-                       capture_output=True, text=True, cwd=ROOT, env=env())
+                       capture_output=True, text=True, cwd=ROOT, env=env(**SITE))
     assert r.returncode == 0, r.stderr
     args = json.loads(r.stdout.strip().splitlines()[-1])
     assert "Using profiles slurm and workflow specific profile" in r.stderr
@@ -81,9 +84,13 @@ def test_profile_slurm_resolves_from_the_repository_root():
     assert args["cores"] == 4096, "profiles/default overrides the slurm profile's `cores`"
     assert args["jobs"] == 50 and args["retries"] >= 1 and args["requeue"] is True
     assert args["status"] == "squeue" and args["envvars"] == []
+    # restarting after a crash resumes incomplete trainings; Slurm's logs are kept, in logs/slurm/
+    assert args["rerun_incomplete"] is True
+    assert args["logdir"] == "logs/slurm" and args["keep_logs"] is True and args["delete_logs_after"] == 0
     # an MLflow server given in the environment is passed on to the jobs
     r = subprocess.run([sys.executable, "-c", code, "--profile", "slurm", "all"], capture_output=True, text=True,
-                       cwd=ROOT, env=env(MLFLOW_TRACKING_URI="http://mlflow.example:5000", RESNET_SLURM_JOBS="7"))
+                       cwd=ROOT, env=env(MLFLOW_TRACKING_URI="http://mlflow.example:5000", RESNET_SLURM_JOBS="7",
+                                         **SITE))
     assert r.returncode == 0, r.stderr
     args = json.loads(r.stdout.strip().splitlines()[-1])
     assert args["envvars"] == ["MLFLOW_TRACKING_URI"] and args["jobs"] == 7
@@ -91,34 +98,90 @@ def test_profile_slurm_resolves_from_the_repository_root():
     r = subprocess.run([sys.executable, "-c", code, "results/table6.csv"], capture_output=True, text=True,
                        cwd=ROOT, env=env())
     assert r.returncode == 0, r.stderr
-    assert 1 <= json.loads(r.stdout.strip().splitlines()[-1])["cores"] < 4096
+    args = json.loads(r.stdout.strip().splitlines()[-1])
+    assert 1 <= args["cores"] < 4096
+    assert args["rerun_incomplete"] is True  # the default profile too: the same command after a crash
+
+
+def dry_run(tmp_path, *targets, **site):
+    r = subprocess.run([str(BIN / "snakemake"), *targets, "-n", "--profile", str(PROFILE), "-s", str(ROOT / "Snakefile"),
+                        "--configfile", str(ROOT / "config.yaml"), "--directory", str(tmp_path)],
+                       capture_output=True, text=True, cwd=tmp_path, env=env(**site))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
 
 
 def test_profile_sizes_paper_jobs_for_a_gpu_cluster(tmp_path):
     """What the paper preset's jobs would ask Slurm for (a dry run: nothing is submitted)."""
-    r = subprocess.run([str(BIN / "snakemake"), "results/table2.csv", "results/table6.csv", "-n",
-                        "--profile", str(PROFILE), "-s", str(ROOT / "Snakefile"),
-                        "--configfile", str(ROOT / "config.yaml"), "--directory", str(tmp_path)],
-                       capture_output=True, text=True, cwd=tmp_path,
-                       env=env(RESNET_SLURM_PARTITION="gpu", RESNET_SLURM_CPU_PARTITION="cpu",
-                               RESNET_SLURM_ACCOUNT="proj42"))
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    jobs = sections(r.stdout)
+    out = dry_run(tmp_path, "results/table2.csv", "results/table6.csv", RESNET_SLURM_PARTITION="gpu",
+                  RESNET_SLURM_CPU_PARTITION="cpu", RESNET_SLURM_ACCOUNT="proj42", RESNET_SLURM_MAX_RUNTIME="2880",
+                  RESNET_SLURM_GPU_MODEL="a100")
+    jobs = sections(out)
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())["resources"]
     for rule, family in [("train_imagenet", "imagenet"), ("train_cifar", "cifar")]:
         want = cfg[family]
         for threads, res in jobs[rule]:
             assert threads == want["threads"]
             assert res["gpu"] == str(want["gpus"]) and res["nodes"] == "1"
-            assert res["mem_mb"] == str(want["mem_mb"]) and res["runtime"] == str(want["runtime"])
+            assert res["mem_mb"] == str(want["mem_mb"])
+            # never above the partition's limit: ImageNet's 4320 minutes become attempts of 2880
+            assert res["runtime"] == str(min(want["runtime"], 2880))
             assert res["slurm_partition"] == "gpu" and res["slurm_account"] == "proj42"
+            # the early warning (SIGUSR1 5 minutes before the limit) and the GPU model
+            assert res["slurm_extra"] == "--signal=USR1@300" and res["gpu_model"] == "a100"
     assert jobs["train_imagenet"][0][1]["gpu"] == "8"  # the paper's 8 GPUs, on one node
-    for _, res in jobs["evaluate"]:
-        assert res["gpu"] == "1" and int(res["runtime"]) >= 10
-    for _, res in jobs["check_data"]:  # CPU only, long: it may unpack ImageNet
-        assert res["slurm_partition"] == "cpu" and "gpu" not in res and int(res["runtime"]) >= 240
+    # ImageNet: 32 CPUs for 8 processes: 4 threads each, 3 DataLoader workers each
+    assert re.search(r"--nproc_per_node=8 --no-python resnet-repro train --overrides '\{\"data\": \{[^}]*\"workers\": 3\}"
+                     r".*--threads 4 ", out)
+    for threads, res in jobs["evaluate"]:  # one GPU: a training's CPUs and memory per GPU, no warning signal
+        assert res["gpu"] == "1" and int(res["runtime"]) >= 10 and res["gpu_model"] == "a100"
+        assert "slurm_extra" not in res
+    assert {(t, r["mem_mb"]) for t, r in jobs["evaluate"]} == {
+        (cfg["imagenet"]["threads"] // 8, str(cfg["imagenet"]["mem_mb"] // 8)),
+        (cfg["cifar"]["threads"], str(cfg["cifar"]["mem_mb"]))}
+    for _, res in jobs["check_data"]:  # CPU only, long: it may unpack ImageNet; no GPU model
+        assert res["slurm_partition"] == "cpu" and "gpu" not in res and "gpu_model" not in res
+        assert int(res["runtime"]) >= 240
     for local in ("table", "track_train", "mlflow_setup"):
         assert local in jobs  # planned, and run by Snakemake itself (localrules)
+        assert all("gpu_model" not in res for _, res in jobs[local])
+
+
+def test_profile_caps_every_job_at_max_runtime(tmp_path):
+    jobs = sections(dry_run(tmp_path, "all", RESNET_SLURM_MAX_RUNTIME="300", **SITE))
+    runtimes = {rule: {int(res["runtime"]) for _, res in js} for rule, js in jobs.items()}
+    assert runtimes["train_imagenet"] == {300} and runtimes["train_cifar"] == {300}
+    assert max(max(v) for v in runtimes.values()) == 300
+
+
+def test_cluster_defaults_are_used_only_when_asked_for(tmp_path):
+    """RESNET_SLURM_PARTITION=default and RESNET_SLURM_ACCOUNT=none: no partition, no account asked for."""
+    jobs = sections(dry_run(tmp_path, "results/table6.csv", RESNET_SLURM_PARTITION="default",
+                            RESNET_SLURM_ACCOUNT="none"))
+    assert all("slurm_partition" not in res and "slurm_account" not in res for js in jobs.values() for _, res in js)
+
+
+@pytest.mark.parametrize("missing", ["RESNET_SLURM_PARTITION", "RESNET_SLURM_ACCOUNT"])
+def test_missing_partition_or_account_fails_before_anything_is_submitted(tmp_path, missing):
+    """A real run (not -n), with an sbatch on PATH that would record any submission."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("sbatch", "sinfo", "squeue", "sacct", "sacctmgr", "scontrol"):
+        # queries (the plugin reads `scontrol show config` on loading) answer nothing; a submission is recorded
+        record = f"echo {tool} \"$@\" >> {tmp_path}/submitted\n" if tool == "sbatch" else ""
+        (fake / tool).write_text(f"#!/bin/sh\n{record}exit 1\n")
+        (fake / tool).chmod(0o755)
+    site = {k: v for k, v in SITE.items() if k != missing}
+    e = env(**site)
+    e["PATH"] = f"{fake}:{e['PATH']}"
+    r = subprocess.run([str(BIN / "snakemake"), "results/table6.csv", "--profile", str(PROFILE), "-s",
+                        str(ROOT / "Snakefile"), "--configfile", str(ROOT / "config.yaml"), "--directory", str(tmp_path)],
+                       capture_output=True, text=True, cwd=tmp_path, env=e, timeout=120)
+    assert r.returncode != 0
+    errors = [l for l in (r.stdout + r.stderr).splitlines() if l.startswith("resnet-repro:")]
+    assert len(errors) == 1 and f"{missing} is not set" in errors[0] and f"{missing}=default" in errors[0], r.stderr
+    assert not (tmp_path / "submitted").exists(), (tmp_path / "submitted").read_text()
+    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
 
 
 # ---------------------------------------------------------------- a real Slurm
