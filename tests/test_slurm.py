@@ -316,3 +316,102 @@ def test_cancelled_training_resumes_from_its_checkpoint(tiny_on_slurm):
     assert m and int(m.group(1)) >= 50, f"cancelled after iteration {run['seen']}; the retry's log:\n{log[-2000:]}"
     assert json.loads((work / "results/runs/tiny/resnet20/seed0/metrics.json").read_text())["iterations"] == LONG_ITERS
     assert run["rc"] == 0, fail_text(run)
+
+
+# ---------------------------------------------------------------- attempts, early warning, lock
+
+TRAIN_RUN = "results/runs/tiny/resnet20/seed0"
+ATTEMPTS_LOG = "logs/tiny/train/resnet20-seed0.attempts.log"
+
+
+def one_training(work, iters, **env_extra):
+    """`snakemake --profile slurm` for the tiny preset's ResNet-20 alone, trained for `iters` iterations on
+    one (pretend) GPU: the command line and its environment."""
+    extra = work / "slurm-one.yaml"
+    extra.write_text(yaml.safe_dump({"presets": {"tiny": {
+        "resources": {"cifar": {"gpus": 1}},
+        "model_training": {"resnet20": {"max_iters": iters, "log_every": 100, "checkpoint_every": 100000,
+                                        "checkpoint_minutes": 0}}}}}))
+    cmd = [str(BIN / "snakemake"), f"{TRAIN_RUN}/model.pt", "--profile", str(PROFILE), "--profile", str(TEST_PROFILE),
+           "-s", str(ROOT / "Snakefile"), "--configfile", str(ROOT / "config.yaml"), str(extra),
+           "--directory", str(work), "--config", "preset=tiny"]
+    return cmd, env(RESNET_SLURM_PARTITION="debug", RESNET_SLURM_ACCOUNT="resnet", **env_extra)
+
+
+def run_to_end(cmd, e, work, name, timeout=RUN_TIMEOUT):
+    with open(work / name, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=work, env=e, start_new_session=True)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(60)
+        pytest.fail(f"snakemake did not finish in {timeout} s:\n{(work / name).read_text()[-4000:]}")
+    return proc.returncode, (work / name).read_text()
+
+
+def attempts(since, comment="rule_train_cifar_wildcards_resnet20_0"):
+    return sorted((j for j in sacct(since, "JobID", "State", "ExitCode", "Timelimit", "Comment") if j["Comment"] == comment),
+                  key=lambda j: int(j["JobID"]))
+
+
+@pytest.mark.slurm
+def test_training_longer_than_max_runtime_is_warned_checkpointed_retried_and_finishes(slurm_cluster, tmp_path):
+    """Every attempt may run 2 minutes (max_runtime); Slurm warns the training with SIGUSR1 45 s before
+    each limit; the trainer checkpoints and exits; Snakemake resubmits and the next attempt resumes,
+    until the training is done. Its log of all attempts holds every attempt."""
+    iters = 12000
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
+    cmd, e = one_training(tmp_path, iters, RESNET_SLURM_MAX_RUNTIME="2", RESNET_SLURM_WARN_SECONDS="45")
+    rc, out = run_to_end(cmd, e, tmp_path, "snakemake.out", timeout=900)
+    log = (tmp_path / ATTEMPTS_LOG).read_text() if (tmp_path / ATTEMPTS_LOG).exists() else ""
+    assert rc == 0, out[-5000:] + log[-3000:]
+    jobs = attempts(since)
+    assert len(jobs) >= 2 and jobs[-1]["State"] == "COMPLETED", jobs
+    assert all(j["Timelimit"] == "00:02:00" for j in jobs), jobs  # never more than max_runtime
+    headers = re.findall(r"^=== resnet-repro train: attempt (\d+), Slurm job (\d+) on ", log, re.M)
+    assert [int(a) for a, _ in headers] == list(range(1, len(jobs) + 1))
+    assert [j for _, j in headers] == [j["JobID"] for j in jobs]
+    # the early warning, not the kill, stopped the attempts before the last; each resumed where the last stopped
+    stops = [int(i) for i in re.findall(r"stopped at iteration (\d+) by signal SIGUSR1", log)]
+    resumes = [int(i) for i in re.findall(r"resumed from \S+checkpoint\.pt at iteration (\d+)", log)]
+    assert stops and stops == resumes[:len(stops)], log[-4000:]
+    assert json.loads((tmp_path / TRAIN_RUN / "metrics.json").read_text())["iterations"] == iters
+    # Slurm's own log of every attempt is kept, under logs/slurm/
+    for j in jobs:
+        assert (tmp_path / "logs/slurm/rule_train_cifar/resnet20_0" / f"{j['JobID']}.log").exists()
+
+
+@pytest.mark.slurm
+def test_second_snakemake_does_not_start_a_second_copy_of_a_running_training(slurm_cluster, tmp_path):
+    """Snakemake killed (SIGKILL) while its training job runs on; `snakemake --unlock` and the same command
+    again: the new training job finds the run directory locked by the old one and fails at once (and is
+    retried) instead of training alongside it; the target is finished once the old job is done."""
+    iters = 4000
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
+    cmd, e = one_training(tmp_path, iters)
+    with open(tmp_path / "first.out", "w") as f:
+        first = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=tmp_path, env=e, start_new_session=True)
+    log = tmp_path / ATTEMPTS_LOG
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (log.exists() and re.search(rf"\bit \d+/{iters}\b", log.read_text())):
+        assert first.poll() is None, (tmp_path / "first.out").read_text()[-3000:]
+        time.sleep(0.3)
+    os.killpg(first.pid, signal.SIGKILL)  # Snakemake dies; its Slurm job does not
+    first.wait()
+    old = attempts(since)
+    assert len(old) == 1 and old[0]["State"] == "RUNNING", old
+    r = subprocess.run(cmd + ["--unlock"], capture_output=True, text=True, cwd=tmp_path, env=e, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rc, out = run_to_end(cmd, e, tmp_path, "second.out")
+    text = log.read_text()
+    assert rc == 0, out[-5000:] + text[-3000:]
+    jobs = attempts(since)
+    assert jobs[0]["JobID"] == old[0]["JobID"] and jobs[0]["State"] == "COMPLETED", jobs
+    refused = re.findall(r"is being trained by another process \(pid \d+ on \S+, Slurm job (\d+),", text)
+    assert refused and set(refused) == {old[0]["JobID"]}, text[-3000:]
+    assert len(jobs) >= 2 and all(j["State"] == "FAILED" for j in jobs[1:-1]), jobs
+    # one training only: every iteration recorded once, in order
+    history = pd.read_csv(tmp_path / TRAIN_RUN / "history.csv")
+    assert list(history["iteration"]) == list(range(100, iters + 1, 100))
+    assert not (tmp_path / TRAIN_RUN / "train.lock").exists()

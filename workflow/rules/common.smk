@@ -25,7 +25,9 @@ def site_minutes(name):
 
 
 MAX_RUNTIME = site_minutes("RESNET_SLURM_MAX_RUNTIME")  # minutes: the partition's time limit
-TRAIN_RETRIES = site_minutes("RESNET_SLURM_TRAIN_RETRIES")  # attempts after the first, for trainings
+# attempts after the first, for trainings: made by the Snakemake that submits the jobs, never by the one
+# inside a job (which would rerun the training within the same, expiring, Slurm allocation)
+TRAIN_RETRIES = None if workflow.remote_exec else site_minutes("RESNET_SLURM_TRAIN_RETRIES")
 
 # Slurm's early warning (--signal=USR1@N, slurm/config.yaml) goes to every process of the job step: this
 # Snakemake, its shell, torchrun and the trainers. The trainer checkpoints on it; the others would die of
