@@ -399,8 +399,10 @@ def test_second_snakemake_does_not_start_a_second_copy_of_a_running_training(slu
         time.sleep(0.3)
     os.killpg(first.pid, signal.SIGKILL)  # Snakemake dies; its Slurm job does not
     first.wait()
-    old = attempts(since)
-    assert len(old) == 1 and old[0]["State"] == "RUNNING", old
+    queued = sh("squeue", "-h", "-o", "%i|%T|%k").stdout.split()  # sacct may not list a new job yet
+    old = [dict(zip(("JobID", "State", "Comment"), q.split("|"))) for q in queued
+           if q.endswith("|rule_train_cifar_wildcards_resnet20_0")]
+    assert len(old) == 1 and old[0]["State"] == "RUNNING", queued
     r = subprocess.run(cmd + ["--unlock"], capture_output=True, text=True, cwd=tmp_path, env=e, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     rc, out = run_to_end(cmd, e, tmp_path, "second.out")
