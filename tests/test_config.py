@@ -70,3 +70,32 @@ def test_config_errors_are_one_line(change, words):
     with pytest.raises(ReproError) as e:
         Plan(c, SCHEMA)
     assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_job_sizes_per_gpu_and_workers_from_cpus_per_process():
+    p = plan()
+    # an ImageNet training: 8 GPUs, 32 CPUs, 128 GB; its one-GPU jobs get an eighth of it
+    assert p.one_gpu_resources("resnet50") == {"threads": 4, "mem_mb": 16000, "gpus": 1}
+    assert p.one_gpu_resources("resnet56") == {"threads": 4, "mem_mb": 16000, "gpus": 1}
+    assert p.threads_per_process("resnet50") == 4
+    assert p.train_overrides("resnet50", 0)["data"]["workers"] == 3  # 4 CPUs a process, one its own
+    assert "workers" not in p.train_overrides("resnet56", 0)["data"]  # CIFAR data is in memory
+    demo = plan("demo")
+    assert demo.train_overrides("resnet50", 0)["data"]["workers"] == 0  # set in config.yaml: kept
+    assert demo.one_gpu_resources("resnet20") == {"threads": 1, "mem_mb": 2000, "gpus": 0}
+
+
+def test_launchers_for_one_process_one_node_and_several_nodes():
+    assert plan().launcher("resnet56") == ""
+    assert plan().launcher("resnet50") == "torchrun --standalone --nproc_per_node=8 --no-python "
+    resources = copy.deepcopy(CONFIG["resources"])
+    resources["imagenet"].update(nodes=2)
+    p = plan(resources=resources)
+    assert p.processes_per_node("resnet50") == 4 and p.threads_per_process("resnet50") == 4
+    assert p.launcher("resnet50") == (
+        "srun --nodes=2 --ntasks-per-node=1 --cpus-per-task=16 --kill-on-bad-exit=1 torchrun --nnodes=2 "
+        "--nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=$(hostname):29400 --rdzv_id=${SLURM_JOB_ID:-0} "
+        "--no-python ")
+    resources["imagenet"].update(nodes=3)
+    with pytest.raises(ReproError, match="8 gpus do not split evenly over 3 nodes"):
+        plan(resources=resources)

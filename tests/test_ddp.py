@@ -176,3 +176,43 @@ def test_torchrun_trains_stops_on_sigterm_and_resumes_in_one_process(tmp_path):
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"]) / 2
     assert float(rows[-1]["test_error"]) < 50  # chance is 90%
     assert '"processes": 1' in r.stdout
+
+
+def test_multi_node_launch_line_with_two_torchrun_agents_on_loopback(tmp_path):
+    """The exact torchrun part of the workflow's multi-node launch line (config.Plan.launcher, nodes: 2),
+    run as two agents on this machine (the two 'nodes'), meeting at a c10d rendezvous on loopback,
+    one gloo process each; then the checkpoint resumes in a single process."""
+    import copy
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from resnet_repro.config import Plan
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    config["resources"] = copy.deepcopy(config["resources"])
+    config["resources"]["imagenet"].update(gpus=2, nodes=2, threads=2)
+    line = Plan(config, root / "workflow" / "schemas" / "config.schema.yaml").launcher("resnet50")
+    srun, torchrun = line.split(" torchrun ", 1)
+    assert srun.startswith("srun --nodes=2 --ntasks-per-node=1 ")
+    torchrun = "torchrun " + torchrun.replace("$(hostname)", "127.0.0.1").replace(":29400", f":{free_port()}")
+    assert re.fullmatch(r"torchrun --nnodes=2 --nproc_per_node=1 --rdzv_backend=c10d --rdzv_endpoint=127\.0\.0\.1:\d+ "
+                        r"--rdzv_id=\$\{SLURM_JOB_ID:-0\} --no-python ", torchrun)
+    out = tmp_path / "run"
+    args = ARGS[:8] + ["40"] + ARGS[9:] + ["--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", SLURM_JOB_ID="4242",
+               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    # the two-node run stops (as at a time limit) after iteration 20, checkpointing
+    agents = [subprocess.Popen(["bash", "-c", torchrun + " ".join(["resnet-repro", *args, "--stop-at", "20"])],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    results = [a.communicate(timeout=300) for a in agents]
+    assert all(a.returncode != 0 for a in agents)
+    assert all("stopped at iteration 20 by stop_at=20" in r[1] for r in results), [r[1][-2000:] for r in results]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ckpt["world_size"] == 2 and ckpt["iteration"] == 20 and not ckpt["done"]
+    # on one node, one process: resumes from the two-node checkpoint and finishes
+    r = subprocess.run(CLI + args + ["--resume"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "at iteration 20 (2 process(es) then, 1 now)" in r.stderr
+    assert [int(h["iteration"]) for h in history(out)] == [10, 20, 30, 40]

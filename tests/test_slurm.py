@@ -30,6 +30,7 @@ EXPERIMENTS = {"table6": ["resnet20", "resnet56"], "figure7": ["plain20", "resne
 TINY_RUNS = ["plain20", "resnet20", "resnet56"]
 LONG_ITERS = 600  # resnet20's iterations in the run below: long enough to be cancelled mid-run
 RUN_TIMEOUT = 600
+SITE = {"RESNET_SLURM_PARTITION": "gpu", "RESNET_SLURM_ACCOUNT": "proj42"}
 
 
 def env(**extra):
@@ -71,9 +72,11 @@ def test_profile_slurm_resolves_from_the_repository_root():
     code = ("import json, sys\nfrom snakemake.cli import parse_args\n_, a = parse_args(sys.argv[1:])\n"
             "print(json.dumps({'executor': a.executor, 'jobs': a.jobs, 'cores': a.cores, 'retries': a.retries,"
             " 'requeue': a.slurm_requeue, 'status': a.slurm_status_command, 'envvars': sorted(a.envvars),"
-            " 'targets': list(a.targets)}, default=str))")
+            " 'targets': list(a.targets), 'rerun_incomplete': a.rerun_incomplete, 'logdir': a.slurm_logdir,"
+            " 'keep_logs': a.slurm_keep_successful_logs, 'delete_logs_after': a.slurm_delete_logfiles_older_than},"
+            " default=str))")
     r = subprocess.run([sys.executable, "-c", code, "--profile", "slurm", "results/table6.csv"],
-                       capture_output=True, text=True, cwd=ROOT, env=env())
+                       capture_output=True, text=True, cwd=ROOT, env=env(**SITE))
     assert r.returncode == 0, r.stderr
     args = json.loads(r.stdout.strip().splitlines()[-1])
     assert "Using profiles slurm and workflow specific profile" in r.stderr
@@ -81,9 +84,13 @@ def test_profile_slurm_resolves_from_the_repository_root():
     assert args["cores"] == 4096, "profiles/default overrides the slurm profile's `cores`"
     assert args["jobs"] == 50 and args["retries"] >= 1 and args["requeue"] is True
     assert args["status"] == "squeue" and args["envvars"] == []
+    # restarting after a crash resumes incomplete trainings; Slurm's logs are kept, in logs/slurm/
+    assert args["rerun_incomplete"] is True
+    assert args["logdir"] == "logs/slurm" and args["keep_logs"] is True and args["delete_logs_after"] == 0
     # an MLflow server given in the environment is passed on to the jobs
     r = subprocess.run([sys.executable, "-c", code, "--profile", "slurm", "all"], capture_output=True, text=True,
-                       cwd=ROOT, env=env(MLFLOW_TRACKING_URI="http://mlflow.example:5000", RESNET_SLURM_JOBS="7"))
+                       cwd=ROOT, env=env(MLFLOW_TRACKING_URI="http://mlflow.example:5000", RESNET_SLURM_JOBS="7",
+                                         **SITE))
     assert r.returncode == 0, r.stderr
     args = json.loads(r.stdout.strip().splitlines()[-1])
     assert args["envvars"] == ["MLFLOW_TRACKING_URI"] and args["jobs"] == 7
@@ -91,34 +98,90 @@ def test_profile_slurm_resolves_from_the_repository_root():
     r = subprocess.run([sys.executable, "-c", code, "results/table6.csv"], capture_output=True, text=True,
                        cwd=ROOT, env=env())
     assert r.returncode == 0, r.stderr
-    assert 1 <= json.loads(r.stdout.strip().splitlines()[-1])["cores"] < 4096
+    args = json.loads(r.stdout.strip().splitlines()[-1])
+    assert 1 <= args["cores"] < 4096
+    assert args["rerun_incomplete"] is True  # the default profile too: the same command after a crash
+
+
+def dry_run(tmp_path, *targets, **site):
+    r = subprocess.run([str(BIN / "snakemake"), *targets, "-n", "--profile", str(PROFILE), "-s", str(ROOT / "Snakefile"),
+                        "--configfile", str(ROOT / "config.yaml"), "--directory", str(tmp_path)],
+                       capture_output=True, text=True, cwd=tmp_path, env=env(**site))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
 
 
 def test_profile_sizes_paper_jobs_for_a_gpu_cluster(tmp_path):
     """What the paper preset's jobs would ask Slurm for (a dry run: nothing is submitted)."""
-    r = subprocess.run([str(BIN / "snakemake"), "results/table2.csv", "results/table6.csv", "-n",
-                        "--profile", str(PROFILE), "-s", str(ROOT / "Snakefile"),
-                        "--configfile", str(ROOT / "config.yaml"), "--directory", str(tmp_path)],
-                       capture_output=True, text=True, cwd=tmp_path,
-                       env=env(RESNET_SLURM_PARTITION="gpu", RESNET_SLURM_CPU_PARTITION="cpu",
-                               RESNET_SLURM_ACCOUNT="proj42"))
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    jobs = sections(r.stdout)
+    out = dry_run(tmp_path, "results/table2.csv", "results/table6.csv", RESNET_SLURM_PARTITION="gpu",
+                  RESNET_SLURM_CPU_PARTITION="cpu", RESNET_SLURM_ACCOUNT="proj42", RESNET_SLURM_MAX_RUNTIME="2880",
+                  RESNET_SLURM_GPU_MODEL="a100")
+    jobs = sections(out)
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())["resources"]
     for rule, family in [("train_imagenet", "imagenet"), ("train_cifar", "cifar")]:
         want = cfg[family]
         for threads, res in jobs[rule]:
             assert threads == want["threads"]
             assert res["gpu"] == str(want["gpus"]) and res["nodes"] == "1"
-            assert res["mem_mb"] == str(want["mem_mb"]) and res["runtime"] == str(want["runtime"])
+            assert res["mem_mb"] == str(want["mem_mb"])
+            # never above the partition's limit: ImageNet's 4320 minutes become attempts of 2880
+            assert res["runtime"] == str(min(want["runtime"], 2880))
             assert res["slurm_partition"] == "gpu" and res["slurm_account"] == "proj42"
+            # the early warning (SIGUSR1 5 minutes before the limit) and the GPU model
+            assert res["slurm_extra"] == "--signal=USR1@300" and res["gpu_model"] == "a100"
     assert jobs["train_imagenet"][0][1]["gpu"] == "8"  # the paper's 8 GPUs, on one node
-    for _, res in jobs["evaluate"]:
-        assert res["gpu"] == "1" and int(res["runtime"]) >= 10
-    for _, res in jobs["check_data"]:  # CPU only, long: it may unpack ImageNet
-        assert res["slurm_partition"] == "cpu" and "gpu" not in res and int(res["runtime"]) >= 240
+    # ImageNet: 32 CPUs for 8 processes: 4 threads each, 3 DataLoader workers each
+    assert re.search(r"--nproc_per_node=8 --no-python resnet-repro train --overrides '\{\"data\": \{[^}]*\"workers\": 3\}"
+                     r".*--threads 4 ", out)
+    for threads, res in jobs["evaluate"]:  # one GPU: a training's CPUs and memory per GPU, no warning signal
+        assert res["gpu"] == "1" and int(res["runtime"]) >= 10 and res["gpu_model"] == "a100"
+        assert "slurm_extra" not in res
+    assert {(t, r["mem_mb"]) for t, r in jobs["evaluate"]} == {
+        (cfg["imagenet"]["threads"] // 8, str(cfg["imagenet"]["mem_mb"] // 8)),
+        (cfg["cifar"]["threads"], str(cfg["cifar"]["mem_mb"]))}
+    for _, res in jobs["check_data"]:  # CPU only, long: it may unpack ImageNet; no GPU model
+        assert res["slurm_partition"] == "cpu" and "gpu" not in res and "gpu_model" not in res
+        assert int(res["runtime"]) >= 240
     for local in ("table", "track_train", "mlflow_setup"):
         assert local in jobs  # planned, and run by Snakemake itself (localrules)
+        assert all("gpu_model" not in res for _, res in jobs[local])
+
+
+def test_profile_caps_every_job_at_max_runtime(tmp_path):
+    jobs = sections(dry_run(tmp_path, "all", RESNET_SLURM_MAX_RUNTIME="300", **SITE))
+    runtimes = {rule: {int(res["runtime"]) for _, res in js} for rule, js in jobs.items()}
+    assert runtimes["train_imagenet"] == {300} and runtimes["train_cifar"] == {300}
+    assert max(max(v) for v in runtimes.values()) == 300
+
+
+def test_cluster_defaults_are_used_only_when_asked_for(tmp_path):
+    """RESNET_SLURM_PARTITION=default and RESNET_SLURM_ACCOUNT=none: no partition, no account asked for."""
+    jobs = sections(dry_run(tmp_path, "results/table6.csv", RESNET_SLURM_PARTITION="default",
+                            RESNET_SLURM_ACCOUNT="none"))
+    assert all("slurm_partition" not in res and "slurm_account" not in res for js in jobs.values() for _, res in js)
+
+
+@pytest.mark.parametrize("missing", ["RESNET_SLURM_PARTITION", "RESNET_SLURM_ACCOUNT"])
+def test_missing_partition_or_account_fails_before_anything_is_submitted(tmp_path, missing):
+    """A real run (not -n), with an sbatch on PATH that would record any submission."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("sbatch", "sinfo", "squeue", "sacct", "sacctmgr", "scontrol"):
+        # queries (the plugin reads `scontrol show config` on loading) answer nothing; a submission is recorded
+        record = f"echo {tool} \"$@\" >> {tmp_path}/submitted\n" if tool == "sbatch" else ""
+        (fake / tool).write_text(f"#!/bin/sh\n{record}exit 1\n")
+        (fake / tool).chmod(0o755)
+    site = {k: v for k, v in SITE.items() if k != missing}
+    e = env(**site)
+    e["PATH"] = f"{fake}:{e['PATH']}"
+    r = subprocess.run([str(BIN / "snakemake"), "results/table6.csv", "--profile", str(PROFILE), "-s",
+                        str(ROOT / "Snakefile"), "--configfile", str(ROOT / "config.yaml"), "--directory", str(tmp_path)],
+                       capture_output=True, text=True, cwd=tmp_path, env=e, timeout=120)
+    assert r.returncode != 0
+    errors = [l for l in (r.stdout + r.stderr).splitlines() if l.startswith("resnet-repro:")]
+    assert len(errors) == 1 and f"{missing} is not set" in errors[0] and f"{missing}=default" in errors[0], r.stderr
+    assert not (tmp_path / "submitted").exists(), (tmp_path / "submitted").read_text()
+    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
 
 
 # ---------------------------------------------------------------- a real Slurm
@@ -253,3 +316,104 @@ def test_cancelled_training_resumes_from_its_checkpoint(tiny_on_slurm):
     assert m and int(m.group(1)) >= 50, f"cancelled after iteration {run['seen']}; the retry's log:\n{log[-2000:]}"
     assert json.loads((work / "results/runs/tiny/resnet20/seed0/metrics.json").read_text())["iterations"] == LONG_ITERS
     assert run["rc"] == 0, fail_text(run)
+
+
+# ---------------------------------------------------------------- attempts, early warning, lock
+
+TRAIN_RUN = "results/runs/tiny/resnet20/seed0"
+ATTEMPTS_LOG = "logs/tiny/train/resnet20-seed0.attempts.log"
+
+
+def one_training(work, iters, **env_extra):
+    """`snakemake --profile slurm` for the tiny preset's ResNet-20 alone, trained for `iters` iterations on
+    one (pretend) GPU: the command line and its environment."""
+    extra = work / "slurm-one.yaml"
+    extra.write_text(yaml.safe_dump({"presets": {"tiny": {
+        "resources": {"cifar": {"gpus": 1}},
+        "model_training": {"resnet20": {"max_iters": iters, "log_every": 100, "checkpoint_every": 100000,
+                                        "checkpoint_minutes": 0}}}}}))
+    cmd = [str(BIN / "snakemake"), f"{TRAIN_RUN}/model.pt", "--profile", str(PROFILE), "--profile", str(TEST_PROFILE),
+           "-s", str(ROOT / "Snakefile"), "--configfile", str(ROOT / "config.yaml"), str(extra),
+           "--directory", str(work), "--config", "preset=tiny"]
+    return cmd, env(RESNET_SLURM_PARTITION="debug", RESNET_SLURM_ACCOUNT="resnet", **env_extra)
+
+
+def run_to_end(cmd, e, work, name, timeout=RUN_TIMEOUT):
+    with open(work / name, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=work, env=e, start_new_session=True)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(60)
+        pytest.fail(f"snakemake did not finish in {timeout} s:\n{(work / name).read_text()[-4000:]}")
+    return proc.returncode, (work / name).read_text()
+
+
+def attempts(since, comment="rule_train_cifar_wildcards_resnet20_0"):
+    return sorted((j for j in sacct(since, "JobID", "State", "ExitCode", "Timelimit", "Comment") if j["Comment"] == comment),
+                  key=lambda j: int(j["JobID"]))
+
+
+@pytest.mark.slurm
+def test_training_longer_than_max_runtime_is_warned_checkpointed_retried_and_finishes(slurm_cluster, tmp_path):
+    """Every attempt may run 2 minutes (max_runtime); Slurm warns the training with SIGUSR1 45 s before
+    each limit; the trainer checkpoints and exits; Snakemake resubmits and the next attempt resumes,
+    until the training is done. Its log of all attempts holds every attempt."""
+    iters = 12000
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
+    cmd, e = one_training(tmp_path, iters, RESNET_SLURM_MAX_RUNTIME="2", RESNET_SLURM_WARN_SECONDS="45")
+    rc, out = run_to_end(cmd, e, tmp_path, "snakemake.out", timeout=900)
+    log = (tmp_path / ATTEMPTS_LOG).read_text() if (tmp_path / ATTEMPTS_LOG).exists() else ""
+    assert rc == 0, out[-5000:] + log[-3000:]
+    jobs = attempts(since)
+    assert len(jobs) >= 2 and jobs[-1]["State"] == "COMPLETED", jobs
+    assert all(j["Timelimit"] == "00:02:00" for j in jobs), jobs  # never more than max_runtime
+    headers = re.findall(r"^=== resnet-repro train: attempt (\d+), Slurm job (\d+) on ", log, re.M)
+    assert [int(a) for a, _ in headers] == list(range(1, len(jobs) + 1))
+    assert [j for _, j in headers] == [j["JobID"] for j in jobs]
+    # the early warning, not the kill, stopped the attempts before the last; each resumed where the last stopped
+    stops = [int(i) for i in re.findall(r"stopped at iteration (\d+) by signal SIGUSR1", log)]
+    resumes = [int(i) for i in re.findall(r"resumed from \S+checkpoint\.pt at iteration (\d+)", log)]
+    assert stops and stops == resumes[:len(stops)], log[-4000:]
+    assert json.loads((tmp_path / TRAIN_RUN / "metrics.json").read_text())["iterations"] == iters
+    # Slurm's own log of every attempt is kept, under logs/slurm/
+    for j in jobs:
+        assert (tmp_path / "logs/slurm/rule_train_cifar/resnet20_0" / f"{j['JobID']}.log").exists()
+
+
+@pytest.mark.slurm
+def test_second_snakemake_does_not_start_a_second_copy_of_a_running_training(slurm_cluster, tmp_path):
+    """Snakemake killed (SIGKILL) while its training job runs on; `snakemake --unlock` and the same command
+    again: the new training job finds the run directory locked by the old one and fails at once (and is
+    retried) instead of training alongside it; the target is finished once the old job is done."""
+    iters = 4000
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
+    cmd, e = one_training(tmp_path, iters)
+    with open(tmp_path / "first.out", "w") as f:
+        first = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=tmp_path, env=e, start_new_session=True)
+    log = tmp_path / ATTEMPTS_LOG
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (log.exists() and re.search(rf"\bit \d+/{iters}\b", log.read_text())):
+        assert first.poll() is None, (tmp_path / "first.out").read_text()[-3000:]
+        time.sleep(0.3)
+    os.killpg(first.pid, signal.SIGKILL)  # Snakemake dies; its Slurm job does not
+    first.wait()
+    queued = sh("squeue", "-h", "-o", "%i|%T|%k").stdout.split()  # sacct may not list a new job yet
+    old = [dict(zip(("JobID", "State", "Comment"), q.split("|"))) for q in queued
+           if q.endswith("|rule_train_cifar_wildcards_resnet20_0")]
+    assert len(old) == 1 and old[0]["State"] == "RUNNING", queued
+    r = subprocess.run(cmd + ["--unlock"], capture_output=True, text=True, cwd=tmp_path, env=e, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rc, out = run_to_end(cmd, e, tmp_path, "second.out")
+    text = log.read_text()
+    assert rc == 0, out[-5000:] + text[-3000:]
+    jobs = attempts(since)
+    assert jobs[0]["JobID"] == old[0]["JobID"] and jobs[0]["State"] == "COMPLETED", jobs
+    refused = re.findall(r"is being trained by another process \(pid \d+ on \S+, Slurm job (\d+),", text)
+    assert refused and set(refused) == {old[0]["JobID"]}, text[-3000:]
+    assert len(jobs) >= 2 and all(j["State"] == "FAILED" for j in jobs[1:-1]), jobs
+    # one training only: every iteration recorded once, in order
+    history = pd.read_csv(tmp_path / TRAIN_RUN / "history.csv")
+    assert list(history["iteration"]) == list(range(100, iters + 1, 100))
+    assert not (tmp_path / TRAIN_RUN / "train.lock").exists()

@@ -314,3 +314,31 @@ def test_help_for_every_command():
     for cmd in ([], ["models"], ["spec"], ["train"], ["evaluate"], ["ensemble"], ["responses"], ["make-imagefolder"]):
         r = subprocess.run(CLI + cmd + ["--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "usage: resnet-repro" in r.stdout and len(r.stdout) > 200
+
+
+def test_wall_time_checkpoints(tmp_path):
+    """checkpoint_minutes: a checkpoint once that much wall time has passed since the last, whatever
+    checkpoint_every says; 0 turns it off."""
+    logs = []
+    train(tiny_spec(max_iters=20, checkpoint_every=1000, checkpoint_minutes=1e-9), tmp_path / "on", log=logs.append)
+    assert [l for l in logs if "minutes since the last" in l][:2] == [
+        "[resnet8] checkpoint at iteration 1 (1e-09 minutes since the last)",
+        "[resnet8] checkpoint at iteration 2 (1e-09 minutes since the last)"]
+    logs.clear()
+    train(tiny_spec(max_iters=20, checkpoint_every=1000, checkpoint_minutes=0), tmp_path / "off", log=logs.append)
+    assert not [l for l in logs if "minutes since the last" in l]
+    assert build_spec(None, [{"model": "resnet20"}])["checkpoint_minutes"] == 30
+    with pytest.raises(ReproError, match="checkpoint_minutes"):
+        tiny_spec(checkpoint_minutes=-1)
+
+
+def test_attempt_header_names_the_attempt_and_the_slurm_job():
+    from argparse import Namespace
+
+    from resnet_repro.cli import attempt_header
+    args = Namespace(command="train", attempt=3)
+    h = attempt_header(args, {"SLURM_JOB_ID": "123", "SLURM_RESTART_COUNT": "1"})
+    assert h.startswith("=== resnet-repro train: attempt 3, Slurm job 123 (requeued 1x) on ") and h.endswith(" ===")
+    assert "attempt 1, no Slurm job on " in attempt_header(Namespace(command="evaluate", attempt=1), {})
+    assert attempt_header(args, {"RANK": "1"}) is None  # torchrun's other processes stay quiet
+    assert attempt_header(Namespace(command="train", attempt=None), {}) is None

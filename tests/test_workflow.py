@@ -2,12 +2,15 @@
 planning checks on the paper preset."""
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -140,3 +143,100 @@ def test_rerun_does_no_work_and_adds_no_runs(tiny_run):
     assert "Nothing to be done" in r.stdout + r.stderr
     client = MlflowClient(f"sqlite:///{tiny_run / 'mlflow.db'}")
     assert len(training_runs(client, client.get_experiment_by_name(TINY_EXPERIMENT))) == 21
+
+
+def test_order_only_stamps_make_nothing_stale_and_models_are_protected(tiny_run):
+    """A rerun of a data check or of the MLflow set-up (their stamps newer than everything) plans no
+    training, tracking, figure or table; a finished model.pt is write-protected."""
+    for stamp in ["results/data/tiny/cifar.json", "results/data/tiny/imagenet.json", "results/mlflow/tiny.json"]:
+        (tiny_run / stamp).touch()
+    r = snakemake(tiny_run, "-n", "all", "--config", "preset=tiny")
+    assert "Nothing to be done" in r.stdout + r.stderr, r.stdout[-3000:]
+    model = tiny_run / "results/runs/tiny/resnet20/seed0/model.pt"
+    assert model.stat().st_mode & 0o222 == 0
+
+
+SLOW_RUN = "results/runs/tiny/resnet20/seed0"
+SLOW_ITERS = 1000
+
+
+def slow_training(work):
+    """The tiny preset with ResNet-20 trained for SLOW_ITERS iterations, checkpointing every 50."""
+    extra = work / "slow.yaml"
+    extra.write_text(yaml.safe_dump({"presets": {"tiny": {"model_training": {"resnet20": {
+        "max_iters": SLOW_ITERS, "log_every": 50, "checkpoint_every": 50, "checkpoint_minutes": 0}}}}}))
+    return [f"{SLOW_RUN}/model.pt", "--config", "preset=tiny", "--configfile", str(ROOT / "config.yaml"), str(extra)]
+
+
+def user_command(work, args, **env_extra):
+    """`snakemake ARGS` as a user types it (the configfiles are in ARGS), and its environment."""
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", OMP_NUM_THREADS="1", **env_extra)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return [str(BIN / "snakemake"), *args, "-s", str(ROOT / "Snakefile"), "--directory", str(work)], env
+
+
+def run_user_command(work, *args):
+    cmd, env = user_command(work, args)
+    return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+
+
+def start_and_wait_for_iteration(work, args, iteration, **env_extra):
+    """Start Snakemake in its own process group; return it once the training has logged `iteration`."""
+    cmd, env = user_command(work, args, **env_extra)
+    log = work / "logs/tiny/train/resnet20-seed0.log"
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = [int(i) for i in re.findall(rf"\bit (\d+)/{SLOW_ITERS}\b", log.read_text())] if log.exists() else []
+        if done and max(done) >= iteration:
+            return proc, max(done)
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError(f"the training did not reach iteration {iteration}:\n{proc.communicate()[0][-3000:]}")
+
+
+def test_same_command_after_sigkill_resumes_the_training(tmp_path):
+    """Snakemake and its training killed with SIGKILL (a reboot); then the README's recovery: `snakemake
+    --unlock` with the same arguments, then the same command. The training resumes from its last
+    checkpoint, and its log of all attempts holds both (Snakemake itself deletes a job's `log:`
+    before rerunning it)."""
+    args = slow_training(tmp_path)
+    proc, seen = start_and_wait_for_iteration(tmp_path, args, 300)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # without the unlock, Snakemake refuses (its lock outlived it): hence the README's order
+    r = run_user_command(tmp_path, *args)
+    assert r.returncode != 0 and "cannot be locked" in r.stdout + r.stderr, r.stdout[-3000:] + r.stderr[-3000:]
+    r = run_user_command(tmp_path, "--unlock", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_user_command(tmp_path, *args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    log = (tmp_path / "logs/tiny/train/resnet20-seed0.attempts.log").read_text()
+    assert len(re.findall(r"^=== resnet-repro train: attempt 1, no Slurm job on ", log, re.M)) == 2, log[-3000:]
+    first, second = log.split("=== resnet-repro train: attempt 1")[1:]
+    assert f"it {seen}/{SLOW_ITERS}" in first
+    m = re.search(r"resumed from \S+checkpoint\.pt at iteration (\d+)", second)
+    assert m and seen - 50 <= int(m.group(1)) <= seen + 50, second[:2000]
+    assert f"it 50/{SLOW_ITERS}" not in second  # not started again from scratch
+    history = pd.read_csv(tmp_path / SLOW_RUN / "history.csv")
+    assert list(history["iteration"]) == list(range(50, SLOW_ITERS + 1, 50))
+    assert not (tmp_path / SLOW_RUN / "train.lock").exists()
+
+
+def test_early_warning_signal_reaches_the_trainer_through_snakemake(tmp_path):
+    """Slurm's early warning (SIGUSR1, which slurmstepd sends to every process of the job step) sent to
+    Snakemake's whole process group, as inside a Slurm job (SLURM_JOB_ID set): Snakemake and the shell
+    survive it, the trainer checkpoints and exits with status 3, and Snakemake reports a failed job
+    (which a cluster profile retries) instead of dying of the signal."""
+    args = slow_training(tmp_path)
+    proc, seen = start_and_wait_for_iteration(tmp_path, args, 200, SLURM_JOB_ID="4242")
+    os.killpg(proc.pid, signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out[-3000:]  # a failed job, not -SIGUSR1
+    log = (tmp_path / "logs/tiny/train/resnet20-seed0.log").read_text()
+    assert "=== resnet-repro train: attempt 1, Slurm job 4242 on " in log
+    m = re.search(rf"stopped at iteration (\d+) by signal SIGUSR1; checkpoint written", log)
+    assert m and int(m.group(1)) >= seen, log[-2000:]
+    from resnet_repro.files import load_torch
+    assert load_torch(tmp_path / SLOW_RUN / "checkpoint.pt")["iteration"] == int(m.group(1))

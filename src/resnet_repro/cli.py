@@ -42,7 +42,8 @@ def _spec_from_args(args):
         data["download"] = True
     if data:
         flags["data"] = data
-    for key in ("max_iters", "batch_size", "lr", "seed", "log_every", "checkpoint_every", "device", "precision"):
+    for key in ("max_iters", "batch_size", "lr", "seed", "log_every", "checkpoint_every", "checkpoint_minutes", "device",
+                "precision"):
         if getattr(args, key) is not None:
             flags[key] = getattr(args, key)
     if args.milestones is not None:
@@ -81,6 +82,8 @@ def add_spec_args(p):
     p.add_argument("--seed", type=int)
     p.add_argument("--log-every", type=int, help="record history (train/test error, loss, lr) every K iterations")
     p.add_argument("--checkpoint-every", type=int, help="write a checkpoint every K iterations")
+    p.add_argument("--checkpoint-minutes", type=float, help="also write one when this many minutes of wall time have "
+                   "passed since the last (default 30; 0: off)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -157,6 +160,58 @@ def cmd_make_imagefolder(args):
     print(f"digits written as an image folder under {out}")
 
 
+def add_attempt_arg(p):
+    p.add_argument("--attempt", type=int, metavar="N",
+                   help="the workflow's attempt number: print a header line naming it (and the Slurm job) first, "
+                        "so a log appended to by every attempt shows where each begins")
+
+
+def attempt_header(args, environ=None):
+    """'=== resnet-repro train: attempt 2, Slurm job 1234 on node7, 2026-01-01T12:00:00 ===', or None
+    without --attempt, or on torchrun's processes other than 0."""
+    import os
+    import socket
+    import time
+    environ = os.environ if environ is None else environ
+    if getattr(args, "attempt", None) is None or environ.get("RANK", "0") != "0":
+        return None
+    job = environ.get("SLURM_JOB_ID")
+    where = f"Slurm job {job}" if job else "no Slurm job"
+    restarts = environ.get("SLURM_RESTART_COUNT")
+    if job and restarts and restarts != "0":
+        where += f" (requeued {restarts}x)"
+    return (f"=== resnet-repro {args.command}: attempt {args.attempt}, {where} on {socket.gethostname()}, "
+            f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ===")
+
+
+class _Tee:
+    """A text stream that writes to `stream` and appends to `log` too."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log = stream, log
+
+    def write(self, text):
+        self.stream.write(text)
+        self.log.write(text)
+        return len(text)
+
+    def flush(self):
+        self.stream.flush()
+        self.log.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def append_log(path):
+    """From now on, copy this process's stdout and stderr to the end of `path` (Snakemake deletes a
+    job's declared log before each attempt; this file keeps every attempt)."""
+    import os
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    log = open(path, "a", buffering=1)
+    sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="resnet-repro", description="Reproduce He et al., Deep Residual Learning for "
                                 "Image Recognition (CVPR 2016): models, data, training, evaluation, analysis.")
@@ -191,6 +246,9 @@ def build_parser():
                                          "by `resnet-repro track train`)")
     s.add_argument("--experiment", help="MLflow experiment of a live run (default: $MLFLOW_EXPERIMENT_NAME, "
                                         "else 'resnet-repro')")
+    add_attempt_arg(s)
+    s.add_argument("--attempts-log", metavar="FILE", help="also append everything this command prints to FILE "
+                   "(a log that keeps every attempt of a training)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("check-data", help="check that a spec's data set is present and readable; summarise it",
@@ -199,6 +257,7 @@ def build_parser():
                                    "it is missing. The workflow runs this before any training.")
     add_spec_args(s)
     s.add_argument("--out", help="write the summary as JSON here")
+    add_attempt_arg(s)
     s.set_defaults(func=cmd_check_data)
 
     s = sub.add_parser("evaluate", help="evaluate a checkpoint (single view, centre crop, 10-crop, multi-scale)",
@@ -219,12 +278,14 @@ def build_parser():
     s.add_argument("--data-root", help="override the data root stored in the checkpoint")
     s.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     add_eval_precision_arg(s)
+    add_attempt_arg(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("ensemble", help="average the softmax scores of several evaluated models",
                        description="Top-1/top-5 error of the average softmax of several scores-*.npz files.")
     s.add_argument("scores", nargs="+", help="scores-<view>.npz files from `evaluate`")
     s.add_argument("--out", help="write the result as JSON here")
+    add_attempt_arg(s)
     s.set_defaults(func=cmd_ensemble)
 
     s = sub.add_parser("responses", help="layer responses of every 3x3 layer (Figure 7)",
@@ -237,6 +298,7 @@ def build_parser():
     s.add_argument("--max-images", type=int, help="use only the first N evaluation images")
     s.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     add_eval_precision_arg(s)
+    add_attempt_arg(s)
     s.set_defaults(func=cmd_responses)
 
     s = sub.add_parser("make-imagefolder", help="write the bundled digits data set as an ImageFolder tree",
@@ -254,6 +316,11 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if getattr(args, "attempts_log", None):
+        append_log(args.attempts_log)
+    header = attempt_header(args)
+    if header:
+        print(header, file=sys.stderr, flush=True)
     try:
         args.func(args)
     except ReproError as e:

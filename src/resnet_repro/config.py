@@ -58,6 +58,11 @@ class Plan:
             if not entries:
                 raise ReproError(f"config: experiments.{name} lists no models")
             self.experiments[name] = entries
+        for fam, r in self.cfg["resources"].items():
+            nodes = r.get("nodes", 1)
+            if nodes > 1 and (r["gpus"] < nodes or r["gpus"] % nodes):
+                raise ReproError(f"config: resources.{fam}: {r['gpus']} gpus do not split evenly over {nodes} nodes "
+                                 f"(gpus is the total over all nodes)")
         self.config_hash = hashlib.sha256(json.dumps(self.cfg, sort_keys=True).encode()).hexdigest()[:12]
         # the MLflow experiment of this preset's trainings: one per preset and data, so the list of
         # experiments reads as a list of reproductions (figures and tables: its reports experiment)
@@ -111,6 +116,9 @@ class Plan:
         fam = self.family(model)
         o = deep_merge({"data": self.cfg["data"][fam]}, self.cfg["training"].get(fam, {}))
         o = deep_merge(o, self.cfg["model_training"].get(model, {}))
+        if fam == "imagenet" and "workers" not in o["data"]:
+            # DataLoader workers from the CPUs each training process has (one of them is the process's own)
+            o["data"]["workers"] = max(1, self.threads_per_process(model) - 1)
         return deep_merge(o, {"model": model, "seed": int(seed)})
 
     def data_overrides(self, family):
@@ -120,7 +128,39 @@ class Plan:
         return deep_merge(o, {"model": model})
 
     def resources(self, model):
-        return self.cfg["resources"][self.family(model)]
+        """A training job's resources: threads, mem_mb, gpus (totals over all its nodes), nodes, runtime."""
+        return {"nodes": 1, **self.cfg["resources"][self.family(model)]}
+
+    def processes_per_node(self, model):
+        """Training processes per node: one per GPU (DDP), or one on the CPU."""
+        r = self.resources(model)
+        return max(1, r["gpus"] // r["nodes"])
+
+    def threads_per_process(self, model):
+        """CPU threads each training process may use: its share of its node's CPUs."""
+        r = self.resources(model)
+        return max(1, r["threads"] // r["nodes"] // self.processes_per_node(model))
+
+    def one_gpu_resources(self, model):
+        """What a one-GPU job on a training's model (evaluation, layer responses) asks for: the
+        training's CPUs and memory per GPU, not the whole training's."""
+        r = self.resources(model)
+        share = max(1, r["gpus"])
+        return {"threads": max(1, r["threads"] // share), "mem_mb": max(1000, r["mem_mb"] // share),
+                "gpus": min(1, r["gpus"])}
+
+    def launcher(self, model):
+        """What goes in front of `resnet-repro train`: nothing for one process; torchrun with one process
+        per GPU on one node; on several nodes, srun (one task per node) and torchrun agents that meet
+        at a c10d rendezvous on the job's first node (where the rule's shell runs)."""
+        r = self.resources(model)
+        per_node = self.processes_per_node(model)
+        if r["nodes"] > 1:
+            return (f"srun --nodes={r['nodes']} --ntasks-per-node=1 --cpus-per-task={r['threads'] // r['nodes']} "
+                    f"--kill-on-bad-exit=1 torchrun --nnodes={r['nodes']} --nproc_per_node={per_node} "
+                    f"--rdzv_backend=c10d --rdzv_endpoint=$(hostname):29400 --rdzv_id=${{SLURM_JOB_ID:-0}} "
+                    f"--no-python ")
+        return f"torchrun --standalone --nproc_per_node={per_node} --no-python " if r["gpus"] > 1 else ""
 
     def data_dirs(self):
         """Data directories the workflow itself makes (the digits image folder), by family."""

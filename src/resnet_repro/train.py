@@ -16,6 +16,7 @@ import yaml
 
 from . import data as D
 from . import parallel
+from . import runlock
 from .device import (autocast, configure, make_sgd, memory_format, peak_memory_mb, precision_name,
                      reset_peak_memory, resolve_device, use_bf16, use_channels_last, use_compile, use_cuda_graph)
 from .errors import ReproError
@@ -315,6 +316,15 @@ def open_data(spec, device):
 
 
 def train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, None)):
+    """_train() under the run directory's lock (runlock.RunLock, taken by process 0 before any
+    expensive work): a second copy of the same training fails at once with RunLocked."""
+    if not parallel.WORLD.main:
+        return _train(spec, out_dir, resume, log, stop_at, tracking)
+    with runlock.RunLock(out_dir):
+        return _train(spec, out_dir, resume, log, stop_at, tracking)
+
+
+def _train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, None)):
     """Train as `spec` says, writing out_dir/{spec.yaml, checkpoint.pt, history.csv, metrics.json,
     model.pt}. checkpoint.pt (with optimizer state) is for resuming; model.pt is the final model.
     resume: continue from out_dir/checkpoint.pt when it exists. stop_at: leave after that
@@ -430,6 +440,18 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, N
                         "classes": classes, "world_size": world.size, "done": done,
                         "precision": precision_name(bf16)}, ckpt_path)
         parallel.barrier()
+        last_checkpoint["t"] = time.monotonic()
+
+    # wall-time checkpoints (spec checkpoint_minutes), besides the ones every checkpoint_every iterations
+    last_checkpoint = {"t": time.monotonic()}
+    ckpt_seconds = 60 * (spec.get("checkpoint_minutes") or 0)
+
+    def wall_checkpoint_due():
+        """checkpoint_minutes since the last checkpoint, agreed by all processes (checked every
+        STOP_CHECK_EVERY iterations with DDP, like the stop signal)."""
+        if not ckpt_seconds or (world.active and iteration % STOP_CHECK_EVERY):
+            return False
+        return parallel.any_true(time.monotonic() - last_checkpoint["t"] >= ckpt_seconds, device)
 
     def check_finite():
         if parallel.any_true(not math.isfinite(acc[0].item()), device):
@@ -507,6 +529,10 @@ def train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, N
             if iteration % ckpt_every == 0 and iteration < max_iters:
                 check_finite()
                 checkpoint()
+            if iteration < max_iters and wall_checkpoint_due():
+                check_finite()
+                checkpoint()
+                log(f"[{spec['model']}] checkpoint at iteration {iteration} ({spec['checkpoint_minutes']} minutes since the last)")
             if stop_requested():
                 check_finite()
                 checkpoint()

@@ -8,13 +8,14 @@ rule responses:
         f"{RUN}/responses.csv",
     log:
         f"{LOGS}/responses/{{model}}-seed{{seed}}.log",
-    threads: resource("threads")
+    threads: one_gpu("threads")
     resources:
-        mem_mb=resource("mem_mb"),
+        mem_mb=one_gpu("mem_mb"),
         runtime=runtime(0.1, minimum=10),
-        gpu=lambda w: min(1, PLAN.resources(w.model)["gpus"]),
+        gpu=one_gpu("gpus"),
+        attempt=attempt,
     shell:
-        "resnet-repro responses {input.model} --out {output} --threads {threads} > {log} 2>&1"
+        "resnet-repro responses {input.model} --out {output} --threads {threads} --attempt {resources.attempt} > {log} 2>&1"
 
 
 rule ensemble:
@@ -24,5 +25,7 @@ rule ensemble:
         f"results/ensembles/{PRESET}/table5.json",
     log:
         f"{LOGS}/ensemble/table5.log",
+    resources:
+        attempt=attempt,
     shell:
-        "resnet-repro ensemble {input} --out {output} > {log} 2>&1"
+        "resnet-repro ensemble {input} --out {output} --attempt {resources.attempt} > {log} 2>&1"

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import signal
 import sys
 
 from resnet_repro.config import ARTIFACTS, FIGURES, TABLES, TABLE_VIEW, Plan
@@ -11,6 +12,30 @@ try:
     PLAN = Plan(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
 except ReproError as e:  # one line, before any job starts
     sys.exit(f"resnet-repro: {e}")
+
+# Site settings of a cluster profile (slurm/config.yaml's EDIT block passes them on in the environment);
+# unset on one machine.
+def site_minutes(name):
+    value = os.environ.get(name, "")
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        sys.exit(f"resnet-repro: {name}={value!r}: expected a whole number above 0")
+    return int(value)
+
+
+MAX_RUNTIME = site_minutes("RESNET_SLURM_MAX_RUNTIME")  # minutes: the partition's time limit
+# attempts after the first, for trainings: made by the Snakemake that submits the jobs, never by the one
+# inside a job (which would rerun the training within the same, expiring, Slurm allocation)
+TRAIN_RETRIES = None if workflow.remote_exec else site_minutes("RESNET_SLURM_TRAIN_RETRIES")
+
+# Slurm's early warning (--signal=USR1@N, slurm/config.yaml) goes to every process of the job step: this
+# Snakemake, its shell, torchrun and the trainers. The trainer checkpoints on it; the others would die of
+# it (the default action) and take the job step, trainer included, with them. So in a Slurm job they
+# ignore it, and so do their children (an ignored signal stays ignored across exec) until the trainer
+# installs its handler.
+if os.environ.get("SLURM_JOB_ID"):
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 PRESET = PLAN.preset
 RUN = f"results/runs/{PRESET}/{{model}}/seed{{seed}}"
@@ -79,18 +104,49 @@ def train_overrides(wildcards):
 
 
 def launcher(wildcards):
-    """torchrun in front of a training on several GPUs (DDP, one process per GPU, on one node);
-    nothing for one GPU or the CPU."""
-    gpus = PLAN.resources(wildcards.model)["gpus"]
-    return f"torchrun --standalone --nproc_per_node={gpus} --no-python " if gpus > 1 else ""
+    """torchrun in front of a training on several GPUs (DDP, one process per GPU), srun + torchrun
+    on several nodes; nothing for one GPU or the CPU (resnet_repro.config.Plan.launcher)."""
+    return PLAN.launcher(wildcards.model)
 
 
 def resource(name):
     return lambda wildcards: PLAN.resources(wildcards.model)[name]
 
 
+def one_gpu(name):
+    """A one-GPU job's share of its model's training resources (evaluation, layer responses)."""
+    return lambda wildcards: PLAN.one_gpu_resources(wildcards.model)[name]
+
+
 def runtime(fraction=1, minimum=1):
-    """Wall time in minutes (config `resources.runtime` times `fraction`), times the attempt: a job
-    retried after hitting its time limit gets longer each time (a training resumes from its
-    checkpoint, so the retry only has to finish it)."""
-    return lambda wildcards, attempt: max(minimum, int(PLAN.resources(wildcards.model)["runtime"] * fraction)) * attempt
+    """Wall time in minutes (config `resources.runtime` times `fraction`), times the attempt, but never
+    above the partition's limit (MAX_RUNTIME): a training resumes from its checkpoint, so it needs
+    more attempts of a length the partition allows, not longer ones (TRAIN_RETRIES)."""
+    def minutes(wildcards, attempt):
+        t = max(minimum, int(PLAN.resources(wildcards.model)["runtime"] * fraction)) * attempt
+        return min(t, MAX_RUNTIME) if MAX_RUNTIME else t
+    return minutes
+
+
+def attempt(wildcards, attempt):
+    """The attempt number, for the header line each attempt writes into the (appended) log."""
+    return attempt
+
+
+def train_resources(family):
+    """A training job's Slurm resources. One node: `gpu` GPUs (the plugin's --gpus). Several nodes: the
+    plugin's multi-node path (`mpi`: the rule's own srun starts one task per node), GPUs per node as
+    GRES, memory per node."""
+    models = PLAN.models(family)
+    r = PLAN.resources(models[0]) if models else {"nodes": 1}
+    common = dict(runtime=runtime(), attempt=attempt)
+    if r["nodes"] == 1:
+        return dict(common, mem_mb=resource("mem_mb"), gpu=resource("gpus"), nodes=1)
+    return dict(common, mem_mb=r["mem_mb"] // r["nodes"], nodes=r["nodes"], mpi="srun", tasks=r["nodes"],
+                tasks_per_gpu=0, gres=f"gpu:{r['gpus'] // r['nodes']}")
+
+
+def node_threads(wildcards):
+    """Snakemake's threads for a training job: its CPUs per node (per Slurm task)."""
+    r = PLAN.resources(wildcards.model)
+    return max(1, r["threads"] // r["nodes"])

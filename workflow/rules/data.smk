@@ -22,5 +22,8 @@ rule check_data:
         family="cifar|imagenet",
     params:
         overrides=lambda w: json.dumps(PLAN.data_overrides(w.family)),
+    resources:
+        attempt=attempt,
     shell:
-        "resnet-repro check-data --overrides {params.overrides:q} --out {output} > {log} 2>&1"
+        "resnet-repro check-data --overrides {params.overrides:q} --out {output} --attempt {resources.attempt} "
+        "> {log} 2>&1"

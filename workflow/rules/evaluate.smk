@@ -14,11 +14,12 @@ rule evaluate:
     params:
         out=f"{RUN}/eval/{{view}}",
         scales=",".join(str(s) for s in PLAN.cfg["evaluation"]["scales"]),
-    threads: resource("threads")
+    threads: one_gpu("threads")
     resources:
-        mem_mb=resource("mem_mb"),
+        mem_mb=one_gpu("mem_mb"),
         runtime=runtime(0.1, minimum=10),
-        gpu=lambda w: min(1, PLAN.resources(w.model)["gpus"]),
+        gpu=one_gpu("gpus"),
+        attempt=attempt,
     shell:
         "resnet-repro evaluate {input.model} --views {wildcards.view} --scales {params.scales} "
-        "--out {params.out} --threads {threads} > {log} 2>&1"
+        "--out {params.out} --threads {threads} --attempt {resources.attempt} > {log} 2>&1"

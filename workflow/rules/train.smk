@@ -1,13 +1,17 @@
 # Training: one job per (model, seed). Rule names start with `train`. The job resumes from its own
 # checkpoint.pt (not a declared output, so a failed or killed job keeps it for the retry). A job with
-# several GPUs (ImageNet: resources.imagenet.gpus, 8 by default) runs one DDP process per GPU.
+# several GPUs (ImageNet: resources.imagenet.gpus, 8 by default) runs one DDP process per GPU, on
+# `nodes` nodes. Snakemake deletes a job's `log:` before each attempt; the trainer also appends all it
+# prints to <log>.attempts.log, after a header line naming the attempt and the Slurm job. The data
+# check only orders the jobs (ancient: a rerun of it does not make trainings stale); a finished
+# model.pt is write-protected (a config change never retrains it silently).
 
 
 rule train_cifar:
     input:
-        data=data_stamp,
+        data=ancient(data_stamp),
     output:
-        model=f"{RUN}/model.pt",
+        model=protected(f"{RUN}/model.pt"),
         history=f"{RUN}/history.csv",
         metrics=f"{RUN}/metrics.json",
     log:
@@ -23,17 +27,21 @@ rule train_cifar:
         launch=launcher,
         uri=PLAN.tracking_uri,  # an http(s) server: the training logs its run live
         experiment=PLAN.mlflow_experiment,
-    threads: resource("threads")
+        threads=lambda w: PLAN.threads_per_process(w.model),
+        attempts_log=f"{LOGS}/train/{{model}}-seed{{seed}}.attempts.log",
+    threads: node_threads
+    retries: TRAIN_RETRIES
     resources:
-        mem_mb=resource("mem_mb"),
-        runtime=runtime(),
-        gpu=resource("gpus"),
+        **train_resources("cifar"),
     shell:
         "{params.launch}resnet-repro train --overrides {params.overrides:q} --out {params.out} --resume "
-        "--threads {threads} --tracking-uri {params.uri:q} --experiment {params.experiment:q} > {log} 2>&1"
+        "--threads {params.threads} --attempt {resources.attempt} --attempts-log {params.attempts_log} "
+        "--tracking-uri {params.uri:q} --experiment {params.experiment:q} > {log} 2>&1"
 
 
 use rule train_cifar as train_imagenet with:
     wildcard_constraints:
         model=models_regex("imagenet"),
         seed=r"\d+",
+    resources:
+        **train_resources("imagenet"),
