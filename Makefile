@@ -38,6 +38,7 @@ test-all: venv
 
 # the UI on the project's store, loopback only; one worker and no job runner (enough for one reader)
 mlflow: venv
+	@echo "open http://127.0.0.1:$${MLFLOW_PORT:-5000}/#/experiments?workflowType=machine_learning (MLflow 3 opens on its GenAI pages otherwise)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///mlflow.db \
 		--host 127.0.0.1 --port $${MLFLOW_PORT:-5000} --workers 1
 

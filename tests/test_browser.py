@@ -155,10 +155,15 @@ def test_report_run_figure_artifact_opens(server, store, page):
 
 
 def test_experiment_opens_on_the_runs_table(server, store, page):
-    """Not on MLflow 3's GenAI page (traces): the experiment is tagged as model training."""
-    page.goto(f"{server}/#/experiments/{store['train'].experiment_id}")
+    """The address the project prints for an experiment (track setup, the live log, README) opens its
+    runs table with the Dataset column filled, not MLflow 3's GenAI overview (traces); the experiment
+    is also tagged as model training."""
+    from resnet_repro.tracking import ui_path
+    assert store["train"].tags["mlflow.experimentKind"] == "custom_model_development"
+    page.goto(server + ui_path(store["train"].experiment_id))
     expect(page.get_by_role("link", name=store["run"].info.run_name)).to_be_visible()
-    expect(page.get_by_text("Traces", exact=True)).to_have_count(0)
+    expect(page.get_by_text("digits (8x8) · train").first).to_be_visible()  # the Dataset column
+    expect(page.get_by_text("Detect Issues", exact=True)).to_have_count(0)
     shot(page, "experiment-runs-table.png")
 
 

@@ -47,7 +47,7 @@ class LiveRun:
         from mlflow import MlflowClient
         from mlflow.entities import Param
 
-        from .tracking import run_dir_tag, run_tags, setup, train_params
+        from .tracking import run_dir_tag, run_tags, setup, train_params, ui_path
         client = MlflowClient(tracking_uri=uri)
         exp_id = setup(uri, experiment)[experiment]
         run = None
@@ -64,7 +64,7 @@ class LiveRun:
             keep = {k: v for k, v in params.items() if k not in ("preset", "config_hash", "git_commit")}
             client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in keep.items()])
             write_json(path, {"run_id": run.info.run_id, "experiment_id": exp_id, "tracking_uri": uri})
-            log(f"[{spec['model']}] MLflow: logging live to run {run.info.run_id} on {uri}")
+            log(f"[{spec['model']}] MLflow: logging live to run {run.info.run_id}: {uri}{ui_path(exp_id, run.info.run_id)}")
         return cls(client, run.info.run_id, log, _system_metrics(run.info.run_id, uri, resume))
 
     def row(self, row, keys):

@@ -39,6 +39,14 @@ def reports_experiment(name):
     return f"{name} · reports"
 
 
+def ui_path(experiment_id, run_id=None):
+    """The UI's page of an experiment (its runs table) or run. MLflow 3's UI opens every experiment in
+    the mode the browser last used, GenAI by default (its traces page), whatever the experiment's
+    kind: `workflowType=machine_learning` in the address opens the model-training pages."""
+    run = f"/runs/{run_id}" if run_id else ""
+    return f"/#/experiments/{experiment_id}{run}?workflowType=machine_learning"
+
+
 def experiment_arg(flag=None):
     return flag or os.environ.get("MLFLOW_EXPERIMENT_NAME") or TRAIN_EXPERIMENT
 
@@ -228,7 +236,7 @@ def cmd_setup(args):
     uri = tracking_uri(args.tracking_uri)
     ids = setup(uri, experiment_arg(args.experiment))
     for name, i in ids.items():
-        print(f"experiment {name}: id {i} in {uri}")
+        print(f"experiment {name}: id {i} in {uri}; in the UI: {uri if uri.startswith('http') else '<UI>'}{ui_path(i)}")
     if args.out:
         write_json(args.out, {"tracking_uri": uri, "experiments": ids})
 
