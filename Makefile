@@ -22,6 +22,8 @@ demo: venv
 
 # the browser tests need /usr/bin/chromium (`bash scripts/install-chromium.sh`); they skip, saying so, without it
 test: venv
+	ruff check .
+	ruff format --check .
 	pytest -m "not slow and not slurm"
 
 # every code path on this node, briefly (a few minutes on a GPU node: `srun --gpus=N make doctor`)

@@ -11,6 +11,7 @@ About 3x the CIFAR part of `make demo`. Runs are kept under --out, and a run
 already finished there is reused, so an interrupted benchmark continues where it stopped.
 The last lines are one per claim: `<claim>: <n>/<seeds> <verdict>, ...`.
 """
+
 import argparse
 import collections
 import json
@@ -60,6 +61,7 @@ def train_and_measure(plan, model, seed, out):
 def verdicts_of_seed(runs_dirs, seed, out):
     """The report's verdict on each CIFAR claim from one seed's runs (Table 6 built from them)."""
     from resnet_repro.tables import make_table, write_table
+
     table = out / f"seed{seed}" / "table6.csv"
     write_table(make_table("table6", [d for d in runs_dirs if "resnet" in d.parent.name]), "table6", table, "demo")
     tables, runs = report.read_tables([table]), report.Runs(runs_dirs)
@@ -78,10 +80,15 @@ def main():
     config["preset"] = "demo"
     plan = Plan(config, ROOT / "workflow" / "schemas" / "config.schema.yaml")
     out = Path(args.out).resolve()
-    models = sorted({m for a in ("figure1", "figure6", "figure7") for m, _ in plan.runs(a)},
-                    key=lambda m: (m.startswith("resnet"), int("".join(filter(str.isdigit, m)))))
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"{', '.join(models)} x {len(seeds)} seeds, demo preset (config hash {plan.config_hash})", flush=True)
+    models = sorted(
+        {m for a in ("figure1", "figure6", "figure7") for m, _ in plan.runs(a)},
+        key=lambda m: (m.startswith("resnet"), int("".join(filter(str.isdigit, m)))),
+    )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"{', '.join(models)} x {len(seeds)} seeds, demo preset (config hash {plan.config_hash})",
+        flush=True,
+    )
     start = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
         # the deepest first, so the two lanes end together
@@ -92,8 +99,10 @@ def main():
     for seed in seeds:
         judged = verdicts_of_seed([dirs[(m, seed)] for m in models], seed, out)
         errors = {m: json.loads((dirs[(m, seed)] / "metrics.json").read_text()) for m in models}
-        print(f"seed {seed}: " + ", ".join(f"{m} train {e['train_error']:.1f} test {e['test_error']:.1f}"
-                                           for m, e in errors.items()))
+        print(
+            f"seed {seed}: "
+            + ", ".join(f"{m} train {e['train_error']:.1f} test {e['test_error']:.1f}" for m, e in errors.items())
+        )
         for cid, v in judged.items():
             per_claim[cid].append(v["verdict"])
             comps = "; ".join(f"{c['claim']}: {c['outcome']} (d {c['difference']:+.2f})" for c in v["comparisons"])

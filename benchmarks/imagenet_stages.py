@@ -5,6 +5,7 @@ alternative worker path (PIL decode + scale + crop in DataLoader processes).
 
     python benchmarks/imagenet_stages.py [--workers 15] [--batch 256]
 """
+
 import argparse
 import statistics
 import tempfile
@@ -57,19 +58,27 @@ def main():
         print(f"PIL decode on one CPU core: {32 / s:.0f} img/s", flush=True)
         for name in ("resnet50",):
             model = build_model(name, 1000).to(dev, memory_format=torch.channels_last)
-            step = Step(model, make_sgd(model.parameters(), dev, lr=0.1, momentum=0.9, weight_decay=1e-4), dev, True, True)
+            step = Step(
+                model, make_sgd(model.parameters(), dev, lr=0.1, momentum=0.9, weight_decay=1e-4), dev, True, True
+            )
             x = torch.randn(b, 3, 224, 224, device=dev)
             y = torch.randint(0, 1000, (b,), device=dev)
             for _ in range(5):
                 step(x, y)
             s = timed(lambda: [step(x, y) for _ in range(10)], dev, 3) / 10
-            print(f"{name} step (bf16, channels_last, eager, fused SGD, batch {b}): {s * 1000:.0f} ms = {b / s:.0f} img/s", flush=True)
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
+            print(
+                f"{name} step (bf16, channels_last, eager, fused SGD, batch {b}): {s * 1000:.0f} ms = {b / s:.0f} img/s",
+                flush=True,
+            )
+            with torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+            ) as prof:
                 for _ in range(3):
                     step(x, y)
                 torch.cuda.synchronize(dev)
             print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12), flush=True)
         from resnet_repro.train import StreamBatches
+
         mean = torch.full((3, 224, 224), 0.5, device=dev)
         for workers in (8, args.workers):
             d = {"scale": [256, 480], "crop": 224, "workers": workers, "decode": "device", "lighting": 0.1}
@@ -81,16 +90,25 @@ def main():
                 x, _ = batches.next()
             torch.cuda.synchronize(dev)
             s = time.perf_counter() - t
-            print(f"trainer's batches (StreamBatches: {workers} workers read, nvJPEG decode, scale_crop, normalise, "
-                  f"flip, lighting): {8 * b / s:.0f} img/s", flush=True)
+            print(
+                f"trainer's batches (StreamBatches: {workers} workers read, nvJPEG decode, scale_crop, normalise, "
+                f"flip, lighting): {8 * b / s:.0f} img/s",
+                flush=True,
+            )
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
                 for _ in range(3):
                     batches.next()
                 torch.cuda.synchronize(dev)
             print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=10), flush=True)
             batches.it = None
-        loader = torch.utils.data.DataLoader(D.Transformed(train, D.train_transform((256, 480), 224)), batch_size=b,
-                                             num_workers=args.workers, shuffle=True, drop_last=True, persistent_workers=True)
+        loader = torch.utils.data.DataLoader(
+            D.Transformed(train, D.train_transform((256, 480), 224)),
+            batch_size=b,
+            num_workers=args.workers,
+            shuffle=True,
+            drop_last=True,
+            persistent_workers=True,
+        )
         it = iter(loader)
         next(it)
         t = time.perf_counter()

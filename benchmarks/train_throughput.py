@@ -19,6 +19,7 @@ image does not depend on pixel values, and CIFAR-10 need not be present.
     python benchmarks/train_throughput.py --sweep         # also: the project step per precision/layout
 The last line is `ratio: X.XX` (project / textbook images/s for ResNet-56).
 """
+
 import argparse
 import platform
 import statistics
@@ -30,8 +31,16 @@ import torch
 import torch.nn.functional as F
 
 from resnet_repro import data as D
-from resnet_repro.device import (configure, describe, make_sgd, resolve_device, use_bf16, use_channels_last,
-                                 use_compile, use_cuda_graph)
+from resnet_repro.device import (
+    configure,
+    describe,
+    make_sgd,
+    resolve_device,
+    use_bf16,
+    use_channels_last,
+    use_compile,
+    use_cuda_graph,
+)
 from resnet_repro.models import build_model
 from resnet_repro.train import SmallBatches, Step
 
@@ -63,10 +72,17 @@ def textbook_loader(images, labels, batch_size, workers):
             img = Image.fromarray(self.data[i])
             return self.transform(img), self.targets[i]
 
-    tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
-                             transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
-    return torch.utils.data.DataLoader(SyntheticCIFAR10(tf), batch_size=batch_size, shuffle=True,
-                                       num_workers=workers, drop_last=True)
+    tf = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(CIFAR_MEAN, CIFAR_STD),
+        ]
+    )
+    return torch.utils.data.DataLoader(
+        SyntheticCIFAR10(tf), batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True
+    )
 
 
 def sgd(model):
@@ -107,7 +123,9 @@ class Project:
         torch.manual_seed(0)
         mean = D.pixel_mean(data.train_x).to(device)
         self.batches = SmallBatches(data, batch_size, mean, {"pad": 4, "flip": True}, device, seed=0)
-        model = build_model(name).to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        model = build_model(name).to(
+            device, memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        )
         model.train()
         opt = make_sgd(model.parameters(), device, lr=0.1, momentum=0.9, weight_decay=1e-4) if fused else sgd(model)
         self.step = Step(model, opt, device, bf16, channels_last, compile, graph=graph)
@@ -138,8 +156,11 @@ def compare(name, images, labels, data, device, args, choice):
     for r in range(args.repeats):
         ta.append(timed(a.run, args.iters))
         tb.append(timed(b.run, args.iters))
-        print(f"  {name} repetition {r + 1}: textbook {args.iters * args.batch_size / ta[-1]:7.1f} img/s, "
-              f"project {args.iters * args.batch_size / tb[-1]:7.1f} img/s, ratio {ta[-1] / tb[-1]:.2f}", flush=True)
+        print(
+            f"  {name} repetition {r + 1}: textbook {args.iters * args.batch_size / ta[-1]:7.1f} img/s, "
+            f"project {args.iters * args.batch_size / tb[-1]:7.1f} img/s, ratio {ta[-1] / tb[-1]:.2f}",
+            flush=True,
+        )
     a.it = None  # stop the workers
     ips = lambda ts: args.iters * args.batch_size / statistics.median(ts)
     return ips(ta), ips(tb), min(x / y for x, y in zip(ta, tb))
@@ -148,24 +169,37 @@ def compare(name, images, labels, data, device, args, choice):
 def sweep(data, device, args):
     """The project step under each precision / layout (/ compile, fused SGD, CUDA graph) choice, in
     alternating repetitions: the measurements behind device.py's `auto` settings."""
-    options = [(False, False, False, False, False), (False, True, False, False, False),
-               (True, False, False, False, False), (True, True, False, False, False)]
+    options = [
+        (False, False, False, False, False),
+        (False, True, False, False, False),
+        (True, False, False, False, False),
+        (True, True, False, False, False),
+    ]
     if device.type == "cuda":  # fused SGD and CUDA graphs exist on CUDA only
         options += [(True, True, False, True, False), (True, True, False, True, True), (False, True, False, True, True)]
     if args.sweep_compile and use_compile(True, device):
         options += [(False, True, True, False, False), (True, True, True, False, False)]
         if device.type == "cuda":
             options += [(True, True, True, True, False), (True, True, True, True, True)]
-    print(f"sweep: project step, {args.sweep_model}, batch {args.batch_size}, best of {args.repeats} x {args.iters} "
-          f"iterations after {args.warmup} warm-up, alternating")
+    print(
+        f"sweep: project step, {args.sweep_model}, batch {args.batch_size}, best of {args.repeats} x {args.iters} "
+        f"iterations after {args.warmup} warm-up, alternating"
+    )
     runs = []
     for bf16, cl, comp, fused, graph in options:
         p = Project(args.sweep_model, data, device, args.batch_size, bf16, cl, comp, fused, graph)
         t = time.perf_counter()
         p.run(args.warmup)
-        runs.append((f"{'bf16' if bf16 else 'fp32'} {'channels_last' if cl else 'NCHW':13s} "
-                     f"{'compiled' if comp else 'eager':8s} {'fused-SGD' if fused else 'SGD':9s} "
-                     f"{'graph' if graph else '-':5s}", p, time.perf_counter() - t, []))
+        runs.append(
+            (
+                f"{'bf16' if bf16 else 'fp32'} {'channels_last' if cl else 'NCHW':13s} "
+                f"{'compiled' if comp else 'eager':8s} {'fused-SGD' if fused else 'SGD':9s} "
+                f"{'graph' if graph else '-':5s}",
+                p,
+                time.perf_counter() - t,
+                [],
+            )
+        )
     for _ in range(args.repeats):
         for _, p, _, ts in runs:
             ts.append(timed(p.run, args.iters))
@@ -179,11 +213,18 @@ def main(argv=None):
     p.add_argument("--models", default="resnet20,resnet56")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--images", type=int, default=50000, help="synthetic training images (CIFAR-10 has 50000)")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the textbook loop (the reference repos use 2)")
+    p.add_argument(
+        "--workers", type=int, default=2, help="DataLoader workers of the textbook loop (the reference repos use 2)"
+    )
     p.add_argument("--iters", type=int, help="timed iterations per repetition (default 10 on CPU, 100 on CUDA)")
     p.add_argument("--warmup", type=int, help="warm-up iterations (default 3 on CPU, 30 on CUDA)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="project path (default: device.py's choice)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="project path (default: device.py's choice)",
+    )
     p.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"])
     p.add_argument("--compile", default="auto", choices=["auto", "true", "false"])
     p.add_argument("--graph", default="auto", choices=["auto", "true", "false"], help="CUDA graph of the project step")
@@ -197,22 +238,37 @@ def main(argv=None):
     args.iters = args.iters or (100 if cuda else 10)
     args.warmup = args.warmup or (30 if cuda else 3)
     flag = lambda v: v if v == "auto" else v == "true"
-    choice = (use_bf16(args.precision, device), use_channels_last(flag(args.channels_last), device),
-              use_compile(flag(args.compile), device), device.type == "cuda",
-              use_cuda_graph(device, "cifar") if args.graph == "auto" else args.graph == "true")
+    choice = (
+        use_bf16(args.precision, device),
+        use_channels_last(flag(args.channels_last), device),
+        use_compile(flag(args.compile), device),
+        device.type == "cuda",
+        use_cuda_graph(device, "cifar") if args.graph == "auto" else args.graph == "true",
+    )
 
     images, labels = synthetic_cifar(args.images)
-    data = D.TensorData(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), torch.tensor(labels),
-                        torch.zeros(0, 3, 32, 32, dtype=torch.uint8), torch.zeros(0, dtype=torch.long),
-                        [str(i) for i in range(10)], "test").to(device)
+    data = D.TensorData(
+        torch.from_numpy(images.transpose(0, 3, 1, 2).copy()),
+        torch.tensor(labels),
+        torch.zeros(0, 3, 32, 32, dtype=torch.uint8),
+        torch.zeros(0, dtype=torch.long),
+        [str(i) for i in range(10)],
+        "test",
+    ).to(device)
     print(f"device: {describe(device)}; torch {torch.__version__}, python {platform.python_version()}")
     print(f"data: synthetic, {args.images} random 32x32 uint8 images and labels (CIFAR-10's shape; no CIFAR-10 read)")
-    print(f"textbook: torchvision Dataset of PIL images, RandomCrop(32, padding=4) + flip + ToTensor + Normalize, "
-          f"DataLoader({args.workers} workers), fp32 NCHW eager, loss.item() and accuracy .item() every step")
-    print(f"project: uint8 on {device.type}, batched pad-crop-flip, train.Step: {'bf16 autocast' if choice[0] else 'fp32'}, "
-          f"{'channels_last' if choice[1] else 'NCHW'}, {'torch.compile' if choice[2] else 'eager'}, {'fused SGD' if choice[3] else 'SGD'}, "
-          f"{'CUDA graph of the step' if choice[4] else 'no graph'}, sums on the device")
-    print(f"batch {args.batch_size}; {args.warmup} warm-up iterations, then {args.repeats} x {args.iters} timed, alternating")
+    print(
+        f"textbook: torchvision Dataset of PIL images, RandomCrop(32, padding=4) + flip + ToTensor + Normalize, "
+        f"DataLoader({args.workers} workers), fp32 NCHW eager, loss.item() and accuracy .item() every step"
+    )
+    print(
+        f"project: uint8 on {device.type}, batched pad-crop-flip, train.Step: {'bf16 autocast' if choice[0] else 'fp32'}, "
+        f"{'channels_last' if choice[1] else 'NCHW'}, {'torch.compile' if choice[2] else 'eager'}, {'fused SGD' if choice[3] else 'SGD'}, "
+        f"{'CUDA graph of the step' if choice[4] else 'no graph'}, sums on the device"
+    )
+    print(
+        f"batch {args.batch_size}; {args.warmup} warm-up iterations, then {args.repeats} x {args.iters} timed, alternating"
+    )
     if args.sweep:
         sweep(data, device, args)
     results = {}

@@ -1,4 +1,5 @@
 """Shared pytest hooks."""
+
 import pytest
 
 
@@ -23,6 +24,7 @@ def cpu_kind(request):
     a numeric check that holds on one kind only fails on every machine (emulated bf16 on an AVX2 CPU is
     slow, but fine for the few iterations of tiny models these tests train)."""
     from resnet_repro import device
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(device, "cpu_has_native_bf16", lambda: CPU_KINDS[request.param])
         yield request.param

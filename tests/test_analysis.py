@@ -1,5 +1,6 @@
 """Tests for resnet_repro.analysis: which BN layers are the 3x3 layers' responses, their std
 (Figure 7), from a checkpoint and through the CLI."""
+
 import csv
 import os
 import subprocess
@@ -32,8 +33,13 @@ def one_thread():
 
 def run_cli(*args, timeout=300):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "resnet_repro", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "resnet_repro", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def expected_names(name):
@@ -50,8 +56,11 @@ def expected_names(name):
 def bn_firing_order(model, size):
     """Names of all BN modules in the order their forward hooks fire."""
     fired = []
-    handles = [m.register_forward_hook(lambda mod, i, o, name=name: fired.append(name))
-               for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    handles = [
+        m.register_forward_hook(lambda mod, i, o, name=name: fired.append(name))
+        for name, m in model.named_modules()
+        if isinstance(m, nn.BatchNorm2d)
+    ]
     model.eval()
     with torch.no_grad():
         model(torch.randn(1, 3, size, size))
@@ -62,8 +71,19 @@ def bn_firing_order(model, size):
 
 # ---------------------------------------------------------------- bn_after_3x3
 
-@pytest.mark.parametrize("name,count", [("resnet20", 19), ("plain20", 19), ("resnet56", 55), ("resnet20-C", 19),
-                                        ("resnet50", 16), ("resnet18", 16), ("plain34", 32)])
+
+@pytest.mark.parametrize(
+    "name,count",
+    [
+        ("resnet20", 19),
+        ("plain20", 19),
+        ("resnet56", 55),
+        ("resnet20-C", 19),
+        ("resnet50", 16),
+        ("resnet18", 16),
+        ("plain34", 32),
+    ],
+)
 def test_bn_after_3x3_counts_and_names(name, count):
     model = build_model(name)
     pairs = bn_after_3x3(model)
@@ -94,8 +114,9 @@ def test_bn_after_3x3_excludes_1x1_and_7x7_in_bottlenecks():
             assert n not in names
 
 
-@pytest.mark.parametrize("name,size", [("resnet20", 8), ("plain20", 8), ("resnet20-C", 8), ("resnet18", 32),
-                                       ("resnet50", 32)])
+@pytest.mark.parametrize(
+    "name,size", [("resnet20", 8), ("plain20", 8), ("resnet20-C", 8), ("resnet18", 32), ("resnet50", 32)]
+)
 def test_bn_after_3x3_is_in_forward_order(name, size):
     torch.manual_seed(0)
     model = build_model(name)
@@ -107,6 +128,7 @@ def test_bn_after_3x3_is_in_forward_order(name, size):
 
 
 # ---------------------------------------------------------------- layer_responses
+
 
 def randomised(name, seed=0):
     """A model whose BN layers have non-trivial statistics and affine parameters."""
@@ -128,8 +150,7 @@ def direct_stds(model, images, mean, names, chunk=4, per_channel=False):
     each channel's, averaged over channels)."""
     modules = dict(model.named_modules())
     outs = {n: [] for n in names}
-    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: outs[n].append(o.detach().clone()))
-               for n in names]
+    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: outs[n].append(o.detach().clone())) for n in names]
     model.eval()
     with torch.no_grad():
         for x in images.split(chunk):
@@ -202,7 +223,7 @@ class HandMade(nn.Module):
         self.t, self.pos = t, 0
 
     def forward(self, x):
-        out = self.bn(self.t[self.pos:self.pos + len(x)])
+        out = self.bn(self.t[self.pos : self.pos + len(x)])
         self.pos += len(x)
         return out
 
@@ -226,11 +247,24 @@ def test_std_per_channel_against_torch():
 
 # ---------------------------------------------------------------- responses_from_checkpoint
 
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, cpu_kind):
     out = tmp_path_factory.mktemp("digits-run")
-    spec = build_spec(None, [{"model": "resnet20", "data": {"kind": "digits"}, "batch_size": 32, "max_iters": 10,
-                              "log_every": 10, "checkpoint_every": 10, "schedule": {"kind": "multistep", "milestones": [20]}}])
+    spec = build_spec(
+        None,
+        [
+            {
+                "model": "resnet20",
+                "data": {"kind": "digits"},
+                "batch_size": 32,
+                "max_iters": 10,
+                "log_every": 10,
+                "checkpoint_every": 10,
+                "schedule": {"kind": "multistep", "milestones": [20]},
+            }
+        ],
+    )
     train(spec, out, log=lambda msg: None)
     return out / "checkpoint.pt"
 
@@ -240,8 +274,9 @@ def imagenet_checkpoint(checkpoint, tmp_path_factory):
     """An ImageNet-family checkpoint (resnet18 on an image folder), derived from the trained one."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     root = tmp_path_factory.mktemp("no-data") / "folder"  # never read: the refusal comes first
-    ckpt["spec"] = build_spec(None, [{"model": "resnet18", "data": {"kind": "imagefolder", "root": str(root),
-                                                                     "crop": 16, "test_size": 20}}])
+    ckpt["spec"] = build_spec(
+        None, [{"model": "resnet18", "data": {"kind": "imagefolder", "root": str(root), "crop": 16, "test_size": 20}}]
+    )
     ckpt["model"] = ResNet(parse_model_name("resnet18"), 10).state_dict()
     ckpt["mean"] = torch.zeros(3, 16, 16)
     path = root.parent / "checkpoint.pt"
@@ -275,8 +310,9 @@ def test_responses_from_checkpoint(checkpoint, tmp_path):
     assert stds == pytest.approx(direct_stds(model, test_x, ckpt["mean"], names, chunk=500), rel=1e-5)
     per_channel = [float(r["std_per_channel"]) for r in csv_rows]
     assert per_channel == pytest.approx([r["std_per_channel"] for r in rows], rel=1e-12)
-    assert per_channel == pytest.approx(direct_stds(model, test_x, ckpt["mean"], names, chunk=500, per_channel=True),
-                                        rel=1e-5)
+    assert per_channel == pytest.approx(
+        direct_stds(model, test_x, ckpt["mean"], names, chunk=500, per_channel=True), rel=1e-5
+    )
 
 
 def test_responses_from_checkpoint_max_images(checkpoint, tmp_path):

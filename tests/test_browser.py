@@ -4,6 +4,7 @@ figure logged as a report run). Screenshots go to test-artifacts/browser/.
 
 Needs /usr/bin/chromium (`bash scripts/install-chromium.sh`) and the `playwright` package; Playwright
 never downloads a browser of its own here. Skipped, with the reason, where either is missing."""
+
 import os
 import signal
 import socket
@@ -20,15 +21,24 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CHROMIUM = Path(os.environ.get("RESNET_REPRO_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SHOTS = ROOT / "test-artifacts" / "browser"
 EXPERIMENT = "resnet-repro · tiny · ImageFolder 'digits-imagefolder' (20 px crops), digits (8x8)"
 TIMEOUT_MS = 60000  # the React app renders after several API calls; generous on 2 busy cores
 
 if not CHROMIUM.exists():
-    pytest.skip(f"Chromium not found at {CHROMIUM}: run `bash scripts/install-chromium.sh` (Debian, as root) "
-                "to install it", allow_module_level=True)
+    pytest.skip(
+        f"Chromium not found at {CHROMIUM}: run `bash scripts/install-chromium.sh` (Debian, as root) to install it",
+        allow_module_level=True,
+    )
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
 from mlflow import MlflowClient  # noqa: E402
 
@@ -47,9 +57,26 @@ def store(tmp_path_factory):
     work = tmp_path_factory.mktemp("browser-store")
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
     env.pop("MLFLOW_TRACKING_URI", None)
-    r = subprocess.run([str(BIN / "snakemake"), "results/mlflow/tiny/figure1.json", "-s", str(ROOT / "Snakefile"),
-                        "--directory", str(work), "--configfile", str(ROOT / "config.yaml"), "--config", "preset=tiny",
-                        "--cores", "2"], capture_output=True, text=True, env=env, cwd=work)
+    r = subprocess.run(
+        [
+            str(BIN / "snakemake"),
+            "results/mlflow/tiny/figure1.json",
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(work),
+            "--configfile",
+            str(ROOT / "config.yaml"),
+            "--config",
+            "preset=tiny",
+            "--cores",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=work,
+    )
     assert r.returncode == 0, f"snakemake failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     train = client.get_experiment_by_name(EXPERIMENT)
@@ -65,9 +92,25 @@ def server(store):
     port = free_port()
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", OMP_NUM_THREADS="1")
     log = open(store["work"] / "mlflow-ui.log", "w")
-    proc = subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{store['work'] / 'mlflow.db'}",
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            cwd=store["work"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "ui",
+            "--backend-store-uri",
+            f"sqlite:///{store['work'] / 'mlflow.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=store["work"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -80,7 +123,9 @@ def server(store):
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 log.flush()
-                raise AssertionError(f"mlflow ui did not start:\n{(store['work'] / 'mlflow-ui.log').read_text()[-3000:]}")
+                raise AssertionError(
+                    f"mlflow ui did not start:\n{(store['work'] / 'mlflow-ui.log').read_text()[-3000:]}"
+                )
             time.sleep(0.5)
         yield url
     finally:
@@ -149,6 +194,7 @@ def test_report_run_figure_artifact_opens(server, store, page):
     expect(img).to_be_visible()
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
     from PIL import Image
+
     width, height = Image.open(store["work"] / "reports" / "figure1.png").size
     assert img.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [width, height]
     shot(page, "report-run-figure1.png")
@@ -159,6 +205,7 @@ def test_experiment_opens_on_the_runs_table(server, store, page):
     runs table with the Dataset column filled, not MLflow 3's GenAI overview (traces); the experiment
     is also tagged as model training."""
     from resnet_repro.tracking import ui_path
+
     assert store["train"].tags["mlflow.experimentKind"] == "custom_model_development"
     page.goto(server + ui_path(store["train"].experiment_id))
     expect(page.get_by_role("link", name=store["run"].info.run_name)).to_be_visible()

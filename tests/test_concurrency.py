@@ -3,6 +3,7 @@ metric point must arrive, once. Each process trains a tiny ResNet-8 on the bundl
 iterations, one thread), waits at a barrier until all eight have trained, then runs
 `resnet-repro track train` against the shared store. (Rerunning `track train` is tested for idempotency
 in test_tracking.py.)"""
+
 import csv
 import json
 import os
@@ -41,15 +42,22 @@ def start_jobs(tmp_path, uri, ready):
     procs = []
     for i in range(N):
         run = tmp_path / "runs" / f"resnet8-seed{i}"
-        train_cmd = (f'"{BIN}/resnet-repro" train --model resnet8 --data digits --max-iters {6 + 2 * i} --log-every 2 '
-                     f'--checkpoint-every 100 --batch-size 16 --seed {i} --threads 1 --out "{run}"')
+        train_cmd = (
+            f'"{BIN}/resnet-repro" train --model resnet8 --data digits --max-iters {6 + 2 * i} --log-every 2 '
+            f'--checkpoint-every 100 --batch-size 16 --seed {i} --threads 1 --out "{run}"'
+        )
         track_cmd = f'"{BIN}/resnet-repro" track train "{run}" --preset tiny --tracking-uri "{uri}"'
         script = JOB.format(train=train_cmd, track=track_cmd, n=N)
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", READY=str(ready), ID=str(i))
         env.pop("MLFLOW_TRACKING_URI", None)
         log = open(tmp_path / f"job{i}.log", "w")
-        procs.append((run, subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=env, stdout=log,
-                                            stderr=subprocess.STDOUT), log))
+        procs.append(
+            (
+                run,
+                subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT),
+                log,
+            )
+        )
     return procs
 
 
@@ -76,8 +84,12 @@ def history(run):
 
 def test_eight_concurrent_trainings_lose_no_run_and_no_metric_point(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    subprocess.run([str(BIN / "resnet-repro"), "track", "setup", "--tracking-uri", uri], check=True,
-                   capture_output=True, cwd=tmp_path)
+    subprocess.run(
+        [str(BIN / "resnet-repro"), "track", "setup", "--tracking-uri", uri],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
     ready = tmp_path / "ready"
     ready.mkdir()
     procs = start_jobs(tmp_path, uri, ready)
@@ -99,7 +111,9 @@ def test_eight_concurrent_trainings_lose_no_run_and_no_metric_point(tmp_path):
                 logged_rows = [r for r in rows if r[key] != ""]  # holdout_error: only with a plateau schedule
                 assert [m.step for m in points] == [int(r["iteration"]) for r in logged_rows], (run_dir.name, key)
                 assert [m.value for m in points] == pytest.approx([float(r[key]) for r in logged_rows], rel=1e-12), key
-            assert [int(r["iteration"]) for r in rows] == sorted(m.step for m in client.get_metric_history(run_id, "train_error"))
+            assert [int(r["iteration"]) for r in rows] == sorted(
+                m.step for m in client.get_metric_history(run_id, "train_error")
+            )
             summary = json.loads((run_dir / "metrics.json").read_text())
             logged = client.get_run(run_id).data.metrics
             for key in SUMMARY_METRICS:

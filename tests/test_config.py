@@ -1,4 +1,5 @@
 """The workflow config: presets, validation (one-line errors), and what each artifact needs."""
+
 import copy
 from pathlib import Path
 
@@ -56,14 +57,17 @@ def test_tracking_uri_from_environment_wins(monkeypatch):
     assert plan().tracking_uri == "http://127.0.0.1:5000"
 
 
-@pytest.mark.parametrize("change,words", [
-    ({"preset": "nope"}, "preset 'nope' is not defined"),
-    ({"seeds": ["x"]}, "seeds.0"),
-    ({"seedz": [1]}, "seedz"),
-    ({"experiments": {"figure1": ["resnet21"]}}, "experiments.figure1"),
-    ({"resources": {"cifar": {"threads": "four"}}}, "resources.cifar.threads"),
-    ({"presets": {"paper": {"training": {"cifar": {}}, "typo_key": 1}}}, "typo_key"),
-])
+@pytest.mark.parametrize(
+    "change,words",
+    [
+        ({"preset": "nope"}, "preset 'nope' is not defined"),
+        ({"seeds": ["x"]}, "seeds.0"),
+        ({"seedz": [1]}, "seedz"),
+        ({"experiments": {"figure1": ["resnet21"]}}, "experiments.figure1"),
+        ({"resources": {"cifar": {"threads": "four"}}}, "resources.cifar.threads"),
+        ({"presets": {"paper": {"training": {"cifar": {}}, "typo_key": 1}}}, "typo_key"),
+    ],
+)
 def test_config_errors_are_one_line(change, words):
     c = copy.deepcopy(CONFIG)
     c.update(change)
@@ -95,7 +99,8 @@ def test_launchers_for_one_process_one_node_and_several_nodes():
     assert p.launcher("resnet50") == (
         "srun --nodes=2 --ntasks-per-node=1 --cpus-per-task=16 --kill-on-bad-exit=1 torchrun --nnodes=2 "
         "--nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=$(hostname):29400 --rdzv_id=${SLURM_JOB_ID:-0} "
-        "--no-python ")
+        "--no-python "
+    )
     resources["imagenet"].update(nodes=3)
     with pytest.raises(ReproError, match="8 gpus do not split evenly over 3 nodes"):
         plan(resources=resources)

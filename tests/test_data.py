@@ -1,5 +1,6 @@
 """Tests for resnet_repro.data: in-memory small-image data sets (digits, a fake CIFAR-10 in the real
 on-disk format, image folders), the batch augmentations, and the streamed ImageNet-style path."""
+
 import hashlib
 import pickle
 import tarfile
@@ -17,6 +18,7 @@ DIGIT_CLASSES = [str(c) for c in range(10)]
 
 
 # ---------------------------------------------------------------- shared fixtures
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -45,6 +47,7 @@ def _multiset(x, y):
 
 # ---------------------------------------------------------------- digits
 
+
 def test_digits_shapes_labels_and_values(digits):
     assert digits.train_x.shape == (1347, 3, 8, 8)
     assert digits.test_x.shape == (450, 3, 8, 8)
@@ -68,11 +71,16 @@ def test_digits_shapes_labels_and_values(digits):
 
 def test_digits_split_is_deterministic_and_disjoint_from_sklearn(digits):
     again = D.load_small("digits")
-    for a, b in ((digits.train_x, again.train_x), (digits.train_y, again.train_y),
-                 (digits.test_x, again.test_x), (digits.test_y, again.test_y)):
+    for a, b in (
+        (digits.train_x, again.train_x),
+        (digits.train_y, again.train_y),
+        (digits.test_x, again.test_x),
+        (digits.test_y, again.test_y),
+    ):
         assert torch.equal(a, b)
     # together the two splits are exactly the 1797 sklearn digits
     from sklearn.datasets import load_digits
+
     d = load_digits()
     full = torch.from_numpy(np.round(d.images * (255.0 / 16.0)).astype(np.uint8))[:, None].expand(-1, 3, -1, -1)
     both_x = torch.cat([digits.train_x, digits.test_x])
@@ -96,8 +104,12 @@ def test_digits_image_size_resizes(digits):
         diff = (big_x.float().mean((1, 2, 3)) - small_x.float().mean((1, 2, 3))).abs()
         assert diff.max() < 0.5
     # and it is the bilinear resize, rounded
-    ref = F.interpolate(digits.test_x.float(), size=(32, 32), mode="bilinear", antialias=True,
-                        align_corners=False).round().clamp(0, 255).to(torch.uint8)
+    ref = (
+        F.interpolate(digits.test_x.float(), size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+        .round()
+        .clamp(0, 255)
+        .to(torch.uint8)
+    )
     assert torch.equal(big.test_x, ref)
     # image_size equal to the native size changes nothing
     same = D.load_small("digits", image_size=8)
@@ -111,8 +123,9 @@ def test_digits_val_split_carves_validation_out_of_train(digits):
     assert held.train_x.shape == (1347 - 300, 3, 8, 8) and held.train_y.shape == (1047,)
     assert held.train_x.is_contiguous() and held.test_x.is_contiguous()
     # train + val is exactly the original training split (a partition), and the test split is unused
-    assert (_multiset(torch.cat([held.train_x, held.test_x]), torch.cat([held.train_y, held.test_y]))
-            == _multiset(digits.train_x, digits.train_y))
+    assert _multiset(torch.cat([held.train_x, held.test_x]), torch.cat([held.train_y, held.test_y])) == _multiset(
+        digits.train_x, digits.train_y
+    )
     assert not torch.equal(held.test_x, digits.test_x[:300])
     # labels stay attached to their images
     lookup = {}
@@ -144,6 +157,7 @@ def test_unknown_small_kind_and_imagefolder_without_root():
 
 # ---------------------------------------------------------------- pad_crop_flip
 
+
 def _all_augmentations(x, pad):
     """Every (dy, dx, flipped) crop of the zero-padded image x (C, H, W)."""
     c, h, w = x.shape
@@ -151,7 +165,7 @@ def _all_augmentations(x, pad):
     out = {}
     for dy in range(2 * pad + 1):
         for dx in range(2 * pad + 1):
-            crop = padded[:, dy:dy + h, dx:dx + w]
+            crop = padded[:, dy : dy + h, dx : dx + w]
             out[(dy - pad, dx - pad, False)] = crop
             out[(dy - pad, dx - pad, True)] = crop.flip(2)
     return out
@@ -209,7 +223,7 @@ def test_pad_crop_flip_shift_and_flip_distribution():
     # the readout is consistent: recomputing each crop from its read-off parameters reproduces it
     padded = F.pad(x[:50], (pad,) * 4)
     for k in range(50):
-        crop = padded[k, :, pad + sy[k]:pad + sy[k] + 32, pad + sx[k]:pad + sx[k] + 32]
+        crop = padded[k, :, pad + sy[k] : pad + sy[k] + 32, pad + sx[k] : pad + sx[k] + 32]
         assert torch.equal(crop.flip(2) if flipped[k] else crop, out[k])
     expected = n / 9  # 444.4, binomial sd ~ 20
     for s in (sy, sx):
@@ -246,6 +260,7 @@ def test_pad_crop_flip_seeded():
 
 # ---------------------------------------------------------------- normalize / pixel_mean
 
+
 def test_pixel_mean_and_normalize(digits):
     x = digits.train_x
     mean = D.pixel_mean(x, batch=100)  # 1347 is not a multiple of the batch
@@ -275,6 +290,7 @@ def test_normalize_resizes_mean_for_other_input_sizes():
 
 
 # ---------------------------------------------------------------- flip_and_lighting
+
 
 def test_flip_and_lighting_identity():
     x = torch.randn(5, 3, 6, 7)
@@ -335,8 +351,16 @@ def _write_fake_cifar(parent, per_batch=20, seed=0):
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, 10, per_batch)]
         with open(folder / name, "wb") as f:
-            pickle.dump({"batch_label": name, "labels": labels, "data": data,
-                         "filenames": [f"{name}_{i}.png" for i in range(per_batch)]}, f, protocol=2)
+            pickle.dump(
+                {
+                    "batch_label": name,
+                    "labels": labels,
+                    "data": data,
+                    "filenames": [f"{name}_{i}.png" for i in range(per_batch)],
+                },
+                f,
+                protocol=2,
+            )
         batches[name] = (data, labels)
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"num_cases_per_batch": per_batch, "label_names": LABEL_NAMES, "num_vis": 3072}, f, protocol=2)
@@ -345,6 +369,7 @@ def _write_fake_cifar(parent, per_batch=20, seed=0):
 
 def _patch_cifar_md5(monkeypatch, folder, archive=None):
     from torchvision.datasets import CIFAR10
+
     monkeypatch.setattr(CIFAR10, "train_list", [[n, _md5(folder / n)] for n in CIFAR_FILES[:5]])
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]])
     monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": _md5(folder / "batches.meta")})
@@ -461,12 +486,14 @@ def test_cifar10_archive_with_wrong_content_is_reported(tmp_path, monkeypatch):
     root, archive, folder, _ = _make_archive(tmp_path)
     _patch_cifar_md5(monkeypatch, folder, archive)
     from torchvision.datasets import CIFAR10
+
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", "0" * 32]])
     with pytest.raises(ReproError, match="cifar-10-python.tar.gz"):
         D.load_small("cifar10", root=root)
 
 
 # ---------------------------------------------------------------- image folders, in memory
+
 
 def test_imagefolder_in_memory(digits, digits_folder):
     d = D.load_small("imagefolder", digits_folder)
@@ -522,8 +549,10 @@ def test_imagefolder_missing_val_and_other_errors(tmp_path):
 
 # ---------------------------------------------------------------- streaming
 
+
 def test_stream_imagefolder_and_plain_imagenet(digits, digits_folder):
     from torchvision.datasets import ImageFolder, ImageNet
+
     for kind in ("imagefolder", "imagenet"):
         train, val = D.stream_datasets(kind, digits_folder)
         assert isinstance(train, ImageFolder) and not isinstance(train, ImageNet)
@@ -537,9 +566,13 @@ def test_stream_imagefolder_and_plain_imagenet(digits, digits_folder):
 
 def test_stream_imagenet_parsed_archive_layout(tmp_path):
     from torchvision.datasets import ImageNet
+
     rng = np.random.default_rng(0)
-    wnid_to_classes = {"n01440764": ("tench", "Tinca tinca"), "n01443537": ("goldfish", "Carassius auratus"),
-                       "n01484850": ("great white shark",)}
+    wnid_to_classes = {
+        "n01440764": ("tench", "Tinca tinca"),
+        "n01443537": ("goldfish", "Carassius auratus"),
+        "n01484850": ("great white shark",),
+    }
     wnids = sorted(wnid_to_classes)
     val_wnids = []
     for w in wnids:
@@ -591,19 +624,30 @@ def test_stream_errors(tmp_path):
 
 # ---------------------------------------------------------------- transforms and sampler
 
+
 def _pil(rng, h, w):
     return Image.fromarray(_rand_image(rng, h, w))
 
 
 def test_train_transform_is_a_crop_of_a_random_rescale():
     import torchvision.transforms.v2.functional as TF
+
     rng = np.random.default_rng(0)
     img = _pil(rng, 32, 32)  # square, power of two: the rescaled size is exactly s x s
     base = TF.pil_to_tensor(img)
     # every 16x16 window (C, H, W bytes) of every rescale
-    windows = {s: {row.tobytes() for row in TF.resize(base, [s, s], antialias=True).unfold(1, 16, 1)
-                   .unfold(2, 16, 1).permute(1, 2, 0, 3, 4).reshape(-1, 3 * 16 * 16).numpy()}
-               for s in range(20, 29)}
+    windows = {
+        s: {
+            row.tobytes()
+            for row in TF.resize(base, [s, s], antialias=True)
+            .unfold(1, 16, 1)
+            .unfold(2, 16, 1)
+            .permute(1, 2, 0, 3, 4)
+            .reshape(-1, 3 * 16 * 16)
+            .numpy()
+        }
+        for s in range(20, 29)
+    }
     t = D.train_transform(scale=(20, 28), crop=16)
     torch.manual_seed(0)
     scales = set()
@@ -624,6 +668,7 @@ def test_train_transform_is_a_crop_of_a_random_rescale():
 
 def test_eval_transform_center_and_tencrop():
     import torchvision.transforms.v2.functional as TF
+
     rng = np.random.default_rng(1)
     img = _pil(rng, 30, 25)
     resized = TF.resize(TF.pil_to_tensor(img), 20, antialias=True)
@@ -632,7 +677,7 @@ def test_eval_transform_center_and_tencrop():
     center = D.eval_transform("center", test_size=20, crop=16)(img)
     assert center.shape == (3, 16, 16) and center.dtype == torch.uint8
     top, left = int(round((h - 16) / 2)), int(round((w - 16) / 2))
-    assert torch.equal(center, resized[:, top:top + 16, left:left + 16])
+    assert torch.equal(center, resized[:, top : top + 16, left : left + 16])
     ten = D.eval_transform("tencrop", test_size=20, crop=16)(img)
     assert isinstance(ten, torch.Tensor) and ten.shape == (10, 3, 16, 16) and ten.dtype == torch.uint8
     assert torch.equal(ten[0], resized[:, :16, :16])
@@ -702,6 +747,7 @@ def test_epoch_sampler():
 
 # ---------------------------------------------------------------- decoding on the device (nvJPEG's CPU twin)
 
+
 @pytest.fixture(scope="module")
 def jpeg_folder(tmp_path_factory):
     return D.make_digits_imagefolder(tmp_path_factory.mktemp("digits_jpg"), size=40, fmt="jpg")
@@ -723,6 +769,7 @@ def test_decode_where(jpeg_folder, digits_folder):
 def test_decode_on_device_matches_pil(jpeg_folder):
     from torchvision.datasets import ImageFolder
     from torchvision.transforms.v2 import functional as TF
+
     ds = ImageFolder(str(jpeg_folder / "train"))
     enc = D.EncodedImages(ds)
     batch = [enc[i] for i in range(0, 400, 50)]
@@ -757,6 +804,7 @@ def test_decoding_uses_torchcodec_not_torchvision_io(jpeg_folder, monkeypatch):
 
     def deprecated(*args, **kwargs):
         raise AssertionError("a deprecated torchvision.io function was called")
+
     for name in ("read_file", "decode_jpeg", "decode_image", "decode_png", "read_image"):
         monkeypatch.setattr(torchvision.io, name, deprecated)
     assert D.jpeg_decoder() == "torchcodec"
@@ -776,7 +824,7 @@ def test_scale_crop_on_the_device():
     # shorter side already at the scale: no resize, so every crop is a window of the image
     out = D.scale_crop([img] * 50, (20, 20), 16, g)
     assert out.shape == (50, 3, 16, 16) and out.dtype == torch.uint8
-    windows = {(y, x): img[:, y:y + 16, x:x + 16] for y in range(5) for x in range(15)}
+    windows = {(y, x): img[:, y : y + 16, x : x + 16] for y in range(5) for x in range(15)}
     found = [next(k for k, w in windows.items() if torch.equal(w, o)) for o in out]
     assert len({k[0] for k in found}) > 2 and len({k[1] for k in found}) > 5  # the offsets vary
     # random shorter side in [24, 40]: resized (aspect kept) before the crop
@@ -791,10 +839,29 @@ def test_scale_crop_on_the_device():
 def test_training_decodes_jpegs_on_the_device(jpeg_folder, tmp_path):
     from resnet_repro.spec import build_spec
     from resnet_repro.train import train
-    spec = build_spec(None, [{"model": "resnet18", "data": {"kind": "imagefolder", "root": str(jpeg_folder),
-                                                            "scale": [32, 48], "crop": 28, "test_size": 32,
-                                                            "workers": 1, "mean_images": 100, "decode": "device"},
-                              "batch_size": 16, "max_iters": 4, "log_every": 2, "checkpoint_every": 4,
-                              "eval_batch_size": 128}])
+
+    spec = build_spec(
+        None,
+        [
+            {
+                "model": "resnet18",
+                "data": {
+                    "kind": "imagefolder",
+                    "root": str(jpeg_folder),
+                    "scale": [32, 48],
+                    "crop": 28,
+                    "test_size": 32,
+                    "workers": 1,
+                    "mean_images": 100,
+                    "decode": "device",
+                },
+                "batch_size": 16,
+                "max_iters": 4,
+                "log_every": 2,
+                "checkpoint_every": 4,
+                "eval_batch_size": 128,
+            }
+        ],
+    )
     metrics = train(spec, tmp_path, log=lambda msg: None)
     assert metrics["iterations"] == 4 and metrics["train_loss"] > 0

@@ -1,5 +1,6 @@
 """Data-parallel training (DDP): torchrun with 2 CPU processes (gloo), batch sharding, gradient
 averaging, process-0-only files, and resuming a DDP checkpoint in a single process."""
+
 import csv
 import os
 import signal
@@ -19,8 +20,25 @@ from resnet_repro.train import SmallBatches, Step
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "resnet_repro"]
 CLI = [sys.executable, "-m", "resnet_repro"]
-ARGS = ["train", "--model", "resnet8", "--data", "digits", "--image-size", "16", "--max-iters", "300",
-        "--log-every", "10", "--checkpoint-every", "100", "--batch-size", "64", "--milestones", "250"]
+ARGS = [
+    "train",
+    "--model",
+    "resnet8",
+    "--data",
+    "digits",
+    "--image-size",
+    "16",
+    "--max-iters",
+    "300",
+    "--log-every",
+    "10",
+    "--checkpoint-every",
+    "100",
+    "--batch-size",
+    "64",
+    "--milestones",
+    "250",
+]
 
 
 def history(out):
@@ -63,13 +81,21 @@ def test_epoch_sampler_shards_cover_the_epoch_once():
     shards = [list(D.EpochSampler(n, seed=1, epoch=0, start=11, rank=r, world=world)) for r in range(world)]
     single = list(D.EpochSampler(n, seed=1, epoch=0, start=11))
     assert len(shards[0]) == len(shards[1]) == (n - 11) // world  # every process makes as many batches
-    assert [i for pair in zip(*shards) for i in pair] == single[:len(shards[0]) * world]
+    assert [i for pair in zip(*shards) for i in pair] == single[: len(shards[0]) * world]
     assert len(D.EpochSampler(n, 1, 0, 11, 0, world)) == len(shards[0])
 
 
 def _ddp_step(rank, port, x, y, state, out, train_mode=False):
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2"})
+    os.environ.update(
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": "2",
+        }
+    )
     torch.set_num_threads(1)
     parallel.WORLD = parallel.World()
     device = parallel.start(torch.device("cpu"))
@@ -81,7 +107,7 @@ def _ddp_step(rank, port, x, y, state, out, train_mode=False):
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     step = Step(model, opt, device)
     half = len(y) // 2
-    step(x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half])
+    step(x[rank * half : (rank + 1) * half], y[rank * half : (rank + 1) * half])
     total = parallel.summed(step.acc)
     if rank == 0:
         torch.save({"model": model.state_dict(), "acc": total}, out)
@@ -137,6 +163,7 @@ def test_ghost_batchnorm_equals_per_process_batchnorm_under_ddp(tmp_path):
 def test_bn_batch_must_divide_the_batch():
     from resnet_repro.errors import ReproError
     from resnet_repro.spec import build_spec
+
     assert build_spec(None, [{"model": "resnet20"}])["bn_batch"] == 64  # the paper's 128 on two GPUs
     assert build_spec(None, [{"model": "resnet50"}])["bn_batch"] is None
     with pytest.raises(ReproError, match="batch_size 96 is not a multiple of bn_batch 64"):
@@ -146,8 +173,9 @@ def test_bn_batch_must_divide_the_batch():
 def test_torchrun_trains_stops_on_sigterm_and_resumes_in_one_process(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(TORCHRUN + ARGS + ["--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        TORCHRUN + ARGS + ["--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline:  # wait for 3 history records, then pre-empt
         if (out / "history.csv").exists() and len(history(out)) >= 3:
@@ -189,6 +217,7 @@ def test_multi_node_launch_line_with_two_torchrun_agents_on_loopback(tmp_path):
     import yaml
 
     from resnet_repro.config import Plan
+
     root = Path(__file__).resolve().parents[1]
     config = yaml.safe_load((root / "config.yaml").read_text())
     config["resources"] = copy.deepcopy(config["resources"])
@@ -197,15 +226,27 @@ def test_multi_node_launch_line_with_two_torchrun_agents_on_loopback(tmp_path):
     srun, torchrun = line.split(" torchrun ", 1)
     assert srun.startswith("srun --nodes=2 --ntasks-per-node=1 ")
     torchrun = "torchrun " + torchrun.replace("$(hostname)", "127.0.0.1").replace(":29400", f":{free_port()}")
-    assert re.fullmatch(r"torchrun --nnodes=2 --nproc_per_node=1 --rdzv_backend=c10d --rdzv_endpoint=127\.0\.0\.1:\d+ "
-                        r"--rdzv_id=\$\{SLURM_JOB_ID:-0\} --no-python ", torchrun)
+    assert re.fullmatch(
+        r"torchrun --nnodes=2 --nproc_per_node=1 --rdzv_backend=c10d --rdzv_endpoint=127\.0\.0\.1:\d+ "
+        r"--rdzv_id=\$\{SLURM_JOB_ID:-0\} --no-python ",
+        torchrun,
+    )
     out = tmp_path / "run"
     args = ARGS[:8] + ["40"] + ARGS[9:] + ["--out", str(out)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", SLURM_JOB_ID="4242",
-               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", SLURM_JOB_ID="4242", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    )
     # the two-node run stops (as at a time limit) after iteration 20, checkpointing
-    agents = [subprocess.Popen(["bash", "-c", torchrun + " ".join(["resnet-repro", *args, "--stop-at", "20"])],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    agents = [
+        subprocess.Popen(
+            ["bash", "-c", torchrun + " ".join(["resnet-repro", *args, "--stop-at", "20"])],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
     results = [a.communicate(timeout=300) for a in agents]
     assert all(a.returncode != 0 for a in agents)
     assert all("stopped at iteration 20 by stop_at=20" in r[1] for r in results), [r[1][-2000:] for r in results]

@@ -1,5 +1,6 @@
 """`resnet-repro doctor` on the CPU: every check runs (the CPU twins of the CUDA paths) and reports
 one line; a failing check is one line with its error, the others still run, the exit status says so."""
+
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,9 @@ def test_a_failed_check_is_one_line_and_the_exit_status_says_so(monkeypatch, cap
     assert set(found) == set(doc.CHECKS)
     assert found["jpeg-decode"][0] == "failed"
     assert found["jpeg-decode"][1].startswith(": RuntimeError: nvjpeg: something broke [")
-    assert found["eval-center"] == ("skipped", found["eval-center"][1]) and "not in this test" in found["eval-center"][1]
+    assert (
+        found["eval-center"] == ("skipped", found["eval-center"][1]) and "not in this test" in found["eval-center"][1]
+    )
     assert found["device"][0] == found["ddp"][0] == "ok"
     assert "Traceback" not in captured.out + captured.err and "second line" not in captured.out
     assert "some checks failed" in captured.err
@@ -65,6 +68,7 @@ def test_a_failed_check_is_one_line_and_the_exit_status_says_so(monkeypatch, cap
 @pytest.mark.parametrize("device,batch", [("cpu", 16), ("cuda", 128)])
 def test_sizes_scale_with_the_device(device, batch):
     import torch
+
     s = doc.sizes(torch.device(device))
     assert s["cifar_batch"] == batch
     assert (s["crop"], s["imagenet_batch"]) == ((224, 256) if device == "cuda" else (56, 8))

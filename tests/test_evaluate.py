@@ -1,5 +1,6 @@
 """Tests for resnet_repro.evaluate: error rates, the ImageNet test views (centre crop, 10-crop,
 fully-convolutional multi-scale), end-to-end checkpoint evaluation, ensembles and the CLI."""
+
 import json
 import os
 import shutil
@@ -10,19 +11,24 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TRAIN_PRECISION
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import TenCrop
 from torchvision.transforms.v2 import functional as TF
 
 from resnet_repro import data as D
 from resnet_repro.errors import ReproError
-from resnet_repro.evaluate import (ensemble, error_rates, evaluate_checkpoint, load_checkpoint, predict_tensor,
-                                   predict_view)
+from resnet_repro.evaluate import (
+    ensemble,
+    error_rates,
+    evaluate_checkpoint,
+    load_checkpoint,
+    predict_tensor,
+    predict_view,
+)
 from resnet_repro.models import ResNet, parse_model_name
 from resnet_repro.spec import build_spec
 from resnet_repro.train import train
-
-from conftest import TRAIN_PRECISION
 
 CPU = torch.device("cpu")
 CROP, TEST_SIZE, SCALES = 16, 20, (16, 24)
@@ -30,8 +36,13 @@ CROP, TEST_SIZE, SCALES = 16, 20, (16, 24)
 
 def run_cli(*args, timeout=300):
     env = dict(os.environ, OMP_NUM_THREADS="1")  # see one_thread
-    return subprocess.run([sys.executable, "-m", "resnet_repro", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "resnet_repro", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def assert_one_line_error(proc):
@@ -42,6 +53,7 @@ def assert_one_line_error(proc):
 
 
 # ---------------------------------------------------------------- fixtures
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
@@ -104,8 +116,20 @@ def logits(model, x_uint8, mean):
 @pytest.fixture(scope="module")
 def cifar_run(tmp_path_factory, cpu_kind):
     out = tmp_path_factory.mktemp("cifar-run")
-    spec = build_spec(None, [{"model": "resnet20", "data": {"kind": "digits"}, "batch_size": 32, "max_iters": 30, "log_every": 10,
-                              "checkpoint_every": 10, "schedule": {"kind": "multistep", "milestones": [20]}}])
+    spec = build_spec(
+        None,
+        [
+            {
+                "model": "resnet20",
+                "data": {"kind": "digits"},
+                "batch_size": 32,
+                "max_iters": 30,
+                "log_every": 10,
+                "checkpoint_every": 10,
+                "schedule": {"kind": "multistep", "milestones": [20]},
+            }
+        ],
+    )
     metrics = train(spec, out, log=lambda msg: None)
     return out / "checkpoint.pt", metrics
 
@@ -113,11 +137,28 @@ def cifar_run(tmp_path_factory, cpu_kind):
 @pytest.fixture(scope="module")
 def imnet_run(tmp_path_factory, folder, cpu_kind):
     out = tmp_path_factory.mktemp("imnet-run")
-    spec = build_spec(None, [{"model": "resnet18",
-                              "data": {"kind": "imagefolder", "root": str(folder), "scale": [24, 32], "crop": CROP,
-                                       "test_size": TEST_SIZE, "workers": 0, "mean_images": 200},
-                              "batch_size": 32, "max_iters": 6, "log_every": 3, "checkpoint_every": 3,
-                              "eval_batch_size": 64}])
+    spec = build_spec(
+        None,
+        [
+            {
+                "model": "resnet18",
+                "data": {
+                    "kind": "imagefolder",
+                    "root": str(folder),
+                    "scale": [24, 32],
+                    "crop": CROP,
+                    "test_size": TEST_SIZE,
+                    "workers": 0,
+                    "mean_images": 200,
+                },
+                "batch_size": 32,
+                "max_iters": 6,
+                "log_every": 3,
+                "checkpoint_every": 3,
+                "eval_batch_size": 64,
+            }
+        ],
+    )
     metrics = train(spec, out, log=lambda msg: None)
     return out / "checkpoint.pt", metrics
 
@@ -136,12 +177,17 @@ def imnet_eval(imnet_run, tmp_path_factory):
 
 # ---------------------------------------------------------------- error_rates
 
+
 def test_error_rates_known_ranks():
     # 4 examples, 6 classes; the label sits at rank 0, 2, 5 and 4 of its row
-    scores = torch.tensor([[9., 1., 2., 3., 4., 5.],    # label 0: rank 0 -> top-1 and top-5 hit
-                           [9., 7., 1., 8., 2., 3.],    # label 1: rank 2 -> top-5 hit only
-                           [1., 2., 9., 8., 7., 6.],    # label 0: rank 5 -> miss
-                           [6., 5., 4., 3., 2., 1.]])   # label 4: rank 4 (the 5th) -> top-5 hit
+    scores = torch.tensor(
+        [
+            [9.0, 1.0, 2.0, 3.0, 4.0, 5.0],  # label 0: rank 0 -> top-1 and top-5 hit
+            [9.0, 7.0, 1.0, 8.0, 2.0, 3.0],  # label 1: rank 2 -> top-5 hit only
+            [1.0, 2.0, 9.0, 8.0, 7.0, 6.0],  # label 0: rank 5 -> miss
+            [6.0, 5.0, 4.0, 3.0, 2.0, 1.0],
+        ]
+    )  # label 4: rank 4 (the 5th) -> top-5 hit
     labels = torch.tensor([0, 1, 0, 4])
     r = error_rates(scores, labels)
     assert r["n"] == 4
@@ -182,6 +228,7 @@ def test_error_rates_match_a_direct_count():
 
 # ---------------------------------------------------------------- predict_view
 
+
 @pytest.mark.parametrize("test_size", [24, TEST_SIZE])
 def test_center_view_equals_model_on_centre_crop(model18, subset, test_size):
     g = torch.Generator().manual_seed(test_size)
@@ -194,13 +241,17 @@ def test_center_view_equals_model_on_centre_crop(model18, subset, test_size):
         if test_size != 24:
             x = TF.resize(x, [test_size, test_size], antialias=True)
         t = (test_size - CROP) // 2  # even margins: the centre is exact
-        want = logits(model18, x[None, :, t:t + CROP, t:t + CROP], mean)[0]
+        want = logits(model18, x[None, :, t : t + CROP, t : t + CROP], mean)[0]
         torch.testing.assert_close(got[row], want, rtol=1e-4, atol=1e-4)
 
 
 def test_center_view_independent_of_batch_size(model18, subset):
-    a = predict_view(model18, subset, "center", zero_mean(), CPU, batch_size=1, workers=0, test_size=TEST_SIZE, crop=CROP)
-    b = predict_view(model18, subset, "center", zero_mean(), CPU, batch_size=64, workers=0, test_size=TEST_SIZE, crop=CROP)
+    a = predict_view(
+        model18, subset, "center", zero_mean(), CPU, batch_size=1, workers=0, test_size=TEST_SIZE, crop=CROP
+    )
+    b = predict_view(
+        model18, subset, "center", zero_mean(), CPU, batch_size=64, workers=0, test_size=TEST_SIZE, crop=CROP
+    )
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
@@ -210,8 +261,13 @@ def ten_crops_by_hand(x, crop):
     t, l = (h - crop) // 2, (w - crop) // 2
     out = []
     for im in (x, x.flip(-1)):
-        out += [im[:, :crop, :crop], im[:, :crop, w - crop:], im[:, h - crop:, :crop], im[:, h - crop:, w - crop:],
-                im[:, t:t + crop, l:l + crop]]
+        out += [
+            im[:, :crop, :crop],
+            im[:, :crop, w - crop :],
+            im[:, h - crop :, :crop],
+            im[:, h - crop :, w - crop :],
+            im[:, t : t + crop, l : l + crop],
+        ]
     return out
 
 
@@ -237,8 +293,12 @@ def test_tencrop_view_is_log_mean_softmax_of_ten_crops(model18, subset):
 
 
 def test_tencrop_view_with_batch_smaller_than_ten(model18, subset):
-    a = predict_view(model18, subset, "tencrop", zero_mean(), CPU, batch_size=3, workers=0, test_size=TEST_SIZE, crop=CROP)
-    b = predict_view(model18, subset, "tencrop", zero_mean(), CPU, batch_size=60, workers=0, test_size=TEST_SIZE, crop=CROP)
+    a = predict_view(
+        model18, subset, "tencrop", zero_mean(), CPU, batch_size=3, workers=0, test_size=TEST_SIZE, crop=CROP
+    )
+    b = predict_view(
+        model18, subset, "tencrop", zero_mean(), CPU, batch_size=60, workers=0, test_size=TEST_SIZE, crop=CROP
+    )
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
@@ -273,8 +333,16 @@ def test_multiscale_without_flips(model18, subset):
     """flips=False (a model trained without mirrors): the mean softmax over scales of the image alone."""
     got = predict_view(model18, subset, "multiscale", zero_mean(), CPU, workers=0, scales=SCALES, flips=False)
     x = image_tensor(subset, 2)
-    want = torch.stack([F.softmax(logits(model18, TF.resize(x, [s, s], antialias=True)[None], torch.zeros(3, s, s)), 1)[0]
-                        for s in SCALES]).mean(0).log()
+    want = (
+        torch.stack(
+            [
+                F.softmax(logits(model18, TF.resize(x, [s, s], antialias=True)[None], torch.zeros(3, s, s)), 1)[0]
+                for s in SCALES
+            ]
+        )
+        .mean(0)
+        .log()
+    )
     torch.testing.assert_close(got[2], want, rtol=1e-4, atol=1e-4)
     with_flips = predict_view(model18, subset, "multiscale", zero_mean(), CPU, workers=0, scales=SCALES)
     assert (with_flips[2] - want).abs().max() > 1e-3
@@ -282,8 +350,18 @@ def test_multiscale_without_flips(model18, subset):
 
 def test_tencrop_without_flips_is_the_five_crops(model18, subset):
     """flips=False: the mean softmax of the 4 corner and the centre crops, no mirrored ones."""
-    got = predict_view(model18, subset, "tencrop", zero_mean(), CPU, batch_size=20, workers=0, test_size=TEST_SIZE,
-                       crop=CROP, flips=False)
+    got = predict_view(
+        model18,
+        subset,
+        "tencrop",
+        zero_mean(),
+        CPU,
+        batch_size=20,
+        workers=0,
+        test_size=TEST_SIZE,
+        crop=CROP,
+        flips=False,
+    )
     x = TF.resize(image_tensor(subset, 1), [TEST_SIZE, TEST_SIZE], antialias=True)
     five = torch.stack(ten_crops_by_hand(x, CROP)[:5])
     want = F.softmax(logits(model18, five, zero_mean()), 1).mean(0).log()
@@ -312,8 +390,11 @@ def test_multiscale_subtracts_the_per_channel_mean_of_whole_images():
     """A whole, non-square image is not crop-sized: multiscale subtracts the mean image's per-channel
     mean at every pixel, not the mean image stretched (which would add its gradient to the input)."""
     from PIL import Image
+
     g = torch.Generator().manual_seed(5)
-    img = Image.fromarray(torch.randint(0, 256, (20, 30, 3), dtype=torch.uint8, generator=g).numpy())  # 30 wide, 20 high
+    img = Image.fromarray(
+        torch.randint(0, 256, (20, 30, 3), dtype=torch.uint8, generator=g).numpy()
+    )  # 30 wide, 20 high
     mean = gradient_mean()
     model = Recorder()
     predict_view(model, [(img, 0)], "multiscale", mean, CPU, workers=0, scales=(16, 24), flips=False)
@@ -328,11 +409,14 @@ def test_multiscale_subtracts_the_per_channel_mean_of_whole_images():
 def test_crop_views_subtract_the_per_pixel_mean():
     """Centre crop and 10-crop inputs are crop-sized: they keep the per-pixel mean image."""
     from PIL import Image
+
     g = torch.Generator().manual_seed(6)
     img = Image.fromarray(torch.randint(0, 256, (TEST_SIZE, 25, 3), dtype=torch.uint8, generator=g).numpy())
     mean = gradient_mean()
-    for view, tf in (("center", D.eval_transform("center", TEST_SIZE, CROP)),
-                     ("tencrop", D.eval_transform("tencrop", TEST_SIZE, CROP))):
+    for view, tf in (
+        ("center", D.eval_transform("center", TEST_SIZE, CROP)),
+        ("tencrop", D.eval_transform("tencrop", TEST_SIZE, CROP)),
+    ):
         model = Recorder()
         predict_view(model, [(img, 0)], view, mean, CPU, workers=0, test_size=TEST_SIZE, crop=CROP)
         crops = tf(img).reshape(-1, 3, CROP, CROP)  # (1 or 10, 3, CROP, CROP)
@@ -355,6 +439,7 @@ def test_predict_tensor_matches_model_and_batches(model18):
 
 
 # ---------------------------------------------------------------- evaluate_checkpoint
+
 
 def test_cifar_checkpoint_default_view(cifar_run, cifar_eval, cpu_kind):
     ckpt, train_metrics = cifar_run
@@ -407,7 +492,8 @@ def test_imagenet_checkpoint_default_views(imnet_run, imnet_eval, val_ds):
         assert v["n"] == 30
         assert 0 <= v["top5_error"] <= v["top1_error"] <= 100
         assert {k: v[k] for k in ("top1_error", "top5_error", "n")} == pytest.approx(
-            error_rates(torch.from_numpy(z["scores"]), torch.from_numpy(labels)))
+            error_rates(torch.from_numpy(z["scores"]), torch.from_numpy(labels))
+        )
         if view != "center":  # log-probabilities
             np.testing.assert_allclose(np.exp(z["scores"]).sum(1), 1.0, atol=1e-4)
     # the centre-crop view is what training reported as its validation error
@@ -434,8 +520,10 @@ BF16_REL = 0.05
 
 def test_bf16_evaluation_only_when_asked(cifar_run, cifar_eval, imnet_run, imnet_eval, val_ds, tmp_path):
     """--precision bf16 evaluates under bf16 autocast, says so, and stays within bf16's rounding of fp32."""
-    for run, (fp32_out, fp32_metrics), view, kw in ((cifar_run, cifar_eval, "single", {}),
-                                                    (imnet_run, imnet_eval, "center", {"workers": 0})):
+    for run, (fp32_out, fp32_metrics), view, kw in (
+        (cifar_run, cifar_eval, "single", {}),
+        (imnet_run, imnet_eval, "center", {"workers": 0}),
+    ):
         metrics = evaluate_checkpoint(run[0], tmp_path / view, views=[view], precision="bf16", **kw)
         assert metrics["precision"] == "bf16" and fp32_metrics["precision"] == "fp32"
         bf16 = np.load(tmp_path / view / f"scores-{view}.npz")["scores"]
@@ -451,8 +539,12 @@ def test_multiscale_flips_option(imnet_run, imnet_eval, tmp_path, monkeypatch):
     _, auto = imnet_eval
     assert auto["views"]["multiscale"]["flips"] is True
     assert {v: m["mean"] for v, m in auto["views"].items()} == {
-        "center": "per-pixel", "tencrop": "per-pixel", "multiscale": "per-channel"}
+        "center": "per-pixel",
+        "tencrop": "per-pixel",
+        "multiscale": "per-channel",
+    }
     from resnet_repro import evaluate as E
+
     asked = {}  # the flips each view was computed with (this tiny model's scores saturate: they cannot tell)
 
     def spy(model, dataset, view, *args):
@@ -461,8 +553,14 @@ def test_multiscale_flips_option(imnet_run, imnet_eval, tmp_path, monkeypatch):
 
     monkeypatch.setattr(E, "predict_view", spy)
     for option, want in (("false", False), ("true", True), ("auto", True)):
-        metrics = evaluate_checkpoint(imnet_run[0], tmp_path / option, views=["multiscale", "tencrop"], scales=(16,),
-                                      workers=0, multiscale_flips=option)
+        metrics = evaluate_checkpoint(
+            imnet_run[0],
+            tmp_path / option,
+            views=["multiscale", "tencrop"],
+            scales=(16,),
+            workers=0,
+            multiscale_flips=option,
+        )
         assert asked == {"multiscale": want, "tencrop": True}  # 10-crop keeps its mirrors: they are the paper's
         assert metrics["views"]["multiscale"]["flips"] is want and metrics["views"]["tencrop"]["flips"] is True
     with pytest.raises(ReproError, match="multiscale_flips must be auto, true or false"):
@@ -470,8 +568,22 @@ def test_multiscale_flips_option(imnet_run, imnet_eval, tmp_path, monkeypatch):
 
 
 def test_cli_multiscale_flips(imnet_run, tmp_path):
-    proc = run_cli("evaluate", imnet_run[0], "--out", tmp_path / "o", "--device", "cpu", "--views", "multiscale",
-                   "--scales", "16", "--workers", "0", "--multiscale-flips", "false")
+    proc = run_cli(
+        "evaluate",
+        imnet_run[0],
+        "--out",
+        tmp_path / "o",
+        "--device",
+        "cpu",
+        "--views",
+        "multiscale",
+        "--scales",
+        "16",
+        "--workers",
+        "0",
+        "--multiscale-flips",
+        "false",
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["views"]["multiscale"]["flips"] is False
     bad = run_cli("evaluate", imnet_run[0], "--out", tmp_path / "p", "--multiscale-flips", "yes")
@@ -514,6 +626,7 @@ def test_missing_or_corrupt_checkpoint(tmp_path):
 
 
 # ---------------------------------------------------------------- ensemble
+
 
 def save_scores(path, scores, labels):
     np.savez_compressed(path, scores=np.asarray(scores, np.float32), labels=np.asarray(labels))
@@ -586,6 +699,7 @@ def test_ensemble_needs_two_readable_score_files(tmp_path):
 
 
 # ---------------------------------------------------------------- CLI
+
 
 def test_cli_evaluate(cifar_run, cifar_eval, tmp_path):
     out = tmp_path / "cli-out"

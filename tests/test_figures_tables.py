@@ -1,5 +1,6 @@
 """Tests for resnet_repro.figures and resnet_repro.tables on synthetic run directories written by hand
 (history.csv, spec.yaml, eval/<view>/metrics.json, responses.csv): no training here."""
+
 import json
 import math
 import statistics
@@ -27,8 +28,14 @@ def history(final_train, final_test, iters, milestones):
         decay = math.exp(-6 * it / iters)
         train = final_train + (90 - final_train) * decay + 4 * drop * (1 - decay) * (1 - it / iters)
         test = final_test + (90 - final_test) * decay + 5 * drop * (1 - decay) * (1 - it / iters) + 0.3 * (k % 3)
-        rows.append(f"{it},{it / 390:.3f},0.1,{train / 40:.4f},{train:.3f},{test / 40:.4f},{test:.3f},1000.0,{it / 10:.1f}")
-    return "iteration,epoch,lr,train_loss,train_error,test_loss,test_error,images_per_s,elapsed_s\n" + "\n".join(rows) + "\n"
+        rows.append(
+            f"{it},{it / 390:.3f},0.1,{train / 40:.4f},{train:.3f},{test / 40:.4f},{test:.3f},1000.0,{it / 10:.1f}"
+        )
+    return (
+        "iteration,epoch,lr,train_loss,train_error,test_loss,test_error,images_per_s,elapsed_s\n"
+        + "\n".join(rows)
+        + "\n"
+    )
 
 
 def make_run(root, model, seed, views=None, final=(5.0, 8.0), responses=None, kind=None, recorded=None):
@@ -42,8 +49,12 @@ def make_run(root, model, seed, views=None, final=(5.0, 8.0), responses=None, ki
     (run / "history.csv").write_text(history(*final, 6000, [3000, 4500]))
     for view, (top1, top5) in (views or {}).items():
         (run / "eval" / view).mkdir(parents=True)
-        m = {"model": model, "iteration": 6000, "split": "val" if imagenet else "test",
-             "views": {view: {"top1_error": top1, "top5_error": top5, "n": 1000, **(recorded or {}).get(view, {})}}}
+        m = {
+            "model": model,
+            "iteration": 6000,
+            "split": "val" if imagenet else "test",
+            "views": {view: {"top1_error": top1, "top5_error": top5, "n": 1000, **(recorded or {}).get(view, {})}},
+        }
         (run / "eval" / view / "metrics.json").write_text(json.dumps(m))
     if responses:
         lines = [f"{model},{i + 1},layer{i}.bn,{s}" for i, s in enumerate(responses)]
@@ -54,23 +65,34 @@ def make_run(root, model, seed, views=None, final=(5.0, 8.0), responses=None, ki
 def cifar_runs(tmp_path):
     """CIFAR runs: plain20/56, resnet20/56, resnet110 x3 seeds, resnet1202; with responses for Fig. 7."""
     runs = {}
-    for model, final, depth in (("plain20", (6, 9), 20), ("plain56", (10, 13), 56), ("resnet20", (4, 8.5), 20),
-                                ("resnet56", (2, 7), 56), ("resnet1202", (0.1, 8), 1202)):
+    for model, final, depth in (
+        ("plain20", (6, 9), 20),
+        ("plain56", (10, 13), 56),
+        ("resnet20", (4, 8.5), 20),
+        ("resnet56", (2, 7), 56),
+        ("resnet1202", (0.1, 8), 1202),
+    ):
         resp = [(2.0 if model.startswith("plain") else 1.0) * (1 + 0.3 * math.sin(i)) for i in range(depth - 2)]
-        runs[model] = make_run(tmp_path, model, 0, {"single": (final[1], 30.0)}, final,
-                               resp if depth <= 110 else None)
-    runs["resnet110"] = [make_run(tmp_path, "resnet110", s, {"single": (e, 20.0)}, (1, e), [0.8] * 108 if s == 0 else None)
-                         for s, e in ((0, 6.5), (1, 6.9), (2, 7.4))]
+        runs[model] = make_run(tmp_path, model, 0, {"single": (final[1], 30.0)}, final, resp if depth <= 110 else None)
+    runs["resnet110"] = [
+        make_run(tmp_path, "resnet110", s, {"single": (e, 20.0)}, (1, e), [0.8] * 108 if s == 0 else None)
+        for s, e in ((0, 6.5), (1, 6.9), (2, 7.4))
+    ]
     return runs
 
 
 def imagenet_runs(tmp_path):
     runs = {}
-    for model, t, m in (("plain18", (28.0, 9.8), (27.0, 9.0)), ("plain34", (29.0, 10.5), (28.0, 9.9)),
-                        ("resnet18-A", (27.5, 9.1), (26.0, 8.2)), ("resnet34-A", (25.5, 8.0), (24.0, 7.1)),
-                        ("resnet34", (24.8, 7.6), (23.0, 6.9))):
-        runs[model] = make_run(tmp_path, model, 0, {"tencrop": t, "multiscale": m, "center": t},
-                               (t[0] - 5, t[0] + 2), kind="imagenet")
+    for model, t, m in (
+        ("plain18", (28.0, 9.8), (27.0, 9.0)),
+        ("plain34", (29.0, 10.5), (28.0, 9.9)),
+        ("resnet18-A", (27.5, 9.1), (26.0, 8.2)),
+        ("resnet34-A", (25.5, 8.0), (24.0, 7.1)),
+        ("resnet34", (24.8, 7.6), (23.0, 6.9)),
+    ):
+        runs[model] = make_run(
+            tmp_path, model, 0, {"tencrop": t, "multiscale": m, "center": t}, (t[0] - 5, t[0] + 2), kind="imagenet"
+        )
     return runs
 
 
@@ -154,8 +176,18 @@ def test_tables_imagenet(imagenet):
 
 
 def test_table5(imagenet, tmp_path):
-    members = {str(imagenet["resnet34"] / "eval/tencrop/scores-tencrop.npz"): {"top1_error": 24.8, "top5_error": 7.6, "n": 1000},
-               str(imagenet["resnet34-A"] / "eval/tencrop/scores-tencrop.npz"): {"top1_error": 25.5, "top5_error": 8.0, "n": 1000}}
+    members = {
+        str(imagenet["resnet34"] / "eval/tencrop/scores-tencrop.npz"): {
+            "top1_error": 24.8,
+            "top5_error": 7.6,
+            "n": 1000,
+        },
+        str(imagenet["resnet34-A"] / "eval/tencrop/scores-tencrop.npz"): {
+            "top1_error": 25.5,
+            "top5_error": 8.0,
+            "n": 1000,
+        },
+    }
     ens = tmp_path / "results" / "ensemble.json"
     ens.write_text(json.dumps({"ensemble": {"top1_error": 23.9, "top5_error": 7.1, "n": 1000}, "members": members}))
     df = make_table("table5", [imagenet["resnet34"], imagenet["resnet34-A"]], ensemble=ens, preset=PRESET)
@@ -179,13 +211,29 @@ def test_table5(imagenet, tmp_path):
 def test_notes_say_which_views_were_averaged(tmp_path):
     """Tables 2-5 say which test views our numbers averaged (scales, mirrors, crops, mean), from each
     evaluation's metrics.json: never typed in, and 'not recorded' where an older evaluation left a key out."""
-    ms = lambda flips: {"multiscale": {"scales": [200, 300], "flips": flips, "mean": "per-channel"},
-                        "tencrop": {"flips": flips}}
-    runs = [make_run(tmp_path, "resnet34", 0, {"multiscale": (23.0, 6.9), "tencrop": (24.0, 7.5)}, kind="imagenet",
-                     recorded=ms(False)),
-            make_run(tmp_path, "resnet34", 1, {"multiscale": (23.2, 7.0), "tencrop": (24.2, 7.6)}, kind="imagenet",
-                     recorded=ms(True)),
-            make_run(tmp_path, "resnet50", 0, {"multiscale": (22.0, 6.0)}, kind="imagenet")]  # an older evaluation
+    ms = lambda flips: {
+        "multiscale": {"scales": [200, 300], "flips": flips, "mean": "per-channel"},
+        "tencrop": {"flips": flips},
+    }
+    runs = [
+        make_run(
+            tmp_path,
+            "resnet34",
+            0,
+            {"multiscale": (23.0, 6.9), "tencrop": (24.0, 7.5)},
+            kind="imagenet",
+            recorded=ms(False),
+        ),
+        make_run(
+            tmp_path,
+            "resnet34",
+            1,
+            {"multiscale": (23.2, 7.0), "tencrop": (24.2, 7.6)},
+            kind="imagenet",
+            recorded=ms(True),
+        ),
+        make_run(tmp_path, "resnet50", 0, {"multiscale": (22.0, 6.0)}, kind="imagenet"),
+    ]  # an older evaluation
     t4 = make_table("table4", runs, preset=PRESET)
     no_mirror = "multi-scale 200/300, whole image, no mirror, per-channel mean"
     mirror = "multi-scale 200/300, whole image + mirror, per-channel mean"
@@ -199,8 +247,10 @@ def test_notes_say_which_views_were_averaged(tmp_path):
     t3 = make_table("table3", runs[:1], preset=PRESET)
     assert row(t3, "resnet34")["views"] == "5 crops (4 corners + centre, no mirrors)"
 
-    members = {str(r / "eval/multiscale/scores-multiscale.npz"): {"top1_error": 23.0, "top5_error": 7.0, "n": 1000}
-               for r in runs[1:]}
+    members = {
+        str(r / "eval/multiscale/scores-multiscale.npz"): {"top1_error": 23.0, "top5_error": 7.0, "n": 1000}
+        for r in runs[1:]
+    }
     ens = tmp_path / "ensemble.json"
     ens.write_text(json.dumps({"ensemble": {"top1_error": 21.0, "top5_error": 5.9, "n": 1000}, "members": members}))
     t5 = make_table("table5", ensemble=ens, preset=PRESET)
@@ -227,10 +277,13 @@ def test_inputs_missing_or_malformed(cifar, tmp_path):
 
 @pytest.mark.parametrize("name", ["figure1", "figure6", "figure4", "figure7"])
 def test_figures(name, cifar, imagenet, tmp_path):
-    runs = {"figure1": [cifar["plain20"], cifar["plain56"]],
-            "figure6": [cifar[m] for m in ("plain20", "plain56", "resnet20", "resnet56", "resnet1202")] + cifar["resnet110"],
-            "figure4": [imagenet[m] for m in ("plain18", "plain34", "resnet18-A", "resnet34-A")],
-            "figure7": [cifar[m] for m in ("plain20", "plain56", "resnet20", "resnet56")] + cifar["resnet110"][:1]}[name]
+    runs = {
+        "figure1": [cifar["plain20"], cifar["plain56"]],
+        "figure6": [cifar[m] for m in ("plain20", "plain56", "resnet20", "resnet56", "resnet1202")]
+        + cifar["resnet110"],
+        "figure4": [imagenet[m] for m in ("plain18", "plain34", "resnet18-A", "resnet34-A")],
+        "figure7": [cifar[m] for m in ("plain20", "plain56", "resnet20", "resnet56")] + cifar["resnet110"][:1],
+    }[name]
     pdf, png = draw_figure(name, runs, out=tmp_path / "reports" / f"{name}.pdf")
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5000
     assert png == pdf.with_suffix(".png") and png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 20000
@@ -247,10 +300,13 @@ def test_figure7_reads_each_response_file_once(cifar):
 
 def test_figure7_note_defines_std_and_compares_per_channel(tmp_path, monkeypatch):
     """Figure 7's note says what `std` is, and the per-channel measure's agreement read from the CSVs."""
+
     def csv(model, std, per_channel, name=None):
         path = tmp_path / f"{name or model}.csv"
-        path.write_text("model,layer,module,std,std_per_channel,precision\n" + "".join(
-            f"{model},{i + 1},l{i}.bn,{a},{b},fp32\n" for i, (a, b) in enumerate(zip(std, per_channel))))
+        path.write_text(
+            "model,layer,module,std,std_per_channel,precision\n"
+            + "".join(f"{model},{i + 1},l{i}.bn,{a},{b},fp32\n" for i, (a, b) in enumerate(zip(std, per_channel)))
+        )
         return path
 
     files = [csv("plain20", [2.0, 3.0], [1.0, 1.5]), csv("resnet20", [1.0, 1.5], [0.75, 0.75])]
@@ -267,8 +323,11 @@ def test_figure7_note_defines_std_and_compares_per_channel(tmp_path, monkeypatch
     old.write_text("model,layer,module,std\nresnet56,1,bn1,0.9\n")
     assert "not compared" in responses_note(_response_columns([], [files[0], old]))
     from matplotlib.figure import Figure
+
     texts, text = [], Figure.text
-    monkeypatch.setattr(Figure, "text", lambda self, x, y, t, *a, **k: (texts.append(t), text(self, x, y, t, *a, **k))[1])
+    monkeypatch.setattr(
+        Figure, "text", lambda self, x, y, t, *a, **k: (texts.append(t), text(self, x, y, t, *a, **k))[1]
+    )
     draw_figure("figure7", responses=files, out=tmp_path / "f7.pdf")
     assert note in " ".join(" ".join(texts).split("\n"))  # the drawn caption carries the note
 
@@ -285,13 +344,17 @@ def test_cli(cifar, tmp_path, capsys):
     assert main(["figure", "figure1", "--run", str(cifar["plain20"]), str(cifar["plain56"]), "--out", str(out)]) == 0
     assert out.exists() and out.with_suffix(".png").exists()
     csv = tmp_path / "results" / "table6.csv"
-    assert main(["table", "table6", "--run", *map(str, cifar["resnet110"]), "--out", str(csv), "--preset", "paper"]) == 0
+    assert (
+        main(["table", "table6", "--run", *map(str, cifar["resnet110"]), "--out", str(csv), "--preset", "paper"]) == 0
+    )
     assert "Preset: `paper`." in csv.with_suffix(".md").read_text()
     assert "not comparable" not in csv.with_suffix(".md").read_text()
     capsys.readouterr()
-    for argv, says in ((["figure", "figure1", "--run", str(tmp_path / "nope"), "--out", str(out)], "nope does not exist"),
-                       (["figure", "figure9", "--run", str(cifar["plain20"]), "--out", str(out)], "unknown figure 'figure9'"),
-                       (["table", "table9", "--out", str(csv)], "unknown table 'table9'")):
+    for argv, says in (
+        (["figure", "figure1", "--run", str(tmp_path / "nope"), "--out", str(out)], "nope does not exist"),
+        (["figure", "figure9", "--run", str(cifar["plain20"]), "--out", str(out)], "unknown figure 'figure9'"),
+        (["table", "table9", "--out", str(csv)], "unknown table 'table9'"),
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("resnet-repro: error: ") and says in err
@@ -299,7 +362,21 @@ def test_cli(cifar, tmp_path, capsys):
 
 def test_cli_process_exit_code(tmp_path):
     """The installed entry point: exit status 2 and one line on stderr for a missing run directory."""
-    p = subprocess.run([sys.executable, "-m", "resnet_repro", "table", "table6", "--run", str(tmp_path / "missing"),
-                        "--out", str(tmp_path / "t.csv")], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resnet_repro",
+            "table",
+            "table6",
+            "--run",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "t.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "missing does not exist" in p.stderr

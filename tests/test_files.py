@@ -1,4 +1,5 @@
 """resnet_repro.files: atomic writes with the user's file mode, and .pt files read as data only."""
+
 import os
 import stat
 import subprocess
@@ -75,22 +76,37 @@ def test_load_torch_refuses_code(crafted):
 
 
 def test_load_torch_reads_what_the_project_writes(tmp_path):
-    obj = {"spec": {"model": "resnet20", "data": {"kind": "digits"}}, "model": {"w": torch.ones(2)}, "history": [
-        {"iteration": 10, "lr": 0.1}], "best": float("inf"), "classes": ["0", "1"], "rng": torch.get_rng_state()}
+    obj = {
+        "spec": {"model": "resnet20", "data": {"kind": "digits"}},
+        "model": {"w": torch.ones(2)},
+        "history": [{"iteration": 10, "lr": 0.1}],
+        "best": float("inf"),
+        "classes": ["0", "1"],
+        "rng": torch.get_rng_state(),
+    }
     save_torch(obj, tmp_path / "c.pt")
     got = load_torch(tmp_path / "c.pt")
-    assert got["spec"] == obj["spec"] and got["history"] == obj["history"] and torch.equal(got["model"]["w"], obj["model"]["w"])
+    assert (
+        got["spec"] == obj["spec"]
+        and got["history"] == obj["history"]
+        and torch.equal(got["model"]["w"], obj["model"]["w"])
+    )
 
 
-@pytest.mark.parametrize("command", [["evaluate", "{ckpt}", "--out", "{out}"],
-                                     ["responses", "{ckpt}", "--out", "{out}/r.csv"],
-                                     ["train", "--model", "resnet8", "--data", "digits", "--max-iters", "2",
-                                      "--out", "{run}", "--resume"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["evaluate", "{ckpt}", "--out", "{out}"],
+        ["responses", "{ckpt}", "--out", "{out}/r.csv"],
+        ["train", "--model", "resnet8", "--data", "digits", "--max-iters", "2", "--out", "{run}", "--resume"],
+    ],
+)
 def test_commands_refuse_a_crafted_checkpoint_in_one_line(crafted, tmp_path, command):
     path, marker = crafted
     args = [a.format(ckpt=path, out=tmp_path / "out", run=path.parent) for a in command]
-    proc = subprocess.run(CLI + args, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = subprocess.run(
+        CLI + args, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1")
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("resnet-repro: error: refused to load checkpoint"), proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr

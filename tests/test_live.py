@@ -2,6 +2,7 @@
 RUNNING with metric points while it trains, KILLED by SIGTERM, continued by --resume and FINISHED,
 and the after-the-fact import completes it without a second run. Also: a server that is down never
 fails a training."""
+
 import json
 import os
 import signal
@@ -17,8 +18,23 @@ from mlflow import MlflowClient  # noqa: E402
 
 pytestmark = pytest.mark.live_tracking
 CLI = [sys.executable, "-m", "resnet_repro"]
-ARGS = ["train", "--model", "resnet8", "--data", "digits", "--max-iters", "300", "--log-every", "10",
-        "--checkpoint-every", "100", "--batch-size", "32", "--milestones", "250"]
+ARGS = [
+    "train",
+    "--model",
+    "resnet8",
+    "--data",
+    "digits",
+    "--max-iters",
+    "300",
+    "--log-every",
+    "10",
+    "--checkpoint-every",
+    "100",
+    "--batch-size",
+    "32",
+    "--milestones",
+    "250",
+]
 EXPERIMENT = "resnet-repro · live test"
 
 
@@ -33,10 +49,28 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
     port = free_port()
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                             f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"), env=env, cwd=root)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(root / "server.log", "w"),
+        env=env,
+        cwd=root,
+    )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -65,10 +99,16 @@ def wait_for(predicate, timeout, what):
 
 def test_live_run_is_killed_resumed_finished_and_not_duplicated(server, tmp_path):
     out = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", MLFLOW_TRACKING_URI=server, MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
-               MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1")  # the default 10 s is longer than this training
-    proc = subprocess.Popen(CLI + ARGS + ["--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MLFLOW_TRACKING_URI=server,
+        MLFLOW_EXPERIMENT_NAME=EXPERIMENT,
+        MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1",
+    )  # the default 10 s is longer than this training
+    proc = subprocess.Popen(
+        CLI + ARGS + ["--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     c = MlflowClient(server)
     live = out / "mlflow-live.json"
     wait_for(lambda: live.is_file() or proc.poll() is not None, 120, "the live run")
@@ -96,23 +136,35 @@ def test_live_run_is_killed_resumed_finished_and_not_duplicated(server, tmp_path
     assert steps == list(range(10, 301, 10)) and len(steps) > stopped  # one point per history row, none twice
 
     # the after-the-fact import completes the same run: files, data set, model; no second run
-    r = subprocess.run(CLI + ["track", "train", str(out), "--preset", "test", "--tracking-uri", server,
-                              "--experiment", EXPERIMENT], capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        CLI + ["track", "train", str(out), "--preset", "test", "--tracking-uri", server, "--experiment", EXPERIMENT],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "mlflow.json").read_text())["run_id"] == run_id
     exp = c.get_experiment_by_name(EXPERIMENT)
     assert len(c.search_runs([exp.experiment_id], f"tags.run_dir = '{c.get_run(run_id).data.tags['run_dir']}'")) == 1
     run = c.get_run(run_id)
     assert run.data.tags["logged_model_id"] and len(run.inputs.dataset_inputs) == 2
-    assert run.data.params["preset"] == "test" and sorted(m.step for m in c.get_metric_history(run_id, "train_error")) == steps
+    assert (
+        run.data.params["preset"] == "test"
+        and sorted(m.step for m in c.get_metric_history(run_id, "train_error")) == steps
+    )
     assert any(k.startswith("system/") for k in run.data.metrics)  # psutil's CPU and memory while it trained
 
 
 def test_a_server_that_is_down_never_fails_the_training(tmp_path):
     port = free_port()  # nothing listens there
     env = dict(os.environ, OMP_NUM_THREADS="1", MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
-    r = subprocess.run(CLI + ARGS[:5] + ["--max-iters", "20", "--out", str(tmp_path / "run")], capture_output=True,
-                       text=True, env=env, timeout=300)
+    r = subprocess.run(
+        CLI + ARGS[:5] + ["--max-iters", "20", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("warning: MLflow server") == 1 and "without live tracking" in r.stderr
     assert (tmp_path / "run" / "model.pt").is_file() and not (tmp_path / "run" / "mlflow-live.json").exists()

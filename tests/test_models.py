@@ -1,4 +1,5 @@
 """The models held against numbers nobody here wrote: the paper's tables and torchvision."""
+
 import json
 import subprocess
 import sys
@@ -11,8 +12,7 @@ import yaml
 from torch import nn
 
 from resnet_repro.errors import ReproError
-from resnet_repro.models import (ResNet, ZeroPadShortcut, build_model, count_gflops, count_params,
-                                 parse_model_name)
+from resnet_repro.models import ZeroPadShortcut, build_model, count_gflops, count_params, parse_model_name
 
 REFERENCE = yaml.safe_load(resources.files("resnet_repro").joinpath("reference.yaml").read_text())
 
@@ -23,8 +23,9 @@ def test_reference_is_the_papers_file():
     assert REFERENCE["table6_cifar10"][-1]["model"] == "resnet1202"
 
 
-@pytest.mark.parametrize("row", [r for r in REFERENCE["table6_cifar10"] if not r.get("literature")],
-                         ids=lambda r: r["model"])
+@pytest.mark.parametrize(
+    "row", [r for r in REFERENCE["table6_cifar10"] if not r.get("literature")], ids=lambda r: r["model"]
+)
 def test_cifar_params_match_table6(row):
     params = count_params(build_model(row["model"])) / 1e6
     digits = len(str(row["params_m"]).split(".")[1])
@@ -64,8 +65,9 @@ def test_paper_bottleneck_differs_from_v15_only_in_stride_placement():
     assert b.layer2[0].conv1.stride == (1, 1) and b.layer2[0].conv2.stride == (2, 2)
 
 
-@pytest.mark.parametrize("row", REFERENCE["table1_imagenet_architectures"] + [{"model": "plain34", "gflops": 3.6}],
-                         ids=lambda r: r["model"])
+@pytest.mark.parametrize(
+    "row", REFERENCE["table1_imagenet_architectures"] + [{"model": "plain34", "gflops": 3.6}], ids=lambda r: r["model"]
+)
 def test_gflops_within_3_percent_of_table1(row):
     model = build_model(row["model"])
     gflops = count_gflops(model, 224)
@@ -77,25 +79,41 @@ def test_gflops_come_from_the_flop_counter_and_scale_with_input():
     assert count_gflops(model, 64) == pytest.approx(4 * count_gflops(model, 32), rel=0.01)
 
 
-@pytest.mark.parametrize("name,family,depth,residual,shortcut", [
-    ("resnet20", "cifar", 20, True, "A"), ("plain56", "cifar", 56, False, "A"),
-    ("resnet1202", "cifar", 1202, True, "A"), ("resnet110", "cifar", 110, True, "A"),
-    ("cifar-resnet50", "cifar", 50, True, "A"), ("cifar-plain152", "cifar", 152, False, "A"),
-    ("resnet50", "imagenet", 50, True, "B"), ("resnet152", "imagenet", 152, True, "B"),
-    ("resnet34-A", "imagenet", 34, True, "A"), ("resnet34-C", "imagenet", 34, True, "C"),
-    ("plain18", "imagenet", 18, False, "B"), ("resnet20-B", "cifar", 20, True, "B"),
-])
+@pytest.mark.parametrize(
+    "name,family,depth,residual,shortcut",
+    [
+        ("resnet20", "cifar", 20, True, "A"),
+        ("plain56", "cifar", 56, False, "A"),
+        ("resnet1202", "cifar", 1202, True, "A"),
+        ("resnet110", "cifar", 110, True, "A"),
+        ("cifar-resnet50", "cifar", 50, True, "A"),
+        ("cifar-plain152", "cifar", 152, False, "A"),
+        ("resnet50", "imagenet", 50, True, "B"),
+        ("resnet152", "imagenet", 152, True, "B"),
+        ("resnet34-A", "imagenet", 34, True, "A"),
+        ("resnet34-C", "imagenet", 34, True, "C"),
+        ("plain18", "imagenet", 18, False, "B"),
+        ("resnet20-B", "cifar", 20, True, "B"),
+    ],
+)
 def test_names(name, family, depth, residual, shortcut):
     s = parse_model_name(name)
     assert (s.family, s.depth, s.residual, s.shortcut) == (family, depth, residual, shortcut)
     assert parse_model_name(s.name) == s  # the canonical name round-trips
 
 
-@pytest.mark.parametrize("name,words", [
-    ("resnet21", ["6n+2", "resnet20"]), ("plain34-A", ["plain nets have no shortcuts"]),
-    ("resnet201", ["6n+2"]), ("imagenet-resnet20", ["18, 34, 50, 101, 152"]),
-    ("resnet34-v1.5", ["bottleneck"]), ("vgg16", ["valid names"]), ("resnet20-D", ["valid names"]),
-])
+@pytest.mark.parametrize(
+    "name,words",
+    [
+        ("resnet21", ["6n+2", "resnet20"]),
+        ("plain34-A", ["plain nets have no shortcuts"]),
+        ("resnet201", ["6n+2"]),
+        ("imagenet-resnet20", ["18, 34, 50, 101, 152"]),
+        ("resnet34-v1.5", ["bottleneck"]),
+        ("vgg16", ["valid names"]),
+        ("resnet20-D", ["valid names"]),
+    ],
+)
 def test_bad_names_give_one_line_errors(name, words):
     with pytest.raises(ReproError) as e:
         parse_model_name(name)
@@ -166,8 +184,12 @@ def test_fully_convolutional_on_any_size():
 
 
 def test_models_cli_json():
-    out = subprocess.run([sys.executable, "-m", "resnet_repro", "models", "--json", "resnet20", "resnet50", "plain34"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "resnet_repro", "models", "--json", "resnet20", "resnet50", "plain34"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = {r["name"]: r for r in json.loads(out)}
     assert set(rows) == {"resnet20", "resnet50", "plain34"}
     assert rows["resnet20"]["params"] == count_params(build_model("resnet20"))

@@ -1,4 +1,5 @@
 """The conda environment and pyproject.toml name the same dependencies with the same pins."""
+
 import tomllib
 from pathlib import Path
 

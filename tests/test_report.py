@@ -1,6 +1,7 @@
 """The reproduction report (`resnet-repro report`, rule reproduction_report) on synthetic runs written by
 hand: paper-sized specs (CIFAR-10 / ImageNet, the paper's iterations) with numbers chosen so that each
 kind of verdict occurs, real tables and figures made from them, and a real MLflow store. No training."""
+
 import base64
 import html
 import json
@@ -17,8 +18,8 @@ import yaml
 from resnet_repro import report, tracking
 from resnet_repro.cli import main
 from resnet_repro.figures import draw_figure
-from resnet_repro.spec import build_spec
 from resnet_repro.files import write_json, write_text
+from resnet_repro.spec import build_spec
 from resnet_repro.tables import make_table, write_table
 from resnet_repro.train import history_csv
 
@@ -28,34 +29,77 @@ CHROMIUM = report.find_chromium()
 N_CIFAR, N_IMAGENET = 10000, 50000  # evaluation split sizes: binomial noise ~0.25 and ~0.2 points
 
 
-def make_run(root, model, seed, *, final_train, final_test, views=(), responses=None, preset="paper", data=None,
-             iters=None, spec=None, precision="fp32"):
+def make_run(
+    root,
+    model,
+    seed,
+    *,
+    final_train,
+    final_test,
+    views=(),
+    responses=None,
+    preset="paper",
+    data=None,
+    iters=None,
+    spec=None,
+    precision="fp32",
+):
     """A finished, evaluated training directory, paper-sized unless told otherwise."""
     imagenet = model.endswith(("18", "34", "-A", "-B", "-C", "50", "101", "152"))
     data = data or ("imagenet" if imagenet else "cifar10")
     iters = iters or (600000 if imagenet else 64000)
     run = Path(root) / "results" / "runs" / preset / model / f"seed{seed}"
-    spec = build_spec(None, [{"model": model, "seed": seed, "data": {"kind": data}, "max_iters": iters,
-                              "log_every": iters // 10}, spec or {}])
+    spec = build_spec(
+        None,
+        [
+            {"model": model, "seed": seed, "data": {"kind": data}, "max_iters": iters, "log_every": iters // 10},
+            spec or {},
+        ],
+    )
     write_text(run / "spec.yaml", yaml.safe_dump(spec))
     history = []
     for k in range(1, 11):
         decay = math.exp(-5 * k / 10)
-        history.append({"iteration": k * iters // 10, "epoch": k, "lr": 0.1, "train_loss": 1.0,
-                        "train_error": final_train + (90 - final_train) * decay * (k < 10),
-                        "test_loss": 1.0, "test_error": final_test + (90 - final_test) * decay * (k < 10),
-                        "images_per_s": 1000.0, "elapsed_s": 10.0 * k})
+        history.append(
+            {
+                "iteration": k * iters // 10,
+                "epoch": k,
+                "lr": 0.1,
+                "train_loss": 1.0,
+                "train_error": final_train + (90 - final_train) * decay * (k < 10),
+                "test_loss": 1.0,
+                "test_error": final_test + (90 - final_test) * decay * (k < 10),
+                "images_per_s": 1000.0,
+                "elapsed_s": 10.0 * k,
+            }
+        )
     write_text(run / "history.csv", history_csv(history))
-    write_json(run / "metrics.json", {"model": model, "images_per_s": 1000.0, "s_per_1k_iters": 128.0,
-                                      "elapsed_s": 100.0, "device": "cpu", "precision": precision})
+    write_json(
+        run / "metrics.json",
+        {
+            "model": model,
+            "images_per_s": 1000.0,
+            "s_per_1k_iters": 128.0,
+            "elapsed_s": 100.0,
+            "device": "cpu",
+            "precision": precision,
+        },
+    )
     (run / "model.pt").write_bytes(f"{model} {seed}".encode())
     for view, (top1, top5) in dict(views).items():
-        write_json(run / "eval" / view / "metrics.json",
-                   {"model": model, "split": "val" if imagenet else "test",
-                    "views": {view: {"top1_error": top1, "top5_error": top5, "n": N_IMAGENET if imagenet else N_CIFAR}}})
+        write_json(
+            run / "eval" / view / "metrics.json",
+            {
+                "model": model,
+                "split": "val" if imagenet else "test",
+                "views": {view: {"top1_error": top1, "top5_error": top5, "n": N_IMAGENET if imagenet else N_CIFAR}},
+            },
+        )
     if responses:
-        write_text(run / "responses.csv", "model,layer,module,std\n" +
-                   "".join(f"{model},{i + 1},layer{i}.bn,{s}\n" for i, s in enumerate(responses)))
+        write_text(
+            run / "responses.csv",
+            "model,layer,module,std\n" + "".join(f"{model},{i + 1},layer{i}.bn,{s}\n" for i, s in enumerate(responses)),
+        )
     return run
 
 
@@ -70,22 +114,57 @@ def build(root, preset="paper"):
     (table3 is left out)."""
     root = Path(root)
     runs = {}
-    cifar = {"plain20": (5.0, 9.0, 2.0), "plain56": (9.0, 12.0, 2.5), "resnet20": (3.0, 8.8, 1.0),
-             "resnet32": (2.0, 7.5, None), "resnet44": (1.5, 7.2, None), "resnet56": (1.0, 7.0, 0.8),
-             "resnet1202": (0.02, 7.9, None)}
+    cifar = {
+        "plain20": (5.0, 9.0, 2.0),
+        "plain56": (9.0, 12.0, 2.5),
+        "resnet20": (3.0, 8.8, 1.0),
+        "resnet32": (2.0, 7.5, None),
+        "resnet44": (1.5, 7.2, None),
+        "resnet56": (1.0, 7.0, 0.8),
+        "resnet1202": (0.02, 7.9, None),
+    }
     for model, (train, test, resp) in cifar.items():
         depth = int(re.sub(r"\D", "", model))
-        runs[(model, 0)] = make_run(root, model, 0, final_train=train, final_test=test, views={"single": (test, 1.0)},
-                                    responses=responses(resp, depth - 1) if resp else None, preset=preset)
+        runs[(model, 0)] = make_run(
+            root,
+            model,
+            0,
+            final_train=train,
+            final_test=test,
+            views={"single": (test, 1.0)},
+            responses=responses(resp, depth - 1) if resp else None,
+            preset=preset,
+        )
     for seed, test in ((0, 6.4), (1, 6.6)):
-        runs[("resnet110", seed)] = make_run(root, "resnet110", seed, final_train=0.5, final_test=test,
-                                             views={"single": (test, 1.0)}, preset=preset,
-                                             responses=responses(0.6, 109) if seed == 0 else None)
-    imagenet = {"plain18": (28.3, 10.0), "plain34": (28.5, 10.2), "resnet18-A": (27.9, 9.5), "resnet34-A": (25.0, 7.8),
-                "resnet34-B": (24.5, 7.0), "resnet34-C": (24.2, 7.2), "resnet50": (23.0, 6.9)}
+        runs[("resnet110", seed)] = make_run(
+            root,
+            "resnet110",
+            seed,
+            final_train=0.5,
+            final_test=test,
+            views={"single": (test, 1.0)},
+            preset=preset,
+            responses=responses(0.6, 109) if seed == 0 else None,
+        )
+    imagenet = {
+        "plain18": (28.3, 10.0),
+        "plain34": (28.5, 10.2),
+        "resnet18-A": (27.9, 9.5),
+        "resnet34-A": (25.0, 7.8),
+        "resnet34-B": (24.5, 7.0),
+        "resnet34-C": (24.2, 7.2),
+        "resnet50": (23.0, 6.9),
+    }
     for model, (top1, top5) in imagenet.items():
-        runs[(model, 0)] = make_run(root, model, 0, final_train=top1 - 3, final_test=top1, preset=preset,
-                                    views={"tencrop": (top1, top5), "multiscale": (top1 - 2, top5)})
+        runs[(model, 0)] = make_run(
+            root,
+            model,
+            0,
+            final_train=top1 - 3,
+            final_test=top1,
+            preset=preset,
+            views={"tencrop": (top1, top5), "multiscale": (top1 - 2, top5)},
+        )
     dirs = {k: str(v) for k, v in runs.items()}
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -106,17 +185,34 @@ def build(root, preset="paper"):
         return png
 
     members = ["resnet34-B", "resnet34-C", "resnet50"]
-    ens = {"ensemble": {"n": N_IMAGENET, "top1_error": 25.0, "top5_error": 9.0},  # worse than its best member
-           "members": {f"{dirs[(m, 0)]}/eval/multiscale/scores-multiscale.npz":
-                       {"n": N_IMAGENET, "top1_error": imagenet[m][0] - 2, "top5_error": imagenet[m][1]} for m in members}}
+    ens = {
+        "ensemble": {"n": N_IMAGENET, "top1_error": 25.0, "top5_error": 9.0},  # worse than its best member
+        "members": {
+            f"{dirs[(m, 0)]}/eval/multiscale/scores-multiscale.npz": {
+                "n": N_IMAGENET,
+                "top1_error": imagenet[m][0] - 2,
+                "top5_error": imagenet[m][1],
+            }
+            for m in members
+        },
+    }
     write_json(root / "ensemble.json", ens)
-    tables = [table("table2", ["plain18", "plain34", "resnet18-A", "resnet34-A"]),
-              table("table5", members, root / "ensemble.json"),
-              table("table6", ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"])]
-    figures = [figure("figure1", ["plain20", "plain56"]),
-               figure("figure7", ["plain20", "plain56", "resnet20", "resnet56", "resnet110"])]
-    return {"root": root, "uri": uri, "runs": dirs, "tables": [str(t) for t in tables],
-            "figures": [str(f) for f in figures]}
+    tables = [
+        table("table2", ["plain18", "plain34", "resnet18-A", "resnet34-A"]),
+        table("table5", members, root / "ensemble.json"),
+        table("table6", ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"]),
+    ]
+    figures = [
+        figure("figure1", ["plain20", "plain56"]),
+        figure("figure7", ["plain20", "plain56", "resnet20", "resnet56", "resnet110"]),
+    ]
+    return {
+        "root": root,
+        "uri": uri,
+        "runs": dirs,
+        "tables": [str(t) for t in tables],
+        "figures": [str(f) for f in figures],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +223,17 @@ def paper(tmp_path_factory):
 @pytest.fixture(scope="module")
 def paper_report(paper):
     out = paper["root"] / "reports" / "report.html"
-    summary = report.make_report(out, "paper", paper["tables"], paper["figures"], paper["runs"].values(),
-                                 pdf=out.with_suffix(".pdf"), config_hash="cafe12345678", uri=paper["uri"],
-                                 pdf_engine="matplotlib")
+    summary = report.make_report(
+        out,
+        "paper",
+        paper["tables"],
+        paper["figures"],
+        paper["runs"].values(),
+        pdf=out.with_suffix(".pdf"),
+        config_hash="cafe12345678",
+        uri=paper["uri"],
+        pdf_engine="matplotlib",
+    )
     return out, summary
 
 
@@ -142,17 +246,24 @@ def test_every_claim_gets_a_verdict_computed_from_the_numbers(paper_report):
     ids = [c["id"] for c in yaml.safe_load((ROOT / "src/resnet_repro/reference.yaml").read_text())["claims"]]
     assert [c["id"] for c in summary["claims"]] == ids
     assert verdicts(summary) == {
-        "degradation_cifar": "holds", "residual_fix_cifar": "holds", "depth_gain_cifar": "holds",
-        "small_responses": "holds", "overfit_1202": "holds",
-        "depth_gain_imagenet": "holds", "degradation_imagenet": "too little data to say",
-        "ensemble_gain": "does not hold", "shortcut_options": "not tested in this run"}
+        "degradation_cifar": "holds",
+        "residual_fix_cifar": "holds",
+        "depth_gain_cifar": "holds",
+        "small_responses": "holds",
+        "overfit_1202": "holds",
+        "depth_gain_imagenet": "holds",
+        "degradation_imagenet": "too little data to say",
+        "ensemble_gain": "does not hold",
+        "shortcut_options": "not tested in this run",
+    }
     assert all(c["verdict"] in report.VERDICTS for c in summary["claims"])
     claims = {c["id"]: c for c in summary["claims"]}
     # the numbers behind a verdict: plain-18 28.3 vs plain-34 28.5 on 50k images is 0.2 points, below 2 sigma
     (cmp,) = claims["degradation_imagenet"]["comparisons"]
     assert cmp["outcome"] == "within noise" and cmp["difference"] == pytest.approx(-0.2)
-    assert cmp["noise_std"] == pytest.approx(math.hypot(report.binomial_std(28.3, N_IMAGENET),
-                                                        report.binomial_std(28.5, N_IMAGENET)))
+    assert cmp["noise_std"] == pytest.approx(
+        math.hypot(report.binomial_std(28.3, N_IMAGENET), report.binomial_std(28.5, N_IMAGENET))
+    )
     assert cmp["a"]["run_ids"] and cmp["a"]["std"] == pytest.approx(report.binomial_std(28.3, N_IMAGENET))
     # ResNet-110 has two seeds: its noise is their std (one-seed models: binomial)
     last = claims["depth_gain_cifar"]["comparisons"][-1]
@@ -175,7 +286,13 @@ def test_html_has_every_table_figure_and_the_provenance_of_every_number(paper, p
         run_id = json.loads((Path(d) / "mlflow.json").read_text())["run_id"]
         assert run_id in text and f'href="#run-{run_id}"' in text
     assert "cafe12345678" in text and summary["git_commit"] in text
-    for name in ("table2", "table5", "table6", "figure1", "figure7"):  # the report run of each artifact, found by its files
+    for name in (
+        "table2",
+        "table5",
+        "table6",
+        "figure1",
+        "figure7",
+    ):  # the report run of each artifact, found by its files
         assert summary["tables" if name.startswith("table") else "figures"][name]["report_run"]["run_id"] in text
     # paper vs reproduced vs difference, per row
     assert '<td class="paper num">27.94</td><td class="ours num">28.30</td>' in text  # table2, plain-18
@@ -191,10 +308,19 @@ def test_reduced_runs_get_the_verdict_of_their_numbers_with_their_scope(paper):
     """A reduced preset's verdict is what its numbers say, and it says on what data and scale it rests
     and that this is not the paper's setting."""
     out = paper["root"] / "demo" / "report.html"
-    summary = report.make_report(out, "demo", paper["tables"], paper["figures"], paper["runs"].values(),
-                                 uri=paper["uri"])
-    full = verdicts(report.make_report(paper["root"] / "full" / "report.html", "paper", paper["tables"],
-                                       paper["figures"], paper["runs"].values(), uri=paper["uri"]))
+    summary = report.make_report(
+        out, "demo", paper["tables"], paper["figures"], paper["runs"].values(), uri=paper["uri"]
+    )
+    full = verdicts(
+        report.make_report(
+            paper["root"] / "full" / "report.html",
+            "paper",
+            paper["tables"],
+            paper["figures"],
+            paper["runs"].values(),
+            uri=paper["uri"],
+        )
+    )
     assert verdicts(summary) == full  # the same numbers, the same verdicts
     for c in summary["claims"]:
         if c["verdict"] == "not tested in this run":
@@ -217,19 +343,35 @@ def test_every_departure_from_the_papers_spec_is_named(tmp_path):
     plain = make_run(tmp_path, "plain20", 0, final_train=9, final_test=12)
     resnet = make_run(tmp_path, "plain56", 0, final_train=5, final_test=9)
     assert report.judge({"id": "degradation_cifar"}, {}, report.Runs([plain, resnet]), "paper")["reduced"] == []
-    other = make_run(tmp_path / "b", "plain56", 0, final_train=5, final_test=9, precision="bf16",
-                     spec={"lr": 0.05, "bn_batch": None, "augment": {"flip": False}, "weight_decay": 0.0005,
-                           "warmup": {"models": ["plain56"], "lr": 0.02, "check_every": 10, "max_iters": 100},
-                           "schedule": {"milestones": [30000, 48000]}, "data": {"val_split": 5000}})
+    other = make_run(
+        tmp_path / "b",
+        "plain56",
+        0,
+        final_train=5,
+        final_test=9,
+        precision="bf16",
+        spec={
+            "lr": 0.05,
+            "bn_batch": None,
+            "augment": {"flip": False},
+            "weight_decay": 0.0005,
+            "warmup": {"models": ["plain56"], "lr": 0.02, "check_every": 10, "max_iters": 100},
+            "schedule": {"milestones": [30000, 48000]},
+            "data": {"val_split": 5000},
+        },
+    )
     v = report.judge({"id": "degradation_cifar"}, {}, report.Runs([plain, other]), "paper")
     assert v["reduced"] == [
         "data.val_split 5000, not the paper's 0 (plain-56)",
         "augment {flip: false, pad: 4}, not the paper's {flip: true, pad: 4} (plain-56)",
-        "lr 0.05, not the paper's 0.1 (plain-56)", "weight_decay 0.0005, not the paper's 0.0001 (plain-56)",
+        "lr 0.05, not the paper's 0.1 (plain-56)",
+        "weight_decay 0.0005, not the paper's 0.0001 (plain-56)",
         "schedule {gamma: 0.1, kind: multistep, milestones: [30000, 48000]}, not the paper's "
         "{gamma: 0.1, kind: multistep, milestones: [32000, 48000]} (plain-56)",
         "warmup {lr: 0.02, until_train_error: 80}, not the paper's none (plain-56)",
-        "bn_batch none, not the paper's 64 (plain-56)", "precision bf16, not the paper's fp32 (plain-56)"]
+        "bn_batch none, not the paper's 64 (plain-56)",
+        "precision bf16, not the paper's fp32 (plain-56)",
+    ]
     assert v["scope"].endswith("(reduced, not the paper's setting)") and "bn_batch none" in v["why"]
 
 
@@ -239,7 +381,9 @@ def test_runs_shorter_or_on_other_data_than_the_papers_are_judged_and_marked_red
     v = report.judge({"id": "degradation_cifar"}, {}, report.Runs([short, other]), "paper")
     assert v["numbers_say"] == "holds" and v["verdict"] == "holds"
     assert any("6400 training iterations" in r for r in v["reduced"]) and any("digits" in r for r in v["reduced"])
-    assert v["scope"] == "on CIFAR-10, digits (8x8), 6,400-64,000 iterations, one seed (reduced, not the paper's setting)"
+    assert (
+        v["scope"] == "on CIFAR-10, digits (8x8), 6,400-64,000 iterations, one seed (reduced, not the paper's setting)"
+    )
     # where the numbers are within noise, that is what the verdict says, reduced or not
     close = make_run(tmp_path / "b", "plain56", 0, final_train=5.1, final_test=9, data="digits")
     v = report.judge({"id": "degradation_cifar"}, {}, report.Runs([short, close]), "paper")
@@ -249,7 +393,7 @@ def test_runs_shorter_or_on_other_data_than_the_papers_are_judged_and_marked_red
 def test_noise_rule():
     assert report.binomial_std(10.0, 900) == pytest.approx(1.0)
     a, b = report.Measure("a", 10.0, 1.0), report.Measure("b", 13.0, 1.0)
-    assert report.compare(a, b, "<")["outcome"] == "agrees"          # 3 > 2 * sqrt(2)
+    assert report.compare(a, b, "<")["outcome"] == "agrees"  # 3 > 2 * sqrt(2)
     assert report.compare(b, a, "<")["outcome"] == "contradicts"
     assert report.compare(a, report.Measure("b", 12.0, 1.0), "<")["outcome"] == "within noise"
     assert report.compare(a, report.Measure("b", 10.5, 1.0), "<=")["outcome"] == "agrees"  # equal within noise
@@ -265,18 +409,36 @@ def test_noise_rule():
 
 def test_pdf_falls_back_to_matplotlib_without_chromium(paper, tmp_path):
     out = tmp_path / "report.html"
-    s = report.make_report(out, "paper", paper["tables"][:1], paper["figures"][:1], paper["runs"].values(),
-                           pdf=tmp_path / "report.pdf", uri=paper["uri"], chromium=str(tmp_path / "no-chromium"))
+    s = report.make_report(
+        out,
+        "paper",
+        paper["tables"][:1],
+        paper["figures"][:1],
+        paper["runs"].values(),
+        pdf=tmp_path / "report.pdf",
+        uri=paper["uri"],
+        chromium=str(tmp_path / "no-chromium"),
+    )
     assert s["pdf"]["engine"] == "matplotlib" and "Chromium not found" in s["pdf"]["detail"]
     assert (tmp_path / "report.pdf").read_bytes()[:4] == b"%PDF"
     assert json.loads((tmp_path / "report.json").read_text())["pdf"]["engine"] == "matplotlib"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: run scripts/install-chromium.sh (the fallback is tested above)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium: run scripts/install-chromium.sh (the fallback is tested above)"
+)
 def test_pdf_with_headless_chromium(paper, tmp_path):
     out = tmp_path / "report.html"
-    s = report.make_report(out, "paper", paper["tables"], paper["figures"], paper["runs"].values(),
-                           pdf=tmp_path / "report.pdf", uri=paper["uri"], pdf_engine="chromium")
+    s = report.make_report(
+        out,
+        "paper",
+        paper["tables"],
+        paper["figures"],
+        paper["runs"].values(),
+        pdf=tmp_path / "report.pdf",
+        uri=paper["uri"],
+        pdf_engine="chromium",
+    )
     assert s["pdf"]["engine"] == "chromium" and "hromium" in s["pdf"]["detail"]
     data = (tmp_path / "report.pdf").read_bytes()
     assert data[:4] == b"%PDF" and len(data) > 50000  # text and both embedded figures
@@ -285,9 +447,28 @@ def test_pdf_with_headless_chromium(paper, tmp_path):
 
 def test_cli_and_one_line_errors(paper, tmp_path, capsys):
     out = tmp_path / "r.html"
-    assert main(["report", "--out", str(out), "--preset", "paper", "--tables", *paper["tables"],
-                 "--figures", *paper["figures"], "--runs", *paper["runs"].values(),
-                 "--tracking-uri", paper["uri"], "--config-hash", "cafe12345678"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--out",
+                str(out),
+                "--preset",
+                "paper",
+                "--tables",
+                *paper["tables"],
+                "--figures",
+                *paper["figures"],
+                "--runs",
+                *paper["runs"].values(),
+                "--tracking-uri",
+                paper["uri"],
+                "--config-hash",
+                "cafe12345678",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert str(out) in printed and "ensemble_gain" in printed and "does not hold" in printed
     assert (tmp_path / "r.json").is_file()
@@ -303,8 +484,14 @@ def test_cli_and_one_line_errors(paper, tmp_path, capsys):
     assert "does not exist" in fails("--runs", str(tmp_path / "nothing"))
     assert "does not exist" in fails("--tables", str(tmp_path / "table9.csv"))
     # no store: the report is still made, from mlflow.json alone, and says so
-    s = report.make_report(tmp_path / "nostore.html", "paper", paper["tables"], [], paper["runs"].values(),
-                           uri=f"sqlite:///{tmp_path / 'none.db'}")
+    s = report.make_report(
+        tmp_path / "nostore.html",
+        "paper",
+        paper["tables"],
+        [],
+        paper["runs"].values(),
+        uri=f"sqlite:///{tmp_path / 'none.db'}",
+    )
     assert not s["store_reachable"] and "not reachable" in (tmp_path / "nostore.html").read_text()
     assert not (tmp_path / "none.db").exists()
 
@@ -313,8 +500,22 @@ def snakemake(workdir, *args):
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
     env.pop("MLFLOW_TRACKING_URI", None)
     # targets first: --configfile and --config take every word up to the next option
-    r = subprocess.run([str(BIN / "snakemake"), *args, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-                        "--configfile", str(ROOT / "config.yaml")], capture_output=True, text=True, env=env, cwd=workdir)
+    r = subprocess.run(
+        [
+            str(BIN / "snakemake"),
+            *args,
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(ROOT / "config.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=workdir,
+    )
     assert r.returncode == 0, f"snakemake {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
     return r.stdout + r.stderr
 
@@ -350,12 +551,14 @@ def test_tiny_workflow_report_and_snakemake_report(tmp_path):
     assert "Reduced preset 'tiny': numbers are not comparable with the paper" in text
     assert (tmp_path / "reports" / "report.pdf").read_bytes()[:4] == b"%PDF"
     from mlflow import MlflowClient
+
     c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = c.get_experiment_by_name("resnet-repro · reports")
     (run,) = c.search_runs([exp.experiment_id], "tags.artifact = 'report'")
     assert len(run.data.tags["source_run_ids"].split(",")) == 21
     assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"report.html", "report.pdf", "report.json"}
-    log = snakemake(tmp_path, "all", "reports/report.html", "--report", str(tmp_path / "smk.html"), "--config",
-                    "preset=tiny")
+    log = snakemake(
+        tmp_path, "all", "reports/report.html", "--report", str(tmp_path / "smk.html"), "--config", "preset=tiny"
+    )
     assert "Adding report.html" in log and all(f"Adding {n}" in log for n in ("figure1.pdf", "table6.csv"))
     assert (tmp_path / "smk.html").stat().st_size > 100000

@@ -1,5 +1,6 @@
 """A training's lock on its run directory: a second copy fails at once with one line, a lock left by
 a dead process is taken over, and the lock is gone when the training ends."""
+
 import json
 import os
 import socket
@@ -18,9 +19,21 @@ CLI = [sys.executable, "-m", "resnet_repro"]
 
 
 def spec(**over):
-    return build_spec(None, [{"model": "resnet8", "data": {"kind": "digits"}, "max_iters": 20, "log_every": 10,
-                              "checkpoint_every": 10, "batch_size": 32,
-                              "schedule": {"kind": "multistep", "milestones": [15]}}, over])
+    return build_spec(
+        None,
+        [
+            {
+                "model": "resnet8",
+                "data": {"kind": "digits"},
+                "max_iters": 20,
+                "log_every": 10,
+                "checkpoint_every": 10,
+                "batch_size": 32,
+                "schedule": {"kind": "multistep", "milestones": [15]},
+            },
+            over,
+        ],
+    )
 
 
 def write_lock(out, **holder):
@@ -38,14 +51,28 @@ def other_process():
 
 def test_a_live_holder_makes_a_second_training_fail_at_once_with_one_line(tmp_path, other_process):
     out = tmp_path / "run"
-    write_lock(out, host=socket.gethostname(), pid=other_process.pid, start=runlock._start_time(other_process.pid),
-               slurm_job="4242", since="2026-01-01T00:00:00")
+    write_lock(
+        out,
+        host=socket.gethostname(),
+        pid=other_process.pid,
+        start=runlock._start_time(other_process.pid),
+        slurm_job="4242",
+        since="2026-01-01T00:00:00",
+    )
     t0 = time.monotonic()
-    r = subprocess.run(CLI + ["train", "--model", "resnet8", "--data", "digits", "--max-iters", "20", "--out", str(out),
-                              "--resume"], capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    r = subprocess.run(
+        CLI + ["train", "--model", "resnet8", "--data", "digits", "--max-iters", "20", "--out", str(out), "--resume"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     assert r.returncode == 2
     errors = [l for l in r.stderr.splitlines() if l.strip()]
-    assert len(errors) == 1 and errors[0].startswith("resnet-repro: error: ") and "is being trained by another process" in errors[0]
+    assert (
+        len(errors) == 1
+        and errors[0].startswith("resnet-repro: error: ")
+        and "is being trained by another process" in errors[0]
+    )
     assert f"pid {other_process.pid} on {socket.gethostname()}, Slurm job 4242" in errors[0]
     assert not (out / "checkpoint.pt").exists() and not (out / "spec.yaml").exists()  # nothing was touched
     assert json.loads((out / runlock.LOCK_NAME).read_text())["pid"] == other_process.pid  # nor the lock
@@ -99,6 +126,7 @@ def test_the_lock_is_held_while_training(tmp_path, monkeypatch):
         result = original(self)
         seen.append(json.loads(self.path.read_text()))
         return result
+
     monkeypatch.setattr(runlock.RunLock, "acquire", acquire)
     monkeypatch.setenv("SLURM_JOB_ID", "999")
     train(spec(), tmp_path, log=lambda m: None)

@@ -4,10 +4,10 @@ two pretend GPUs), with tests/slurm/profile over it for fast status polling.
 
 The tests marked `slurm` need root: the session fixture installs the Debian packages if they are
 missing and skips when that is impossible. The others only parse the profile (no cluster)."""
+
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,8 +36,11 @@ SITE = {"RESNET_SLURM_PARTITION": "gpu", "RESNET_SLURM_ACCOUNT": "proj42"}
 def env(**extra):
     """The environment of a user of slurm/: the venv on PATH, no MLflow server, the site's
     partition and account given through the profile's environment variables."""
-    e = {k: v for k, v in os.environ.items()
-         if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "RESNET_SLURM_")) and k != "MLFLOW_TRACKING_URI"}
+    e = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "RESNET_SLURM_")) and k != "MLFLOW_TRACKING_URI"
+    }
     e["PATH"] = f"{BIN}:{e.get('PATH', '')}:/usr/sbin:/sbin"
     e["OMP_NUM_THREADS"] = "1"
     e.update(extra)
@@ -69,14 +72,21 @@ def test_profile_slurm_resolves_from_the_repository_root():
     """`snakemake --profile slurm TARGET` from the repository root: the profile is ./slurm, and
     the default workflow profile (profiles/default) does not put `cores: all` over it, which would
     cap every cluster job's threads at this machine's CPU count."""
-    code = ("import json, sys\nfrom snakemake.cli import parse_args\n_, a = parse_args(sys.argv[1:])\n"
-            "print(json.dumps({'executor': a.executor, 'jobs': a.jobs, 'cores': a.cores, 'retries': a.retries,"
-            " 'requeue': a.slurm_requeue, 'status': a.slurm_status_command, 'envvars': sorted(a.envvars),"
-            " 'targets': list(a.targets), 'rerun_incomplete': a.rerun_incomplete, 'logdir': a.slurm_logdir,"
-            " 'keep_logs': a.slurm_keep_successful_logs, 'delete_logs_after': a.slurm_delete_logfiles_older_than},"
-            " default=str))")
-    r = subprocess.run([sys.executable, "-c", code, "--profile", "slurm", "results/table6.csv"],
-                       capture_output=True, text=True, cwd=ROOT, env=env(**SITE))
+    code = (
+        "import json, sys\nfrom snakemake.cli import parse_args\n_, a = parse_args(sys.argv[1:])\n"
+        "print(json.dumps({'executor': a.executor, 'jobs': a.jobs, 'cores': a.cores, 'retries': a.retries,"
+        " 'requeue': a.slurm_requeue, 'status': a.slurm_status_command, 'envvars': sorted(a.envvars),"
+        " 'targets': list(a.targets), 'rerun_incomplete': a.rerun_incomplete, 'logdir': a.slurm_logdir,"
+        " 'keep_logs': a.slurm_keep_successful_logs, 'delete_logs_after': a.slurm_delete_logfiles_older_than},"
+        " default=str))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, "--profile", "slurm", "results/table6.csv"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env(**SITE),
+    )
     assert r.returncode == 0, r.stderr
     args = json.loads(r.stdout.strip().splitlines()[-1])
     assert "Using profiles slurm and workflow specific profile" in r.stderr
@@ -88,15 +98,20 @@ def test_profile_slurm_resolves_from_the_repository_root():
     assert args["rerun_incomplete"] is True
     assert args["logdir"] == "logs/slurm" and args["keep_logs"] is True and args["delete_logs_after"] == 0
     # an MLflow server given in the environment is passed on to the jobs
-    r = subprocess.run([sys.executable, "-c", code, "--profile", "slurm", "all"], capture_output=True, text=True,
-                       cwd=ROOT, env=env(MLFLOW_TRACKING_URI="http://mlflow.example:5000", RESNET_SLURM_JOBS="7",
-                                         **SITE))
+    r = subprocess.run(
+        [sys.executable, "-c", code, "--profile", "slurm", "all"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env(MLFLOW_TRACKING_URI="http://mlflow.example:5000", RESNET_SLURM_JOBS="7", **SITE),
+    )
     assert r.returncode == 0, r.stderr
     args = json.loads(r.stdout.strip().splitlines()[-1])
     assert args["envvars"] == ["MLFLOW_TRACKING_URI"] and args["jobs"] == 7
     # and with no profile, the default workflow profile still gives a local run its cores
-    r = subprocess.run([sys.executable, "-c", code, "results/table6.csv"], capture_output=True, text=True,
-                       cwd=ROOT, env=env())
+    r = subprocess.run(
+        [sys.executable, "-c", code, "results/table6.csv"], capture_output=True, text=True, cwd=ROOT, env=env()
+    )
     assert r.returncode == 0, r.stderr
     args = json.loads(r.stdout.strip().splitlines()[-1])
     assert 1 <= args["cores"] < 4096
@@ -104,18 +119,41 @@ def test_profile_slurm_resolves_from_the_repository_root():
 
 
 def dry_run(tmp_path, *targets, **site):
-    r = subprocess.run([str(BIN / "snakemake"), *targets, "-n", "--profile", str(PROFILE), "-s", str(ROOT / "Snakefile"),
-                        "--configfile", str(ROOT / "config.yaml"), "--directory", str(tmp_path)],
-                       capture_output=True, text=True, cwd=tmp_path, env=env(**site))
+    r = subprocess.run(
+        [
+            str(BIN / "snakemake"),
+            *targets,
+            "-n",
+            "--profile",
+            str(PROFILE),
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--configfile",
+            str(ROOT / "config.yaml"),
+            "--directory",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env(**site),
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r.stdout
 
 
 def test_profile_sizes_paper_jobs_for_a_gpu_cluster(tmp_path):
     """What the paper preset's jobs would ask Slurm for (a dry run: nothing is submitted)."""
-    out = dry_run(tmp_path, "results/table2.csv", "results/table6.csv", RESNET_SLURM_PARTITION="gpu",
-                  RESNET_SLURM_CPU_PARTITION="cpu", RESNET_SLURM_ACCOUNT="proj42", RESNET_SLURM_MAX_RUNTIME="2880",
-                  RESNET_SLURM_GPU_MODEL="a100")
+    out = dry_run(
+        tmp_path,
+        "results/table2.csv",
+        "results/table6.csv",
+        RESNET_SLURM_PARTITION="gpu",
+        RESNET_SLURM_CPU_PARTITION="cpu",
+        RESNET_SLURM_ACCOUNT="proj42",
+        RESNET_SLURM_MAX_RUNTIME="2880",
+        RESNET_SLURM_GPU_MODEL="a100",
+    )
     jobs = sections(out)
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())["resources"]
     for rule, family in [("train_imagenet", "imagenet"), ("train_cifar", "cifar")]:
@@ -131,14 +169,18 @@ def test_profile_sizes_paper_jobs_for_a_gpu_cluster(tmp_path):
             assert res["slurm_extra"] == "--signal=USR1@300" and res["gpu_model"] == "a100"
     assert jobs["train_imagenet"][0][1]["gpu"] == "8"  # the paper's 8 GPUs, on one node
     # ImageNet: 32 CPUs for 8 processes: 4 threads each, 3 DataLoader workers each
-    assert re.search(r"--nproc_per_node=8 --no-python resnet-repro train --overrides '\{\"data\": \{[^}]*\"workers\": 3\}"
-                     r".*--threads 4 ", out)
+    assert re.search(
+        r"--nproc_per_node=8 --no-python resnet-repro train --overrides '\{\"data\": \{[^}]*\"workers\": 3\}"
+        r".*--threads 4 ",
+        out,
+    )
     for threads, res in jobs["evaluate"]:  # one GPU: a training's CPUs and memory per GPU, no warning signal
         assert res["gpu"] == "1" and int(res["runtime"]) >= 10 and res["gpu_model"] == "a100"
         assert "slurm_extra" not in res
     assert {(t, r["mem_mb"]) for t, r in jobs["evaluate"]} == {
         (cfg["imagenet"]["threads"] // 8, str(cfg["imagenet"]["mem_mb"] // 8)),
-        (cfg["cifar"]["threads"], str(cfg["cifar"]["mem_mb"]))}
+        (cfg["cifar"]["threads"], str(cfg["cifar"]["mem_mb"])),
+    }
     for _, res in jobs["check_data"]:  # CPU only, long: it may unpack ImageNet; no GPU model
         assert res["slurm_partition"] == "cpu" and "gpu" not in res and "gpu_model" not in res
         assert int(res["runtime"]) >= 240
@@ -156,8 +198,9 @@ def test_profile_caps_every_job_at_max_runtime(tmp_path):
 
 def test_cluster_defaults_are_used_only_when_asked_for(tmp_path):
     """RESNET_SLURM_PARTITION=default and RESNET_SLURM_ACCOUNT=none: no partition, no account asked for."""
-    jobs = sections(dry_run(tmp_path, "results/table6.csv", RESNET_SLURM_PARTITION="default",
-                            RESNET_SLURM_ACCOUNT="none"))
+    jobs = sections(
+        dry_run(tmp_path, "results/table6.csv", RESNET_SLURM_PARTITION="default", RESNET_SLURM_ACCOUNT="none")
+    )
     assert all("slurm_partition" not in res and "slurm_account" not in res for js in jobs.values() for _, res in js)
 
 
@@ -168,15 +211,31 @@ def test_missing_partition_or_account_fails_before_anything_is_submitted(tmp_pat
     fake.mkdir()
     for tool in ("sbatch", "sinfo", "squeue", "sacct", "sacctmgr", "scontrol"):
         # queries (the plugin reads `scontrol show config` on loading) answer nothing; a submission is recorded
-        record = f"echo {tool} \"$@\" >> {tmp_path}/submitted\n" if tool == "sbatch" else ""
+        record = f'echo {tool} "$@" >> {tmp_path}/submitted\n' if tool == "sbatch" else ""
         (fake / tool).write_text(f"#!/bin/sh\n{record}exit 1\n")
         (fake / tool).chmod(0o755)
     site = {k: v for k, v in SITE.items() if k != missing}
     e = env(**site)
     e["PATH"] = f"{fake}:{e['PATH']}"
-    r = subprocess.run([str(BIN / "snakemake"), "results/table6.csv", "--profile", str(PROFILE), "-s",
-                        str(ROOT / "Snakefile"), "--configfile", str(ROOT / "config.yaml"), "--directory", str(tmp_path)],
-                       capture_output=True, text=True, cwd=tmp_path, env=e, timeout=120)
+    r = subprocess.run(
+        [
+            str(BIN / "snakemake"),
+            "results/table6.csv",
+            "--profile",
+            str(PROFILE),
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--configfile",
+            str(ROOT / "config.yaml"),
+            "--directory",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=e,
+        timeout=120,
+    )
     assert r.returncode != 0
     errors = [l for l in (r.stdout + r.stderr).splitlines() if l.startswith("resnet-repro:")]
     assert len(errors) == 1 and f"{missing} is not set" in errors[0] and f"{missing}=default" in errors[0], r.stderr
@@ -217,23 +276,52 @@ def tiny_on_slurm(slurm_cluster, tmp_path_factory):
     time limit or pre-emption would. Returns what happened."""
     work = tmp_path_factory.mktemp("slurm-tiny")
     extra = work / "slurm-test.yaml"
-    extra.write_text(yaml.safe_dump({"presets": {"tiny": {
-        "resources": {"cifar": {"gpus": 1}},
-        "experiments": EXPERIMENTS,
-        "model_training": {"resnet20": {"max_iters": LONG_ITERS, "log_every": 50, "checkpoint_every": 50}},
-    }}}))
+    extra.write_text(
+        yaml.safe_dump(
+            {
+                "presets": {
+                    "tiny": {
+                        "resources": {"cifar": {"gpus": 1}},
+                        "experiments": EXPERIMENTS,
+                        "model_training": {
+                            "resnet20": {"max_iters": LONG_ITERS, "log_every": 50, "checkpoint_every": 50}
+                        },
+                    }
+                }
+            }
+        )
+    )
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
     out = work / "snakemake.out"
-    cmd = [str(BIN / "snakemake"), *TARGETS,  # targets first: --configfile/--config take several values
-           "--profile", str(PROFILE), "--profile", str(TEST_PROFILE),
-           "-s", str(ROOT / "Snakefile"), "--configfile", str(ROOT / "config.yaml"), str(extra),
-           "--directory", str(work), "--config", "preset=tiny"]
+    cmd = [
+        str(BIN / "snakemake"),
+        *TARGETS,  # targets first: --configfile/--config take several values
+        "--profile",
+        str(PROFILE),
+        "--profile",
+        str(TEST_PROFILE),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--configfile",
+        str(ROOT / "config.yaml"),
+        str(extra),
+        "--directory",
+        str(work),
+        "--config",
+        "preset=tiny",
+    ]
     train_log = work / "logs" / "tiny" / "train" / "resnet20-seed0.log"
     cancelled = seen = None
     start = time.monotonic()
     with open(out, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=work, start_new_session=True,
-                                env=env(RESNET_SLURM_PARTITION="debug", RESNET_SLURM_ACCOUNT="resnet"))
+        proc = subprocess.Popen(
+            cmd,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+            start_new_session=True,
+            env=env(RESNET_SLURM_PARTITION="debug", RESNET_SLURM_ACCOUNT="resnet"),
+        )
     try:
         while proc.poll() is None and time.monotonic() - start < RUN_TIMEOUT:
             time.sleep(0.3)
@@ -242,7 +330,9 @@ def tiny_on_slurm(slurm_cluster, tmp_path_factory):
             done = [int(i) for i in re.findall(rf"\bit (\d+)/{LONG_ITERS}\b", train_log.read_text())]
             if not done:
                 continue
-            m = re.search(r"submitted with SLURM jobid (\d+) \(log: [^)]*/rule_train_cifar/resnet20_0/", out.read_text())
+            m = re.search(
+                r"submitted with SLURM jobid (\d+) \(log: [^)]*/rule_train_cifar/resnet20_0/", out.read_text()
+            )
             assert m, "resnet20's training runs but its Slurm job id was not reported"
             r = sh("scancel", m.group(1))
             assert r.returncode == 0, r.stderr
@@ -259,11 +349,20 @@ def tiny_on_slurm(slurm_cluster, tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
     text = out.read_text()
     uuid = re.search(r"SLURM run ID: (\S+)", text).group(1)
-    jobs = [j for j in sacct(since, "JobID", "JobName", "State", "Partition", "Account", "AllocTRES",
-                             "Timelimit", "Comment")
-            if j["JobName"] == uuid]
-    return dict(work=work, rc=proc.returncode, out=text, jobs=jobs, cancelled=cancelled, seen=seen,
-                seconds=time.monotonic() - start)
+    jobs = [
+        j
+        for j in sacct(since, "JobID", "JobName", "State", "Partition", "Account", "AllocTRES", "Timelimit", "Comment")
+        if j["JobName"] == uuid
+    ]
+    return dict(
+        work=work,
+        rc=proc.returncode,
+        out=text,
+        jobs=jobs,
+        cancelled=cancelled,
+        seen=seen,
+        seconds=time.monotonic() - start,
+    )
 
 
 def fail_text(run):
@@ -303,8 +402,9 @@ def test_tiny_table6_and_figure7_on_slurm(tiny_on_slurm):
 def test_cancelled_training_resumes_from_its_checkpoint(tiny_on_slurm):
     run = tiny_on_slurm
     work = run["work"]
-    assert run["cancelled"], ("resnet20's training finished before the test could cancel it; "
-                              "raise LONG_ITERS\n" + fail_text(run))
+    assert run["cancelled"], (
+        "resnet20's training finished before the test could cancel it; raise LONG_ITERS\n" + fail_text(run)
+    )
     attempts = [j for j in run["jobs"] if j["Comment"] == "rule_train_cifar_wildcards_resnet20_0"]
     states = {j["JobID"]: j["State"] for j in attempts}
     assert states.pop(run["cancelled"]).startswith("CANCELLED"), attempts
@@ -328,13 +428,42 @@ def one_training(work, iters, **env_extra):
     """`snakemake --profile slurm` for the tiny preset's ResNet-20 alone, trained for `iters` iterations on
     one (pretend) GPU: the command line and its environment."""
     extra = work / "slurm-one.yaml"
-    extra.write_text(yaml.safe_dump({"presets": {"tiny": {
-        "resources": {"cifar": {"gpus": 1}},
-        "model_training": {"resnet20": {"max_iters": iters, "log_every": 100, "checkpoint_every": 100000,
-                                        "checkpoint_minutes": 0}}}}}))
-    cmd = [str(BIN / "snakemake"), f"{TRAIN_RUN}/model.pt", "--profile", str(PROFILE), "--profile", str(TEST_PROFILE),
-           "-s", str(ROOT / "Snakefile"), "--configfile", str(ROOT / "config.yaml"), str(extra),
-           "--directory", str(work), "--config", "preset=tiny"]
+    extra.write_text(
+        yaml.safe_dump(
+            {
+                "presets": {
+                    "tiny": {
+                        "resources": {"cifar": {"gpus": 1}},
+                        "model_training": {
+                            "resnet20": {
+                                "max_iters": iters,
+                                "log_every": 100,
+                                "checkpoint_every": 100000,
+                                "checkpoint_minutes": 0,
+                            }
+                        },
+                    }
+                }
+            }
+        )
+    )
+    cmd = [
+        str(BIN / "snakemake"),
+        f"{TRAIN_RUN}/model.pt",
+        "--profile",
+        str(PROFILE),
+        "--profile",
+        str(TEST_PROFILE),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--configfile",
+        str(ROOT / "config.yaml"),
+        str(extra),
+        "--directory",
+        str(work),
+        "--config",
+        "preset=tiny",
+    ]
     return cmd, env(RESNET_SLURM_PARTITION="debug", RESNET_SLURM_ACCOUNT="resnet", **env_extra)
 
 
@@ -351,8 +480,10 @@ def run_to_end(cmd, e, work, name, timeout=RUN_TIMEOUT):
 
 
 def attempts(since, comment="rule_train_cifar_wildcards_resnet20_0"):
-    return sorted((j for j in sacct(since, "JobID", "State", "ExitCode", "Timelimit", "Comment") if j["Comment"] == comment),
-                  key=lambda j: int(j["JobID"]))
+    return sorted(
+        (j for j in sacct(since, "JobID", "State", "ExitCode", "Timelimit", "Comment") if j["Comment"] == comment),
+        key=lambda j: int(j["JobID"]),
+    )
 
 
 @pytest.mark.slurm
@@ -375,7 +506,7 @@ def test_training_longer_than_max_runtime_is_warned_checkpointed_retried_and_fin
     # the early warning, not the kill, stopped the attempts before the last; each resumed where the last stopped
     stops = [int(i) for i in re.findall(r"stopped at iteration (\d+) by signal SIGUSR1", log)]
     resumes = [int(i) for i in re.findall(r"resumed from \S+checkpoint\.pt at iteration (\d+)", log)]
-    assert stops and stops == resumes[:len(stops)], log[-4000:]
+    assert stops and stops == resumes[: len(stops)], log[-4000:]
     assert json.loads((tmp_path / TRAIN_RUN / "metrics.json").read_text())["iterations"] == iters
     # Slurm's own log of every attempt is kept, under logs/slurm/
     for j in jobs:
@@ -400,8 +531,11 @@ def test_second_snakemake_does_not_start_a_second_copy_of_a_running_training(slu
     os.killpg(first.pid, signal.SIGKILL)  # Snakemake dies; its Slurm job does not
     first.wait()
     queued = sh("squeue", "-h", "-o", "%i|%T|%k").stdout.split()  # sacct may not list a new job yet
-    old = [dict(zip(("JobID", "State", "Comment"), q.split("|"))) for q in queued
-           if q.endswith("|rule_train_cifar_wildcards_resnet20_0")]
+    old = [
+        dict(zip(("JobID", "State", "Comment"), q.split("|")))
+        for q in queued
+        if q.endswith("|rule_train_cifar_wildcards_resnet20_0")
+    ]
     assert len(old) == 1 and old[0]["State"] == "RUNNING", queued
     r = subprocess.run(cmd + ["--unlock"], capture_output=True, text=True, cwd=tmp_path, env=e, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -2,6 +2,7 @@
 `resnet-repro estimate` plans and prices a target. Speed itself is measured only by
 benchmarks/train_throughput.py, never asserted here. The batch augmentation (pad-crop-flip) is
 tested thoroughly in tests/test_data.py; here only that the trainer's batches are made by it."""
+
 import argparse
 import json
 import shutil
@@ -115,7 +116,9 @@ def test_no_host_device_sync_per_step_on_cuda(digits):
 
 def test_auto_choices(monkeypatch):
     monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: False)
-    assert dev.use_bf16("auto", CPU) is False and dev.use_bf16("bf16", CPU) is True and dev.use_bf16("fp32", CPU) is False
+    assert (
+        dev.use_bf16("auto", CPU) is False and dev.use_bf16("bf16", CPU) is True and dev.use_bf16("fp32", CPU) is False
+    )
     monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: True)
     assert dev.use_bf16("auto", CPU) is True
     assert dev.use_channels_last("auto", CPU) is True and dev.use_channels_last(False, CPU) is False
@@ -136,8 +139,20 @@ def test_cpu_bf16_detection_follows_the_instruction_set():
 
 
 def test_metrics_record_peak_memory(tmp_path):
-    spec = build_spec(None, [{"model": "resnet8", "data": {"kind": "digits"}, "max_iters": 10, "log_every": 5,
-                              "checkpoint_every": 10, "batch_size": 32, "schedule": {"kind": "multistep", "milestones": [8]}}])
+    spec = build_spec(
+        None,
+        [
+            {
+                "model": "resnet8",
+                "data": {"kind": "digits"},
+                "max_iters": 10,
+                "log_every": 5,
+                "checkpoint_every": 10,
+                "batch_size": 32,
+                "schedule": {"kind": "multistep", "milestones": [8]},
+            }
+        ],
+    )
     metrics = train(spec, tmp_path, log=lambda m: None)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["peak_memory_mb"] == metrics["peak_memory_mb"]
@@ -146,6 +161,7 @@ def test_metrics_record_peak_memory(tmp_path):
 
 
 # ---------------------------------------------------------------- estimate
+
 
 def run_estimate(*argv):
     p = argparse.ArgumentParser()
@@ -165,14 +181,28 @@ def project(tmp_path):
 
 def test_estimate_arithmetic_with_given_throughput(project, capsys):
     # tiny preset: figure1 needs plain20 and plain56, 6 iterations of batch 16 each
-    r = E.estimate(["reports/figure1.pdf"], project / "config.yaml", "tiny",
-                   given=["plain20=0.0096", "plain56=0.0048"], log=lambda m: None)
+    r = E.estimate(
+        ["reports/figure1.pdf"],
+        project / "config.yaml",
+        "tiny",
+        given=["plain20=0.0096", "plain56=0.0048"],
+        log=lambda m: None,
+    )
     rows = {row["model"]: row for row in r["rows"]}
     assert set(rows) == {"plain20", "plain56"} and rows["plain20"]["images"] == 96
     assert rows["plain20"]["hours"] == pytest.approx(96 / 0.0096 / 3600)
     assert r["total_hours"] == pytest.approx(96 / 0.0096 / 3600 + 96 / 0.0048 / 3600)
-    run_estimate("results/table6.csv", "--config", project / "config.yaml", "--preset", "paper",
-                 *[f"--images-per-s={m}=1000" for m in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202")])
+    run_estimate(
+        "results/table6.csv",
+        "--config",
+        project / "config.yaml",
+        "--preset",
+        "paper",
+        *[
+            f"--images-per-s={m}=1000"
+            for m in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202")
+        ],
+    )
     out = capsys.readouterr().out
     # the paper: 64k iterations of batch 128 each, ResNet-110 five times: 10 trainings
     assert "10 trainings of 6 models" in out
@@ -191,8 +221,19 @@ def test_estimate_reads_finished_runs(project):
 
 
 def test_estimate_measures_the_step(project, capsys):
-    run_estimate("results/runs/tiny/resnet20/seed0", "--config", project / "config.yaml", "--preset", "tiny",
-                 "--iters", 1, "--warmup", 1, "--device", "cpu")
+    run_estimate(
+        "results/runs/tiny/resnet20/seed0",
+        "--config",
+        project / "config.yaml",
+        "--preset",
+        "tiny",
+        "--iters",
+        1,
+        "--warmup",
+        1,
+        "--device",
+        "cpu",
+    )
     out = capsys.readouterr().out
     assert "measured now on cpu" in out and "1 trainings of 1 models" in out
     assert "resnet20" in out and "measured (batch 16) (cpu)" in out and "device-hours" in out

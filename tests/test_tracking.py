@@ -1,4 +1,5 @@
 """MLflow tracking on synthetic run directories and a SQLite store in a temporary directory."""
+
 import json
 import os
 import subprocess
@@ -9,12 +10,12 @@ import pytest
 import torch
 import yaml
 
+from resnet_repro import tracking
 from resnet_repro.cli import main
 from resnet_repro.files import write_json, write_text
 from resnet_repro.models import ResNet, parse_model_name
 from resnet_repro.spec import build_spec
 from resnet_repro.train import history_csv
-from resnet_repro import tracking
 
 pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
@@ -25,19 +26,56 @@ HISTORY_KEYS = ["train_error", "test_error", "train_loss", "test_loss", "lr"]
 def make_run(path, seed=0, rows=4, model="resnet20"):
     """A finished-looking training directory: spec.yaml, history.csv, metrics.json, model.pt."""
     path = Path(path)
-    spec = build_spec(None, [{"model": model, "data": {"kind": "digits"}, "seed": seed, "max_iters": 10 * rows,
-                              "schedule": {"milestones": [5 * rows]}}])
+    spec = build_spec(
+        None,
+        [
+            {
+                "model": model,
+                "data": {"kind": "digits"},
+                "seed": seed,
+                "max_iters": 10 * rows,
+                "schedule": {"milestones": [5 * rows]},
+            }
+        ],
+    )
     write_text(path / "spec.yaml", yaml.safe_dump(spec, sort_keys=False))
-    history = [{"iteration": 10 * (i + 1), "epoch": i, "lr": 0.1 if i < rows / 2 else 0.01,
-                "train_loss": 2.0 - 0.01 * i, "train_error": 90.0 - 0.1 * i, "test_loss": 2.1 - 0.01 * i,
-                "test_error": 91.0 - 0.1 * i, "images_per_s": 100.0 + i, "elapsed_s": 1.5 * (i + 1)}
-               for i in range(rows)]
+    history = [
+        {
+            "iteration": 10 * (i + 1),
+            "epoch": i,
+            "lr": 0.1 if i < rows / 2 else 0.01,
+            "train_loss": 2.0 - 0.01 * i,
+            "train_error": 90.0 - 0.1 * i,
+            "test_loss": 2.1 - 0.01 * i,
+            "test_error": 91.0 - 0.1 * i,
+            "images_per_s": 100.0 + i,
+            "elapsed_s": 1.5 * (i + 1),
+        }
+        for i in range(rows)
+    ]
     write_text(path / "history.csv", history_csv(history))
-    write_json(path / "metrics.json", {"model": model, "images_per_s": 101.0, "s_per_1k_iters": 1.27,
-                                       "elapsed_s": 1.5 * rows, "device": "cpu", "peak_memory_mb": 12.5})
+    write_json(
+        path / "metrics.json",
+        {
+            "model": model,
+            "images_per_s": 101.0,
+            "s_per_1k_iters": 1.27,
+            "elapsed_s": 1.5 * rows,
+            "device": "cpu",
+            "peak_memory_mb": 12.5,
+        },
+    )
     torch.manual_seed(seed)
-    torch.save({"spec": spec, "model": ResNet(parse_model_name(model), 10).state_dict(), "num_classes": 10,
-                "mean": torch.zeros(3, 8, 8), "iteration": 10 * rows}, path / "model.pt")
+    torch.save(
+        {
+            "spec": spec,
+            "model": ResNet(parse_model_name(model), 10).state_dict(),
+            "num_classes": 10,
+            "mean": torch.zeros(3, 8, 8),
+            "iteration": 10 * rows,
+        },
+        path / "model.pt",
+    )
     return path, history
 
 
@@ -70,12 +108,30 @@ def test_setup_is_idempotent_with_absolute_artifact_location(store, tmp_path):
 
 def test_train_logs_params_tags_metrics_artifacts(store, tmp_path):
     run_dir, history = make_run(tmp_path / "resnet20" / "seed3", seed=3, rows=6)
-    write_json(run_dir / "eval" / "single" / "metrics.json",
-               {"views": {"single": {"top1_error": 12.5, "top5_error": 1.5, "n": 100}}, "precision": "fp32"})
+    write_json(
+        run_dir / "eval" / "single" / "metrics.json",
+        {"views": {"single": {"top1_error": 12.5, "top5_error": 1.5, "n": 100}}, "precision": "fp32"},
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     write_json(run_dir / "metrics.json", {**metrics, "precision": "bf16", "eval_precision": "fp32"})
-    assert main(["track", "train", str(run_dir), "--preset", "demo", "--uses", "figure6,table6",
-                 "--config-hash", "abc123", "--tracking-uri", store]) == 0
+    assert (
+        main(
+            [
+                "track",
+                "train",
+                str(run_dir),
+                "--preset",
+                "demo",
+                "--uses",
+                "figure6,table6",
+                "--config-hash",
+                "abc123",
+                "--tracking-uri",
+                store,
+            ]
+        )
+        == 0
+    )
     info = json.loads((run_dir / "mlflow.json").read_text())
     assert set(info) == {"run_id", "experiment_id", "tracking_uri"} and info["tracking_uri"] == store
     c = MlflowClient(store)
@@ -127,8 +183,10 @@ def test_eval_added_later_idempotently(store, tmp_path, capsys):
     run_dir, _ = make_run(tmp_path / "run")
     assert main(["track", "train", str(run_dir), "--preset", "demo", "--tracking-uri", store]) == 0
     run_id = json.loads((run_dir / "mlflow.json").read_text())["run_id"]
-    write_json(run_dir / "eval" / "center" / "metrics.json",
-               {"views": {"center": {"top1_error": 30.0, "top5_error": 10.0, "n": 50}}})
+    write_json(
+        run_dir / "eval" / "center" / "metrics.json",
+        {"views": {"center": {"top1_error": 30.0, "top5_error": 10.0, "n": 50}}},
+    )
     (run_dir / "responses.csv").write_text("model,layer,module,std\nresnet20,1,conv,0.5\n")
     assert main(["track", "eval", str(run_dir), "--tracking-uri", store]) == 0
     assert main(["track", "eval", str(run_dir), "--tracking-uri", store]) == 0
@@ -145,18 +203,37 @@ def test_train_run_shows_data_model_user_and_source(store, tmp_path, monkeypatch
     import getpass
 
     import mlflow
+
     before = os.environ.get("MLFLOW_TRACKING_URI")
     run_dir, _ = make_run(tmp_path / "resnet20" / "seed0")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     write_json(run_dir / "metrics.json", {**metrics, "train_images": 1347, "test_images": 450, "test_split": "test"})
-    assert main(["track", "train", str(run_dir), "--preset", "demo", "--tracking-uri", store,
-                 "--source", "snakemake rule train_cifar"]) == 0
+    assert (
+        main(
+            [
+                "track",
+                "train",
+                str(run_dir),
+                "--preset",
+                "demo",
+                "--tracking-uri",
+                store,
+                "--source",
+                "snakemake rule train_cifar",
+            ]
+        )
+        == 0
+    )
     c = MlflowClient(store)
     run = c.get_run(json.loads((run_dir / "mlflow.json").read_text())["run_id"])
     inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
     assert set(inputs) == {"training", "evaluation"}
-    assert inputs["training"].name == "digits (8x8) · train" and json.loads(inputs["training"].profile)["images"] == 1347
-    assert inputs["evaluation"].name == "digits (8x8) · test" and json.loads(inputs["evaluation"].profile)["images"] == 450
+    assert (
+        inputs["training"].name == "digits (8x8) · train" and json.loads(inputs["training"].profile)["images"] == 1347
+    )
+    assert (
+        inputs["evaluation"].name == "digits (8x8) · test" and json.loads(inputs["evaluation"].profile)["images"] == 450
+    )
     assert "archive.ics.uci.edu" in inputs["training"].source and inputs["training"].digest
     t = run.data.tags
     assert t["mlflow.user"] == getpass.getuser() and t["mlflow.source.name"] == "snakemake rule train_cifar"
@@ -191,14 +268,28 @@ def test_one_view_at_a_time_with_a_stamp(store, tmp_path):
 
 def test_seeds_grouped_under_a_parent_with_best_mean_std(store, tmp_path):
     import statistics
+
     runs = []
     for seed, err in ((0, 6.4), (1, 6.9), (2, 6.6)):
         run_dir, _ = make_run(tmp_path / "resnet110" / f"seed{seed}", seed=seed, model="resnet110")
-        write_json(run_dir / "eval" / "single" / "metrics.json", {"views": {"single": {"top1_error": err, "top5_error": 0.5}}})
+        write_json(
+            run_dir / "eval" / "single" / "metrics.json", {"views": {"single": {"top1_error": err, "top5_error": 0.5}}}
+        )
         assert main(["track", "train", str(run_dir), "--preset", "demo", "--tracking-uri", store]) == 0
         runs.append(run_dir)
-    args = ["track", "seeds", *map(str, runs), "--model", "resnet110", "--preset", "demo", "--tracking-uri", store,
-            "--out", str(tmp_path / "seeds.json")]
+    args = [
+        "track",
+        "seeds",
+        *map(str, runs),
+        "--model",
+        "resnet110",
+        "--preset",
+        "demo",
+        "--tracking-uri",
+        store,
+        "--out",
+        str(tmp_path / "seeds.json"),
+    ]
     assert main(args) == 0
     parent = json.loads((tmp_path / "seeds.json").read_text())["run_id"]
     c = MlflowClient(store)
@@ -219,8 +310,22 @@ def test_report_links_both_ways_and_is_idempotent(store, tmp_path):
     fig, csv_file = tmp_path / "figure6.pdf", tmp_path / "figure6.csv"
     fig.write_bytes(b"%PDF-1.4 fake")
     csv_file.write_text("a,b\n1,2\n")
-    args = ["track", "report", str(fig), str(csv_file), "--name", "figure6", "--preset", "demo",
-            "--sources", *map(str, sources), "--tracking-uri", store, "--out", str(tmp_path / "stamp.json")]
+    args = [
+        "track",
+        "report",
+        str(fig),
+        str(csv_file),
+        "--name",
+        "figure6",
+        "--preset",
+        "demo",
+        "--sources",
+        *map(str, sources),
+        "--tracking-uri",
+        store,
+        "--out",
+        str(tmp_path / "stamp.json"),
+    ]
     assert main(args) == 0
     stamp = json.loads((tmp_path / "stamp.json").read_text())
     c = MlflowClient(store)
@@ -247,9 +352,26 @@ def test_concurrent_jobs_lose_nothing(store, tmp_path):
     """4 processes log at once to one SQLite store: every run and every metric point arrives."""
     rows = 250  # 1250 history points: more than one log_batch each
     dirs = [make_run(tmp_path / f"seed{k}", seed=k, rows=rows)[0] for k in range(4)]
-    procs = [subprocess.Popen([sys.executable, "-m", "resnet_repro", "track", "train", str(d), "--preset", "demo",
-                               "--tracking-uri", store], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for d in dirs]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "resnet_repro",
+                "track",
+                "train",
+                str(d),
+                "--preset",
+                "demo",
+                "--tracking-uri",
+                store,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for d in dirs
+    ]
     for p in procs:
         out, err = p.communicate(timeout=100)
         assert p.returncode == 0, err
@@ -265,8 +387,13 @@ def test_concurrent_jobs_lose_nothing(store, tmp_path):
 
 def test_cli_errors_are_one_line(store, tmp_path):
     def run(*args, env=None):
-        return subprocess.run([sys.executable, "-m", "resnet_repro", "track", *args], capture_output=True,
-                              text=True, cwd=tmp_path, env={**os.environ, **(env or {})})
+        return subprocess.run(
+            [sys.executable, "-m", "resnet_repro", "track", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, **(env or {})},
+        )
 
     r = run("train", str(tmp_path / "missing"), "--preset", "demo", "--tracking-uri", store)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing" in r.stderr
@@ -275,14 +402,17 @@ def test_cli_errors_are_one_line(store, tmp_path):
     assert r.returncode == 2 and "track setup" in r.stderr and r.stderr.count("\n") == 1
     assert not (tmp_path / "mlflow.db").exists()
     (tmp_path / "fig.pdf").write_bytes(b"x")
-    r = run("report", "fig.pdf", "--name", "figure6", "--preset", "demo", "--sources", str(run_dir),
-            "--tracking-uri", store)
+    r = run(
+        "report", "fig.pdf", "--name", "figure6", "--preset", "demo", "--sources", str(run_dir), "--tracking-uri", store
+    )
     assert r.returncode == 2 and "mlflow.json" in r.stderr and r.stderr.count("\n") == 1
 
 
 def test_retry_outlasts_locked_database(monkeypatch):
-    from mlflow.exceptions import MlflowException
     import sqlite3
+
+    from mlflow.exceptions import MlflowException
+
     monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
     calls = []
 

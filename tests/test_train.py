@@ -1,6 +1,6 @@
 """Training: learning on digits, exact resume after a kill, divergence, schedules, specs."""
+
 import csv
-import os
 import signal
 import subprocess
 import sys
@@ -20,8 +20,15 @@ TIMING = {"images_per_s", "elapsed_s"}
 
 
 def tiny_spec(**over):
-    base = {"model": "resnet8", "data": {"kind": "digits"}, "max_iters": 60, "log_every": 10,
-            "checkpoint_every": 20, "batch_size": 64, "schedule": {"kind": "multistep", "milestones": [40]}}
+    base = {
+        "model": "resnet8",
+        "data": {"kind": "digits"},
+        "max_iters": 60,
+        "log_every": 10,
+        "checkpoint_every": 20,
+        "batch_size": 64,
+        "schedule": {"kind": "multistep", "milestones": [40]},
+    }
     return build_spec(None, [base, over])
 
 
@@ -44,11 +51,20 @@ def assert_same_weights(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-
 def test_resnet_learns_digits(tmp_path):
-    spec = build_spec(None, [{"model": "resnet20", "data": {"kind": "digits", "image_size": 16}, "max_iters": 300,
-                              "log_every": 50, "checkpoint_every": 300,
-                              "schedule": {"kind": "multistep", "milestones": [200, 250]}}])
+    spec = build_spec(
+        None,
+        [
+            {
+                "model": "resnet20",
+                "data": {"kind": "digits", "image_size": 16},
+                "max_iters": 300,
+                "log_every": 50,
+                "checkpoint_every": 300,
+                "schedule": {"kind": "multistep", "milestones": [200, 250]},
+            }
+        ],
+    )
     metrics = train(spec, tmp_path)
     assert metrics["test_error"] < 20, metrics  # chance is 90%
     history = read_history(tmp_path / "history.csv")
@@ -80,15 +96,31 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path):
     assert torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)["iteration"] == 30
     resumed = train(spec, tmp_path / "split", resume=True)
     assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "split"))
-    assert strip_timing(read_history(tmp_path / "full" / "history.csv")) == \
-        strip_timing(read_history(tmp_path / "split" / "history.csv"))
+    assert strip_timing(read_history(tmp_path / "full" / "history.csv")) == strip_timing(
+        read_history(tmp_path / "split" / "history.csv")
+    )
     assert resumed["test_error"] == full["test_error"]
 
 
 def test_killed_process_resumes_to_the_same_result(tmp_path):
     """A real SIGKILL at an arbitrary moment after the first checkpoint, then --resume."""
-    args = ["train", "--model", "resnet8", "--data", "digits", "--max-iters", "120", "--log-every", "10",
-            "--checkpoint-every", "20", "--batch-size", "64", "--milestones", "80"]
+    args = [
+        "train",
+        "--model",
+        "resnet8",
+        "--data",
+        "digits",
+        "--max-iters",
+        "120",
+        "--log-every",
+        "10",
+        "--checkpoint-every",
+        "20",
+        "--batch-size",
+        "64",
+        "--milestones",
+        "80",
+    ]
     subprocess.run(CLI + args + ["--out", str(tmp_path / "full")], check=True, capture_output=True)
     ckpt = tmp_path / "killed" / "checkpoint.pt"
     proc = subprocess.Popen(CLI + args + ["--out", str(tmp_path / "killed")], stderr=subprocess.PIPE, text=True)
@@ -104,16 +136,34 @@ def test_killed_process_resumes_to_the_same_result(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"resumed from {ckpt} at iteration {killed_at}" in r.stderr
     assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "killed"))
-    assert strip_timing(read_history(tmp_path / "full" / "history.csv")) == \
-        strip_timing(read_history(tmp_path / "killed" / "history.csv"))
+    assert strip_timing(read_history(tmp_path / "full" / "history.csv")) == strip_timing(
+        read_history(tmp_path / "killed" / "history.csv")
+    )
     assert not [p for p in (tmp_path / "killed").iterdir() if p.name.endswith(".tmp")]
 
 
 def test_sigterm_checkpoints_and_exits_3(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(CLI + ["train", "--model", "resnet8", "--data", "digits", "--max-iters", "100000",
-                                   "--log-every", "10", "--checkpoint-every", "10", "--out", str(out)],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        CLI
+        + [
+            "train",
+            "--model",
+            "resnet8",
+            "--data",
+            "digits",
+            "--max-iters",
+            "100000",
+            "--log-every",
+            "10",
+            "--checkpoint-every",
+            "10",
+            "--out",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 240
     while not (out / "history.csv").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -128,8 +178,26 @@ def test_sigterm_checkpoints_and_exits_3(tmp_path):
 def test_divergence_is_an_error(tmp_path):
     with pytest.raises(Diverged, match="diverged"):
         train(tiny_spec(lr=1e6), tmp_path)
-    r = subprocess.run(CLI + ["train", "--model", "resnet8", "--data", "digits", "--max-iters", "20", "--lr", "1e6",
-                              "--log-every", "10", "--out", str(tmp_path / "cli")], capture_output=True, text=True)
+    r = subprocess.run(
+        CLI
+        + [
+            "train",
+            "--model",
+            "resnet8",
+            "--data",
+            "digits",
+            "--max-iters",
+            "20",
+            "--lr",
+            "1e6",
+            "--log-every",
+            "10",
+            "--out",
+            str(tmp_path / "cli"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "diverged" in r.stderr
     assert not (tmp_path / "cli" / "metrics.json").exists()
@@ -137,8 +205,10 @@ def test_divergence_is_an_error(tmp_path):
 
 def test_warmup_rule(tmp_path):
     # digits' first iterations are above 95% error, so the warm-up ends at the first check (iteration 10)
-    spec = tiny_spec(warmup={"models": ["resnet8"], "lr": 0.01, "until_train_error": 95, "check_every": 10,
-                                     "max_iters": 50}, max_iters=60)
+    spec = tiny_spec(
+        warmup={"models": ["resnet8"], "lr": 0.01, "until_train_error": 95, "check_every": 10, "max_iters": 50},
+        max_iters=60,
+    )
     metrics = train(spec, tmp_path)
     lrs = [float(r["lr"]) for r in read_history(tmp_path / "history.csv")]
     assert lrs[:2] == pytest.approx([0.01, 0.1])  # the record at 10 shows the lr its iterations used
@@ -151,8 +221,10 @@ def test_warmup_rule(tmp_path):
 def test_warmup_is_capped_and_says_so(tmp_path):
     """A net that never gets below the threshold leaves the warm-up at max_iters, follows the schedule
     from there, and the log and metrics.json say so."""
-    spec = tiny_spec(warmup={"models": ["resnet8"], "lr": 0.01, "until_train_error": 0, "check_every": 10,
-                                     "max_iters": 25}, max_iters=60)
+    spec = tiny_spec(
+        warmup={"models": ["resnet8"], "lr": 0.01, "until_train_error": 0, "check_every": 10, "max_iters": 25},
+        max_iters=60,
+    )
     logged = []
     metrics = train(spec, tmp_path, log=logged.append)
     lrs = [float(r["lr"]) for r in read_history(tmp_path / "history.csv")]
@@ -163,8 +235,13 @@ def test_warmup_is_capped_and_says_so(tmp_path):
 
 
 def test_warmup_is_for_the_residual_nets_the_paper_names():
-    paper = {"models": ["resnet110", "resnet1202"], "lr": 0.01, "until_train_error": 80, "check_every": 100,
-             "max_iters": 2000}
+    paper = {
+        "models": ["resnet110", "resnet1202"],
+        "lr": 0.01,
+        "until_train_error": 80,
+        "check_every": 100,
+        "max_iters": 2000,
+    }
     assert build_spec(None, [{"model": "resnet110"}])["warmup"] == paper
     assert build_spec(None, [{"model": "cifar-resnet110"}])["warmup"] == paper
     assert build_spec(None, [{"model": "resnet1202"}])["warmup"] == paper
@@ -173,14 +250,20 @@ def test_warmup_is_for_the_residual_nets_the_paper_names():
     # configurable: another net is warmed up once named; the paper's nets can go without
     assert build_spec(None, [{"model": "plain110", "warmup": {"models": ["plain110"]}}])["warmup"]["lr"] == 0.01
     assert build_spec(None, [{"model": "resnet110", "warmup": None}])["warmup"] is None
-    shown = {m: yaml.safe_load(subprocess.run(CLI + ["spec", "--model", m], capture_output=True, text=True,
-                                              check=True).stdout)["warmup"] for m in ("plain110", "resnet110")}
+    shown = {
+        m: yaml.safe_load(
+            subprocess.run(CLI + ["spec", "--model", m], capture_output=True, text=True, check=True).stdout
+        )["warmup"]
+        for m in ("plain110", "resnet110")
+    }
     assert shown == {"plain110": None, "resnet110": paper}
 
 
 def test_learning_rate_schedules():
     lr = LearningRate(build_spec(None, [{"model": "resnet20"}]))
-    assert [lr.at(i) for i in (0, 31999, 32000, 47999, 48000, 63999)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    assert [lr.at(i) for i in (0, 31999, 32000, 47999, 48000, 63999)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
     lr = LearningRate(build_spec(None, [{"model": "resnet110"}]))
     assert lr.at(0) == 0.01
     assert lr.observe_train_error(100, 85.0) is None and lr.at(100) == 0.01
@@ -202,8 +285,17 @@ def test_imagenet_schedule_is_the_papers_milestones():
 
 
 def test_plateau_patience_is_in_iterations():
-    p = LearningRate(build_spec(None, [{"model": "resnet50", "schedule": {
-        "kind": "plateau", "patience_iters": 20000, "threshold": 0.5, "max_drops": 1}}]))
+    p = LearningRate(
+        build_spec(
+            None,
+            [
+                {
+                    "model": "resnet50",
+                    "schedule": {"kind": "plateau", "patience_iters": 20000, "threshold": 0.5, "max_drops": 1},
+                }
+            ],
+        )
+    )
     seen = [(5000, 50), (10000, 40), (15000, 39.8), (25000, 39.9), (30000, 39.6), (35000, 30), (60000, 29.9)]
     drops = [p.observe_holdout_error(i, e) for i, e in seen]
     # best 40 at 10k; 39.8 and 39.6 do not beat it by 0.5; 20k iterations later (30k): / 10; max_drops caps it
@@ -214,8 +306,10 @@ def test_plateau_patience_is_in_iterations():
 def test_plateau_decides_on_held_out_training_images(tmp_path):
     """The plateau rule reads the error of `holdout` training images the training never sees; the test
     split (what the tables report) only goes into the history."""
-    spec = tiny_spec(schedule={"kind": "plateau", "holdout": 200, "patience_iters": 20, "threshold": 100.0,
-                               "max_drops": 1}, max_iters=50)
+    spec = tiny_spec(
+        schedule={"kind": "plateau", "holdout": 200, "patience_iters": 20, "threshold": 100.0, "max_drops": 1},
+        max_iters=50,
+    )
     logged = []
     metrics = train(spec, tmp_path, log=logged.append)
     history = read_history(tmp_path / "history.csv")
@@ -231,6 +325,7 @@ def test_plateau_decides_on_held_out_training_images(tmp_path):
 
 def test_held_out_split_is_disjoint_and_seeded():
     from resnet_repro import data as D
+
     kept, held = D.held_out_indices(100, 10, seed=3)
     assert len(held) == 10 and sorted(kept.tolist() + held.tolist()) == list(range(100))
     assert torch.equal(held, D.held_out_indices(100, 10, seed=3)[1])
@@ -239,6 +334,7 @@ def test_held_out_split_is_disjoint_and_seeded():
         samples = [(f"img{i}.png", i % 3) for i in range(30)]
         targets = [i % 3 for i in range(30)]
         classes = ["a", "b", "c"]
+
     rest, out = D.hold_out_samples(Folder(), 5, seed=0)
     assert len(rest.samples) == 25 and len(out.samples) == 5 and out.targets == [label for _, label in out.samples]
     assert not {p for p, _ in rest.samples} & {p for p, _ in out.samples} and len(Folder.samples) == 30
@@ -276,15 +372,18 @@ def test_spec_precedence_and_defaults(tmp_path):
     assert build_spec(None, [{"model": "resnet50"}])["batch_size"] == 256
 
 
-@pytest.mark.parametrize("text,words", [
-    ("model: resnet20\nlr: [\n", "not valid YAML"),
-    ("model: resnet20\nlearning_rate: 0.1\n", "learning_rate"),
-    ("model: resnet20\nbatch_size: big\n", "batch_size"),
-    ("model: resnet20\nschedule: {kind: cosine}\n", "schedule.kind"),
-    ("- a list\n", "mapping"),
-    ("lr: 0.1\n", "no model"),
-    ("model: resnet21\n", "6n+2"),
-])
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("model: resnet20\nlr: [\n", "not valid YAML"),
+        ("model: resnet20\nlearning_rate: 0.1\n", "learning_rate"),
+        ("model: resnet20\nbatch_size: big\n", "batch_size"),
+        ("model: resnet20\nschedule: {kind: cosine}\n", "schedule.kind"),
+        ("- a list\n", "mapping"),
+        ("lr: 0.1\n", "no model"),
+        ("model: resnet21\n", "6n+2"),
+    ],
+)
 def test_malformed_specs_are_one_line_errors(tmp_path, text, words):
     f = tmp_path / "bad.yaml"
     f.write_text(text)
@@ -297,15 +396,22 @@ def test_malformed_specs_are_one_line_errors(tmp_path, text, words):
 
 
 def test_spec_command_prints_the_effective_spec():
-    r = subprocess.run(CLI + ["spec", "--model", "resnet110", "--set", "schedule.milestones=[10,20]", "--max-iters", "30"],
-                       capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        CLI + ["spec", "--model", "resnet110", "--set", "schedule.milestones=[10,20]", "--max-iters", "30"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     spec = yaml.safe_load(r.stdout)
     assert spec["schedule"]["milestones"] == [10, 20] and spec["max_iters"] == 30 and spec["warmup"]["lr"] == 0.01
 
 
 def test_missing_dataset_is_one_line_error(tmp_path):
-    r = subprocess.run(CLI + ["train", "--model", "resnet20", "--data-root", str(tmp_path / "nowhere"),
-                              "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    r = subprocess.run(
+        CLI + ["train", "--model", "resnet20", "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "cifar-10-python.tar.gz" in r.stderr
 
@@ -323,7 +429,8 @@ def test_wall_time_checkpoints(tmp_path):
     train(tiny_spec(max_iters=20, checkpoint_every=1000, checkpoint_minutes=1e-9), tmp_path / "on", log=logs.append)
     assert [l for l in logs if "minutes since the last" in l][:2] == [
         "[resnet8] checkpoint at iteration 1 (1e-09 minutes since the last)",
-        "[resnet8] checkpoint at iteration 2 (1e-09 minutes since the last)"]
+        "[resnet8] checkpoint at iteration 2 (1e-09 minutes since the last)",
+    ]
     logs.clear()
     train(tiny_spec(max_iters=20, checkpoint_every=1000, checkpoint_minutes=0), tmp_path / "off", log=logs.append)
     assert not [l for l in logs if "minutes since the last" in l]
@@ -336,6 +443,7 @@ def test_attempt_header_names_the_attempt_and_the_slurm_job():
     from argparse import Namespace
 
     from resnet_repro.cli import attempt_header
+
     args = Namespace(command="train", attempt=3)
     h = attempt_header(args, {"SLURM_JOB_ID": "123", "SLURM_RESTART_COUNT": "1"})
     assert h.startswith("=== resnet-repro train: attempt 3, Slurm job 123 (requeued 1x) on ") and h.endswith(" ===")

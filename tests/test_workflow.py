@@ -1,5 +1,6 @@
 """The Snakemake DAG end to end on the `tiny` preset (every target, real jobs, real MLflow), and
 planning checks on the paper preset."""
+
 import os
 import re
 import signal
@@ -22,9 +23,22 @@ def snakemake(workdir, *args, check=True):
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
     env.pop("MLFLOW_TRACKING_URI", None)
     # targets first: --configfile and --config take every word after them
-    r = subprocess.run([str(BIN / "snakemake"), *args, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-                        "--configfile", str(ROOT / "config.yaml")],
-                       capture_output=True, text=True, env=env, cwd=workdir)
+    r = subprocess.run(
+        [
+            str(BIN / "snakemake"),
+            *args,
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(ROOT / "config.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=workdir,
+    )
     if check and r.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
     return r
@@ -42,7 +56,8 @@ def planned_trainings(workdir, target):
 
 def test_dry_run_plans_only_what_a_target_needs(tmp_path):
     assert planned_trainings(tmp_path, "reports/figure7.pdf") == sorted(
-        f"{m}/seed0" for m in ["plain20", "plain56", "resnet20", "resnet56", "resnet110"])
+        f"{m}/seed0" for m in ["plain20", "plain56", "resnet20", "resnet56", "resnet110"]
+    )
     table6 = planned_trainings(tmp_path, "results/table6.csv")
     assert len(table6) == 10 and sum(t.startswith("resnet110/") for t in table6) == 5
     assert "resnet1202/seed0" in table6
@@ -57,7 +72,9 @@ def test_multi_gpu_trainings_start_under_torchrun(tmp_path):
     imagenet = [l for l in trains if "results/runs/paper/resnet34" in l or "results/runs/paper/plain34" in l]
     cifar = [l for l in trains if "results/runs/paper/resnet20/" in l]
     assert imagenet and cifar
-    assert all(l.startswith("torchrun --standalone --nproc_per_node=8 --no-python resnet-repro train") for l in imagenet)
+    assert all(
+        l.startswith("torchrun --standalone --nproc_per_node=8 --no-python resnet-repro train") for l in imagenet
+    )
     assert all(l.startswith("resnet-repro train") for l in cifar)
 
 
@@ -109,6 +126,7 @@ def test_tiny_run_is_in_mlflow(tiny_run):
     """Every training with its curves, its evaluations (each view the tables show), its data set and
     its model; ResNet-110's seeds under a parent; every figure and table as a reports run."""
     from mlflow import MlflowClient
+
     client = MlflowClient(f"sqlite:///{tiny_run / 'mlflow.db'}")
     train_exp = client.get_experiment_by_name(TINY_EXPERIMENT)  # one experiment per preset and data
     assert train_exp.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -126,7 +144,10 @@ def test_tiny_run_is_in_mlflow(tiny_run):
         if family == "cifar" and model.startswith("resnet"):  # Table 6's nets: its single-view error
             assert "single_top1_error" in r.data.metrics, (model, sorted(r.data.metrics))
         if family == "imagenet":  # Tables 2-5: 10-crop or multi-scale errors
-            assert {"tencrop_top1_error", "multiscale_top1_error"} & set(r.data.metrics), (model, sorted(r.data.metrics))
+            assert {"tencrop_top1_error", "multiscale_top1_error"} & set(r.data.metrics), (
+                model,
+                sorted(r.data.metrics),
+            )
     (parent,) = [r for r in client.search_runs([train_exp.experiment_id], "tags.seed_group = 'resnet110'")]
     assert "single_top1_error_mean" in parent.data.metrics and "single_top1_error_std" in parent.data.metrics
     assert sum(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in runs) == 2
@@ -139,6 +160,7 @@ def test_tiny_run_is_in_mlflow(tiny_run):
 
 def test_rerun_does_no_work_and_adds_no_runs(tiny_run):
     from mlflow import MlflowClient
+
     r = snakemake(tiny_run, "all", "--config", "preset=tiny", "--cores", "2")
     assert "Nothing to be done" in r.stdout + r.stderr
     client = MlflowClient(f"sqlite:///{tiny_run / 'mlflow.db'}")
@@ -163,8 +185,24 @@ SLOW_ITERS = 1000
 def slow_training(work):
     """The tiny preset with ResNet-20 trained for SLOW_ITERS iterations, checkpointing every 50."""
     extra = work / "slow.yaml"
-    extra.write_text(yaml.safe_dump({"presets": {"tiny": {"model_training": {"resnet20": {
-        "max_iters": SLOW_ITERS, "log_every": 50, "checkpoint_every": 50, "checkpoint_minutes": 0}}}}}))
+    extra.write_text(
+        yaml.safe_dump(
+            {
+                "presets": {
+                    "tiny": {
+                        "model_training": {
+                            "resnet20": {
+                                "max_iters": SLOW_ITERS,
+                                "log_every": 50,
+                                "checkpoint_every": 50,
+                                "checkpoint_minutes": 0,
+                            }
+                        }
+                    }
+                }
+            }
+        )
+    )
     return [f"{SLOW_RUN}/model.pt", "--config", "preset=tiny", "--configfile", str(ROOT / "config.yaml"), str(extra)]
 
 
@@ -184,8 +222,9 @@ def start_and_wait_for_iteration(work, args, iteration, **env_extra):
     """Start Snakemake in its own process group; return it once the training has logged `iteration`."""
     cmd, env = user_command(work, args, **env_extra)
     log = work / "logs/tiny/train/resnet20-seed0.log"
-    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         done = [int(i) for i in re.findall(rf"\bit (\d+)/{SLOW_ITERS}\b", log.read_text())] if log.exists() else []
@@ -236,7 +275,8 @@ def test_early_warning_signal_reaches_the_trainer_through_snakemake(tmp_path):
     assert proc.returncode == 1, out[-3000:]  # a failed job, not -SIGUSR1
     log = (tmp_path / "logs/tiny/train/resnet20-seed0.log").read_text()
     assert "=== resnet-repro train: attempt 1, Slurm job 4242 on " in log
-    m = re.search(rf"stopped at iteration (\d+) by signal SIGUSR1; checkpoint written", log)
+    m = re.search(r"stopped at iteration (\d+) by signal SIGUSR1; checkpoint written", log)
     assert m and int(m.group(1)) >= seen, log[-2000:]
     from resnet_repro.files import load_torch
+
     assert load_torch(tmp_path / SLOW_RUN / "checkpoint.pt")["iteration"] == int(m.group(1))

@@ -3,6 +3,7 @@ before the ReLU / addition, over the evaluation split, in layer order. `std` is 
 elements of a layer's output (the stem's 3x3 layer included); `std_per_channel` is each channel's
 std over N*H*W, averaged over the channels, so a reader can see whether the comparison depends on
 pooling the channels (a channel's mean offset adds to `std`, not to `std_per_channel`)."""
+
 import csv
 import io
 
@@ -44,13 +45,14 @@ def layer_responses(model, images_uint8, mean, device, batch_size=500, bf16=Fals
         def f(module, inputs, output):
             o = output.double().transpose(0, 1).flatten(1)  # (C, N*H*W)
             sums[i] += torch.stack([o.new_full((o.shape[0],), o.shape[1]), o.sum(1), (o * o).sum(1)])
+
         return f
 
     handles = [bn.register_forward_hook(hook(i)) for i, (_, bn) in enumerate(pairs)]
     try:
         for i in range(0, len(images_uint8), batch_size):
             with autocast(device, bf16):
-                model(D.normalize(images_uint8[i:i + batch_size].to(device), mean))
+                model(D.normalize(images_uint8[i : i + batch_size].to(device), mean))
     finally:
         for h in handles:
             h.remove()
@@ -71,7 +73,9 @@ def responses_from_checkpoint(checkpoint, out_csv, device="auto", data_root=None
     spec = ckpt["spec"]
     d = dict(spec["data"], **({"root": data_root} if data_root else {}))
     if parse_model_name(spec["model"]).family != "cifar":
-        raise ReproError(f"layer responses are the paper's CIFAR analysis (Figure 7); {spec['model']} is an ImageNet model")
+        raise ReproError(
+            f"layer responses are the paper's CIFAR analysis (Figure 7); {spec['model']} is an ImageNet model"
+        )
     td = D.small_data(d)
     images = td.test_x[:max_images] if max_images else td.test_x
     bf16 = use_bf16(precision or spec.get("eval_precision", "fp32"), device)

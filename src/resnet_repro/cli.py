@@ -1,4 +1,5 @@
 """The `resnet-repro` command: every step of the pipeline is one sub-command."""
+
 import argparse
 import json
 import os
@@ -18,6 +19,7 @@ def _csv_ints(text):
 
 def cmd_models(args):
     from .models import canonical_models, describe_models
+
     names = args.names or canonical_models()
     rows = describe_models(names)
     if args.family:
@@ -27,23 +29,43 @@ def cmd_models(args):
         return
     print(f"{'name':<16} {'family':<9} {'depth':>5} {'shortcut':>8} {'params':>12} {'GFLOPs':>8}  input")
     for r in rows:
-        print(f"{r['name']:<16} {r['family']:<9} {r['depth']:>5} {r['shortcut'] or '-':>8} "
-              f"{r['params'] / 1e6:>11.3f}M {r['gflops']:>8.3f}  {r['input_size']}x{r['input_size']}")
+        print(
+            f"{r['name']:<16} {r['family']:<9} {r['depth']:>5} {r['shortcut'] or '-':>8} "
+            f"{r['params'] / 1e6:>11.3f}M {r['gflops']:>8.3f}  {r['input_size']}x{r['input_size']}"
+        )
 
 
 def _spec_from_args(args):
     from .spec import build_spec, parse_assignment
+
     flags = {}
     if args.model:
         flags["model"] = args.model
-    data = {k: v for k, v in (("kind", args.data), ("root", args.data_root), ("val_split", args.val_split),
-                              ("image_size", args.image_size)) if v is not None}
+    data = {
+        k: v
+        for k, v in (
+            ("kind", args.data),
+            ("root", args.data_root),
+            ("val_split", args.val_split),
+            ("image_size", args.image_size),
+        )
+        if v is not None
+    }
     if args.download:
         data["download"] = True
     if data:
         flags["data"] = data
-    for key in ("max_iters", "batch_size", "lr", "seed", "log_every", "checkpoint_every", "checkpoint_minutes", "device",
-                "precision"):
+    for key in (
+        "max_iters",
+        "batch_size",
+        "lr",
+        "seed",
+        "log_every",
+        "checkpoint_every",
+        "checkpoint_minutes",
+        "device",
+        "precision",
+    ):
         if getattr(args, key) is not None:
             flags[key] = getattr(args, key)
     if args.milestones is not None:
@@ -65,35 +87,56 @@ def _spec_from_args(args):
 
 def add_spec_args(p):
     p.add_argument("--spec", help="YAML training spec (see src/resnet_repro/specs/ for every key and its default)")
-    p.add_argument("--overrides", metavar="YAML", help="a YAML/JSON mapping merged over the spec file "
-                   "(flags and --set win over it), e.g. '{max_iters: 100, data: {kind: digits}}'")
-    p.add_argument("--model", help="network name, e.g. resnet56, plain20, resnet34-A, resnet50 (see `resnet-repro models`)")
+    p.add_argument(
+        "--overrides",
+        metavar="YAML",
+        help="a YAML/JSON mapping merged over the spec file "
+        "(flags and --set win over it), e.g. '{max_iters: 100, data: {kind: digits}}'",
+    )
+    p.add_argument(
+        "--model", help="network name, e.g. resnet56, plain20, resnet34-A, resnet50 (see `resnet-repro models`)"
+    )
     p.add_argument("--data", choices=["cifar10", "digits", "imagefolder", "imagenet"], help="dataset kind")
     p.add_argument("--data-root", help="dataset directory")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 if missing (needs network)")
-    p.add_argument("--val-split", type=int, help="hold out this many training images as validation (5000: the 45k/5k split)")
+    p.add_argument(
+        "--val-split", type=int, help="hold out this many training images as validation (5000: the 45k/5k split)"
+    )
     p.add_argument("--image-size", type=int, help="resize small images to this size")
     p.add_argument("--max-iters", type=int, help="iterations to train (CIFAR default 64000)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="base learning rate (default 0.1)")
     p.add_argument("--schedule", choices=["multistep", "plateau"])
     p.add_argument("--milestones", type=_csv_ints, help="lr / 10 at these iterations, e.g. 32000,48000")
-    p.add_argument("--no-warmup", action="store_true", help="no warm-up (the paper's lr 0.01 warm-up of ResNet-110/1202)")
+    p.add_argument(
+        "--no-warmup", action="store_true", help="no warm-up (the paper's lr 0.01 warm-up of ResNet-110/1202)"
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--log-every", type=int, help="record history (train/test error, loss, lr) every K iterations")
     p.add_argument("--checkpoint-every", type=int, help="write a checkpoint every K iterations")
-    p.add_argument("--checkpoint-minutes", type=float, help="also write one when this many minutes of wall time have "
-                   "passed since the last (default 30; 0: off)")
+    p.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        help="also write one when this many minutes of wall time have passed since the last (default 30; 0: off)",
+    )
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any spec key, dotted, value in YAML, e.g. --set schedule.milestones=[100,200]")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any spec key, dotted, value in YAML, e.g. --set schedule.milestones=[100,200]",
+    )
 
 
 def add_eval_precision_arg(p):
-    p.add_argument("--precision", choices=["fp32", "bf16", "auto"],
-                   help="arithmetic of the forward passes (default: the checkpoint spec's eval_precision, fp32, "
-                        "so the numbers do not depend on the hardware; bf16 autocast only if asked)")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "auto"],
+        help="arithmetic of the forward passes (default: the checkpoint spec's eval_precision, fp32, "
+        "so the numbers do not depend on the hardware; bf16 autocast only if asked)",
+    )
 
 
 def cmd_spec(args):
@@ -103,33 +146,48 @@ def cmd_spec(args):
 def _set_threads(args):
     if getattr(args, "threads", None):
         from .device import set_threads
+
         set_threads(args.threads)
 
 
 def cmd_train(args):
     from .train import train
+
     spec = _spec_from_args(args)
     _set_threads(args)
     from .tracking import experiment_arg
+
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    metrics = train(spec, args.out, resume=args.resume, stop_at=args.stop_at,
-                    tracking=(uri, experiment_arg(args.experiment)))
+    metrics = train(
+        spec, args.out, resume=args.resume, stop_at=args.stop_at, tracking=(uri, experiment_arg(args.experiment))
+    )
     if metrics is not None:  # None on torchrun's processes other than 0
         print(json.dumps(metrics, indent=2))
 
 
 def cmd_evaluate(args):
     from .evaluate import evaluate_checkpoint
+
     _set_threads(args)
-    metrics = evaluate_checkpoint(args.checkpoint, args.out, args.views, args.scales, args.device,
-                                  args.batch_size, args.workers, args.data_root, args.precision,
-                                  args.multiscale_flips)
+    metrics = evaluate_checkpoint(
+        args.checkpoint,
+        args.out,
+        args.views,
+        args.scales,
+        args.device,
+        args.batch_size,
+        args.workers,
+        args.data_root,
+        args.precision,
+        args.multiscale_flips,
+    )
     print(json.dumps(metrics, indent=2))
 
 
 def cmd_ensemble(args):
     from .evaluate import ensemble
     from .files import write_json
+
     result = ensemble(args.scores)
     if args.out:
         write_json(args.out, result)
@@ -138,15 +196,18 @@ def cmd_ensemble(args):
 
 def cmd_responses(args):
     from .analysis import responses_from_checkpoint
+
     _set_threads(args)
-    rows = responses_from_checkpoint(args.checkpoint, args.out, args.device, args.data_root, args.max_images,
-                                     args.precision)
+    rows = responses_from_checkpoint(
+        args.checkpoint, args.out, args.device, args.data_root, args.max_images, args.precision
+    )
     print(f"{len(rows)} layers written to {args.out}")
 
 
 def cmd_check_data(args):
     from .data import describe_data
     from .files import write_json
+
     spec = _spec_from_args(args)
     summary = describe_data(spec)
     if args.out:
@@ -156,14 +217,19 @@ def cmd_check_data(args):
 
 def cmd_make_imagefolder(args):
     from .data import make_digits_imagefolder
+
     out = make_digits_imagefolder(args.out, args.size)
     print(f"digits written as an image folder under {out}")
 
 
 def add_attempt_arg(p):
-    p.add_argument("--attempt", type=int, metavar="N",
-                   help="the workflow's attempt number: print a header line naming it (and the Slurm job) first, "
-                        "so a log appended to by every attempt shows where each begins")
+    p.add_argument(
+        "--attempt",
+        type=int,
+        metavar="N",
+        help="the workflow's attempt number: print a header line naming it (and the Slurm job) first, "
+        "so a log appended to by every attempt shows where each begins",
+    )
 
 
 def attempt_header(args, environ=None):
@@ -172,6 +238,7 @@ def attempt_header(args, environ=None):
     import os
     import socket
     import time
+
     environ = os.environ if environ is None else environ
     if getattr(args, "attempt", None) is None or environ.get("RANK", "0") != "0":
         return None
@@ -180,8 +247,10 @@ def attempt_header(args, environ=None):
     restarts = environ.get("SLURM_RESTART_COUNT")
     if job and restarts and restarts != "0":
         where += f" (requeued {restarts}x)"
-    return (f"=== resnet-repro {args.command}: attempt {args.attempt}, {where} on {socket.gethostname()}, "
-            f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ===")
+    return (
+        f"=== resnet-repro {args.command}: attempt {args.attempt}, {where} on {socket.gethostname()}, "
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ==="
+    )
 
 
 class _Tee:
@@ -207,71 +276,109 @@ def append_log(path):
     """From now on, copy this process's stdout and stderr to the end of `path` (Snakemake deletes a
     job's declared log before each attempt; this file keeps every attempt)."""
     import os
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     log = open(path, "a", buffering=1)
     sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="resnet-repro", description="Reproduce He et al., Deep Residual Learning for "
-                                "Image Recognition (CVPR 2016): models, data, training, evaluation, analysis.")
+    p = argparse.ArgumentParser(
+        prog="resnet-repro",
+        description="Reproduce He et al., Deep Residual Learning for "
+        "Image Recognition (CVPR 2016): models, data, training, evaluation, analysis.",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("models", help="list every network with parameters and GFLOPs (multiply-adds)",
-                       description="Every network with its parameter count and GFLOPs (multiply-adds, counted by "
-                                   "torch.utils.flop_counter) at its canonical input: 32x32 (CIFAR) or 224x224 (ImageNet).")
+    s = sub.add_parser(
+        "models",
+        help="list every network with parameters and GFLOPs (multiply-adds)",
+        description="Every network with its parameter count and GFLOPs (multiply-adds, counted by "
+        "torch.utils.flop_counter) at its canonical input: 32x32 (CIFAR) or 224x224 (ImageNet).",
+    )
     s.add_argument("names", nargs="*", help="only these models (default: every model the paper trains)")
     s.add_argument("--family", choices=["cifar", "imagenet"])
     s.add_argument("--json", action="store_true", help="a JSON list of objects (name, params, gflops, ...)")
     s.set_defaults(func=cmd_models)
 
-    s = sub.add_parser("spec", help="print the effective training spec (defaults + YAML + flags)",
-                       description="Print the training spec that `train` would use, fully resolved.")
+    s = sub.add_parser(
+        "spec",
+        help="print the effective training spec (defaults + YAML + flags)",
+        description="Print the training spec that `train` would use, fully resolved.",
+    )
     add_spec_args(s)
     s.set_defaults(func=cmd_spec)
 
-    s = sub.add_parser("train", help="train one network",
-                       description="Iteration-based SGD with the paper's schedule. Writes OUT/spec.yaml, "
-                                   "OUT/checkpoint.pt (atomically, every K iterations and at the end; for --resume), "
-                                   "OUT/history.csv (every K iterations: train/test error in %%, loss, lr), and at the "
-                                   "end OUT/model.pt (the final model) and OUT/metrics.json. "
-                                   "On SIGTERM/SIGUSR1 it checkpoints and exits with status 3.")
+    s = sub.add_parser(
+        "train",
+        help="train one network",
+        description="Iteration-based SGD with the paper's schedule. Writes OUT/spec.yaml, "
+        "OUT/checkpoint.pt (atomically, every K iterations and at the end; for --resume), "
+        "OUT/history.csv (every K iterations: train/test error in %%, loss, lr), and at the "
+        "end OUT/model.pt (the final model) and OUT/metrics.json. "
+        "On SIGTERM/SIGUSR1 it checkpoints and exits with status 3.",
+    )
     add_spec_args(s)
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
     s.add_argument("--stop-at", type=int, help="checkpoint and stop after this iteration (exit status 3)")
     s.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
-    s.add_argument("--tracking-uri", help="an http(s) MLflow tracking server logs the run live while it trains "
-                                         "(default: $MLFLOW_TRACKING_URI; a SQLite store is logged after the fact "
-                                         "by `resnet-repro track train`)")
-    s.add_argument("--experiment", help="MLflow experiment of a live run (default: $MLFLOW_EXPERIMENT_NAME, "
-                                        "else 'resnet-repro')")
+    s.add_argument(
+        "--tracking-uri",
+        help="an http(s) MLflow tracking server logs the run live while it trains "
+        "(default: $MLFLOW_TRACKING_URI; a SQLite store is logged after the fact "
+        "by `resnet-repro track train`)",
+    )
+    s.add_argument(
+        "--experiment", help="MLflow experiment of a live run (default: $MLFLOW_EXPERIMENT_NAME, else 'resnet-repro')"
+    )
     add_attempt_arg(s)
-    s.add_argument("--attempts-log", metavar="FILE", help="also append everything this command prints to FILE "
-                   "(a log that keeps every attempt of a training)")
+    s.add_argument(
+        "--attempts-log",
+        metavar="FILE",
+        help="also append everything this command prints to FILE (a log that keeps every attempt of a training)",
+    )
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("check-data", help="check that a spec's data set is present and readable; summarise it",
-                       description="Open the data set the spec names (extracting cifar-10-python.tar.gz if that is "
-                                   "what is there) and print its split sizes and classes; fails with one line if "
-                                   "it is missing. The workflow runs this before any training.")
+    s = sub.add_parser(
+        "check-data",
+        help="check that a spec's data set is present and readable; summarise it",
+        description="Open the data set the spec names (extracting cifar-10-python.tar.gz if that is "
+        "what is there) and print its split sizes and classes; fails with one line if "
+        "it is missing. The workflow runs this before any training.",
+    )
     add_spec_args(s)
     s.add_argument("--out", help="write the summary as JSON here")
     add_attempt_arg(s)
     s.set_defaults(func=cmd_check_data)
 
-    s = sub.add_parser("evaluate", help="evaluate a checkpoint (single view, centre crop, 10-crop, multi-scale)",
-                       description="Top-1/top-5 error of a checkpoint on its data set's evaluation split. Writes "
-                                   "OUT/scores-<view>.npz (per-example scores and labels) and OUT/metrics.json.")
+    s = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint (single view, centre crop, 10-crop, multi-scale)",
+        description="Top-1/top-5 error of a checkpoint on its data set's evaluation split. Writes "
+        "OUT/scores-<view>.npz (per-example scores and labels) and OUT/metrics.json.",
+    )
     s.add_argument("checkpoint")
     s.add_argument("--out", required=True, help="output directory")
-    s.add_argument("--views", nargs="+", choices=["single", "center", "tencrop", "multiscale"],
-                   help="default: single for CIFAR nets; center tencrop multiscale for ImageNet nets")
-    s.add_argument("--scales", type=_csv_ints, default=[224, 256, 384, 480, 640],
-                   help="shorter sides for multi-scale testing (default 224,256,384,480,640)")
-    s.add_argument("--multiscale-flips", choices=["auto", "true", "false"], default="auto",
-                   help="also average each whole image's mirror in multi-scale testing (not in the paper's text); "
-                        "auto (default): if the model was trained on mirrored images (augment.flip)")
+    s.add_argument(
+        "--views",
+        nargs="+",
+        choices=["single", "center", "tencrop", "multiscale"],
+        help="default: single for CIFAR nets; center tencrop multiscale for ImageNet nets",
+    )
+    s.add_argument(
+        "--scales",
+        type=_csv_ints,
+        default=[224, 256, 384, 480, 640],
+        help="shorter sides for multi-scale testing (default 224,256,384,480,640)",
+    )
+    s.add_argument(
+        "--multiscale-flips",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="also average each whole image's mirror in multi-scale testing (not in the paper's text); "
+        "auto (default): if the model was trained on mirrored images (augment.flip)",
+    )
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-size", type=int)
     s.add_argument("--workers", type=int, help="DataLoader workers for decoding")
@@ -281,16 +388,22 @@ def build_parser():
     add_attempt_arg(s)
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("ensemble", help="average the softmax scores of several evaluated models",
-                       description="Top-1/top-5 error of the average softmax of several scores-*.npz files.")
+    s = sub.add_parser(
+        "ensemble",
+        help="average the softmax scores of several evaluated models",
+        description="Top-1/top-5 error of the average softmax of several scores-*.npz files.",
+    )
     s.add_argument("scores", nargs="+", help="scores-<view>.npz files from `evaluate`")
     s.add_argument("--out", help="write the result as JSON here")
     add_attempt_arg(s)
     s.set_defaults(func=cmd_ensemble)
 
-    s = sub.add_parser("responses", help="layer responses of every 3x3 layer (Figure 7)",
-                       description="Std of the output of each 3x3 conv after BN, before ReLU/addition, over the "
-                                   "evaluation split, in layer order; written as CSV (model, layer, module, std).")
+    s = sub.add_parser(
+        "responses",
+        help="layer responses of every 3x3 layer (Figure 7)",
+        description="Std of the output of each 3x3 conv after BN, before ReLU/addition, over the "
+        "evaluation split, in layer order; written as CSV (model, layer, module, std).",
+    )
     s.add_argument("checkpoint")
     s.add_argument("--out", required=True, help="CSV file to write")
     s.add_argument("--device", default="auto")
@@ -301,14 +414,18 @@ def build_parser():
     add_attempt_arg(s)
     s.set_defaults(func=cmd_responses)
 
-    s = sub.add_parser("make-imagefolder", help="write the bundled digits data set as an ImageFolder tree",
-                       description="Write scikit-learn's digits as OUT/train/<class>/*.png and OUT/val/<class>/*.png, "
-                                   "an offline stand-in for ImageNet-style data.")
+    s = sub.add_parser(
+        "make-imagefolder",
+        help="write the bundled digits data set as an ImageFolder tree",
+        description="Write scikit-learn's digits as OUT/train/<class>/*.png and OUT/val/<class>/*.png, "
+        "an offline stand-in for ImageNet-style data.",
+    )
     s.add_argument("--out", required=True)
     s.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
     s.set_defaults(func=cmd_make_imagefolder)
 
     from . import doctor, estimate, figures, report, tables, tracking
+
     for module in (figures, tables, tracking, report, estimate, doctor):
         module.add_parser(sub)
     return p
@@ -325,6 +442,7 @@ def main(argv=None):
         args.func(args)
     except ReproError as e:
         from .train import Interrupted
+
         print(f"resnet-repro: error: {e}", file=sys.stderr)
         return 3 if isinstance(e, Interrupted) else 2
     except KeyboardInterrupt:

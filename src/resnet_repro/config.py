@@ -1,6 +1,7 @@
 """The workflow's config.yaml, resolved: the chosen preset merged over the top level, validated
 (one-line errors), and the questions the Snakemake rules ask of it (which runs an artifact needs,
 each run's training spec and resources). Kept here, not in the .smk files, so it is tested."""
+
 import hashlib
 import json
 import os
@@ -16,13 +17,19 @@ FIGURES = ("figure1", "figure4", "figure6", "figure7")
 TABLES = ("table2", "table3", "table4", "table5", "table6")
 ARTIFACTS = FIGURES + TABLES
 # the evaluation each table reads (figures read training histories and layer responses)
-TABLE_VIEW = {"table2": "tencrop", "table3": "tencrop", "table4": "multiscale", "table5": "multiscale",
-              "table6": "single"}
+TABLE_VIEW = {
+    "table2": "tencrop",
+    "table3": "tencrop",
+    "table4": "multiscale",
+    "table5": "multiscale",
+    "table6": "single",
+}
 SETTINGS = ("data", "training", "model_training", "seeds", "extra_seeds", "evaluation", "experiments", "resources")
 
 
 def validate(config, schema_path):
     import jsonschema
+
     with open(schema_path) as f:
         schema = yaml.safe_load(f)
     errors = list(jsonschema.Draft202012Validator(schema).iter_errors(config))
@@ -39,12 +46,16 @@ class Plan:
         validate(config, schema_path)
         self.preset = config["preset"]
         if self.preset not in config["presets"]:
-            raise ReproError(f"config: preset {self.preset!r} is not defined; choose one of {', '.join(config['presets'])}")
+            raise ReproError(
+                f"config: preset {self.preset!r} is not defined; choose one of {', '.join(config['presets'])}"
+            )
         top = {k: config[k] for k in SETTINGS if k in config}
         self.cfg = deep_merge(top, config["presets"][self.preset])
         self.cfg.setdefault("model_training", {})
         self.cfg.setdefault("extra_seeds", {})
-        self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or config["mlflow"].get("tracking_uri", "sqlite:///mlflow.db")
+        self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or config["mlflow"].get(
+            "tracking_uri", "sqlite:///mlflow.db"
+        )
         self.experiments = {}
         for name in ARTIFACTS:
             entries = []
@@ -61,8 +72,10 @@ class Plan:
         for fam, r in self.cfg["resources"].items():
             nodes = r.get("nodes", 1)
             if nodes > 1 and (r["gpus"] < nodes or r["gpus"] % nodes):
-                raise ReproError(f"config: resources.{fam}: {r['gpus']} gpus do not split evenly over {nodes} nodes "
-                                 f"(gpus is the total over all nodes)")
+                raise ReproError(
+                    f"config: resources.{fam}: {r['gpus']} gpus do not split evenly over {nodes} nodes "
+                    f"(gpus is the total over all nodes)"
+                )
         self.config_hash = hashlib.sha256(json.dumps(self.cfg, sort_keys=True).encode()).hexdigest()[:12]
         # the MLflow experiment of this preset's trainings: one per preset and data, so the list of
         # experiments reads as a list of reproductions (figures and tables: its reports experiment)
@@ -146,8 +159,11 @@ class Plan:
         training's CPUs and memory per GPU, not the whole training's."""
         r = self.resources(model)
         share = max(1, r["gpus"])
-        return {"threads": max(1, r["threads"] // share), "mem_mb": max(1000, r["mem_mb"] // share),
-                "gpus": min(1, r["gpus"])}
+        return {
+            "threads": max(1, r["threads"] // share),
+            "mem_mb": max(1000, r["mem_mb"] // share),
+            "gpus": min(1, r["gpus"]),
+        }
 
     def launcher(self, model):
         """What goes in front of `resnet-repro train`: nothing for one process; torchrun with one process
@@ -156,10 +172,12 @@ class Plan:
         r = self.resources(model)
         per_node = self.processes_per_node(model)
         if r["nodes"] > 1:
-            return (f"srun --nodes={r['nodes']} --ntasks-per-node=1 --cpus-per-task={r['threads'] // r['nodes']} "
-                    f"--kill-on-bad-exit=1 torchrun --nnodes={r['nodes']} --nproc_per_node={per_node} "
-                    f"--rdzv_backend=c10d --rdzv_endpoint=$(hostname):29400 --rdzv_id=${{SLURM_JOB_ID:-0}} "
-                    f"--no-python ")
+            return (
+                f"srun --nodes={r['nodes']} --ntasks-per-node=1 --cpus-per-task={r['threads'] // r['nodes']} "
+                f"--kill-on-bad-exit=1 torchrun --nnodes={r['nodes']} --nproc_per_node={per_node} "
+                f"--rdzv_backend=c10d --rdzv_endpoint=$(hostname):29400 --rdzv_id=${{SLURM_JOB_ID:-0}} "
+                f"--no-python "
+            )
         return f"torchrun --standalone --nproc_per_node={per_node} --no-python " if r["gpus"] > 1 else ""
 
     def data_dirs(self):

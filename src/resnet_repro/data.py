@@ -7,6 +7,7 @@ Two paths, as in the paper's two families of experiments:
   cropped either by them (PIL) or, for JPEGs on CUDA, on the GPU (TorchCodec's nvJPEG; `data.decode`); then
   flipped, lit (AlexNet PCA) and mean-subtracted on the device, a batch at a time.
 """
+
 import copy
 import os
 import tarfile
@@ -27,6 +28,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 @dataclass
 class TensorData:
     """A small-image data set in memory: uint8 images (N, 3, H, W) and int64 labels."""
+
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
@@ -35,27 +37,34 @@ class TensorData:
     test_split: str  # "test", or "val" when a validation split was carved out of the training set
 
     def to(self, device):
-        return TensorData(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)),
-                          self.classes, self.test_split)
+        return TensorData(
+            *(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)),
+            self.classes,
+            self.test_split,
+        )
 
 
 # ---------------------------------------------------------------- small images, in memory
+
 
 def load_digits_arrays(test_fraction=0.25, seed=0):
     """scikit-learn's bundled 8x8 digits (offline) as uint8 3-channel images, stratified split."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
+
     d = load_digits()
     images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)  # values are 0..16
     images = np.repeat(images[:, None], 3, axis=1)
-    xtr, xte, ytr, yte = train_test_split(images, d.target, test_size=test_fraction,
-                                          random_state=seed, stratify=d.target)
+    xtr, xte, ytr, yte = train_test_split(
+        images, d.target, test_size=test_fraction, random_state=seed, stratify=d.target
+    )
     return xtr, ytr, xte, yte, [str(c) for c in range(10)]
 
 
 def _cifar10_arrays(root, download):
     from torchvision.datasets import CIFAR10
     from torchvision.datasets.utils import check_integrity
+
     root = Path(root)
     archive = root / CIFAR10.filename
     probe = CIFAR10.__new__(CIFAR10)
@@ -69,14 +78,23 @@ def _cifar10_arrays(root, download):
         train = CIFAR10(str(root), train=True, download=download)
         test = CIFAR10(str(root), train=False, download=download)
     except RuntimeError as e:
-        raise ReproError(f"CIFAR-10 not found or corrupt under {root}: put cifar-10-python.tar.gz "
-                         f"in {root}/ (or set download: true where the network allows) [{e}]") from None
+        raise ReproError(
+            f"CIFAR-10 not found or corrupt under {root}: put cifar-10-python.tar.gz "
+            f"in {root}/ (or set download: true where the network allows) [{e}]"
+        ) from None
     except OSError as e:  # download attempted but no network
-        raise ReproError(f"CIFAR-10 could not be downloaded to {root} ({e.__class__.__name__}: {e}); "
-                         f"put cifar-10-python.tar.gz in {root}/") from None
+        raise ReproError(
+            f"CIFAR-10 could not be downloaded to {root} ({e.__class__.__name__}: {e}); "
+            f"put cifar-10-python.tar.gz in {root}/"
+        ) from None
     to_nchw = lambda a: np.ascontiguousarray(a.transpose(0, 3, 1, 2))
-    return (to_nchw(train.data), np.array(train.targets), to_nchw(test.data), np.array(test.targets),
-            list(train.classes))
+    return (
+        to_nchw(train.data),
+        np.array(train.targets),
+        to_nchw(test.data),
+        np.array(test.targets),
+        list(train.classes),
+    )
 
 
 def _find_classes(split_dir):
@@ -88,10 +106,13 @@ def _find_classes(split_dir):
 
 def _imagefolder_arrays(root, image_size):
     from PIL import Image
+
     root = Path(root)
     for split in ("train", "val"):
         if not (root / split).is_dir():
-            raise ReproError(f"image folder {root} has no {split}/ directory: expected {root}/train/<class>/... and {root}/val/<class>/...")
+            raise ReproError(
+                f"image folder {root} has no {split}/ directory: expected {root}/train/<class>/... and {root}/val/<class>/..."
+            )
     classes = _find_classes(root / "train")
     out = []
     for split in ("train", "val"):
@@ -130,8 +151,14 @@ def load_small(kind, root=None, download=False, image_size=None, val_split=0, sp
     tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in (xtr, ytr, xte, yte)]
     xtr, ytr, xte, yte = tensors[0], tensors[1].long(), tensors[2], tensors[3].long()
     if image_size and xtr.shape[-1] != image_size:
-        resize = lambda x: F.interpolate(x.float(), size=(image_size, image_size), mode="bilinear",
-                                         antialias=True, align_corners=False).round().clamp(0, 255).to(torch.uint8)
+        resize = lambda x: (
+            F.interpolate(
+                x.float(), size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False
+            )
+            .round()
+            .clamp(0, 255)
+            .to(torch.uint8)
+        )
         xtr, xte = resize(xtr), resize(xte)
     split = "test"
     if val_split:
@@ -146,8 +173,14 @@ def load_small(kind, root=None, download=False, image_size=None, val_split=0, sp
 
 def small_data(d):
     """load_small for a training spec's `data` section."""
-    return load_small(d["kind"], d.get("root"), d.get("download", False), d.get("image_size"),
-                      d.get("val_split", 0), d.get("split_seed", 0))
+    return load_small(
+        d["kind"],
+        d.get("root"),
+        d.get("download", False),
+        d.get("image_size"),
+        d.get("val_split", 0),
+        d.get("split_seed", 0),
+    )
 
 
 def held_out_indices(n_total, n, seed, what="schedule.holdout"):
@@ -182,7 +215,7 @@ def pixel_mean(images_uint8, batch=4096):
     """Per-pixel mean (3, H, W) in [0, 1] units over a uint8 image tensor."""
     total = torch.zeros(images_uint8.shape[1:], dtype=torch.float64)
     for i in range(0, len(images_uint8), batch):
-        total += images_uint8[i:i + batch].to("cpu", torch.float64).sum(0)
+        total += images_uint8[i : i + batch].to("cpu", torch.float64).sum(0)
     return (total / len(images_uint8) / 255.0).float()
 
 
@@ -227,9 +260,7 @@ def pad_crop_flip(x, pad, generator, flip=True):
 # AlexNet's PCA lighting noise, with the eigen-decomposition of ImageNet RGB covariance
 # in [0, 1] units (as used by fb.resnet.torch, the authors' reference Torch code).
 PCA_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
-PCA_EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009],
-                           [-0.5808, -0.0045, -0.8140],
-                           [-0.5836, -0.6948, 0.4203]])
+PCA_EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
 
 
 def flip_and_lighting(x, generator, flip=True, lighting_std=0.1):
@@ -247,6 +278,7 @@ def flip_and_lighting(x, generator, flip=True, lighting_std=0.1):
 
 # ---------------------------------------------------------------- ImageNet-style, streamed
 
+
 def _is_imagenet_archive_layout(root):
     root = Path(root)
     return (root / "meta.bin").exists() or (root / "ILSVRC2012_devkit_t12.tar.gz").exists()
@@ -256,11 +288,14 @@ def stream_datasets(kind, root):
     """(train, val) torchvision datasets returning PIL images, for `imagenet` (torchvision's ImageNet
     archive layout, or plain train/ and val/ class folders) and `imagefolder`."""
     from torchvision.datasets import ImageFolder, ImageNet
+
     if kind not in STREAM_KINDS:
         raise ReproError(f"dataset kind {kind!r} cannot be streamed: choose one of {', '.join(STREAM_KINDS)}")
     if not root or not Path(root).is_dir():
-        raise ReproError(f"{kind} root {root!r} is not a directory: for ImageNet put ILSVRC2012_img_train.tar, "
-                         f"ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz there, or train/ and val/ class folders")
+        raise ReproError(
+            f"{kind} root {root!r} is not a directory: for ImageNet put ILSVRC2012_img_train.tar, "
+            f"ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz there, or train/ and val/ class folders"
+        )
     if kind == "imagenet" and _is_imagenet_archive_layout(root):
         try:
             return ImageNet(root, split="train"), ImageNet(root, split="val")
@@ -317,8 +352,11 @@ def read_bytes(path):
 def collate_encoded(batch):
     """One flat byte tensor and the files' lengths: one shared-memory block per batch between the
     worker and the trainer (a tensor per file would cost a file descriptor each)."""
-    return (torch.cat([b[0] for b in batch]), torch.tensor([len(b[0]) for b in batch]),
-            torch.tensor([b[1] for b in batch]))
+    return (
+        torch.cat([b[0] for b in batch]),
+        torch.tensor([len(b[0]) for b in batch]),
+        torch.tensor([b[1] for b in batch]),
+    )
 
 
 def split_encoded(flat, lengths):
@@ -344,6 +382,7 @@ def jpeg_decoder():
     torchvision.io's decoders are deprecated (and to be removed) in favour of TorchCodec."""
     try:
         import torchcodec.decoders  # noqa: F401
+
         return "torchcodec"
     except (ImportError, OSError, RuntimeError):  # not installed, or its libraries do not load here
         return "pil"
@@ -353,6 +392,7 @@ def _decode_pil(data):
     import io
 
     from PIL import Image
+
     img = Image.open(io.BytesIO(data.numpy().tobytes())).convert("RGB")
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
 
@@ -365,6 +405,7 @@ def decode_on_device(encoded, device):
     if jpeg_decoder() == "pil":
         return [_decode_pil(data).to(device) for data in encoded]
     from torchcodec.decoders import decode_image, decode_jpeg
+
     try:
         return decode_jpeg(list(encoded), mode="RGB", device=device)
     except RuntimeError:
@@ -385,6 +426,7 @@ def scale_crop(images, scale, crop, generator):
     side random in [scale], then a random crop x crop window (zero-padded if the image is smaller).
     `generator` is a CPU generator (drawing the sizes on the host costs no device synchronisation)."""
     from torchvision.transforms.v2 import functional as TF
+
     out = []
     for img in images:
         side = int(torch.randint(scale[0], scale[1] + 1, (1,), generator=generator))
@@ -395,7 +437,7 @@ def scale_crop(images, scale, crop, generator):
             h, w = img.shape[-2:]
         y = int(torch.randint(0, h - crop + 1, (1,), generator=generator))
         x = int(torch.randint(0, w - crop + 1, (1,), generator=generator))
-        out.append(img[:, y:y + crop, x:x + crop])
+        out.append(img[:, y : y + crop, x : x + crop])
     return torch.stack(out)
 
 
@@ -403,8 +445,14 @@ def train_transform(scale=(256, 480), crop=224):
     """Worker side of the paper's ImageNet augmentation: shorter side random in [scale], random crop.
     Returns uint8 tensors; flip, lighting and mean subtraction happen on the device."""
     from torchvision.transforms import v2
-    return v2.Compose([v2.PILToTensor(), v2.RandomShortestSize(list(range(scale[0], scale[1] + 1))),
-                       v2.RandomCrop(crop, pad_if_needed=True)])
+
+    return v2.Compose(
+        [
+            v2.PILToTensor(),
+            v2.RandomShortestSize(list(range(scale[0], scale[1] + 1))),
+            v2.RandomCrop(crop, pad_if_needed=True),
+        ]
+    )
 
 
 def eval_transform(view, test_size=256, crop=224, scale=None, flips=True):
@@ -412,6 +460,7 @@ def eval_transform(view, test_size=256, crop=224, scale=None, flips=True):
     (10, 3, crop, crop); without flips only the 5 (5, 3, crop, crop). full: shorter side `scale`, the
     whole image (fully-convolutional testing)."""
     from torchvision.transforms import v2
+
     if view == "center":
         return v2.Compose([v2.PILToTensor(), v2.Resize(test_size), v2.CenterCrop(crop)])
     if view == "tencrop":
@@ -427,9 +476,11 @@ def stream_pixel_mean(train_ds, test_size, crop, max_images=10000, seed=0):
     """Per-pixel mean of (a seeded sample of) the training set at the crop size."""
     n = min(len(train_ds), max_images)
     idx = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(seed))[:n]
-    loader = torch.utils.data.DataLoader(Transformed(torch.utils.data.Subset(train_ds, idx.tolist()),
-                                                     eval_transform("center", test_size, crop)),
-                                         batch_size=256, num_workers=min(4, os.cpu_count() or 1))
+    loader = torch.utils.data.DataLoader(
+        Transformed(torch.utils.data.Subset(train_ds, idx.tolist()), eval_transform("center", test_size, crop)),
+        batch_size=256,
+        num_workers=min(4, os.cpu_count() or 1),
+    )
     total = torch.zeros(3, crop, crop, dtype=torch.float64)
     for x, _ in loader:
         total += x.double().sum(0)
@@ -447,8 +498,8 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
-        rest = perm[self.start:]
-        return iter(rest[:len(rest) // self.world * self.world][self.rank::self.world].tolist())
+        rest = perm[self.start :]
+        return iter(rest[: len(rest) // self.world * self.world][self.rank :: self.world].tolist())
 
     def __len__(self):
         return (self.n - self.start) // self.world
@@ -458,6 +509,7 @@ def make_digits_imagefolder(out, size=32, fmt="png"):
     """Write the digits data set as an ImageFolder tree (train/ and val/ class folders), so the
     real ImageFolder, 10-crop and multi-scale code can run offline."""
     from PIL import Image
+
     out = Path(out)
     xtr, ytr, xte, yte, classes = load_digits_arrays()
     for split, xs, ys in (("train", xtr, ytr), ("val", xte, yte)):
@@ -472,11 +524,25 @@ def make_digits_imagefolder(out, size=32, fmt="png"):
 def describe_data(spec):
     """Open the spec's data set the way training will, and summarise it (sizes, classes)."""
     from .models import parse_model_name
+
     d = spec["data"]
     if parse_model_name(spec["model"]).family == "cifar":
         td = small_data(d)
-        return {"kind": d["kind"], "root": d.get("root"), "path": "in-memory", "train": len(td.train_x),
-                td.test_split: len(td.test_x), "image_size": list(td.train_x.shape[-2:]), "classes": td.classes}
+        return {
+            "kind": d["kind"],
+            "root": d.get("root"),
+            "path": "in-memory",
+            "train": len(td.train_x),
+            td.test_split: len(td.test_x),
+            "image_size": list(td.train_x.shape[-2:]),
+            "classes": td.classes,
+        }
     train, val = stream_datasets(d["kind"], d.get("root"))
-    return {"kind": d["kind"], "root": d.get("root"), "path": "streamed", "train": len(train), "val": len(val),
-            "classes": list(train.classes)}
+    return {
+        "kind": d["kind"],
+        "root": d.get("root"),
+        "path": "streamed",
+        "train": len(train),
+        "val": len(val),
+        "classes": list(train.classes),
+    }

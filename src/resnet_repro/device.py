@@ -8,6 +8,7 @@ The `auto` settings were chosen by measurement (benchmarks/train_throughput.py, 
   work in a blocked/NHWC layout; NCHW costs a reorder before and after every convolution).
 - compile: torch.compile only on CUDA, and only for long runs; on CPU it did not pay (see `use_compile`).
 """
+
 import contextlib
 import functools
 import os
@@ -75,8 +76,10 @@ def compiler_available(device):
     try:
         if device.type == "cuda":
             from torch.utils._triton import has_triton
+
             return has_triton()
         from torch._inductor.cpp_builder import get_cpp_compiler
+
         get_cpp_compiler()
         return True
     except Exception:
@@ -98,8 +101,11 @@ def use_compile(setting, device, max_iters=None):
         want = bool(setting)
     if want and not compiler_available(device):
         if setting is True:
-            print(f"resnet-repro: warning: compile: true but torch.compile has no compiler for {device.type} "
-                  f"here; running eager", file=sys.stderr)
+            print(
+                f"resnet-repro: warning: compile: true but torch.compile has no compiler for {device.type} "
+                f"here; running eager",
+                file=sys.stderr,
+            )
         return False
     return want
 
@@ -159,9 +165,9 @@ def peak_memory_mb(device):
     process's maximum resident set size on CPU (over the whole process, which is the training's
     own in a `resnet-repro train` job)."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+        return torch.cuda.max_memory_allocated(device) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2 ** 20 if sys.platform == "darwin" else rss / 2 ** 10  # bytes on macOS, KiB on Linux
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 
 
 def describe(device):

@@ -20,6 +20,7 @@ Checks, one line each (ok / failed: the error / skipped: why):
 On a CPU the same checks run at tiny sizes (their CPU twins); what needs a GPU is named in the
 check's line. The exit status is 1 if any check failed.
 """
+
 import math
 import os
 import statistics
@@ -33,8 +34,20 @@ from pathlib import Path
 from .errors import ReproError
 from .files import load_torch
 
-CHECKS = ("device", "jpeg-decode", "cifar-train", "checkpoint-resume", "cifar-speed", "imagenet-train",
-          "eval-single", "eval-center", "eval-tencrop", "eval-multiscale", "ddp", "estimate")
+CHECKS = (
+    "device",
+    "jpeg-decode",
+    "cifar-train",
+    "checkpoint-resume",
+    "cifar-speed",
+    "imagenet-train",
+    "eval-single",
+    "eval-center",
+    "eval-tencrop",
+    "eval-multiscale",
+    "ddp",
+    "estimate",
+)
 
 
 class Skip(Exception):
@@ -44,14 +57,42 @@ class Skip(Exception):
 def sizes(device):
     """How much each check does: the paper's shapes on a GPU, tiny ones on a CPU."""
     if device.type == "cuda":
-        return {"cifar_batch": 128, "cifar_iters": 60, "speed_iters": 50, "speed_warmup": 10,
-                "jpeg_size": (500, 375), "jpeg_train": 1024, "jpeg_val": 16, "classes": 4,
-                "scale": [256, 480], "crop": 224, "test_size": 256, "scales": [224, 256],
-                "imagenet_batch": 256, "imagenet_iters": 30, "imagenet_log": 10, "workers": min(8, os.cpu_count() or 1)}
-    return {"cifar_batch": 16, "cifar_iters": 12, "speed_iters": 3, "speed_warmup": 1,
-            "jpeg_size": (80, 60), "jpeg_train": 32, "jpeg_val": 8, "classes": 2,
-            "scale": [64, 80], "crop": 56, "test_size": 64, "scales": [56, 64],
-            "imagenet_batch": 8, "imagenet_iters": 6, "imagenet_log": 2, "workers": 1}
+        return {
+            "cifar_batch": 128,
+            "cifar_iters": 60,
+            "speed_iters": 50,
+            "speed_warmup": 10,
+            "jpeg_size": (500, 375),
+            "jpeg_train": 1024,
+            "jpeg_val": 16,
+            "classes": 4,
+            "scale": [256, 480],
+            "crop": 224,
+            "test_size": 256,
+            "scales": [224, 256],
+            "imagenet_batch": 256,
+            "imagenet_iters": 30,
+            "imagenet_log": 10,
+            "workers": min(8, os.cpu_count() or 1),
+        }
+    return {
+        "cifar_batch": 16,
+        "cifar_iters": 12,
+        "speed_iters": 3,
+        "speed_warmup": 1,
+        "jpeg_size": (80, 60),
+        "jpeg_train": 32,
+        "jpeg_val": 8,
+        "classes": 2,
+        "scale": [64, 80],
+        "crop": 56,
+        "test_size": 64,
+        "scales": [56, 64],
+        "imagenet_batch": 8,
+        "imagenet_iters": 6,
+        "imagenet_log": 2,
+        "workers": 1,
+    }
 
 
 def write_jpegs(root, n_train, n_val, classes, size, seed=0):
@@ -59,6 +100,7 @@ def write_jpegs(root, n_train, n_val, classes, size, seed=0):
     some texture, ~100 KB at 500x375 as ImageNet's average file), so decoding costs what it will."""
     import numpy as np
     from PIL import Image
+
     rng = np.random.default_rng(seed)
     w, h = size
     for split, n in (("train", n_train), ("val", n_val)):
@@ -77,6 +119,7 @@ class Doctor:
         import torch
 
         from .device import resolve_device
+
         self.torch = torch
         self.device = resolve_device(device)
         self.compile_setting = compile
@@ -115,6 +158,7 @@ class Doctor:
     def paper_compile(self, family):
         """What `auto` picks for a paper-length run of this family (the settings the GPU-hours go to)."""
         from .device import use_compile
+
         setting = self.compile_setting
         if setting == "auto":
             return use_compile("auto", self.device, 64000 if family == "cifar" else 600000)
@@ -123,22 +167,28 @@ class Doctor:
     def c_device(self):
         import torch
 
-        from .device import describe, use_bf16, use_channels_last, use_cuda_graph
         from .data import jpeg_decoder
+        from .device import describe, use_bf16, use_channels_last, use_cuda_graph
+
         d = self.device
         extra = ""
         if d.type == "cuda":
-            extra = (f", CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, "
-                     f"{torch.cuda.device_count()} GPU(s) visible")
-        return (f"{describe(d)}; torch {torch.__version__}{extra}; auto: {'bf16' if use_bf16('auto', d) else 'fp32'}, "
-                f"{'channels_last' if use_channels_last('auto', d) else 'NCHW'}, "
-                f"compile {self.paper_compile('cifar')}, CUDA graph (CIFAR nets) {use_cuda_graph(d, 'cifar')}, "
-                f"JPEG decoder {jpeg_decoder()}")
+            extra = (
+                f", CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, "
+                f"{torch.cuda.device_count()} GPU(s) visible"
+            )
+        return (
+            f"{describe(d)}; torch {torch.__version__}{extra}; auto: {'bf16' if use_bf16('auto', d) else 'fp32'}, "
+            f"{'channels_last' if use_channels_last('auto', d) else 'NCHW'}, "
+            f"compile {self.paper_compile('cifar')}, CUDA graph (CIFAR nets) {use_cuda_graph(d, 'cifar')}, "
+            f"JPEG decoder {jpeg_decoder()}"
+        )
 
     def c_jpeg_decode(self):
         import torch
 
         from . import data as D
+
         folder = self.jpegs()
         files = sorted((folder / "train").rglob("*.jpg"))[:16]
         encoded = [D.read_bytes(f) for f in files]
@@ -152,15 +202,22 @@ class Doctor:
         worst = 0.0
         for img, ref in zip(images, reference):
             if img.device.type != self.device.type or img.dtype != torch.uint8 or img.shape != ref.shape:
-                raise AssertionError(f"decoded {tuple(img.shape)} {img.dtype} on {img.device}, expected "
-                                     f"{tuple(ref.shape)} uint8 on {self.device.type}")
+                raise AssertionError(
+                    f"decoded {tuple(img.shape)} {img.dtype} on {img.device}, expected "
+                    f"{tuple(ref.shape)} uint8 on {self.device.type}"
+                )
             worst = max(worst, (img.cpu().float() - ref.float()).abs().mean().item())
         if worst > 5.0:  # nvJPEG upsamples chroma and rounds the IDCT its own way: about 2 levels
             raise AssertionError(f"decoded images differ from PIL's by {worst:.2f} levels on average")
-        where = "nvJPEG on the GPU" if self.device.type == "cuda" and library == "torchcodec" else (
-            "on the CPU (the CPU twin of nvJPEG)" if library == "torchcodec" else "PIL on the CPU")
-        return (f"{len(files)} JPEGs of {self.size['jpeg_size'][0]}x{self.size['jpeg_size'][1]} decoded by {library}, "
-                f"{where}, in {took * 1000:.0f} ms (first call); mean difference from PIL {worst:.2f} levels")
+        where = (
+            "nvJPEG on the GPU"
+            if self.device.type == "cuda" and library == "torchcodec"
+            else ("on the CPU (the CPU twin of nvJPEG)" if library == "torchcodec" else "PIL on the CPU")
+        )
+        return (
+            f"{len(files)} JPEGs of {self.size['jpeg_size'][0]}x{self.size['jpeg_size'][1]} decoded by {library}, "
+            f"{where}, in {took * 1000:.0f} ms (first call); mean difference from PIL {worst:.2f} levels"
+        )
 
     def jpegs(self):
         folder = self.work / "jpegs"
@@ -172,11 +229,24 @@ class Doctor:
     def c_cifar_train(self):
         from .spec import build_spec
         from .train import Interrupted, train
+
         s, iters = self.size, self.size["cifar_iters"]
-        spec = build_spec(None, [{"model": "resnet56", "data": {"kind": "digits", "image_size": 32},
-                                  "batch_size": s["cifar_batch"], "max_iters": iters, "log_every": iters // 4,
-                                  "checkpoint_every": iters, "schedule": {"kind": "multistep", "milestones": [iters * 3 // 4]},
-                                  "compile": self.paper_compile("cifar"), "device": str(self.device)}])
+        spec = build_spec(
+            None,
+            [
+                {
+                    "model": "resnet56",
+                    "data": {"kind": "digits", "image_size": 32},
+                    "batch_size": s["cifar_batch"],
+                    "max_iters": iters,
+                    "log_every": iters // 4,
+                    "checkpoint_every": iters,
+                    "schedule": {"kind": "multistep", "milestones": [iters * 3 // 4]},
+                    "compile": self.paper_compile("cifar"),
+                    "device": str(self.device),
+                }
+            ],
+        )
         out = self.work / "cifar"
         log = []
         t = time.perf_counter()
@@ -192,12 +262,13 @@ class Doctor:
         self.runs["cifar"] = (out, metrics, log)
         if not math.isfinite(metrics["train_loss"]):
             raise AssertionError(f"training loss is {metrics['train_loss']}")
-        return (f"resnet56, batch {s['cifar_batch']}, {iters} iterations in {took:.0f}s (compiling included), "
-                f"{metrics['precision']}, {'channels_last' if metrics['channels_last'] else 'NCHW'}, "
-                f"compile {metrics['compile']}, CUDA graph {metrics['cuda_graph']}; loss {metrics['train_loss']:.3f}")
+        return (
+            f"resnet56, batch {s['cifar_batch']}, {iters} iterations in {took:.0f}s (compiling included), "
+            f"{metrics['precision']}, {'channels_last' if metrics['channels_last'] else 'NCHW'}, "
+            f"compile {metrics['compile']}, CUDA graph {metrics['cuda_graph']}; loss {metrics['train_loss']:.3f}"
+        )
 
     def c_checkpoint_resume(self):
-        import torch
         self.need("cifar-train")
         out, metrics, log = self.runs["cifar"]
         iters = self.size["cifar_iters"]
@@ -207,36 +278,61 @@ class Doctor:
         ckpt = load_torch(out / "checkpoint.pt")
         iterations = [row["iteration"] for row in ckpt["history"]]
         if not (ckpt["done"] and ckpt["iteration"] == iters and iterations == sorted(set(iterations))):
-            raise AssertionError(f"checkpoint after resume: iteration {ckpt['iteration']}, done {ckpt['done']}, "
-                                 f"history at {iterations}")
+            raise AssertionError(
+                f"checkpoint after resume: iteration {ckpt['iteration']}, done {ckpt['done']}, history at {iterations}"
+            )
         return f"stopped at {iters // 2} with a checkpoint, resumed there, finished at {iters}; history {iterations}"
 
     def c_cifar_speed(self):
         from .estimate import measure
         from .spec import build_spec
+
         s = self.size
         spec = build_spec(None, [{"model": "resnet56", "compile": self.paper_compile("cifar")}])
         fresh_compiler()
         ips = measure(spec, self.device, iters=s["speed_iters"], warmup=s["speed_warmup"], batch_size=s["cifar_batch"])
         self.ips["resnet56"] = ips
         per_run = 64000 * 128 / ips / 3600
-        return (f"resnet56 {ips:.0f} images/s (trainer's step, batch {s['cifar_batch']}, 32x32, "
-                f"{s['speed_iters']} timed iterations): {per_run:.2f} h for the paper's 64k iterations of 128")
+        return (
+            f"resnet56 {ips:.0f} images/s (trainer's step, batch {s['cifar_batch']}, 32x32, "
+            f"{s['speed_iters']} timed iterations): {per_run:.2f} h for the paper's 64k iterations of 128"
+        )
 
     def c_imagenet_train(self):
         from .spec import build_spec
         from .train import train
+
         s = self.size
         folder = self.jpegs()
         iters = s["imagenet_iters"]
-        spec = build_spec(None, [{"model": "resnet50", "num_classes": 1000,
-                                  "data": {"kind": "imagefolder", "root": str(folder), "scale": s["scale"], "crop": s["crop"],
-                                           "test_size": s["test_size"], "mean_images": 64, "workers": s["workers"],
-                                           "decode": "auto"},
-                                  "batch_size": s["imagenet_batch"], "max_iters": iters, "log_every": s["imagenet_log"],
-                                  "checkpoint_every": iters, "eval_batch_size": 8,
-                                  "compile": self.paper_compile("imagenet"), "device": str(self.device)}])
+        spec = build_spec(
+            None,
+            [
+                {
+                    "model": "resnet50",
+                    "num_classes": 1000,
+                    "data": {
+                        "kind": "imagefolder",
+                        "root": str(folder),
+                        "scale": s["scale"],
+                        "crop": s["crop"],
+                        "test_size": s["test_size"],
+                        "mean_images": 64,
+                        "workers": s["workers"],
+                        "decode": "auto",
+                    },
+                    "batch_size": s["imagenet_batch"],
+                    "max_iters": iters,
+                    "log_every": s["imagenet_log"],
+                    "checkpoint_every": iters,
+                    "eval_batch_size": 8,
+                    "compile": self.paper_compile("imagenet"),
+                    "device": str(self.device),
+                }
+            ],
+        )
         from . import data as D
+
         decode = D.decode_where("auto", D.stream_datasets("imagefolder", folder)[0], self.device)
         out = self.work / "imagenet"
         t = time.perf_counter()
@@ -253,26 +349,38 @@ class Doctor:
         ips = statistics.median(windows) if windows else metrics["images_per_s"]
         self.ips["resnet50"] = ips
         w, h = s["jpeg_size"]
-        return (f"resnet50 {ips:.0f} images/s from {w}x{h} JPEG files (decoded in the {decode}; "
-                f"batch {s['imagenet_batch']}, {s['crop']}px crops, {s['workers']} loader workers; median of "
-                f"{len(windows)} windows of {s['imagenet_log']} iterations after the first), {took:.0f}s in all, "
-                f"{metrics['precision']}, compile {metrics['compile']}")
+        return (
+            f"resnet50 {ips:.0f} images/s from {w}x{h} JPEG files (decoded in the {decode}; "
+            f"batch {s['imagenet_batch']}, {s['crop']}px crops, {s['workers']} loader workers; median of "
+            f"{len(windows)} windows of {s['imagenet_log']} iterations after the first), {took:.0f}s in all, "
+            f"{metrics['precision']}, compile {metrics['compile']}"
+        )
 
     def evaluate(self, run, view):
         from .evaluate import evaluate_checkpoint
+
         self.need({"cifar": "cifar-train", "imagenet": "imagenet-train"}[run])
         out, _, _ = self.runs[run]
         scales = self.size["scales"]
-        m = evaluate_checkpoint(out / "model.pt", self.work / f"eval-{run}-{view}", [view], scales, str(self.device),
-                                batch_size=50, workers=min(2, self.size["workers"]))
+        m = evaluate_checkpoint(
+            out / "model.pt",
+            self.work / f"eval-{run}-{view}",
+            [view],
+            scales,
+            str(self.device),
+            batch_size=50,
+            workers=min(2, self.size["workers"]),
+        )
         r = m["views"][view]
         if not 0 <= r["top1_error"] <= 100:
             raise AssertionError(f"top-1 error {r['top1_error']}")
-        return (f"{run} checkpoint, {r['n']} images: top-1 error {r['top1_error']:.1f}%"
-                + (f" (scales {scales})" if view == "multiscale" else ""))
+        return f"{run} checkpoint, {r['n']} images: top-1 error {r['top1_error']:.1f}%" + (
+            f" (scales {scales})" if view == "multiscale" else ""
+        )
 
     def c_ddp(self):
         import torch
+
         env = dict(os.environ)
         src = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join([src] + [p for p in [env.get("PYTHONPATH")] if p])
@@ -286,10 +394,36 @@ class Doctor:
             env["OMP_NUM_THREADS"] = "1"
         out = self.work / "ddp"
         iters = 6
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-               "-m", "resnet_repro", "train", "--model", "resnet20", "--data", "digits", "--image-size", "32",
-               "--max-iters", str(iters), "--log-every", "3", "--checkpoint-every", str(iters),
-               "--batch-size", str(16 * n), "--milestones", "100", "--device", self.device.type, "--out", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={n}",
+            "-m",
+            "resnet_repro",
+            "train",
+            "--model",
+            "resnet20",
+            "--data",
+            "digits",
+            "--image-size",
+            "32",
+            "--max-iters",
+            str(iters),
+            "--log-every",
+            "3",
+            "--checkpoint-every",
+            str(iters),
+            "--batch-size",
+            str(16 * n),
+            "--milestones",
+            "100",
+            "--device",
+            self.device.type,
+            "--out",
+            str(out),
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
         if r.returncode != 0:
             lines = [line for line in (r.stderr + r.stdout).splitlines() if line.strip()]
@@ -308,7 +442,10 @@ class Doctor:
         import torch.nn.functional as F
 
         from .models import build_model
-        dist.init_process_group("nccl", store=dist.HashStore(), rank=0, world_size=1, device_id=torch.device("cuda", self.device.index or 0))
+
+        dist.init_process_group(
+            "nccl", store=dist.HashStore(), rank=0, world_size=1, device_id=torch.device("cuda", self.device.index or 0)
+        )
         try:
             model = build_model("resnet20").to(self.device)
             ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index or 0])
@@ -322,11 +459,14 @@ class Doctor:
                 raise AssertionError(f"all_reduce over one process gave {t.item()}")
         finally:
             dist.destroy_process_group()
-        return ("one GPU visible: NCCL process group of one, a DDP forward/backward and an all-reduce ran; "
-                "torchrun across GPUs needs a node with 2+ (run doctor with all of the node's GPUs)")
+        return (
+            "one GPU visible: NCCL process group of one, a DDP forward/backward and an all-reduce ran; "
+            "torchrun across GPUs needs a node with 2+ (run doctor with all of the node's GPUs)"
+        )
 
     def c_estimate(self):
         from .estimate import estimate, load_plan, runs_for
+
         if not Path(self.config).exists():
             raise Skip(f"no workflow config {self.config} here (run doctor from the project's directory, or --config)")
         self.need("cifar-speed")
@@ -349,13 +489,19 @@ class Doctor:
         missing = "" if self.ips.get("resnet50") else " (ImageNet-family models not priced: imagenet-train did not run)"
         if self.device.type == "cpu":
             missing += f"; on a CPU resnet50 was timed on {self.size['crop']}px crops, not 224"
-        return (f"paper preset, all: {r['total_hours']:.4g} {'GPU' if self.device.type == 'cuda' else 'device'}-hours "
-                f"from resnet56 and resnet50 as measured above, the other models scaled by their GFLOPs{missing}")
+        return (
+            f"paper preset, all: {r['total_hours']:.4g} {'GPU' if self.device.type == 'cuda' else 'device'}-hours "
+            f"from resnet56 and resnet50 as measured above, the other models scaled by their GFLOPs{missing}"
+        )
 
     def run(self):
         self.work.mkdir(parents=True, exist_ok=True)
-        views = {"eval-single": ("cifar", "single"), "eval-center": ("imagenet", "center"),
-                 "eval-tencrop": ("imagenet", "tencrop"), "eval-multiscale": ("imagenet", "multiscale")}
+        views = {
+            "eval-single": ("cifar", "single"),
+            "eval-center": ("imagenet", "center"),
+            "eval-tencrop": ("imagenet", "tencrop"),
+            "eval-multiscale": ("imagenet", "multiscale"),
+        }
         for name in CHECKS:
             if name in views:
                 self.check(name, lambda v=views[name]: self.evaluate(*v))
@@ -365,9 +511,12 @@ class Doctor:
         skipped = [n for n, s in self.results.items() if s == "skipped"]
         for model, ips in self.ips.items():
             self.out(f"measured: {model} {ips:.0f} images/s on {self.device}")
-        self.out(f"doctor: {len(CHECKS) - len(failed) - len(skipped)} ok, {len(failed)} failed"
-                 + (f" ({', '.join(failed)})" if failed else "") + f", {len(skipped)} skipped"
-                 + (f" ({', '.join(skipped)})" if skipped else ""))
+        self.out(
+            f"doctor: {len(CHECKS) - len(failed) - len(skipped)} ok, {len(failed)} failed"
+            + (f" ({', '.join(failed)})" if failed else "")
+            + f", {len(skipped)} skipped"
+            + (f" ({', '.join(skipped)})" if skipped else "")
+        )
         return self.results
 
 
@@ -376,6 +525,7 @@ def fresh_compiler():
     its own, and a model compiled after another one of other shapes would be recompiled with
     dynamic shapes (slower kernels, long compiles), which no job sees."""
     import torch
+
     torch._dynamo.reset()
 
 
@@ -386,6 +536,7 @@ def gflops(model):
 
     from .models import ResNet
     from .names import parse_model_name
+
     spec = parse_model_name(model)
     with torch.device("meta"):
         net = ResNet(spec).eval()
@@ -397,11 +548,13 @@ def gflops(model):
 
 def describe_family(model):
     from .names import parse_model_name
+
     return parse_model_name(model).family
 
 
 def metrics_history(out):
     import csv
+
     with open(Path(out) / "history.csv") as f:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
@@ -417,6 +570,7 @@ def doctor(device="auto", compile="auto", out=print, show_traceback=False, confi
 def cmd_doctor(args):
     if args.threads:
         from .device import set_threads
+
         set_threads(args.threads)
     results = doctor(args.device, args.compile, show_traceback=args.traceback, config=args.config, work=args.work)
     if any(s == "failed" for s in results.values()):
@@ -425,17 +579,24 @@ def cmd_doctor(args):
 
 def add_parser(sub):
     """Register `doctor` on the `resnet-repro` argparse sub-parsers."""
-    s = sub.add_parser("doctor", help="check, in a few minutes, every code path the pipeline uses on this node",
-                       description="Run every code path of the pipeline on this node briefly and for real, with the "
-                                   "settings `auto` picks here: ResNet-56 training at CIFAR shapes (stopped, "
-                                   "checkpointed, resumed), ResNet-50 training from generated JPEG files, the JPEG "
-                                   "decoder, every evaluation view, a DDP step under torchrun over every visible GPU, "
-                                   "and the GPU-hours of the paper preset from the measured images/s. One line per "
-                                   "check (ok / failed / skipped, and why); exit status 2 if any failed. On a CPU "
-                                   "the same checks run at tiny sizes.")
+    s = sub.add_parser(
+        "doctor",
+        help="check, in a few minutes, every code path the pipeline uses on this node",
+        description="Run every code path of the pipeline on this node briefly and for real, with the "
+        "settings `auto` picks here: ResNet-56 training at CIFAR shapes (stopped, "
+        "checkpointed, resumed), ResNet-50 training from generated JPEG files, the JPEG "
+        "decoder, every evaluation view, a DDP step under torchrun over every visible GPU, "
+        "and the GPU-hours of the paper preset from the measured images/s. One line per "
+        "check (ok / failed / skipped, and why); exit status 2 if any failed. On a CPU "
+        "the same checks run at tiny sizes.",
+    )
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    s.add_argument("--compile", default="auto", choices=["auto", "true", "false"],
-                   help="torch.compile for the training checks (default: what auto picks for the paper's runs)")
+    s.add_argument(
+        "--compile",
+        default="auto",
+        choices=["auto", "true", "false"],
+        help="torch.compile for the training checks (default: what auto picks for the paper's runs)",
+    )
     s.add_argument("--config", default="config.yaml", help="the workflow config the estimate plans with")
     s.add_argument("--work", help="keep the generated files and runs in this directory (default: a temporary one)")
     s.add_argument("--threads", type=int, help="CPU threads for PyTorch")

@@ -13,6 +13,7 @@ throughput of a model is, in order of preference:
 Training iterations only: evaluation every log_every iterations and checkpoints add a little, and
 for ImageNet-family models the measurement assumes the DataLoader workers keep up with the step.
 """
+
 import re
 import time
 from pathlib import Path
@@ -47,15 +48,19 @@ def runs_for(plan, targets):
     for t in targets:
         if t == "all" or t == plan.preset:
             need = plan.all_runs()
-        elif (m := RUN_RE.search(t)):
+        elif m := RUN_RE.search(t):
             if m.group(1) != plan.preset:
-                raise ReproError(f"target {t} belongs to preset {m.group(1)!r}, not {plan.preset!r}: add --preset {m.group(1)}")
+                raise ReproError(
+                    f"target {t} belongs to preset {m.group(1)!r}, not {plan.preset!r}: add --preset {m.group(1)}"
+                )
             need = [(m.group(2), int(m.group(3)))]
         elif (m := TARGET_RE.search(t)) and m.group(1) in ARTIFACTS:
             need = plan.runs(m.group(1))
         else:
-            raise ReproError(f"unknown target {t!r}: use all, a preset name, results/table2.csv ... results/table6.csv, "
-                             f"reports/figure1.pdf ... (figure1, 4, 6, 7) or results/runs/<preset>/<model>/seed<k>")
+            raise ReproError(
+                f"unknown target {t!r}: use all, a preset name, results/table2.csv ... results/table6.csv, "
+                f"reports/figure1.pdf ... (figure1, 4, 6, 7) or results/runs/<preset>/<model>/seed<k>"
+            )
         runs += [r for r in need if r not in runs]
     return runs
 
@@ -63,6 +68,7 @@ def runs_for(plan, targets):
 def input_size(spec):
     """The side of the images the model trains on."""
     from .names import parse_model_name
+
     d = spec["data"]
     if parse_model_name(spec["model"]).family == "imagenet":
         return d["crop"]
@@ -91,11 +97,18 @@ def measure(spec, device, iters=5, warmup=2, batch_size=None):
     gen = torch.Generator().manual_seed(0)
     if m.family == "cifar":  # the real data path: uint8 on the device, batched pad-crop-flip
         n = 2 * batch
-        td = D.TensorData(torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=gen),
-                          torch.randint(0, num_classes, (n,), generator=gen), None, None, [], "test")
+        td = D.TensorData(
+            torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=gen),
+            torch.randint(0, num_classes, (n,), generator=gen),
+            None,
+            None,
+            [],
+            "test",
+        )
         td.train_x, td.train_y = td.train_x.to(device), td.train_y.to(device)
-        batches = SmallBatches(td, batch, torch.full((3, size, size), 0.5, device=device), spec.get("augment", {}),
-                               device, seed=0)
+        batches = SmallBatches(
+            td, batch, torch.full((3, size, size), 0.5, device=device), spec.get("augment", {}), device, seed=0
+        )
         next_batch = batches.next
     else:  # streamed: the workers' decoding is assumed to keep up; the step sees normalised batches
         x = torch.randn(batch, 3, size, size, generator=gen).to(device)
@@ -104,6 +117,7 @@ def measure(spec, device, iters=5, warmup=2, batch_size=None):
 
     if step.graph:  # a few eager steps, then the recording: none of them timed
         from .train import GRAPH_WARMUP
+
         warmup = max(warmup, GRAPH_WARMUP + 2)
 
     def run(k):
@@ -120,6 +134,7 @@ def measure(spec, device, iters=5, warmup=2, batch_size=None):
 def finished_throughput(root, preset, model):
     """(mean images/s, device) over the model's finished runs of this preset, or None."""
     import json
+
     found = []
     for f in sorted(Path(root, "results", "runs", preset, model).glob("seed*/metrics.json")):
         try:
@@ -146,8 +161,18 @@ def parse_given(items):
     return given
 
 
-def estimate(targets, config="config.yaml", preset=None, given=(), measure_now=False, device="auto", iters=5,
-             warmup=2, measure_batch=None, log=print):
+def estimate(
+    targets,
+    config="config.yaml",
+    preset=None,
+    given=(),
+    measure_now=False,
+    device="auto",
+    iters=5,
+    warmup=2,
+    measure_batch=None,
+    log=print,
+):
     """Rows (one per model) and the total; prints the table through `log`."""
     from .device import resolve_device
     from .spec import build_spec
@@ -182,8 +207,10 @@ def estimate(targets, config="config.yaml", preset=None, given=(), measure_now=F
             batch = min(batch, 32)  # a 256-image ImageNet batch takes minutes per step on a CPU
         row["ips"] = measure(spec, dev, iters, warmup, batch)
         row["source"], row["device"] = f"measured (batch {batch})", dev.type
-        measured_note = (f"measured now on {_describe(dev)}: {warmup} warm-up + {iters} timed iterations of the "
-                         f"training step per model, synthetic data at the model's input size")
+        measured_note = (
+            f"measured now on {_describe(dev)}: {warmup} warm-up + {iters} timed iterations of the "
+            f"training step per model, synthetic data at the model's input size"
+        )
     rows = list(per_model.values())
     for r in rows:
         r["hours"] = r["images"] / r["ips"] / 3600
@@ -194,61 +221,106 @@ def estimate(targets, config="config.yaml", preset=None, given=(), measure_now=F
     log(f"estimate for {' '.join(targets)} (preset {plan.preset}): {len(runs)} trainings of {len(rows)} models")
     if measured_note:
         log(f"throughput {measured_note}")
-    log(f"{'model':<14} {'runs':>4} {'iterations':>10} {'batch':>5} {'size':>4} {'images':>9} {'images/s':>9} "
-        f"{'hours':>9}  source (device)")
+    log(
+        f"{'model':<14} {'runs':>4} {'iterations':>10} {'batch':>5} {'size':>4} {'images':>9} {'images/s':>9} "
+        f"{'hours':>9}  source (device)"
+    )
     for r in rows:
         fmt = lambda s: "/".join(str(v) for v in sorted(s))
-        log(f"{r['model']:<14} {r['runs']:>4} {fmt(r['iters']):>10} {fmt(r['batch']):>5} {input_size(r['spec']):>4} "
-            f"{_count(r['images']):>9} {r['ips']:>9.1f} {r['hours']:>9.3g}  {r['source']} ({r['device']})")
-    log(f"total: {total:.4g} {unit} ({', '.join(sorted(devices))}); training iterations only, at one device's "
-        f"throughput (a DDP training on k GPUs takes at best 1/k of its hours in wall-clock time)")
-    return {"preset": plan.preset, "targets": list(targets), "total_hours": total, "unit": unit,
-            "rows": [{k: (sorted(v) if isinstance(v, set) else v) for k, v in r.items() if k != "spec"} for r in rows]}
+        log(
+            f"{r['model']:<14} {r['runs']:>4} {fmt(r['iters']):>10} {fmt(r['batch']):>5} {input_size(r['spec']):>4} "
+            f"{_count(r['images']):>9} {r['ips']:>9.1f} {r['hours']:>9.3g}  {r['source']} ({r['device']})"
+        )
+    log(
+        f"total: {total:.4g} {unit} ({', '.join(sorted(devices))}); training iterations only, at one device's "
+        f"throughput (a DDP training on k GPUs takes at best 1/k of its hours in wall-clock time)"
+    )
+    return {
+        "preset": plan.preset,
+        "targets": list(targets),
+        "total_hours": total,
+        "unit": unit,
+        "rows": [{k: (sorted(v) if isinstance(v, set) else v) for k, v in r.items() if k != "spec"} for r in rows],
+    }
 
 
 def _count(n):
-    return f"{n / 1e9:.2f}G" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else str(n)
+    return (
+        f"{n / 1e9:.2f}G" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else str(n)
+    )
 
 
 def _describe(dev):
     from .device import describe
+
     return describe(dev)
 
 
 def cmd_estimate(args):
     if args.threads:
         from .device import set_threads
+
         set_threads(args.threads)
-    result = estimate(args.targets, args.config, args.preset, args.images_per_s, args.measure, args.device,
-                      args.iters, args.warmup, args.measure_batch)
+    result = estimate(
+        args.targets,
+        args.config,
+        args.preset,
+        args.images_per_s,
+        args.measure,
+        args.device,
+        args.iters,
+        args.warmup,
+        args.measure_batch,
+    )
     if args.json:
         from .files import write_json
+
         write_json(args.json, result)
         print(f"written {args.json}")
 
 
 def add_parser(sub):
     """Register `estimate` on the `resnet-repro` argparse sub-parsers."""
-    s = sub.add_parser("estimate", help="expected GPU-hours (device-hours) of a workflow target from measured throughput",
-                       description="For every training a Snakemake target needs (as config.yaml's preset plans it): "
-                                   "images = max_iters x batch_size, divided by the model's training throughput, "
-                                   "which is --images-per-s, else that of finished runs (results/runs/<preset>/"
-                                   "<model>/seed<k>/metrics.json), else measured now with a short timing of the "
-                                   "trainer's step on this machine. Prints a table per model and the total.")
-    s.add_argument("targets", nargs="+", metavar="TARGET",
-                   help="all, a preset name (e.g. paper, demo), results/table6.csv, reports/figure7.pdf, table6, "
-                        "or results/runs/<preset>/<model>/seed<k>")
-    s.add_argument("--config", default="config.yaml", help="the workflow config (default config.yaml; its schema is "
-                   "workflow/schemas/config.schema.yaml beside it, finished runs under results/ beside it)")
+    s = sub.add_parser(
+        "estimate",
+        help="expected GPU-hours (device-hours) of a workflow target from measured throughput",
+        description="For every training a Snakemake target needs (as config.yaml's preset plans it): "
+        "images = max_iters x batch_size, divided by the model's training throughput, "
+        "which is --images-per-s, else that of finished runs (results/runs/<preset>/"
+        "<model>/seed<k>/metrics.json), else measured now with a short timing of the "
+        "trainer's step on this machine. Prints a table per model and the total.",
+    )
+    s.add_argument(
+        "targets",
+        nargs="+",
+        metavar="TARGET",
+        help="all, a preset name (e.g. paper, demo), results/table6.csv, reports/figure7.pdf, table6, "
+        "or results/runs/<preset>/<model>/seed<k>",
+    )
+    s.add_argument(
+        "--config",
+        default="config.yaml",
+        help="the workflow config (default config.yaml; its schema is "
+        "workflow/schemas/config.schema.yaml beside it, finished runs under results/ beside it)",
+    )
     s.add_argument("--preset", help="preset to plan with (default: config.yaml's `preset`, as Snakemake)")
-    s.add_argument("--images-per-s", action="append", default=[], metavar="MODEL=N",
-                   help="use this throughput for MODEL (repeatable), e.g. resnet56=2500")
+    s.add_argument(
+        "--images-per-s",
+        action="append",
+        default=[],
+        metavar="MODEL=N",
+        help="use this throughput for MODEL (repeatable), e.g. resnet56=2500",
+    )
     s.add_argument("--measure", action="store_true", help="measure now even where finished runs have a throughput")
     s.add_argument("--device", default="auto", help="device to measure on: auto, cpu, cuda, cuda:N")
     s.add_argument("--iters", type=int, default=5, help="timed iterations per model (default 5)")
     s.add_argument("--warmup", type=int, default=2, help="warm-up iterations per model (default 2)")
-    s.add_argument("--measure-batch", type=int, help="batch size for the timing (default: the run's; at most 32 "
-                   "for ImageNet-size inputs on a CPU); throughput in images/s is assumed to carry over")
+    s.add_argument(
+        "--measure-batch",
+        type=int,
+        help="batch size for the timing (default: the run's; at most 32 "
+        "for ImageNet-size inputs on a CPU); throughput in images/s is assumed to carry over",
+    )
     s.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     s.add_argument("--json", metavar="FILE", help="also write the table as JSON")
     s.set_defaults(func=cmd_estimate)

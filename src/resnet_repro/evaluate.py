@@ -1,5 +1,6 @@
 """Evaluation: single view (CIFAR), centre crop, 10-crop and fully-convolutional multi-scale testing
 (ImageNet), per-example scores saved for ensembles."""
+
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,8 @@ from . import data as D
 from .device import autocast, memory_format, precision_name, resolve_device, use_bf16, use_channels_last
 from .errors import ReproError
 from .files import load_torch, write_json
-from .tables import scores_metrics
 from .models import ResNet, parse_model_name
+from .tables import scores_metrics
 
 VIEWS = ("single", "center", "tencrop", "multiscale")
 # the mean each ImageNet view subtracts (recorded in metrics.json): crop-sized views the per-pixel mean image
@@ -29,14 +30,29 @@ def _forward(model, x_uint8, mean, device, bf16, channels_last):
 def predict_tensor(model, x_uint8, mean, device, bf16=False, channels_last=False, batch_size=500):
     """Logits (N, C) on the CPU for in-memory uint8 images: the single original view."""
     model.eval()
-    out = [_forward(model, x_uint8[i:i + batch_size], mean, device, bf16, channels_last).cpu()
-           for i in range(0, len(x_uint8), batch_size)]
+    out = [
+        _forward(model, x_uint8[i : i + batch_size], mean, device, bf16, channels_last).cpu()
+        for i in range(0, len(x_uint8), batch_size)
+    ]
     return torch.cat(out)
 
 
 @torch.no_grad()
-def predict_view(model, dataset, view, mean, device, bf16=False, channels_last=False, batch_size=250,
-                 workers=4, test_size=256, crop=224, scales=DEFAULT_SCALES, flips=True):
+def predict_view(
+    model,
+    dataset,
+    view,
+    mean,
+    device,
+    bf16=False,
+    channels_last=False,
+    batch_size=250,
+    workers=4,
+    test_size=256,
+    crop=224,
+    scales=DEFAULT_SCALES,
+    flips=True,
+):
     """Scores (N, C) for a streamed data set. center: logits of the centre crop. tencrop: log of the
     softmax averaged over the 10 crops (the 5 unmirrored ones if not `flips`). multiscale: log of the
     softmax averaged over every scale in `scales` (shorter side), each image whole (fully
@@ -45,11 +61,16 @@ def predict_view(model, dataset, view, mean, device, bf16=False, channels_last=F
     `mean` is the per-pixel mean image at the crop size: crops subtract it pixel by pixel, whole
     images (multiscale) its per-channel mean (D.channel_mean)."""
     model.eval()
-    loader = lambda tf, bs: torch.utils.data.DataLoader(D.Transformed(dataset, tf), batch_size=bs,
-                                                        num_workers=workers, pin_memory=device.type == "cuda")
+    loader = lambda tf, bs: torch.utils.data.DataLoader(
+        D.Transformed(dataset, tf), batch_size=bs, num_workers=workers, pin_memory=device.type == "cuda"
+    )
     if view == "center":
-        return torch.cat([_forward(model, x, mean, device, bf16, channels_last).cpu()
-                          for x, _ in loader(D.eval_transform("center", test_size, crop), batch_size)])
+        return torch.cat(
+            [
+                _forward(model, x, mean, device, bf16, channels_last).cpu()
+                for x, _ in loader(D.eval_transform("center", test_size, crop), batch_size)
+            ]
+        )
     if view == "tencrop":
         out = []
         for x, _ in loader(D.eval_transform("tencrop", test_size, crop, flips=flips), max(1, batch_size // 10)):
@@ -65,9 +86,12 @@ def predict_view(model, dataset, view, mean, device, bf16=False, channels_last=F
             # whole images differ in size: batch together the ones that share a size
             # about as many pixels per forward pass as a centre-crop batch (flips included)
             bs = max(1, int(batch_size * (crop / s) ** 2 / 2))
-            for batch in torch.utils.data.DataLoader(D.Transformed(dataset, D.eval_transform("full", scale=s)),
-                                                     batch_size=bs, num_workers=workers,
-                                                     collate_fn=lambda items: [x for x, _ in items]):
+            for batch in torch.utils.data.DataLoader(
+                D.Transformed(dataset, D.eval_transform("full", scale=s)),
+                batch_size=bs,
+                num_workers=workers,
+                collate_fn=lambda items: [x for x, _ in items],
+            ):
                 out = [None] * len(batch)
                 for shape in {x.shape for x in batch}:
                     idx = [i for i, x in enumerate(batch) if x.shape == shape]
@@ -90,8 +114,11 @@ def error_rates(scores, labels):
     k = min(5, scores.shape[1])
     topk = scores.topk(k, dim=1).indices
     hit = topk == labels[:, None]
-    return {"top1_error": 100.0 * (1 - hit[:, 0].float().mean().item()),
-            "top5_error": 100.0 * (1 - hit.any(1).float().mean().item()), "n": int(len(labels))}
+    return {
+        "top1_error": 100.0 * (1 - hit[:, 0].float().mean().item()),
+        "top5_error": 100.0 * (1 - hit.any(1).float().mean().item()),
+        "n": int(len(labels)),
+    }
 
 
 def load_checkpoint(path, device="cpu"):
@@ -103,8 +130,18 @@ def load_checkpoint(path, device="cpu"):
     return ckpt, model.to(device)
 
 
-def evaluate_checkpoint(checkpoint, out_dir, views=None, scales=DEFAULT_SCALES, device="auto",
-                        batch_size=None, workers=None, data_root=None, precision=None, multiscale_flips="auto"):
+def evaluate_checkpoint(
+    checkpoint,
+    out_dir,
+    views=None,
+    scales=DEFAULT_SCALES,
+    device="auto",
+    batch_size=None,
+    workers=None,
+    data_root=None,
+    precision=None,
+    multiscale_flips="auto",
+):
     """Evaluate a trained model on its data set's evaluation split with each view; write
     scores-<view>.npz (scores, labels) and metrics.json into out_dir. Returns the metrics.
     precision: fp32, bf16 or auto; default the spec's eval_precision (fp32), so the reported numbers
@@ -130,8 +167,14 @@ def evaluate_checkpoint(checkpoint, out_dir, views=None, scales=DEFAULT_SCALES, 
     batch_size = batch_size or spec.get("eval_batch_size", 250)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {"checkpoint": str(checkpoint), "model": spec["model"], "iteration": ckpt["iteration"], "views": {},
-               "precision": precision_name(bf16), "train_precision": ckpt.get("precision", "unknown")}
+    metrics = {
+        "checkpoint": str(checkpoint),
+        "model": spec["model"],
+        "iteration": ckpt["iteration"],
+        "views": {},
+        "precision": precision_name(bf16),
+        "train_precision": ckpt.get("precision", "unknown"),
+    }
     if family == "cifar":
         td = D.small_data(d)
         metrics["split"] = td.test_split
@@ -142,11 +185,31 @@ def evaluate_checkpoint(checkpoint, out_dir, views=None, scales=DEFAULT_SCALES, 
         metrics["split"] = "val"
         w = d.get("workers", 4) if workers is None else workers
         trained_flips = spec.get("augment", {}).get("flip", True)  # test-time mirrors only for a model trained on them
-        flips = {"tencrop": trained_flips,
-                 "multiscale": trained_flips if multiscale_flips == "auto" else multiscale_flips == "true"}
-        runs = {v: (lambda v=v: predict_view(model, val, v, mean, device, bf16, cl, batch_size, w,
-                                             d["test_size"], d["crop"], scales, flips.get(v, True)), labels)
-                for v in views}
+        flips = {
+            "tencrop": trained_flips,
+            "multiscale": trained_flips if multiscale_flips == "auto" else multiscale_flips == "true",
+        }
+        runs = {
+            v: (
+                lambda v=v: predict_view(
+                    model,
+                    val,
+                    v,
+                    mean,
+                    device,
+                    bf16,
+                    cl,
+                    batch_size,
+                    w,
+                    d["test_size"],
+                    d["crop"],
+                    scales,
+                    flips.get(v, True),
+                ),
+                labels,
+            )
+            for v in views
+        }
     for view in views:
         run, labels = runs[view]
         scores = run()
@@ -184,6 +247,8 @@ def ensemble(score_files):
         probs = p if probs is None else probs + p
     probs /= len(score_files)
     members = {str(f): error_rates(torch.from_numpy(np.load(f)["scores"]), labels) for f in score_files}
-    return {"ensemble": error_rates(probs, torch.from_numpy(labels)), "members": members,
-            "precision": ",".join(sorted({scores_metrics(f).get("precision", "unknown") for f in score_files}))}
-
+    return {
+        "ensemble": error_rates(probs, torch.from_numpy(labels)),
+        "members": members,
+        "precision": ",".join(sorted({scores_metrics(f).get("precision", "unknown") for f in score_files})),
+    }

@@ -2,6 +2,7 @@
 
 matplotlib (and .files, which imports torch) are imported inside draw_figure only: the CLI imports
 this module for every command, and `resnet-repro --help` should stay fast."""
+
 import csv
 import io
 import math
@@ -17,8 +18,19 @@ from .names import parse_model_name
 
 FIGURES = ("figure1", "figure4", "figure6", "figure7")
 # One colour per depth, close to the paper's (20 orange, 56 red, 110 black); others cycle below.
-DEPTH_COLOURS = {18: "tab:blue", 20: "#e69f00", 32: "tab:cyan", 34: "tab:red", 44: "tab:green", 56: "tab:red",
-                 110: "black", 1202: "tab:purple", 50: "tab:green", 101: "tab:brown", 152: "tab:pink"}
+DEPTH_COLOURS = {
+    18: "tab:blue",
+    20: "#e69f00",
+    32: "tab:cyan",
+    34: "tab:red",
+    44: "tab:green",
+    56: "tab:red",
+    110: "black",
+    1202: "tab:purple",
+    50: "tab:green",
+    101: "tab:brown",
+    152: "tab:pink",
+}
 
 
 def reference():
@@ -103,8 +115,11 @@ def data_name(d):
     kind = d.get("kind")
     if kind == "digits":
         return "digits (8x8" + (f", upsampled to {d['image_size']} px" if d.get("image_size") else "") + ")"
-    name = PAPER_DATA_NAMES.get(kind) or (f"ImageFolder '{Path(str(d.get('root') or '?')).name}'"
-                                          if kind == "imagefolder" else str(kind or "unknown data"))
+    name = PAPER_DATA_NAMES.get(kind) or (
+        f"ImageFolder '{Path(str(d.get('root') or '?')).name}'"
+        if kind == "imagefolder"
+        else str(kind or "unknown data")
+    )
     if d.get("image_size"):
         return name + f" (resized to {d['image_size']} px)"
     if d.get("crop") and kind == "imagefolder":
@@ -146,13 +161,19 @@ def colour(depth, i):
 
 # Panels: (title, which models belong). figure1 has both panels on the same runs, plotting different columns.
 PANELS = {
-    "figure1": [("training error", lambda m: m.family == "cifar" and not m.residual),
-                ("test error", lambda m: m.family == "cifar" and not m.residual)],
-    "figure6": [("plain", lambda m: m.family == "cifar" and not m.residual),
-                ("ResNet", lambda m: m.family == "cifar" and m.residual and m.depth <= 110),
-                ("ResNet-110 and deeper", lambda m: m.family == "cifar" and m.residual and m.depth >= 110)],
-    "figure4": [("plain", lambda m: m.family == "imagenet" and not m.residual),
-                ("ResNet", lambda m: m.family == "imagenet" and m.residual)],
+    "figure1": [
+        ("training error", lambda m: m.family == "cifar" and not m.residual),
+        ("test error", lambda m: m.family == "cifar" and not m.residual),
+    ],
+    "figure6": [
+        ("plain", lambda m: m.family == "cifar" and not m.residual),
+        ("ResNet", lambda m: m.family == "cifar" and m.residual and m.depth <= 110),
+        ("ResNet-110 and deeper", lambda m: m.family == "cifar" and m.residual and m.depth >= 110),
+    ],
+    "figure4": [
+        ("plain", lambda m: m.family == "imagenet" and not m.residual),
+        ("ResNet", lambda m: m.family == "imagenet" and m.residual),
+    ],
 }
 
 
@@ -207,8 +228,10 @@ def _model_label(name):
 def responses_note(columns):
     """Figure 7's note: what `std` is, and whether the per-channel std (averaged over channels) orders
     the models as `std` does, by their mean over layers, from the responses CSVs."""
-    note = ("std: over all N*H*W*C values of each layer's BN output (eval mode, evaluation split), "
-            "the stem's 3x3 layer included.")
+    note = (
+        "std: over all N*H*W*C values of each layer's BN output (eval mode, evaluation split), "
+        "the stem's 3x3 layer included."
+    )
     if not all("std_per_channel" in v for v in columns.values()):
         return note + " Per-channel std: not in every responses.csv (written before it was added), not compared."
     mean = lambda xs: sum(xs) / len(xs)
@@ -216,8 +239,10 @@ def responses_note(columns):
     order = {c: sorted(by[c], key=by[c].get) for c in by}
     same = "the same order" if order["std"] == order["std_per_channel"] else "a different order"
     pairs = ", ".join(f"{_model_label(m)} {by['std'][m]:.2f} / {by['std_per_channel'][m]:.2f}" for m in columns)
-    return (note + f" Mean over layers, std / per-channel std averaged over channels: {pairs}; "
-            f"the per-channel measure ranks the models in {same}.")
+    return (
+        note + f" Mean over layers, std / per-channel std averaged over channels: {pairs}; "
+        f"the per-channel measure ranks the models in {same}."
+    )
 
 
 def _model_order(name):
@@ -254,23 +279,36 @@ def draw_figure(name, run_dirs=(), responses=(), out=None, preset=None):
         columns = _response_columns(run_dirs, responses)
         data = {m: v["std"] for m, v in columns.items()}
         if not data:
-            raise ReproError("figure7 needs layer responses: give --responses CSV or --run RUN (with RUN/responses.csv)")
+            raise ReproError(
+                "figure7 needs layer responses: give --responses CSV or --run RUN (with RUN/responses.csv)"
+            )
     else:
         curves = _curves(run_dirs)
         panels = [(title, [c for c in curves if fits(c[0])]) for title, fits in PANELS[name]]
         used = {id(c) for _, cs in panels for c in cs}
         for c in curves:
             if id(c) not in used:
-                print(f"resnet-repro: warning: {name} has no panel for {c[0].name} (seed {c[1]}); not drawn", file=sys.stderr)
+                print(
+                    f"resnet-repro: warning: {name} has no panel for {c[0].name} (seed {c[1]}); not drawn",
+                    file=sys.stderr,
+                )
         for title, cs in panels:
             if not cs:
                 raise ReproError(f"{name}: no run for the {title!r} panel (give --run directories of those models)")
 
     import matplotlib
-    from .files import write_with
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
-    rc = {"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8, "legend.frameon": False,
-          "pdf.fonttype": 42}
+
+    from .files import write_with
+
+    rc = {
+        "font.size": 9,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "legend.fontsize": 8,
+        "legend.frameon": False,
+        "pdf.fonttype": 42,
+    }
     with matplotlib.rc_context(rc):
         if name == "figure7":
             fig = Figure(figsize=(6.5, 5.5))
@@ -306,8 +344,13 @@ def draw_figure(name, run_dirs=(), responses=(), out=None, preset=None):
                         ax.plot(x, h[key], color=col, lw=1.5, label=lab)
                         shown += h[key][skip:]
                     else:  # figure6: dashed training / bold test; figure4: thin training / bold val
-                        ax.plot(x, h["train_error"], color=col, lw=0.8 if name == "figure4" else 1.0,
-                                ls="--" if name == "figure6" else "-")
+                        ax.plot(
+                            x,
+                            h["train_error"],
+                            color=col,
+                            lw=0.8 if name == "figure4" else 1.0,
+                            ls="--" if name == "figure6" else "-",
+                        )
                         ax.plot(x, h["test_error"], color=col, lw=2.0, label=lab)
                         shown += h["train_error"][skip:] + h["test_error"][skip:]
                 ax.set_title(title)
@@ -342,16 +385,34 @@ def cmd_figure(args):
 
 def add_parser(sub):
     """Register this module's sub-command(s) on the `resnet-repro` argparse sub-parsers."""
-    s = sub.add_parser("figure", help="draw figure1, figure4, figure6 or figure7 of the paper from runs",
-                       description="Draw one of the paper's figures from training runs (RUN/history.csv, "
-                                   "RUN/spec.yaml) or, for figure7, layer responses (RUN/responses.csv or "
-                                   "--responses CSV). Writes OUT (.pdf) and the same figure as .png beside it.")
+    s = sub.add_parser(
+        "figure",
+        help="draw figure1, figure4, figure6 or figure7 of the paper from runs",
+        description="Draw one of the paper's figures from training runs (RUN/history.csv, "
+        "RUN/spec.yaml) or, for figure7, layer responses (RUN/responses.csv or "
+        "--responses CSV). Writes OUT (.pdf) and the same figure as .png beside it.",
+    )
     s.add_argument("name", metavar="NAME", help="figure1 | figure4 | figure6 | figure7")
-    s.add_argument("--run", action="extend", nargs="+", default=[], metavar="RUN_DIR",
-                   help="training run directory (repeatable); each run is drawn in the panel its model belongs to")
-    s.add_argument("--responses", action="extend", nargs="+", default=[], metavar="CSV",
-                   help="responses CSV from `resnet-repro responses` (figure7)")
+    s.add_argument(
+        "--run",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="RUN_DIR",
+        help="training run directory (repeatable); each run is drawn in the panel its model belongs to",
+    )
+    s.add_argument(
+        "--responses",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="CSV",
+        help="responses CSV from `resnet-repro responses` (figure7)",
+    )
     s.add_argument("--out", required=True, help="PDF to write, e.g. reports/figure6.pdf")
-    s.add_argument("--preset", help="preset that produced the runs (default: from results/runs/<preset>/...); "
-                                    "anything but 'paper' is marked on the figure as not comparable")
+    s.add_argument(
+        "--preset",
+        help="preset that produced the runs (default: from results/runs/<preset>/...); "
+        "anything but 'paper' is marked on the figure as not comparable",
+    )
     s.set_defaults(func=cmd_figure)

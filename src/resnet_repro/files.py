@@ -1,5 +1,6 @@
 """Writes that never leave a half-written file (write beside the target, then rename), and the one
 reader of the project's .pt files."""
+
 import json
 import os
 import tempfile
@@ -42,6 +43,7 @@ def write_with(path, write):
 
 def save_torch(obj, path):
     import torch  # only here: the rest of this module serves commands that do not need torch
+
     write_with(path, lambda f: torch.save(obj, f))
 
 
@@ -52,6 +54,7 @@ def load_torch(path, what="checkpoint"):
     import pickle
 
     import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -60,8 +63,10 @@ def load_torch(path, what="checkpoint"):
         lines = [l.strip() for l in str(e).splitlines() if l.strip()]
         why = next((l for l in lines if "GLOBAL" in l), None)
         if why:  # a pickled callable or class: what a crafted file uses to run code
-            raise ReproError(f"refused to load {what} {path}: it holds code, not only tensors and plain data "
-                             f"({why.rstrip('.')}); a checkpoint written by `resnet-repro train` never does") from None
+            raise ReproError(
+                f"refused to load {what} {path}: it holds code, not only tensors and plain data "
+                f"({why.rstrip('.')}); a checkpoint written by `resnet-repro train` never does"
+            ) from None
         why = next((l for l in lines if "Unsupported" in l or "invalid" in l.lower()), lines[-1] if lines else "")
         raise ReproError(f"cannot read {what} {path}: not a PyTorch file ({why.rstrip('.')})") from None
     except Exception as e:

@@ -8,6 +8,7 @@ A training never fails because of tracking: the first error is a warning, after 
 on untracked; the after-the-fact import fills the run in later. With a SQLite store (the default)
 nothing here runs: several trainings writing one SQLite file live would contend for its lock.
 """
+
 import json
 import os
 import time
@@ -38,8 +39,10 @@ class LiveRun:
         try:
             return cls._open(Path(out_dir), spec, uri, experiment, resume, log)
         except Exception as e:  # noqa: BLE001 (any failure of tracking leaves the training alone)
-            log(f"[{spec['model']}] warning: MLflow server {uri} not usable ({_first_line(e)}); training "
-                f"without live tracking (`resnet-repro track train` logs the run when it has finished)")
+            log(
+                f"[{spec['model']}] warning: MLflow server {uri} not usable ({_first_line(e)}); training "
+                f"without live tracking (`resnet-repro track train` logs the run when it has finished)"
+            )
             return None
 
     @classmethod
@@ -48,6 +51,7 @@ class LiveRun:
         from mlflow.entities import Param
 
         from .tracking import run_dir_tag, run_tags, setup, train_params, ui_path
+
         client = MlflowClient(tracking_uri=uri)
         exp_id = setup(uri, experiment)[experiment]
         run = None
@@ -64,15 +68,19 @@ class LiveRun:
             keep = {k: v for k, v in params.items() if k not in ("preset", "config_hash", "git_commit")}
             client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in keep.items()])
             write_json(path, {"run_id": run.info.run_id, "experiment_id": exp_id, "tracking_uri": uri})
-            log(f"[{spec['model']}] MLflow: logging live to run {run.info.run_id}: {uri}{ui_path(exp_id, run.info.run_id)}")
+            log(
+                f"[{spec['model']}] MLflow: logging live to run {run.info.run_id}: {uri}{ui_path(exp_id, run.info.run_id)}"
+            )
         return cls(client, run.info.run_id, log, _system_metrics(run.info.run_id, uri, resume))
 
     def row(self, row, keys):
         """Log one history row (step = iteration)."""
         from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
-        points = [Metric(k, float(row[k]), now, int(row["iteration"])) for k in keys
-                  if isinstance(row.get(k), (int, float))]
+        points = [
+            Metric(k, float(row[k]), now, int(row["iteration"])) for k in keys if isinstance(row.get(k), (int, float))
+        ]
         self._call(self.client.log_batch, self.run_id, metrics=points)
 
     def end(self, status):
@@ -86,8 +94,10 @@ class LiveRun:
         try:
             fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001
-            self.log(f"warning: MLflow live tracking stopped ({_first_line(e)}); the training goes on "
-                     f"and `resnet-repro track train` fills the run in when it has finished")
+            self.log(
+                f"warning: MLflow live tracking stopped ({_first_line(e)}); the training goes on "
+                f"and `resnet-repro track train` fills the run in when it has finished"
+            )
             self.client = None
 
 
@@ -96,8 +106,10 @@ def _system_metrics(run_id, uri, resume):
     system/* metrics of the run; None where psutil is missing."""
     try:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-        monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_EVERY_S, resume_logging=resume,
-                                       tracking_uri=uri)
+
+        monitor = SystemMetricsMonitor(
+            run_id, sampling_interval=SYSTEM_METRICS_EVERY_S, resume_logging=resume, tracking_uri=uri
+        )
         monitor.start()
         return monitor
     except Exception:  # noqa: BLE001 (psutil absent: no system metrics, nothing else changes)

@@ -3,12 +3,12 @@
 Module names follow torchvision (conv1, bn1, layer1..4, downsample, fc) so that torchvision's
 option-B ResNets load into ours with no key mapping.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .names import (CIFAR_DEPTHS, IMAGENET_BLOCKS, ModelSpec, canonical_models,  # noqa: F401 (re-exported)
-                    parse_model_name)
+from .names import CIFAR_DEPTHS, IMAGENET_BLOCKS, ModelSpec, canonical_models, parse_model_name  # noqa: F401 (re-exported)
 
 
 class BatchNorm2d(nn.BatchNorm2d):
@@ -40,7 +40,7 @@ class ZeroPadShortcut(nn.Module):
         self.stride, self.extra = stride, extra_channels
 
     def forward(self, x):
-        x = x[:, :, ::self.stride, ::self.stride]
+        x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, 0, self.extra))
 
 
@@ -157,6 +157,7 @@ def count_gflops(model, size):
     """Multiply-adds (GMACs, the paper's 'FLOPs') of one forward pass at size x size,
     from torch.utils.flop_counter (which counts a multiply-add as 2 FLOPs)."""
     from torch.utils.flop_counter import FlopCounterMode
+
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
@@ -171,8 +172,16 @@ def describe_models(names=None):
     for name in names or canonical_models():
         spec = parse_model_name(name)
         model = ResNet(spec)
-        rows.append({"name": name, "family": spec.family, "depth": spec.depth, "residual": spec.residual,
-                     "shortcut": spec.shortcut if spec.residual else None,
-                     "params": count_params(model), "gflops": round(count_gflops(model, spec.input_size), 4),
-                     "input_size": spec.input_size})
+        rows.append(
+            {
+                "name": name,
+                "family": spec.family,
+                "depth": spec.depth,
+                "residual": spec.residual,
+                "shortcut": spec.shortcut if spec.residual else None,
+                "params": count_params(model),
+                "gflops": round(count_gflops(model, spec.input_size), 4),
+                "input_size": spec.input_size,
+            }
+        )
     return rows

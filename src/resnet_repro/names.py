@@ -1,5 +1,6 @@
 """Model names a user can type, parsed into a ModelSpec. Kept free of torch so that planning the
 workflow (which parses every configured name) starts fast."""
+
 import re
 from dataclasses import dataclass
 
@@ -35,10 +36,12 @@ class ModelSpec:
 
 
 NAME_RE = re.compile(r"^(?:(cifar|imagenet)-)?(plain|resnet)(\d+)(?:-([ABC]))?(-v1\.5)?$")
-NAMING_HELP = ("valid names: resnet20, plain56, resnet110, resnet1202 (CIFAR, depth 6n+2; "
-               "cifar-resnet50 for CIFAR depths that clash with ImageNet), resnet18/34/50/101/152, "
-               "plain18/34 (ImageNet), shortcut suffix -A/-B/-C (resnet34-A), bottleneck '-v1.5'; "
-               "`resnet-repro models` lists them all")
+NAMING_HELP = (
+    "valid names: resnet20, plain56, resnet110, resnet1202 (CIFAR, depth 6n+2; "
+    "cifar-resnet50 for CIFAR depths that clash with ImageNet), resnet18/34/50/101/152, "
+    "plain18/34 (ImageNet), shortcut suffix -A/-B/-C (resnet34-A), bottleneck '-v1.5'; "
+    "`resnet-repro models` lists them all"
+)
 
 
 def parse_model_name(name):
@@ -52,7 +55,9 @@ def parse_model_name(name):
     family = family or ("imagenet" if depth in IMAGENET_BLOCKS else "cifar")
     if family == "cifar":
         if depth < 8 or (depth - 2) % 6:
-            raise ReproError(f"unknown model {name!r}: CIFAR depth must be 6n+2 (20, 32, 44, 56, 110, 1202, ...); {NAMING_HELP}")
+            raise ReproError(
+                f"unknown model {name!r}: CIFAR depth must be 6n+2 (20, 32, 44, 56, 110, 1202, ...); {NAMING_HELP}"
+            )
         if v15:
             raise ReproError(f"model {name!r}: '-v1.5' applies to ImageNet bottleneck nets (resnet50/101/152) only")
     else:

@@ -8,6 +8,7 @@ Each process trains on its slice of every batch (the spec's batch_size is the to
 paper); DDP averages the gradients, so the update is the one a single process would make on the
 whole batch, except that BatchNorm statistics are per process, as in the paper's multi-GPU set-up.
 NCCL on CUDA (one GPU per process), gloo on CPU (for tests)."""
+
 import datetime
 import os
 
@@ -43,8 +44,10 @@ def start(device):
         return device
     if device.type == "cuda":
         if WORLD.local_rank >= torch.cuda.device_count():
-            raise ReproError(f"process {WORLD.local_rank} of {WORLD.size} has no GPU: this node has "
-                             f"{torch.cuda.device_count()}; start one process per GPU (torchrun --nproc_per_node)")
+            raise ReproError(
+                f"process {WORLD.local_rank} of {WORLD.size} has no GPU: this node has "
+                f"{torch.cuda.device_count()}; start one process per GPU (torchrun --nproc_per_node)"
+            )
         device = torch.device("cuda", WORLD.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -64,7 +67,9 @@ def wrap(model, device):
     so checkpoints save `model` itself, with the same keys as a single-process run)."""
     if not WORLD.active:
         return model
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 def local_batch_size(batch_size):

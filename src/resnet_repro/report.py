@@ -14,6 +14,7 @@ and says when they are reduced (not the paper's setting).
 
 pandas, matplotlib and mlflow are imported inside functions only: the CLI imports this module for
 every command."""
+
 import base64
 import datetime
 import html
@@ -40,9 +41,19 @@ VERDICTS = ("holds", "does not hold", "not tested in this run", "too little data
 Z = 2.0  # a difference is "resolved" when it exceeds Z standard deviations of its noise (~95%)
 TRAIN_ERROR_LIMIT = 0.1  # overfit_1202: "training error < 0.1%"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-extensions", "--disable-quic", "--no-pdf-header-footer"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-quic",
+    "--no-pdf-header-footer",
+]
 
 METHOD = f"""
 <p>Each claim of the paper is broken into comparisons between two measured numbers (or a number and a
@@ -77,18 +88,19 @@ it neither confirms nor refutes the paper's numbers for its fully trained networ
 
 # ---------------------------------------------------------------- inputs
 
+
 @dataclass
 class Run:
     dir: Path
-    model: str          # canonical name (tables use the same)
+    model: str  # canonical name (tables use the same)
     seed: object
     spec: dict
     history: list = field(default_factory=list)
-    evals: dict = field(default_factory=dict)      # view -> {top1, top5, n}
-    responses: list = None                         # std per layer, in layer order
-    mlflow: dict = None                            # RUN/mlflow.json
-    store: dict = None                             # tags/params of the run in the MLflow store
-    precision: str = None                          # what training computed in (metrics.json)
+    evals: dict = field(default_factory=dict)  # view -> {top1, top5, n}
+    responses: list = None  # std per layer, in layer order
+    mlflow: dict = None  # RUN/mlflow.json
+    store: dict = None  # tags/params of the run in the MLflow store
+    precision: str = None  # what training computed in (metrics.json)
 
     @property
     def run_id(self):
@@ -113,8 +125,11 @@ def read_run(run_dir):
         try:
             views = json.loads(path.read_text())["views"]
             for view, v in views.items():
-                run.evals[view] = {"top1": float(v["top1_error"]), "top5": float(v["top5_error"]),
-                                   "n": int(v["n"]) if v.get("n") else None}
+                run.evals[view] = {
+                    "top1": float(v["top1_error"]),
+                    "top5": float(v["top5_error"]),
+                    "n": int(v["n"]) if v.get("n") else None,
+                }
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ReproError(f"{path} is malformed: {e.__class__.__name__}: {e}") from None
     if (run_dir / "metrics.json").is_file():
@@ -159,6 +174,7 @@ class Runs:
 
 def read_tables(paths):
     import pandas as pd
+
     tables = {}
     for p in map(Path, paths):
         try:
@@ -174,6 +190,7 @@ def read_tables(paths):
 
 # ---------------------------------------------------------------- provenance
 
+
 def code_commit():
     """The git commit of the code making the report: the repository holding this package (an editable
     install), else the working directory's; '+dirty' when it has uncommitted changes."""
@@ -181,8 +198,13 @@ def code_commit():
         try:
             out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=where)
             if out.returncode == 0 and out.stdout.strip():
-                dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                       text=True, timeout=10, cwd=where).stdout.strip()
+                dirty = subprocess.run(
+                    ["git", "status", "--porcelain", "--untracked-files=no"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                    cwd=where,
+                ).stdout.strip()
                 return out.stdout.strip() + ("+dirty" if dirty else "")
         except (OSError, subprocess.TimeoutExpired):
             pass
@@ -192,7 +214,9 @@ def code_commit():
 def _files_digest(files):
     """The digest `track report` tags a report run with (artifacts_sha256)."""
     import hashlib
+
     from .tracking import sha256
+
     return hashlib.sha256("".join(f"{f.name}:{sha256(f)}\n" for f in files).encode()).hexdigest()
 
 
@@ -201,18 +225,25 @@ def read_store(uri, runs, artifacts):
     `artifacts`: {name: [files as `track report` logged them]}. Returns (reachable, note, {name: report
     run info}); fills run.store."""
     from .tracking import _quote, client, experiment_arg, reports_experiment
+
     try:
         c = client(uri)
     except ReproError as e:
         return False, str(e), {}
     try:
         from mlflow.exceptions import MlflowException
+
         for r in runs.list:
             if r.run_id:
                 try:
                     got = c.get_run(r.run_id)
-                    r.store = {"tags": dict(got.data.tags), "params": dict(got.data.params), "status": got.info.status,
-                               "experiment_id": got.info.experiment_id, "name": got.info.run_name}
+                    r.store = {
+                        "tags": dict(got.data.tags),
+                        "params": dict(got.data.params),
+                        "status": got.info.status,
+                        "experiment_id": got.info.experiment_id,
+                        "name": got.info.run_name,
+                    }
                 except MlflowException:
                     r.store = {"missing": True}
         reports = {}
@@ -224,14 +255,22 @@ def read_store(uri, runs, artifacts):
             if exp is None or not all(f.is_file() for f in files):
                 continue
             digest = _files_digest(files)
-            found = c.search_runs([exp.experiment_id], f"tags.artifact = {_quote(name)} and "
-                                  f"tags.artifacts_sha256 = '{digest}' and attributes.status = 'FINISHED'",
-                                  order_by=["attributes.start_time DESC"], max_results=1)
+            found = c.search_runs(
+                [exp.experiment_id],
+                f"tags.artifact = {_quote(name)} and "
+                f"tags.artifacts_sha256 = '{digest}' and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
             if found:
                 t = found[0].data.tags
-                reports[name] = {"run_id": found[0].info.run_id, "experiment_id": exp.experiment_id,
-                                 "source_run_ids": [s for s in t.get("source_run_ids", "").split(",") if s],
-                                 "git_commit": t.get("git_commit", "unknown"), "preset": t.get("preset")}
+                reports[name] = {
+                    "run_id": found[0].info.run_id,
+                    "experiment_id": exp.experiment_id,
+                    "source_run_ids": [s for s in t.get("source_run_ids", "").split(",") if s],
+                    "git_commit": t.get("git_commit", "unknown"),
+                    "preset": t.get("preset"),
+                }
             else:
                 reports[name] = {"run_id": None}
         return True, None, reports
@@ -241,12 +280,13 @@ def read_store(uri, runs, artifacts):
 
 # ---------------------------------------------------------------- measurements and comparisons
 
+
 @dataclass
 class Measure:
     label: str
     value: float
-    std: float = None       # noise, same unit as value
-    noise: str = ""         # how std was obtained
+    std: float = None  # noise, same unit as value
+    noise: str = ""  # how std was obtained
     runs: list = field(default_factory=list)
     unit: str = "%"
 
@@ -351,8 +391,14 @@ def response_measure(runs, model):
     if not layers:
         return None
     se = statistics.stdev(layers) / math.sqrt(len(layers)) if len(layers) > 1 else None
-    return Measure(f"{_label(model)} mean response std", statistics.fmean(layers), se,
-                   f"standard error over {len(layers)} layers", rs, unit="")
+    return Measure(
+        f"{_label(model)} mean response std",
+        statistics.fmean(layers),
+        se,
+        f"standard error over {len(layers)} layers",
+        rs,
+        unit="",
+    )
 
 
 def compare(a, b, op, paired=None):
@@ -376,11 +422,21 @@ def compare(a, b, op, paired=None):
     u = a.unit
     fmt = (lambda v: f"{v:.2f}{u}") if u == "%" else (lambda v: f"{v:.3g}")
     sd_txt = "unknown" if sd is None else fmt(Z * sd).rstrip("%")
-    text = (f"{a.label} {fmt(a.value)} (&sigma; {_fmt_std(a)}) {html.escape(op)} {b.label} {fmt(b.value)} "
-            f"(&sigma; {_fmt_std(b)}): difference {d:+.3g}, {Z:g}&sigma;<sub>d</sub> = {sd_txt} ({how}) &rarr; "
-            f"<b>{outcome}</b>")
-    return {"claim": f"{a.label} {op} {b.label}", "a": _measure_json(a), "b": _measure_json(b), "op": op,
-            "difference": d, "noise_std": sd, "outcome": outcome, "html": text}
+    text = (
+        f"{a.label} {fmt(a.value)} (&sigma; {_fmt_std(a)}) {html.escape(op)} {b.label} {fmt(b.value)} "
+        f"(&sigma; {_fmt_std(b)}): difference {d:+.3g}, {Z:g}&sigma;<sub>d</sub> = {sd_txt} ({how}) &rarr; "
+        f"<b>{outcome}</b>"
+    )
+    return {
+        "claim": f"{a.label} {op} {b.label}",
+        "a": _measure_json(a),
+        "b": _measure_json(b),
+        "op": op,
+        "difference": d,
+        "noise_std": sd,
+        "outcome": outcome,
+        "html": text,
+    }
 
 
 def _fmt_std(m):
@@ -388,8 +444,14 @@ def _fmt_std(m):
 
 
 def _measure_json(m):
-    return {"label": m.label, "value": m.value, "std": m.std, "noise": m.noise,
-            "run_ids": [r.run_id for r in m.runs], "run_dirs": [str(r.dir) for r in m.runs]}
+    return {
+        "label": m.label,
+        "value": m.value,
+        "std": m.std,
+        "noise": m.noise,
+        "run_ids": [r.run_id for r in m.runs],
+        "run_dirs": [str(r.dir) for r in m.runs],
+    }
 
 
 def threshold(label, value):
@@ -397,6 +459,7 @@ def threshold(label, value):
 
 
 # ---------------------------------------------------------------- claims
+
 
 def _reduced(runs_used, preset):
     """Why these runs cannot test a claim about the paper's fully trained networks ([] if they can):
@@ -409,8 +472,10 @@ def _reduced(runs_used, preset):
         for key, ours, theirs in paper_differences(r.spec, r.precision):
             reasons.setdefault(_difference_text(key, ours, theirs), []).append(_label(r.model))
     labels = {_label(r.model) for r in runs_used}
-    return [text if models is None or set(models) == labels else f"{text} ({', '.join(dict.fromkeys(models))})"
-            for text, models in reasons.items()]
+    return [
+        text if models is None or set(models) == labels else f"{text} ({', '.join(dict.fromkeys(models))})"
+        for text, models in reasons.items()
+    ]
 
 
 def _difference_text(key, ours, theirs):
@@ -442,8 +507,10 @@ def _claim_parts(cid, tables, runs):
         b = need(final_train_error(runs, high), f"{_label(high)} training history")
         if a and b:
             parts.append(compare(a, b, "<"))
-            notes.append(f"final test error (not used for the verdict): {_label(low)} "
-                         f"{final_test_error(runs, low):.2f}%, {_label(high)} {final_test_error(runs, high):.2f}%")
+            notes.append(
+                f"final test error (not used for the verdict): {_label(low)} "
+                f"{final_test_error(runs, low):.2f}%, {_label(high)} {final_test_error(runs, high):.2f}%"
+            )
 
     if cid == "degradation_cifar":
         lower_training_error("plain20", "plain56")
@@ -451,8 +518,10 @@ def _claim_parts(cid, tables, runs):
         lower_training_error("resnet56", "plain56")
     elif cid == "depth_gain_cifar":
         depths = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
-        ms = {d: table_measure(tables, runs, "table6", d, "error_mean", "error_std", "single", "test error")
-              for d in depths}
+        ms = {
+            d: table_measure(tables, runs, "table6", d, "error_mean", "error_std", "single", "test error")
+            for d in depths
+        }
         present = [d for d in depths if ms[d] is not None]
         missing += [f"{_label(d)} in table6" for d in depths if ms[d] is None]
         if "resnet20" in present and "resnet110" in present:
@@ -460,22 +529,36 @@ def _claim_parts(cid, tables, runs):
                 parts.append(compare(ms[b], ms[a], "<="))
             parts.append(compare(ms["resnet110"], ms["resnet20"], "<"))
     elif cid == "degradation_imagenet":
-        p18 = need(table_measure(tables, runs, "table2", "plain18", "top1", "top1_std", "tencrop", "top-1 error"),
-                   "plain-18 in table2")
-        p34 = need(table_measure(tables, runs, "table2", "plain34", "top1", "top1_std", "tencrop", "top-1 error"),
-                   "plain-34 in table2")
+        p18 = need(
+            table_measure(tables, runs, "table2", "plain18", "top1", "top1_std", "tencrop", "top-1 error"),
+            "plain-18 in table2",
+        )
+        p34 = need(
+            table_measure(tables, runs, "table2", "plain34", "top1", "top1_std", "tencrop", "top-1 error"),
+            "plain-34 in table2",
+        )
         if p18 and p34:
             parts.append(compare(p18, p34, "<"))
     elif cid == "depth_gain_imagenet":
-        m = {k: need(table_measure(tables, runs, "table2", k, "top1", "top1_std", "tencrop", "top-1 error"),
-                     f"{_label(k)} in table2") for k in ("resnet18-A", "resnet34-A", "plain34")}
+        m = {
+            k: need(
+                table_measure(tables, runs, "table2", k, "top1", "top1_std", "tencrop", "top-1 error"),
+                f"{_label(k)} in table2",
+            )
+            for k in ("resnet18-A", "resnet34-A", "plain34")
+        }
         if m["resnet34-A"] and m["resnet18-A"]:
             parts.append(compare(m["resnet34-A"], m["resnet18-A"], "<"))
         if m["resnet34-A"] and m["plain34"]:
             parts.append(compare(m["resnet34-A"], m["plain34"], "<"))
     elif cid == "shortcut_options":
-        m = {k: need(table_measure(tables, runs, "table3", k, "top1", "top1_std", "tencrop", "top-1 error"),
-                     f"{_label(k)} in table3") for k in ("resnet34-C", "resnet34", "resnet34-A", "plain34")}
+        m = {
+            k: need(
+                table_measure(tables, runs, "table3", k, "top1", "top1_std", "tencrop", "top-1 error"),
+                f"{_label(k)} in table3",
+            )
+            for k in ("resnet34-C", "resnet34", "resnet34-A", "plain34")
+        }
         if m["resnet34-C"] and m["resnet34"]:
             parts.append(compare(m["resnet34-C"], m["resnet34"], "<="))
         if m["resnet34"] and m["resnet34-A"]:
@@ -501,10 +584,14 @@ def _claim_parts(cid, tables, runs):
         tr = need(final_train_error(runs, "resnet1202"), "ResNet-1202 training history")
         if tr:
             parts.append(compare(tr, threshold("the threshold", TRAIN_ERROR_LIMIT), "<"))
-        e110 = need(table_measure(tables, runs, "table6", "resnet110", "error_mean", "error_std", "single",
-                                  "test error"), "ResNet-110 in table6")
-        e1202 = need(table_measure(tables, runs, "table6", "resnet1202", "error_mean", "error_std", "single",
-                                   "test error"), "ResNet-1202 in table6")
+        e110 = need(
+            table_measure(tables, runs, "table6", "resnet110", "error_mean", "error_std", "single", "test error"),
+            "ResNet-110 in table6",
+        )
+        e1202 = need(
+            table_measure(tables, runs, "table6", "resnet1202", "error_mean", "error_std", "single", "test error"),
+            "ResNet-1202 in table6",
+        )
         if e110 and e1202:
             parts.append(compare(e110, e1202, "<"))
     elif cid == "ensemble_gain":
@@ -513,8 +600,10 @@ def _claim_parts(cid, tables, runs):
         need(best, "ensemble members in table5")
         if ens and best:
             parts.append(compare(ens, best, "<"))
-            notes.append("the ensemble and its members are scored on the same images, so this unpaired noise "
-                         "estimate is conservative")
+            notes.append(
+                "the ensemble and its members are scored on the same images, so this unpaired noise "
+                "estimate is conservative"
+            )
     else:
         missing.append("a rule for this claim (unknown claim id)")
     return parts, missing, notes
@@ -570,18 +659,30 @@ def judge(claim, tables, runs, preset):
         verdict, why, scope = "not tested in this run", "missing: " + ", ".join(missing), ""
     else:
         verdict = says
-        why = {"holds": "every comparison agrees with the claim beyond noise",
-               "does not hold": "a comparison contradicts the claim beyond noise",
-               "too little data to say": "some comparisons are within noise"}[says]
+        why = {
+            "holds": "every comparison agrees with the claim beyond noise",
+            "does not hold": "a comparison contradicts the claim beyond noise",
+            "too little data to say": "some comparisons are within noise",
+        }[says]
         scope = scope_of(used) + (" (reduced, not the paper's setting)" if reduced else "")
         if reduced:
             why += "; reduced runs: " + "; ".join(reduced)
     if parts and missing:
         why += "; partly untested (missing: " + ", ".join(missing) + ")"
-    return {"id": claim["id"], "source": claim.get("source", ""), "text": claim.get("text", ""), "verdict": verdict,
-            "scope": scope, "verdict_text": f"{verdict}: {scope}" if scope else verdict,
-            "numbers_say": says, "why": why, "missing": missing, "reduced": reduced, "notes": notes,
-            "comparisons": parts}
+    return {
+        "id": claim["id"],
+        "source": claim.get("source", ""),
+        "text": claim.get("text", ""),
+        "verdict": verdict,
+        "scope": scope,
+        "verdict_text": f"{verdict}: {scope}" if scope else verdict,
+        "numbers_say": says,
+        "why": why,
+        "missing": missing,
+        "reduced": reduced,
+        "notes": notes,
+        "comparisons": parts,
+    }
 
 
 def _runs_of(measure_json, runs):
@@ -645,14 +746,18 @@ def _column_class(col):
         return "paper"
     if col.endswith("_diff") or col == "diff":
         return "diff"
-    if col in ("top1", "top5", "error", "error_best", "error_mean", "params_m") or col.endswith("_std") and \
-            not col.startswith("std_"):
+    if (
+        col in ("top1", "top5", "error", "error_best", "error_mean", "params_m")
+        or col.endswith("_std")
+        and not col.startswith("std_")
+    ):
         return "ours"
     return ""
 
 
 def _cell(v, col):
     import pandas as pd
+
     if v is None or (isinstance(v, float) and pd.isna(v)) or v is pd.NA:
         return ""
     if isinstance(v, float):
@@ -680,29 +785,39 @@ def _row_run_ids(name, row, runs):
 
 def table_html(name, path, df, runs, report_run):
     from .tables import DIFF_NOTE, NOTES, table_data
+
     cols = list(df.columns)
     head = "".join(f'<th class="{_column_class(c)}">{_e(c)}</th>' for c in cols) + "<th>MLflow runs</th>"
     body = []
     for _, row in df.iterrows():
         ids = _row_run_ids(name, row, runs)
         ids_html = "" if ids is None else " ".join(_id_link(i) for i in ids) or "not run"
-        cells = "".join(f'<td class="{_column_class(c)}{" num" if isinstance(row[c], numbers.Number) else ""}">'
-                        f'{_cell(row[c], c)}</td>' for c in cols)
+        cells = "".join(
+            f'<td class="{_column_class(c)}{" num" if isinstance(row[c], numbers.Number) else ""}">'
+            f"{_cell(row[c], c)}</td>"
+            for c in cols
+        )
         body.append(f'<tr class="{_e(row["source"])}">{cells}<td class="ids">{ids_html}</td></tr>')
     title = f"Table {name[5:]}" if name.startswith("table") else name
     import re
+
     notes = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", _e(NOTES.get(name, "")))
     notes = re.sub(r"`(.+?)`", r"<code>\1</code>", notes)
     notes = re.sub(r"\*(\w[^*]*?)\*", r"<i>\1</i>", notes)
-    diff = _e(DIFF_NOTE[name]) if name in DIFF_NOTE else \
-        "Differences (<code>*_diff</code>) are reproduced (mean over seeds) minus paper."
+    diff = (
+        _e(DIFF_NOTE[name])
+        if name in DIFF_NOTE
+        else "Differences (<code>*_diff</code>) are reproduced (mean over seeds) minus paper."
+    )
     rep = _report_run_html(report_run)
     data = table_data(df)
     data = f"<b>Data: {_e(data)}.</b> " if data else ""
-    return (f'<section class="table" id="{_e(name)}"><h3>{_e(title)} <span class="small">({_e(path)})</span></h3>'
-            f'<p class="small">{data}{notes} {diff} Blue: the paper; green: reproduced; amber: difference '
-            f'(reproduced &minus; paper, percentage points). {rep}</p>'
-            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></section>")
+    return (
+        f'<section class="table" id="{_e(name)}"><h3>{_e(title)} <span class="small">({_e(path)})</span></h3>'
+        f'<p class="small">{data}{notes} {diff} Blue: the paper; green: reproduced; amber: difference '
+        f"(reproduced &minus; paper, percentage points). {rep}</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></section>"
+    )
 
 
 def _report_run_html(info):
@@ -711,8 +826,10 @@ def _report_run_html(info):
     if not info.get("run_id"):
         return "MLflow report run: <b>none with these exact files</b> (made or changed after tracking?)."
     n = len(info.get("source_run_ids", []))
-    return (f"MLflow report run <code>{_e(info['run_id'])}</code> (experiment {_e(info['experiment_id'])}), "
-            f"made from {n} training runs, git commit <code>{_e(info.get('git_commit'))}</code>.")
+    return (
+        f"MLflow report run <code>{_e(info['run_id'])}</code> (experiment {_e(info['experiment_id'])}), "
+        f"made from {n} training runs, git commit <code>{_e(info.get('git_commit'))}</code>."
+    )
 
 
 def figure_html(name, png, out_dir, report_run, runs):
@@ -725,13 +842,20 @@ def figure_html(name, png, out_dir, report_run, runs):
     sources = ""
     if report_run and report_run.get("source_run_ids"):
         known = {r.run_id: r for r in runs.list}
-        sources = "Training runs: " + ", ".join(
-            f"{_e(known[s].model) + ' seed ' + _e(known[s].seed) if s in known else 'run'} {_id_link(s)}"
-            for s in report_run["source_run_ids"]) + "."
+        sources = (
+            "Training runs: "
+            + ", ".join(
+                f"{_e(known[s].model) + ' seed ' + _e(known[s].seed) if s in known else 'run'} {_id_link(s)}"
+                for s in report_run["source_run_ids"]
+            )
+            + "."
+        )
     title = f"Figure {name[6:]}" if name.startswith("figure") else name
-    return (f'<figure id="{_e(name)}"><h3>{_e(title)}</h3><img alt="{_e(title)}" src="data:image/png;base64,{image}">'
-            f"<figcaption>{_e(caption)}{link}<br><span class='small'>{_report_run_html(report_run)} {sources}"
-            f"</span></figcaption></figure>")
+    return (
+        f'<figure id="{_e(name)}"><h3>{_e(title)}</h3><img alt="{_e(title)}" src="data:image/png;base64,{image}">'
+        f"<figcaption>{_e(caption)}{link}<br><span class='small'>{_report_run_html(report_run)} {sources}"
+        f"</span></figcaption></figure>"
+    )
 
 
 def claims_html(verdicts):
@@ -740,11 +864,15 @@ def claims_html(verdicts):
         comps = "".join(f"<li>{c['html']}</li>" for c in v["comparisons"])
         extra = "".join(f"<li class='small'>{_e(n)}</li>" for n in v["notes"])
         scope = f"<br><span class='small'><b>{_e(v['scope'])}</b></span>" if v["scope"] else ""
-        rows.append(f"<tr><td><b>{_e(v['id'])}</b><br><span class='small'>{_e(v['source'])}</span></td>"
-                    f"<td>{_e(v['text'])}</td><td>{_badge(v['verdict'])}{scope}<br>"
-                    f"<span class='small'>{_e(v['why'])}</span></td><td><ul>{comps}{extra}</ul></td></tr>")
-    return ("<table class='claims'><thead><tr><th>claim</th><th>the paper says</th><th>verdict</th>"
-            f"<th>numbers behind the verdict</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        rows.append(
+            f"<tr><td><b>{_e(v['id'])}</b><br><span class='small'>{_e(v['source'])}</span></td>"
+            f"<td>{_e(v['text'])}</td><td>{_badge(v['verdict'])}{scope}<br>"
+            f"<span class='small'>{_e(v['why'])}</span></td><td><ul>{comps}{extra}</ul></td></tr>"
+        )
+    return (
+        "<table class='claims'><thead><tr><th>claim</th><th>the paper says</th><th>verdict</th>"
+        f"<th>numbers behind the verdict</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def runs_html(runs, config_hash):
@@ -756,44 +884,71 @@ def runs_html(runs, config_hash):
         flag = " &#9888; differs" if config_hash and ch and ch != config_hash else ""
         status = "not in store" if st.get("missing") else st.get("status", "store not consulted" if not st else "")
         data = (r.spec.get("data") or {}).get("kind", "") if isinstance(r.spec.get("data"), dict) else ""
-        rows.append(f'<tr id="run-{_e(r.run_id or r.dir)}"><td>{_e(r.model)}</td><td>{_e(r.seed)}</td>'
-                    f"<td><code>{_e(r.dir)}</code></td><td><code>{_e(r.run_id or 'untracked')}</code></td>"
-                    f"<td>{_e((r.mlflow or {}).get('experiment_id', ''))}</td><td>{_e(status)}</td>"
-                    f"<td>{_e(params.get('preset', ''))}</td><td><code>{_e(ch)}</code>{flag}</td>"
-                    f"<td><code>{_e(tags.get('git_commit', ''))}</code></td><td>{_e(data)}</td>"
-                    f"<td class='num'>{_e(r.spec.get('max_iters', ''))}</td>"
-                    f"<td><code>{_e(tags.get('checkpoint_sha256', '')[:12])}</code></td>"
-                    f"<td>{_e(tags.get('uses', ''))}</td></tr>")
-    return ("<table><thead><tr><th>model</th><th>seed</th><th>run directory</th><th>MLflow run id</th><th>exp.</th>"
-            "<th>status</th><th>preset</th><th>config hash</th><th>git commit</th><th>data</th><th>iterations</th>"
-            f"<th>checkpoint sha256</th><th>used by</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        rows.append(
+            f'<tr id="run-{_e(r.run_id or r.dir)}"><td>{_e(r.model)}</td><td>{_e(r.seed)}</td>'
+            f"<td><code>{_e(r.dir)}</code></td><td><code>{_e(r.run_id or 'untracked')}</code></td>"
+            f"<td>{_e((r.mlflow or {}).get('experiment_id', ''))}</td><td>{_e(status)}</td>"
+            f"<td>{_e(params.get('preset', ''))}</td><td><code>{_e(ch)}</code>{flag}</td>"
+            f"<td><code>{_e(tags.get('git_commit', ''))}</code></td><td>{_e(data)}</td>"
+            f"<td class='num'>{_e(r.spec.get('max_iters', ''))}</td>"
+            f"<td><code>{_e(tags.get('checkpoint_sha256', '')[:12])}</code></td>"
+            f"<td>{_e(tags.get('uses', ''))}</td></tr>"
+        )
+    return (
+        "<table><thead><tr><th>model</th><th>seed</th><th>run directory</th><th>MLflow run id</th><th>exp.</th>"
+        "<th>status</th><th>preset</th><th>config hash</th><th>git commit</th><th>data</th><th>iterations</th>"
+        f"<th>checkpoint sha256</th><th>used by</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def render_html(ctx, pdf_note):
     from .figures import preset_note
+
     preset = ctx["preset"]
     note = preset_note(preset)
-    banner = (f'<div class="banner">{_e(note[0].upper() + note[1:])}. The figures and tables below show what the '
-              "pipeline produces on it; no claim of the paper can be confirmed or refuted from them.</div>"
-              if note else '<div class="banner ok">Preset paper: the paper\'s settings.</div>')
+    banner = (
+        f'<div class="banner">{_e(note[0].upper() + note[1:])}. The figures and tables below show what the '
+        "pipeline produces on it; no claim of the paper can be confirmed or refuted from them.</div>"
+        if note
+        else '<div class="banner ok">Preset paper: the paper\'s settings.</div>'
+    )
     counts = {v: sum(x["verdict"] == v for x in ctx["verdicts"]) for v in VERDICTS}
     summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     commits = sorted({(r.store or {}).get("tags", {}).get("git_commit", "?") for r in ctx["runs"].list if r.store})
     hashes = sorted({(r.store or {}).get("params", {}).get("config_hash", "?") for r in ctx["runs"].list if r.store})
-    store = ("reachable" if ctx["store_ok"] else f"not reachable ({_e(ctx['store_note'])}): run ids from "
-             "mlflow.json files only")
-    prov = [("preset", f"<b>{_e(preset)}</b>"), ("config hash (pipeline)", f"<code>{_e(ctx['config_hash'] or 'not given')}</code>"),
-            ("config hash (training runs)", ", ".join(f"<code>{_e(h)}</code>" for h in hashes) or "unknown"),
-            ("git commit (report code)", f"<code>{_e(ctx['commit'])}</code>"),
-            ("git commit (training runs)", ", ".join(f"<code>{_e(c)}</code>" for c in commits) or "unknown"),
-            ("MLflow store", f"<code>{_e(ctx['uri'])}</code>, {store}"),
-            ("training runs", str(len(ctx["runs"].list))), ("generated", _e(ctx["generated"])),
-            ("PDF", pdf_note)]
-    prov_html = "<table>" + "".join(f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>" for k, v in prov) + "</table>"
-    tables = "".join(table_html(n, p, df, ctx["runs"], ctx["reports"].get(n) if ctx["store_ok"] else None)
-                     for n, (p, df) in ctx["tables"].items()) or "<p>No tables were given.</p>"
-    figures = "".join(figure_html(n, p, ctx["out_dir"], ctx["reports"].get(n) if ctx["store_ok"] else None, ctx["runs"])
-                      for n, p in ctx["figures"].items()) or "<p>No figures were given.</p>"
+    store = (
+        "reachable"
+        if ctx["store_ok"]
+        else f"not reachable ({_e(ctx['store_note'])}): run ids from mlflow.json files only"
+    )
+    prov = [
+        ("preset", f"<b>{_e(preset)}</b>"),
+        ("config hash (pipeline)", f"<code>{_e(ctx['config_hash'] or 'not given')}</code>"),
+        ("config hash (training runs)", ", ".join(f"<code>{_e(h)}</code>" for h in hashes) or "unknown"),
+        ("git commit (report code)", f"<code>{_e(ctx['commit'])}</code>"),
+        ("git commit (training runs)", ", ".join(f"<code>{_e(c)}</code>" for c in commits) or "unknown"),
+        ("MLflow store", f"<code>{_e(ctx['uri'])}</code>, {store}"),
+        ("training runs", str(len(ctx["runs"].list))),
+        ("generated", _e(ctx["generated"])),
+        ("PDF", pdf_note),
+    ]
+    prov_html = (
+        "<table>" + "".join(f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>" for k, v in prov) + "</table>"
+    )
+    tables = (
+        "".join(
+            table_html(n, p, df, ctx["runs"], ctx["reports"].get(n) if ctx["store_ok"] else None)
+            for n, (p, df) in ctx["tables"].items()
+        )
+        or "<p>No tables were given.</p>"
+    )
+    figures = (
+        "".join(
+            figure_html(n, p, ctx["out_dir"], ctx["reports"].get(n) if ctx["store_ok"] else None, ctx["runs"])
+            for n, p in ctx["figures"].items()
+        )
+        or "<p>No figures were given.</p>"
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Reproduction report: He et al. 2016 ({_e(preset)})</title>
 <meta name="preset" content="{_e(preset)}"><style>{CSS}</style></head><body>
@@ -802,18 +957,19 @@ def render_html(ctx, pdf_note):
 {banner}
 <h2 id="provenance-summary">Provenance</h2>{prov_html}
 <h2 id="claims">The paper's claims</h2><p>Verdicts: {summary}. The rule is under <a href="#method">How verdicts are
-decided</a>.</p>{claims_html(ctx['verdicts'])}
+decided</a>.</p>{claims_html(ctx["verdicts"])}
 <h2 id="tables">Tables: paper vs reproduced</h2>{tables}
 <h2 id="figures">Figures</h2>{figures}
 <h2 id="runs">Training runs</h2><p class="small">Every reproduced number above comes from these runs; each
 is one MLflow run in experiment <code>resnet-repro</code> (params, metric curves, model and history as artifacts).</p>
-{runs_html(ctx['runs'], ctx['config_hash'])}
+{runs_html(ctx["runs"], ctx["config_hash"])}
 <h2 id="method">How verdicts are decided</h2>{METHOD}
 </body></html>
 """
 
 
 # ---------------------------------------------------------------- PDF
+
 
 def find_chromium(explicit=None):
     """The path of a Chromium/Chrome executable, or None."""
@@ -838,6 +994,7 @@ def chromium_version(exe):
 def pdf_with_chromium(exe, html_text, pdf, timeout=180):
     """Print html_text to pdf with headless Chromium; raises ReproError on failure."""
     from .files import write_with
+
     pdf = Path(pdf)
     with tempfile.TemporaryDirectory(prefix="resnet-repro-chromium-") as tmp:
         page = Path(tmp) / "report.html"
@@ -860,6 +1017,7 @@ def pdf_with_chromium(exe, html_text, pdf, timeout=180):
 
 def _strip_tags(text):
     import re
+
     return html.unescape(re.sub(r"<[^>]+>", "", text))
 
 
@@ -885,11 +1043,14 @@ def pdf_with_matplotlib(ctx, pdf, reason):
         return textwrap.wrap(text, width) or [""]
 
     note = preset_note(ctx["preset"])
-    head = [f"Preset: {ctx['preset']}" + (f" -- {note.upper()}." if note else ""),
-            f"Config hash: {ctx['config_hash'] or 'not given'}    Git commit (report code): {ctx['commit']}",
-            f"MLflow store: {ctx['uri']} ({'reachable' if ctx['store_ok'] else 'not reachable'})    "
-            f"Generated: {ctx['generated']}",
-            f"PDF rendered with matplotlib (fallback; {reason}). The HTML report has every note and the full run list.", ""]
+    head = [
+        f"Preset: {ctx['preset']}" + (f" -- {note.upper()}." if note else ""),
+        f"Config hash: {ctx['config_hash'] or 'not given'}    Git commit (report code): {ctx['commit']}",
+        f"MLflow store: {ctx['uri']} ({'reachable' if ctx['store_ok'] else 'not reachable'})    "
+        f"Generated: {ctx['generated']}",
+        f"PDF rendered with matplotlib (fallback; {reason}). The HTML report has every note and the full run list.",
+        "",
+    ]
     pages = []
     lines = list(head)
     for v in ctx["verdicts"]:
@@ -900,18 +1061,27 @@ def pdf_with_matplotlib(ctx, pdf, reason):
         lines.append("")
     per_page = 62
     for i in range(0, len(lines), per_page):
-        pages.append(text_page(lines[i:i + per_page], "Reproduction report: He et al. (2016)" +
-                               (" (continued)" if i else "")))
+        pages.append(
+            text_page(lines[i : i + per_page], "Reproduction report: He et al. (2016)" + (" (continued)" if i else ""))
+        )
 
     for name, (path, df) in ctx["tables"].items():
         shown = df.copy()
         ids = [_row_run_ids(name, row, ctx["runs"]) for _, row in df.iterrows()]
         shown["mlflow_runs"] = [" ".join(_short(i) for i in x) if x else "" for x in ids]
-        cells = [[_strip_tags(_cell(v, c)) for c, v in zip(shown.columns, row)] for row in shown.itertuples(index=False)]
+        cells = [
+            [_strip_tags(_cell(v, c)) for c, v in zip(shown.columns, row)] for row in shown.itertuples(index=False)
+        ]
         cells = [[c if len(c) <= 40 else c[:37] + "..." for c in row] for row in cells]
         fig = Figure(figsize=(11.69, 8.27))
-        fig.text(0.02, 0.97, f"Table {name[5:]} ({path}), preset {ctx['preset']}" + (f" -- {note}" if note else ""),
-                 fontsize=11, weight="bold", va="top")
+        fig.text(
+            0.02,
+            0.97,
+            f"Table {name[5:]} ({path}), preset {ctx['preset']}" + (f" -- {note}" if note else ""),
+            fontsize=11,
+            weight="bold",
+            va="top",
+        )
         ax = fig.add_axes((0.01, 0.02, 0.98, 0.9))
         ax.axis("off")
         t = ax.table(cellText=cells, colLabels=list(shown.columns), loc="upper center", cellLoc="right")
@@ -932,16 +1102,30 @@ def pdf_with_matplotlib(ctx, pdf, reason):
         with matplotlib.rc_context({"pdf.fonttype": 42}), PdfPages(f, metadata={"CreationDate": None}) as doc:
             for fig in pages:
                 doc.savefig(fig)
+
     write_with(pdf, write)
 
 
 # ---------------------------------------------------------------- the report
 
-def make_report(out, preset, tables=(), figures=(), run_dirs=(), pdf=None, json_out=None, config_hash=None,
-                uri=None, pdf_engine="auto", chromium=None):
+
+def make_report(
+    out,
+    preset,
+    tables=(),
+    figures=(),
+    run_dirs=(),
+    pdf=None,
+    json_out=None,
+    config_hash=None,
+    uri=None,
+    pdf_engine="auto",
+    chromium=None,
+):
     """Write the HTML report (and PDF, JSON); return the JSON summary as a dict."""
     from .files import write_json, write_text
     from .tracking import tracking_uri
+
     out = Path(out)
     if out.suffix not in (".html", ".htm"):
         raise ReproError(f"--out must be an .html file, got {out}")
@@ -968,10 +1152,21 @@ def make_report(out, preset, tables=(), figures=(), run_dirs=(), pdf=None, json_
 
     claims = reference().get("claims", [])
     verdicts = [judge(c, table_data, runs, preset) for c in claims]
-    ctx = {"preset": preset, "config_hash": config_hash, "commit": code_commit(), "uri": uri, "store_ok": store_ok,
-           "store_note": store_note, "reports": reports, "runs": runs, "tables": table_data, "figures": fig_paths,
-           "verdicts": verdicts, "out_dir": out.parent,
-           "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
+    ctx = {
+        "preset": preset,
+        "config_hash": config_hash,
+        "commit": code_commit(),
+        "uri": uri,
+        "store_ok": store_ok,
+        "store_note": store_note,
+        "reports": reports,
+        "runs": runs,
+        "tables": table_data,
+        "figures": fig_paths,
+        "verdicts": verdicts,
+        "out_dir": out.parent,
+        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
 
     pdf_info = None
     if pdf is not None:
@@ -989,38 +1184,70 @@ def make_report(out, preset, tables=(), figures=(), run_dirs=(), pdf=None, json_
                     raise
                 reason = f"Chromium failed: {e}"
         elif pdf_engine == "chromium":
-            raise ReproError("--pdf-engine chromium: no Chromium found (install it with scripts/install-chromium.sh, "
-                             "or give --chromium PATH)")
+            raise ReproError(
+                "--pdf-engine chromium: no Chromium found (install it with scripts/install-chromium.sh, "
+                "or give --chromium PATH)"
+            )
         if "engine" not in pdf_info:
             pdf_with_matplotlib(ctx, pdf, reason)
             pdf_info.update(engine="matplotlib", detail=reason)
         rel = _e(os.path.relpath(pdf, out.parent))
-        pdf_note = (f'<a href="{rel}">{rel}</a>: ' + (f"printed from this HTML by headless {_e(pdf_info['detail'])}"
-                    if pdf_info["engine"] == "chromium" else
-                    f"matplotlib fallback ({_e(pdf_info['detail'])}): verdicts, tables and figures only"))
+        pdf_note = f'<a href="{rel}">{rel}</a>: ' + (
+            f"printed from this HTML by headless {_e(pdf_info['detail'])}"
+            if pdf_info["engine"] == "chromium"
+            else f"matplotlib fallback ({_e(pdf_info['detail'])}): verdicts, tables and figures only"
+        )
     else:
         pdf_note = "not requested"
     write_text(out, render_html(ctx, pdf_note))
 
     summary = {
-        "preset": preset, "comparable_with_paper": preset == "paper", "config_hash": config_hash,
-        "git_commit": ctx["commit"], "generated": ctx["generated"], "tracking_uri": uri, "store_reachable": store_ok,
-        "html": str(out), "pdf": pdf_info,
-        "claims": [{k: v for k, v in d.items()} | {"comparisons": [{k: c[k] for k in c if k != "html"}
-                                                                    for c in d["comparisons"]]} for d in verdicts],
+        "preset": preset,
+        "comparable_with_paper": preset == "paper",
+        "config_hash": config_hash,
+        "git_commit": ctx["commit"],
+        "generated": ctx["generated"],
+        "tracking_uri": uri,
+        "store_reachable": store_ok,
+        "html": str(out),
+        "pdf": pdf_info,
+        "claims": [
+            {k: v for k, v in d.items()}
+            | {"comparisons": [{k: c[k] for k in c if k != "html"} for c in d["comparisons"]]}
+            for d in verdicts
+        ],
         "tables": {n: {"path": str(p), "report_run": reports.get(n)} for n, (p, _) in table_data.items()},
         "figures": {n: {"path": str(p), "report_run": reports.get(n)} for n, p in fig_paths.items()},
-        "runs": [{"model": r.model, "seed": r.seed, "dir": str(r.dir), "run_id": r.run_id,
-                  "git_commit": (r.store or {}).get("tags", {}).get("git_commit"),
-                  "config_hash": (r.store or {}).get("params", {}).get("config_hash")} for r in runs.list],
+        "runs": [
+            {
+                "model": r.model,
+                "seed": r.seed,
+                "dir": str(r.dir),
+                "run_id": r.run_id,
+                "git_commit": (r.store or {}).get("tags", {}).get("git_commit"),
+                "config_hash": (r.store or {}).get("params", {}).get("config_hash"),
+            }
+            for r in runs.list
+        ],
     }
     write_json(json_out, summary)
     return summary
 
 
 def cmd_report(args):
-    s = make_report(args.out, args.preset, args.tables, args.figures, args.runs, args.pdf, args.json,
-                    args.config_hash, args.tracking_uri, args.pdf_engine, args.chromium)
+    s = make_report(
+        args.out,
+        args.preset,
+        args.tables,
+        args.figures,
+        args.runs,
+        args.pdf,
+        args.json,
+        args.config_hash,
+        args.tracking_uri,
+        args.pdf_engine,
+        args.chromium,
+    )
     print(s["html"])
     if s["pdf"]:
         print(f"{s['pdf']['path']} ({s['pdf']['engine']}: {s['pdf']['detail']})")
@@ -1030,28 +1257,48 @@ def cmd_report(args):
 
 def add_parser(sub):
     """Register this module's sub-command(s) on the `resnet-repro` argparse sub-parsers."""
-    s = sub.add_parser("report", help="the reproduction report: figures, tables, provenance, a verdict per claim",
-                       description="Write one self-contained HTML report of a pipeline run: every table (paper vs "
-                                   "reproduced, difference), every figure, the provenance of every number (MLflow "
-                                   "run ids, git commit, config hash, preset) and a verdict on each claim of the "
-                                   "paper (reference.yaml `claims:`) with the numbers behind it. Optionally a PDF "
-                                   "(headless Chromium if found, else a matplotlib fallback) and, always, a JSON "
-                                   "summary beside the HTML.")
+    s = sub.add_parser(
+        "report",
+        help="the reproduction report: figures, tables, provenance, a verdict per claim",
+        description="Write one self-contained HTML report of a pipeline run: every table (paper vs "
+        "reproduced, difference), every figure, the provenance of every number (MLflow "
+        "run ids, git commit, config hash, preset) and a verdict on each claim of the "
+        "paper (reference.yaml `claims:`) with the numbers behind it. Optionally a PDF "
+        "(headless Chromium if found, else a matplotlib fallback) and, always, a JSON "
+        "summary beside the HTML.",
+    )
     s.add_argument("--out", required=True, help="HTML file to write, e.g. reports/report.html")
     s.add_argument("--pdf", help="also write this PDF, e.g. reports/report.pdf")
     s.add_argument("--json", help="JSON summary (verdicts, provenance) to write (default: OUT with .json)")
-    s.add_argument("--preset", required=True, help="the preset that produced the runs; anything but 'paper' is "
-                                                   "reported as not comparable with the paper")
+    s.add_argument(
+        "--preset",
+        required=True,
+        help="the preset that produced the runs; anything but 'paper' is reported as not comparable with the paper",
+    )
     s.add_argument("--config-hash", help="hash of the pipeline config (checked against the runs')")
     s.add_argument("--tables", nargs="*", default=[], metavar="CSV", help="tables from `resnet-repro table`")
-    s.add_argument("--figures", nargs="*", default=[], metavar="PNG",
-                   help="figures from `resnet-repro figure` (the .png; the .pdf beside it is linked)")
+    s.add_argument(
+        "--figures",
+        nargs="*",
+        default=[],
+        metavar="PNG",
+        help="figures from `resnet-repro figure` (the .png; the .pdf beside it is linked)",
+    )
     s.add_argument("--runs", nargs="*", default=[], metavar="RUN_DIR", help="every training run directory behind them")
-    s.add_argument("--tracking-uri", help="MLflow store to read run provenance from (default: $MLFLOW_TRACKING_URI, "
-                                          "else sqlite:///mlflow.db)")
-    s.add_argument("--pdf-engine", default="auto", choices=["auto", "chromium", "matplotlib"],
-                   help="auto (default): headless Chromium if found, else matplotlib")
-    s.add_argument("--chromium", metavar="PATH", help="Chromium executable (default: $RESNET_REPRO_CHROMIUM, else "
-                                                      "chromium/chromium-browser/google-chrome on PATH)")
+    s.add_argument(
+        "--tracking-uri",
+        help="MLflow store to read run provenance from (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
+    s.add_argument(
+        "--pdf-engine",
+        default="auto",
+        choices=["auto", "chromium", "matplotlib"],
+        help="auto (default): headless Chromium if found, else matplotlib",
+    )
+    s.add_argument(
+        "--chromium",
+        metavar="PATH",
+        help="Chromium executable (default: $RESNET_REPRO_CHROMIUM, else "
+        "chromium/chromium-browser/google-chrome on PATH)",
+    )
     s.set_defaults(func=cmd_report)
-

@@ -10,6 +10,7 @@ ends but SIGKILL. A lock left behind by a killed process is recognised as stale 
   - a Slurm job id that is not ours, and that squeue no longer lists as running;
   - otherwise (another host, no Slurm): its heartbeat is older than STALE_S seconds.
 """
+
 import json
 import os
 import socket
@@ -51,8 +52,7 @@ def _pid_runs(pid):
 def _slurm_job_running(job_id):
     """True/False when squeue can tell, None when it cannot (no Slurm here)."""
     try:
-        r = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True,
-                           timeout=30)
+        r = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if r.returncode != 0:
@@ -63,8 +63,13 @@ def _slurm_job_running(job_id):
 
 def me():
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": _start_time(pid),
-            "slurm_job": os.environ.get("SLURM_JOB_ID"), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "start": _start_time(pid),
+        "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 def stale(holder, age_s):
@@ -132,7 +137,8 @@ class RunLock:
                     raise RunLocked(
                         f"{self.path.parent} is being trained by another process ({describe(other)}): a second "
                         f"copy would write the same checkpoint; cancel the old job (squeue --me) or wait for it. "
-                        f"If that process is gone for sure, delete {self.path}") from None
+                        f"If that process is gone for sure, delete {self.path}"
+                    ) from None
                 # move the stale lock aside atomically: of several takers only one succeeds
                 aside = self.path.with_name(f"{LOCK_NAME}.stale.{holder['host']}.{holder['pid']}")
                 try:
@@ -162,8 +168,12 @@ class RunLock:
         if self._thread is not None:
             self._thread.join(timeout=5)
         other, _ = self._read()
-        if self.holder is not None and isinstance(other, dict) and other.get("pid") == self.holder["pid"] \
-                and other.get("host") == self.holder["host"]:
+        if (
+            self.holder is not None
+            and isinstance(other, dict)
+            and other.get("pid") == self.holder["pid"]
+            and other.get("host") == self.holder["host"]
+        ):
             self.path.unlink(missing_ok=True)
         self.holder = None
 

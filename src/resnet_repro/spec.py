@@ -1,5 +1,6 @@
 """Training specs: the family's defaults (specs/*.yaml), then the user's YAML, then flags,
 validated against specs/train_spec.schema.yaml."""
+
 import copy
 from importlib import resources
 
@@ -58,6 +59,7 @@ def read_yaml(path):
 
 def validate(spec, source="spec"):
     import jsonschema
+
     schema = _package_yaml("train_spec.schema.yaml")
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(spec))
     if error is not None:
@@ -69,8 +71,10 @@ def validate(spec, source="spec"):
     if sched["kind"] == "plateau":
         missing = [k for k in ("holdout", "patience_iters", "threshold", "max_drops") if k not in sched]
         if missing:
-            raise ReproError(f"{source}: a plateau schedule needs {', '.join('schedule.' + k for k in missing)} "
-                             f"(see src/resnet_repro/specs/imagenet.yaml)")
+            raise ReproError(
+                f"{source}: a plateau schedule needs {', '.join('schedule.' + k for k in missing)} "
+                f"(see src/resnet_repro/specs/imagenet.yaml)"
+            )
     bn, batch = spec.get("bn_batch"), spec["batch_size"]
     if bn and batch > bn and batch % bn:
         raise ReproError(f"{source}: batch_size {batch} is not a multiple of bn_batch {bn}")
@@ -105,11 +109,29 @@ def resolve_warmup(spec):
 
 
 # What defines the paper's protocol in a training spec (not: paths, logging, checkpoints, devices, seed)
-PROTOCOL_KEYS = ("data.kind", "data.image_size", "data.val_split", "data.scale", "data.crop", "data.test_size",
-                 "data.lighting", "augment", "batch_size", "lr", "momentum", "weight_decay", "schedule",
-                 "max_iters", "warmup", "bn_batch", "num_classes")
-SCHEDULE_TERMS = {"multistep": ("kind", "milestones", "gamma"),
-                  "plateau": ("kind", "gamma", "holdout", "patience_iters", "threshold", "max_drops")}
+PROTOCOL_KEYS = (
+    "data.kind",
+    "data.image_size",
+    "data.val_split",
+    "data.scale",
+    "data.crop",
+    "data.test_size",
+    "data.lighting",
+    "augment",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "max_iters",
+    "warmup",
+    "bn_batch",
+    "num_classes",
+)
+SCHEDULE_TERMS = {
+    "multistep": ("kind", "milestones", "gamma"),
+    "plateau": ("kind", "gamma", "holdout", "patience_iters", "threshold", "max_drops"),
+}
 PAPER_PRECISION = "fp32"  # 2015: single precision throughout
 
 
@@ -128,8 +150,11 @@ def paper_differences(spec, precision=None):
     """Every way a run's training spec (and the precision it trained in) departs from the paper's
     protocol for its model: [(key, ours, the paper's)]."""
     paper = build_spec(None, [{"model": spec["model"]}])
-    out = [(key, ours, theirs) for key in PROTOCOL_KEYS
-           if (ours := _protocol_value(spec, key)) != (theirs := _protocol_value(paper, key))]
+    out = [
+        (key, ours, theirs)
+        for key in PROTOCOL_KEYS
+        if (ours := _protocol_value(spec, key)) != (theirs := _protocol_value(paper, key))
+    ]
     if precision and precision != PAPER_PRECISION:
         out.append(("precision", precision, PAPER_PRECISION))
     return out

@@ -4,6 +4,7 @@ Every table lists the paper's rows (its own models: source `paper`; other work: 
 any model we ran that the paper does not list (source `ours`). Reproduced cells come only from the
 given runs; a row without runs has them empty. pandas, .models and .files (torch) are imported inside
 functions only: the CLI imports this module for every command."""
+
 import json
 from pathlib import Path
 
@@ -23,17 +24,17 @@ NOTES = {
     "table2": "ImageNet val, 10-crop testing (our crops as each evaluation recorded them: column `views`). The paper's ResNets here use option A shortcuts (our resnet18-A, resnet34-A).",
     "table3": "ImageNet val, 10-crop testing (our crops as each evaluation recorded them: column `views`). Rows are matched by depth and shortcut option: resnet34-A, resnet34-C, and resnet34 (= option B, as resnet50/101/152).",
     "table4": "ImageNet val, fully-convolutional multi-scale testing (the paper: softmax averaged over shorter sides "
-              "224, 256, 384, 480, 640; its text names no mirrored images). Ours: column `views`, what each evaluation "
-              "averaged; where paper_split is `test` the paper's number is on the test set.",
+    "224, 256, 384, 480, 640; its text names no mirrored images). Ours: column `views`, what each evaluation "
+    "averaged; where paper_split is `test` the paper's number is on the test set.",
     "table5": "Top-5 error of an ensemble. The paper's numbers are on the ImageNet **test** set (test server); "
-              "ours are on the val split, so they differ in data as well as in model. Members are listed below the ensemble "
-              "(column `views`: the test views each member's scores averaged).",
+    "ours are on the val split, so they differ in data as well as in model. Members are listed below the ensemble "
+    "(column `views`: the test views each member's scores averaged).",
     "table6": "CIFAR-10 test error. params_m is counted from our model. error_best is the minimum over seeds, "
-              "error_mean/error_std the mean and the *sample* standard deviation (ddof=1; empty for one run).",
+    "error_mean/error_std the mean and the *sample* standard deviation (ddof=1; empty for one run).",
 }
 DIFF_NOTE = {
     "table6": "diff = error_mean - the paper's mean where the paper gives one (ResNet-110: 6.61 over 5 runs; Highway-19: 7.72), "
-              "else error_mean - the paper's single value.",
+    "else error_mean - the paper's single value.",
 }
 
 
@@ -48,8 +49,13 @@ def read_metrics(run, view):
     try:
         m = json.loads(path.read_text())
         v = m["views"][view]
-        return {"top1": float(v["top1_error"]), "top5": float(v["top5_error"]), "split": m.get("split", ""),
-                "precision": precision_label(m), "views": view_label(view, v)}
+        return {
+            "top1": float(v["top1_error"]),
+            "top5": float(v["top5_error"]),
+            "split": m.get("split", ""),
+            "precision": precision_label(m),
+            "views": view_label(view, v),
+        }
     except FileNotFoundError:
         raise ReproError(f"{path} does not exist (run `resnet-repro evaluate --views {view}` first)") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -67,13 +73,17 @@ def view_label(view, v):
     if view == "single":
         return "single image"
     if view == "tencrop":
-        return {True: "10 crops (4 corners + centre, and mirrors)", False: "5 crops (4 corners + centre, no mirrors)",
-                None: "10-crop (mirrors not recorded)"}[flips if isinstance(flips, bool) else None]
+        return {
+            True: "10 crops (4 corners + centre, and mirrors)",
+            False: "5 crops (4 corners + centre, no mirrors)",
+            None: "10-crop (mirrors not recorded)",
+        }[flips if isinstance(flips, bool) else None]
     if view == "multiscale":
         scales = v.get("scales")
         scales = "/".join(map(str, scales)) if isinstance(scales, list) and scales else "scales not recorded"
-        mirror = {True: "whole image + mirror", False: "whole image, no mirror",
-                  None: "mirrors not recorded"}[flips if isinstance(flips, bool) else None]
+        mirror = {True: "whole image + mirror", False: "whole image, no mirror", None: "mirrors not recorded"}[
+            flips if isinstance(flips, bool) else None
+        ]
         # evaluations before metrics.json recorded `mean` stretched the crop-sized mean image to each image
         mean = {"per-channel": "per-channel mean"}.get(v.get("mean"), "per-pixel mean stretched to the image")
         return f"multi-scale {scales}, {mirror}, {mean}"
@@ -82,8 +92,7 @@ def view_label(view, v):
 
 def precision_label(eval_metrics):
     """'train bf16, eval fp32': the arithmetic behind a reproduced number, from an evaluation's metrics.json."""
-    return (f"train {eval_metrics.get('train_precision', 'unknown')}, "
-            f"eval {eval_metrics.get('precision', 'unknown')}")
+    return f"train {eval_metrics.get('train_precision', 'unknown')}, eval {eval_metrics.get('precision', 'unknown')}"
 
 
 def read_runs(run_dirs, family, view):
@@ -96,8 +105,12 @@ def read_runs(run_dirs, family, view):
         if not isinstance(spec.get("seed"), int):
             raise ReproError(f"{run}/spec.yaml is malformed: `seed` is not an integer")
         data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
-        r = {"model": canonical(spec["model"]), "seed": spec["seed"], "data": data_name(data),
-             **read_metrics(run, view)}
+        r = {
+            "model": canonical(spec["model"]),
+            "seed": spec["seed"],
+            "data": data_name(data),
+            **read_metrics(run, view),
+        }
         key = (r["model"], r["seed"])
         if key in seen:  # would count one result twice in the mean
             raise ReproError(f"runs {seen[key]} and {run} are both {r['model']} seed {r['seed']}")
@@ -118,8 +131,13 @@ def _paper_rows(name):
         paper_split = "test" if name in ("table5", "table6") or r.get("test_set") else "val"
         row = {"model": model, "source": "literature" if lit else "paper", "paper_split": paper_split}
         if name == "table6":
-            row.update(layers=r["layers"], params_m_paper=r["params_m"], error_paper=r["error"],
-                       mean_paper=r.get("mean"), std_paper=r.get("std"))
+            row.update(
+                layers=r["layers"],
+                params_m_paper=r["params_m"],
+                error_paper=r["error"],
+                mean_paper=r.get("mean"),
+                std_paper=r.get("std"),
+            )
         else:
             row.update({f"{m}_paper": r.get(m) for m in metrics})
         rows.append(row)
@@ -129,10 +147,15 @@ def _paper_rows(name):
 def _ours(group, name, metrics):
     """The reproduced cells of one model from its runs (one per seed)."""
     import numpy as np
+
     seeds = sorted(r["seed"] for r in group)
-    out = {"n_runs": len(group), "seeds": ",".join(map(str, seeds)),
-           "split": ",".join(sorted({r["split"] for r in group})), "data": "; ".join(sorted({str(r["data"]) for r in group})),
-           "precision": "; ".join(sorted({r["precision"] for r in group}))}
+    out = {
+        "n_runs": len(group),
+        "seeds": ",".join(map(str, seeds)),
+        "split": ",".join(sorted({r["split"] for r in group})),
+        "data": "; ".join(sorted({str(r["data"]) for r in group})),
+        "precision": "; ".join(sorted({r["precision"] for r in group})),
+    }
     if name != "table6":  # CIFAR's single view has nothing to choose
         out["views"] = "; ".join(sorted({r["views"] for r in group}))
     for m in metrics:
@@ -148,7 +171,9 @@ def _ours(group, name, metrics):
 def make_table(name, run_dirs=(), ensemble=None, preset=None):
     """The table as a DataFrame: paper rows, reproduced cells beside them, differences."""
     import pandas as pd
+
     from .models import build_model, count_params
+
     if name not in TABLES:
         raise ReproError(f"unknown table {name!r}: choose one of {', '.join(TABLES)}")
     _, family, view, metrics, _ = TABLES[name]
@@ -167,20 +192,40 @@ def make_table(name, run_dirs=(), ensemble=None, preset=None):
     for model in groups:
         if model not in known:
             m = parse_model_name(model)
-            rows.append({"model": model, "source": "ours", "paper_split": None,
-                         **({"layers": m.depth} if name == "table6" else {})})
+            rows.append(
+                {
+                    "model": model,
+                    "source": "ours",
+                    "paper_split": None,
+                    **({"layers": m.depth} if name == "table6" else {}),
+                }
+            )
     for row in rows:
         if row["source"] != "literature" and row["model"] in groups:
             row.update(_ours(groups[row["model"]], name, metrics))
             if name == "table6":
                 row["params_m"] = count_params(build_model(row["model"])) / 1e6
     if name == "table6":
-        cols = ["model", "source", "layers", "params_m_paper", "params_m", "error_paper", "mean_paper", "std_paper",
-                "error_best", "error_mean", "error_std", "diff"]
+        cols = [
+            "model",
+            "source",
+            "layers",
+            "params_m_paper",
+            "params_m",
+            "error_paper",
+            "mean_paper",
+            "std_paper",
+            "error_best",
+            "error_mean",
+            "error_std",
+            "diff",
+        ]
     else:
         cols = ["model", "source"] + [f"{m}{s}" for m in metrics for s in ("_paper", "", "_std", "_diff")]
     extra = ["views"] if name != "table6" else []
-    df = pd.DataFrame(rows).reindex(columns=cols + ["n_runs", "seeds", "paper_split", "split", "data", "precision"] + extra)
+    df = pd.DataFrame(rows).reindex(
+        columns=cols + ["n_runs", "seeds", "paper_split", "split", "data", "precision"] + extra
+    )
     if name == "table6":
         df["diff"] = df["error_mean"] - df["mean_paper"].fillna(df["error_paper"])
         df["layers"] = df["layers"].astype("Int64")
@@ -194,6 +239,7 @@ def make_table(name, run_dirs=(), ensemble=None, preset=None):
 
 def _table5(ensemble, preset):
     import pandas as pd
+
     if not ensemble:
         raise ReproError("table5 needs --ensemble JSON (from `resnet-repro ensemble --out`)")
     path = Path(ensemble)
@@ -214,18 +260,52 @@ def _table5(ensemble, preset):
     precision = {f: _member_precision(f) for f in members}
     data = {f: data_name((_member_spec(f) or {}).get("data")) for f in members}
     views = {f: _member_views(f) for f in members}
-    ours.update(top5=ens_top5, top1=ens_top1, n_runs=len(members), seeds=",".join(seeds), split="val",
-                members=" + ".join(m for m, _ in info.values()), precision="; ".join(sorted(set(precision.values()))),
-                data="; ".join(sorted(set(data.values()))), views="; ".join(sorted(set(views.values()))))
+    ours.update(
+        top5=ens_top5,
+        top1=ens_top1,
+        n_runs=len(members),
+        seeds=",".join(seeds),
+        split="val",
+        members=" + ".join(m for m, _ in info.values()),
+        precision="; ".join(sorted(set(precision.values()))),
+        data="; ".join(sorted(set(data.values()))),
+        views="; ".join(sorted(set(views.values()))),
+    )
     for f, (top5, top1) in members.items():
         model, seed = info[f]
-        rows.append({"model": model, "source": "ours (ensemble member)", "top5": top5, "top1": top1, "n_runs": 1,
-                     "seeds": "" if seed is None else str(seed), "split": "val", "members": f,
-                     "data": data[f], "precision": precision[f], "views": views[f]})
+        rows.append(
+            {
+                "model": model,
+                "source": "ours (ensemble member)",
+                "top5": top5,
+                "top1": top1,
+                "n_runs": 1,
+                "seeds": "" if seed is None else str(seed),
+                "split": "val",
+                "members": f,
+                "data": data[f],
+                "precision": precision[f],
+                "views": views[f],
+            }
+        )
     df = pd.DataFrame(rows)
     df["top5_diff"] = df["top5"] - df["top5_paper"]
-    cols = ["model", "source", "top5_paper", "top5", "top5_diff", "top1", "n_runs", "seeds", "paper_split", "split",
-            "members", "data", "precision", "views"]
+    cols = [
+        "model",
+        "source",
+        "top5_paper",
+        "top5",
+        "top5_diff",
+        "top1",
+        "n_runs",
+        "seeds",
+        "paper_split",
+        "split",
+        "members",
+        "data",
+        "precision",
+        "views",
+    ]
     df = df.reindex(columns=cols)
     df["n_runs"] = df["n_runs"].fillna(0).astype(int)
     df.attrs["preset"] = preset
@@ -284,17 +364,26 @@ def table_views(df):
 def to_markdown(df, name, preset=None):
     """A Markdown table (floats to 2 decimals, empty for missing) with the preset and notes above it."""
     import pandas as pd
+
     preset = preset or df.attrs.get("preset")
     data = table_data(df)
     lines = [f"# Table {name[5:]} of He et al. (2016), reproduced" + (f" on {data}" if data else ""), ""]
     lines.append(f"Preset: `{preset or 'unknown'}`." + (f" **{preset_note(preset)}.**" if preset_note(preset) else ""))
     views = table_views(df)
     views = f" Views averaged in our runs (from their metrics.json): {views}." if views else ""
-    lines += ["", NOTES[name] + views + " " + DIFF_NOTE.get(name, "Differences (`*_diff`) are reproduced (mean over seeds) minus paper."), "",
-              "source: `paper` = the paper's own models, `literature` = other work the paper cites, `ours` = a model "
-              "we ran that the paper does not list. n_runs/seeds: the runs behind each reproduced value. "
-              "paper_split/split: the evaluation split of the paper's number / of ours. precision: the arithmetic "
-              "of our training and evaluation (bf16 autocast or fp32; evaluation is fp32 unless asked).", ""]
+    lines += [
+        "",
+        NOTES[name]
+        + views
+        + " "
+        + DIFF_NOTE.get(name, "Differences (`*_diff`) are reproduced (mean over seeds) minus paper."),
+        "",
+        "source: `paper` = the paper's own models, `literature` = other work the paper cites, `ours` = a model "
+        "we ran that the paper does not list. n_runs/seeds: the runs behind each reproduced value. "
+        "paper_split/split: the evaluation split of the paper's number / of ours. precision: the arithmetic "
+        "of our training and evaluation (bf16 autocast or fp32; evaluation is fp32 unless asked).",
+        "",
+    ]
     if name == "table5" and (df["source"] == "ours (ensemble member)").any():
         best = df.loc[df["source"] == "ours (ensemble member)", "top5"].min()
         ens = df.loc[df["source"] == "paper", "top5"].iloc[0]
@@ -316,6 +405,7 @@ def to_markdown(df, name, preset=None):
 def write_table(df, name, out, preset=None):
     """Write out (.csv) and the Markdown beside it (.md); returns both paths."""
     from .files import write_text
+
     out = Path(out)
     if out.suffix != ".csv":
         raise ReproError(f"--out must be a .csv file (the .md is written beside it), got {out}")
@@ -333,15 +423,27 @@ def cmd_table(args):
 
 def add_parser(sub):
     """Register this module's sub-command(s) on the `resnet-repro` argparse sub-parsers."""
-    s = sub.add_parser("table", help="table2 ... table6 of the paper with reproduced numbers beside the paper's",
-                       description="Build one of the paper's tables from evaluated runs (RUN/spec.yaml, "
-                                   "RUN/eval/<view>/metrics.json) or, for table5, an ensemble JSON. Writes OUT "
-                                   "(.csv) and a Markdown rendering beside it (.md).")
+    s = sub.add_parser(
+        "table",
+        help="table2 ... table6 of the paper with reproduced numbers beside the paper's",
+        description="Build one of the paper's tables from evaluated runs (RUN/spec.yaml, "
+        "RUN/eval/<view>/metrics.json) or, for table5, an ensemble JSON. Writes OUT "
+        "(.csv) and a Markdown rendering beside it (.md).",
+    )
     s.add_argument("name", metavar="NAME", help="table2 | table3 | table4 | table5 | table6")
-    s.add_argument("--run", action="extend", nargs="+", default=[], metavar="RUN_DIR",
-                   help="evaluated training run directory (repeatable; several seeds of a model are averaged)")
+    s.add_argument(
+        "--run",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="RUN_DIR",
+        help="evaluated training run directory (repeatable; several seeds of a model are averaged)",
+    )
     s.add_argument("--ensemble", metavar="JSON", help="ensemble result from `resnet-repro ensemble --out` (table5)")
     s.add_argument("--out", required=True, help="CSV to write, e.g. results/table6.csv")
-    s.add_argument("--preset", help="preset that produced the runs (default: from results/runs/<preset>/...); "
-                                    "anything but 'paper' is marked as not comparable with the paper")
+    s.add_argument(
+        "--preset",
+        help="preset that produced the runs (default: from results/runs/<preset>/...); "
+        "anything but 'paper' is marked as not comparable with the paper",
+    )
     s.set_defaults(func=cmd_table)

@@ -5,6 +5,7 @@ once, so every client call goes through `_retry`, and every command is idempoten
 finds the run it made before (by mlflow.json, or by tags) instead of making a duplicate.
 mlflow (and torch, via .files) is imported inside functions only, so `resnet-repro --help` stays fast.
 """
+
 import csv
 import hashlib
 import json
@@ -33,6 +34,7 @@ def log(msg):
 
 
 # ---------------------------------------------------------------- store access
+
 
 def reports_experiment(name):
     """The experiment of the figures, tables and report made from the trainings of experiment `name`."""
@@ -82,9 +84,11 @@ def _retry(fn, *args, **kwargs):
             if not _is_locked(e):
                 raise
             if attempt == RETRIES - 1:
-                raise ReproError(f"tracking store stayed locked after {RETRIES} attempts "
-                                 f"({getattr(fn, '__name__', fn)}): {str(e).splitlines()[0]}") from None
-            time.sleep(min(20.0, 0.25 * 2 ** attempt) * random.uniform(0.5, 1.5))
+                raise ReproError(
+                    f"tracking store stayed locked after {RETRIES} attempts "
+                    f"({getattr(fn, '__name__', fn)}): {str(e).splitlines()[0]}"
+                ) from None
+            time.sleep(min(20.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.5))
 
 
 class _RetryingClient:
@@ -107,6 +111,7 @@ def client(uri, create=False):
     if db is not None and not create and not db.exists():
         raise ReproError(f"tracking store {db} does not exist; run `resnet-repro track setup` first")
     from mlflow import MlflowClient
+
     # the constructor opens the store (schema check), so it is retried too
     return _RetryingClient(_retry(MlflowClient, tracking_uri=uri))
 
@@ -120,16 +125,20 @@ def experiment_id(c, name, uri):
 
 def _mlflow_errors(fn):
     """Turn MLflow's exceptions into one-line ReproErrors for the CLI."""
+
     def wrapped(args):
         from mlflow.exceptions import MlflowException
+
         try:
             return fn(args)
         except MlflowException as e:
             raise ReproError(f"MLflow: {str(e.message).splitlines()[0]}") from None
+
     return wrapped
 
 
 # ---------------------------------------------------------------- small helpers
+
 
 def sha256(path):
     h = hashlib.sha256()
@@ -143,8 +152,13 @@ def git_commit():
     """The commit of the code that ran: asked in the package's own checkout, not the cwd (Snakemake
     may run with --directory outside the repository)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
@@ -187,17 +201,19 @@ def _float(text):
 def _find_finished(c, exp_id, tags):
     """FINISHED runs of exp_id whose tags equal `tags` (a crashed attempt stays RUNNING and is ignored)."""
     where = " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in tags.items())
-    return c.search_runs([exp_id], f"{where} and attributes.status = 'FINISHED'",
-                         order_by=["attributes.start_time DESC"], max_results=10)
+    return c.search_runs(
+        [exp_id], f"{where} and attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=10
+    )
 
 
 # ---------------------------------------------------------------- setup
 
 EXPERIMENT_NOTES = {
     "train": "Trainings of resnet-repro (He et al. 2016, Deep Residual Learning for Image Recognition), one "
-             "run per model and seed: curves, final and evaluation errors, the data set used and the model.",
+    "run per model and seed: curves, final and evaluation errors, the data set used and the model.",
     "reports": "Figures, tables and the reproduction report of resnet-repro, each linked to the training runs "
-               "it was made from (tags source_run_ids; the trainings carry used_by_<artifact>)."}
+    "it was made from (tags source_run_ids; the trainings carry used_by_<artifact>).",
+}
 
 
 def setup(uri, name=TRAIN_EXPERIMENT):
@@ -215,6 +231,7 @@ def setup(uri, name=TRAIN_EXPERIMENT):
         exp = c.get_experiment_by_name(name)
         if exp is None:
             from mlflow.exceptions import MlflowException
+
             location = (artifacts / name).as_uri() if artifacts else None
             try:
                 ids[name] = c.create_experiment(name, artifact_location=location)
@@ -243,6 +260,7 @@ def cmd_setup(args):
 
 # ---------------------------------------------------------------- training runs
 
+
 def read_run_dir(run_dir):
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -264,20 +282,34 @@ def _warmup_param(w):
 
 def train_params(spec, preset, config_hash, commit):
     from .names import parse_model_name
+
     m = parse_model_name(spec["model"])
     sched = spec["schedule"]
-    return {"model": spec["model"], "family": m.family, "depth": m.depth,
-            "shortcut": m.shortcut if m.residual else "none", "residual": m.residual,
-            "dataset": spec["data"]["kind"], "seed": spec["seed"], "schedule_kind": sched["kind"],
-            "schedule_milestones": ",".join(str(v) for v in sched.get("milestones") or []) or "none",
-            "lr": spec["lr"], "batch_size": spec["batch_size"], "max_iters": spec["max_iters"],
-            "bn_batch": spec.get("bn_batch") or "batch", "warmup": _warmup_param(spec.get("warmup")),
-            "preset": preset, "git_commit": commit, "config_hash": config_hash or "none"}
+    return {
+        "model": spec["model"],
+        "family": m.family,
+        "depth": m.depth,
+        "shortcut": m.shortcut if m.residual else "none",
+        "residual": m.residual,
+        "dataset": spec["data"]["kind"],
+        "seed": spec["seed"],
+        "schedule_kind": sched["kind"],
+        "schedule_milestones": ",".join(str(v) for v in sched.get("milestones") or []) or "none",
+        "lr": spec["lr"],
+        "batch_size": spec["batch_size"],
+        "max_iters": spec["max_iters"],
+        "bn_batch": spec.get("bn_batch") or "batch",
+        "warmup": _warmup_param(spec.get("warmup")),
+        "preset": preset,
+        "git_commit": commit,
+        "config_hash": config_hash or "none",
+    }
 
 
 def history_metrics(history, start_ms):
     """Metric points of every history row: step = iteration, timestamp = start + elapsed_s."""
     from mlflow.entities import Metric
+
     points = []
     for row in history:
         step = int(row["iteration"])
@@ -291,15 +323,20 @@ def history_metrics(history, start_ms):
 
 def summary_metrics(summary, step, stamp):
     from mlflow.entities import Metric
+
     keys = SUMMARY_METRICS + sorted(k for k in summary if k.startswith("peak_") or "memory" in k)
-    return [Metric(k, float(summary[k]), stamp, step) for k in keys
-            if isinstance(summary.get(k), (int, float)) and not isinstance(summary[k], bool)]
+    return [
+        Metric(k, float(summary[k]), stamp, step)
+        for k in keys
+        if isinstance(summary.get(k), (int, float)) and not isinstance(summary[k], bool)
+    ]
 
 
 def eval_metrics(run_dir, step, views=None):
     """(metrics, files) of RUN/eval/<view>/metrics.json: <view>_top1_error, <view>_top5_error, and
     {file: the precision that evaluation used}."""
     from mlflow.entities import Metric
+
     points, files = [], {}
     for path in sorted(Path(run_dir).glob("eval/*/metrics.json")):
         if views is not None and path.parent.name not in views:
@@ -316,7 +353,7 @@ def eval_metrics(run_dir, step, views=None):
 
 def log_metrics(c, run_id, metrics):
     for i in range(0, len(metrics), BATCH):
-        c.log_batch(run_id, metrics=metrics[i:i + BATCH], synchronous=True)
+        c.log_batch(run_id, metrics=metrics[i : i + BATCH], synchronous=True)
 
 
 def log_eval(c, run, run_dir, step, views=None, responses=True):
@@ -342,6 +379,7 @@ def existing_run(c, run_dir, sha):
     from mlflow.exceptions import MlflowException
 
     from .live import LIVE_FILE
+
     for name in ("mlflow.json", LIVE_FILE):
         path = Path(run_dir) / name
         if not path.exists():
@@ -351,8 +389,11 @@ def existing_run(c, run_dir, sha):
         except (MlflowException, KeyError, ReproError):
             continue
         tags = run.data.tags
-        if (run.info.lifecycle_stage == "active" and tags.get("run_dir") == run_dir_tag(run_dir)
-                and tags.get("checkpoint_sha256", sha) == sha):
+        if (
+            run.info.lifecycle_stage == "active"
+            and tags.get("run_dir") == run_dir_tag(run_dir)
+            and tags.get("checkpoint_sha256", sha) == sha
+        ):
             return run
     return None
 
@@ -360,14 +401,24 @@ def existing_run(c, run_dir, sha):
 def run_tags(spec, summary=None):
     """Tags of a training run, known when it starts (summary: metrics.json, once it has ended)."""
     import getpass
-    tags = {"model": spec["model"], "dataset": spec["data"]["kind"], "mlflow.user": getpass.getuser(),
-            "mlflow.source.type": "LOCAL", "mlflow.source.name": "resnet-repro train",
-            "mlflow.runName": f"{spec['model']} · {spec['data']['kind']} · seed {spec['seed']}"}
+
+    tags = {
+        "model": spec["model"],
+        "dataset": spec["data"]["kind"],
+        "mlflow.user": getpass.getuser(),
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": "resnet-repro train",
+        "mlflow.runName": f"{spec['model']} · {spec['data']['kind']} · seed {spec['seed']}",
+    }
     if summary:
-        tags.update({"device": str(summary.get("device", "unknown")),
-                     # what the arithmetic was, as the training resolved `precision: auto` on its hardware
-                     "precision": str(summary.get("precision", "unknown")),
-                     "eval_precision": str(summary.get("eval_precision", "unknown"))})
+        tags.update(
+            {
+                "device": str(summary.get("device", "unknown")),
+                # what the arithmetic was, as the training resolved `precision: auto` on its hardware
+                "precision": str(summary.get("precision", "unknown")),
+                "eval_precision": str(summary.get("eval_precision", "unknown")),
+            }
+        )
     return tags
 
 
@@ -394,12 +445,30 @@ def track_train(run_dir, preset, uses=(), config_hash=None, uri=None, experiment
     else:
         exp_id = run.info.experiment_id
     commit = git_commit()
-    done = _complete_train_run(c, run, run_dir, spec, history, summary, sha, last_step, uri,
-                               {"preset": preset, "git_commit": commit, "mlflow.source.git.commit": commit,
-                                "uses": ",".join(uses), "checkpoint_sha256": sha,
-                                **({"mlflow.source.name": source} if source else {})},
-                               train_params(spec, preset, config_hash, commit))
-    log(f"{run_dir}: run {run.info.run_id} " + (f"completed ({', '.join(done)})" if done else "already complete; nothing to do"))
+    done = _complete_train_run(
+        c,
+        run,
+        run_dir,
+        spec,
+        history,
+        summary,
+        sha,
+        last_step,
+        uri,
+        {
+            "preset": preset,
+            "git_commit": commit,
+            "mlflow.source.git.commit": commit,
+            "uses": ",".join(uses),
+            "checkpoint_sha256": sha,
+            **({"mlflow.source.name": source} if source else {}),
+        },
+        train_params(spec, preset, config_hash, commit),
+    )
+    log(
+        f"{run_dir}: run {run.info.run_id} "
+        + (f"completed ({', '.join(done)})" if done else "already complete; nothing to do")
+    )
     run = c.get_run(run.info.run_id)
     n = log_eval(c, run, run_dir, last_step)
     if n:
@@ -424,6 +493,7 @@ def _complete_train_run(c, run, run_dir, spec, history, summary, sha, last_step,
     """Add what the run lacks (idempotent): history points, summary metrics, params, tags, the files,
     the data set as inputs, the model as a LoggedModel; end it FINISHED. Returns what was added."""
     from mlflow.entities import Param
+
     run_id, done = run.info.run_id, []
     end_ms = _ms((run_dir / "metrics.json").stat().st_mtime)
     start_ms = run.info.start_time or end_ms - _ms(float(summary.get("elapsed_s") or 0.0))
@@ -459,30 +529,44 @@ def _complete_train_run(c, run, run_dir, spec, history, summary, sha, last_step,
     return done
 
 
-DATA_SOURCES = {"digits": "https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
-                "cifar10": "https://www.cs.toronto.edu/~kriz/cifar.html", "imagenet": "https://image-net.org/"}
+DATA_SOURCES = {
+    "digits": "https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar.html",
+    "imagenet": "https://image-net.org/",
+}
 
 
 def dataset_inputs(spec, summary):
     """The data set a training used, as MLflow run inputs: its training split and the split its test
     curve was measured on, each with its size (metrics.json) and where the images came from."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
+
     from .figures import data_name
+
     d = spec["data"]
     if d.get("root") and d["kind"] != "digits":
         source_type, source = "local", Path(d["root"]).resolve().as_uri()
     else:  # digits: scikit-learn's bundled copy of the UCI set
         source_type, source = "http", DATA_SOURCES.get(d["kind"], d["kind"])
     inputs = []
-    for context, split, n in (("training", "train", summary.get("train_images")),
-                              ("evaluation", summary.get("test_split", "test"), summary.get("test_images"))):
+    for context, split, n in (
+        ("training", "train", summary.get("train_images")),
+        ("evaluation", summary.get("test_split", "test"), summary.get("test_images")),
+    ):
         key = {k: d.get(k) for k in ("kind", "root", "image_size", "val_split", "split_seed")}
-        key.update(split=split, images=n, holdout=spec["schedule"].get("holdout")
-                   if spec["schedule"]["kind"] == "plateau" else None)
+        key.update(
+            split=split,
+            images=n,
+            holdout=spec["schedule"].get("holdout") if spec["schedule"]["kind"] == "plateau" else None,
+        )
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        entity = Dataset(name=f"{data_name(d)} · {split}", digest=digest, source_type=source_type,
-                         source=json.dumps({"url" if source_type == "http" else "uri": source}),
-                         profile=json.dumps({"split": split, "images": n}))
+        entity = Dataset(
+            name=f"{data_name(d)} · {split}",
+            digest=digest,
+            source_type=source_type,
+            source=json.dumps({"url" if source_type == "http" else "uri": source}),
+            profile=json.dumps({"split": split, "images": n}),
+        )
         inputs.append(DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)]))
     return inputs
 
@@ -494,15 +578,19 @@ def log_model(run_id, run_dir, spec, params, uri):
     import mlflow.pytorch
     import torch
     from mlflow.models import infer_signature
+
     from .files import load_torch
     from .models import ResNet, parse_model_name
+
     try:
         ckpt = load_torch(run_dir / "model.pt")
         model = ResNet(parse_model_name(spec["model"]), ckpt["num_classes"])
         model.load_state_dict(ckpt["model"])
     except (ReproError, KeyError, TypeError, RuntimeError) as e:
-        log(f"warning: {run_dir / 'model.pt'} is not a final model of {spec['model']} ({str(e).splitlines()[0]}); "
-            f"no LoggedModel")
+        log(
+            f"warning: {run_dir / 'model.pt'} is not a final model of {spec['model']} ({str(e).splitlines()[0]}); "
+            f"no LoggedModel"
+        )
         return None
     model.eval()
     size = ckpt["mean"].shape[-1]
@@ -512,6 +600,7 @@ def log_model(run_id, run_dir, spec, params, uri):
     # the fluent API (the only way to log a model) sets the process's tracking URI and with it
     # $MLFLOW_TRACKING_URI; MLflow's own context manager puts both back afterwards
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
     env = os.environ.get("MLFLOW_TRACKING_URI")
     try:
         with _use_tracking_uri(uri):
@@ -523,14 +612,21 @@ def log_model(run_id, run_dir, spec, params, uri):
 
 def _log_model_in_run(mlflow, run_id, model, signature, params, ckpt):
     import torch
+
     with _retry(mlflow.start_run, run_id=run_id):
         # pickled, with this package's code beside it so that mlflow.pytorch.load_model works anywhere
         # (torch.export's pt2 needs no code but took 4-11 s a model on 2 CPU cores, pickling 0.2 s)
-        info = _retry(mlflow.pytorch.log_model, model, name="model", signature=signature,
-                      serialization_format="pickle", code_paths=[str(Path(__file__).resolve().parent)],
-                      params={k: str(v) for k, v in params.items()},
-                      pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],  # no slow inference
-                      step=int(ckpt.get("iteration", 0)))
+        info = _retry(
+            mlflow.pytorch.log_model,
+            model,
+            name="model",
+            signature=signature,
+            serialization_format="pickle",
+            code_paths=[str(Path(__file__).resolve().parent)],
+            params={k: str(v) for k, v in params.items()},
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],  # no slow inference
+            step=int(ckpt.get("iteration", 0)),
+        )
     return info.model_id
 
 
@@ -573,6 +669,7 @@ def cmd_eval(args):
 
 # ---------------------------------------------------------------- seeds of one model
 
+
 def track_seeds(run_dirs, model, preset, uri=None):
     """Group the runs of one model's seeds under a parent run that carries, for the final test error
     and every evaluation's top-1/top-5 error, the best, mean and std over the seeds (Table 6's "best
@@ -580,6 +677,7 @@ def track_seeds(run_dirs, model, preset, uri=None):
     import statistics
 
     from mlflow.entities import Metric
+
     infos = [_read_json(Path(d) / "mlflow.json", "tracking file") for d in run_dirs]
     uri = tracking_uri(uri)
     c = client(uri)
@@ -592,15 +690,19 @@ def track_seeds(run_dirs, model, preset, uri=None):
         parent = found[0].info.run_id
     else:
         seeds = ",".join(r.data.params.get("seed", "?") for r in children)
-        parent = c.create_run(exp_id, tags={**key, "model": model, "seeds": seeds},
-                              run_name=f"{model} · {len(children)} seeds ({seeds})").info.run_id
+        parent = c.create_run(
+            exp_id, tags={**key, "model": model, "seeds": seeds}, run_name=f"{model} · {len(children)} seeds ({seeds})"
+        ).info.run_id
     keys = [k for k in children[0].data.metrics if k == "test_error" or k.endswith(("_top1_error", "_top5_error"))]
     stamp, points = int(time.time() * 1000), []
     for k in sorted(keys):
         values = [r.data.metrics[k] for r in children if k in r.data.metrics]
         if len(values) == len(children):
-            points += [Metric(f"{k}_best", min(values), stamp, 0), Metric(f"{k}_mean", statistics.fmean(values), stamp, 0),
-                       Metric(f"{k}_std", statistics.stdev(values) if len(values) > 1 else 0.0, stamp, 0)]
+            points += [
+                Metric(f"{k}_best", min(values), stamp, 0),
+                Metric(f"{k}_mean", statistics.fmean(values), stamp, 0),
+                Metric(f"{k}_std", statistics.stdev(values) if len(values) > 1 else 0.0, stamp, 0),
+            ]
     log_metrics(c, parent, points)
     for r in children:
         if r.data.tags.get("mlflow.parentRunId") != parent:
@@ -620,6 +722,7 @@ def cmd_seeds(args):
 
 
 # ---------------------------------------------------------------- figures and tables
+
 
 def track_report(artifacts, name, sources, preset, uri=None):
     """Log a figure/table (its files) as one run of the reports experiment, linked both ways to
@@ -648,10 +751,19 @@ def track_report(artifacts, name, sources, preset, uri=None):
     else:
         commit = git_commit()
         from .figures import data_of_runs
+
         data = data_of_runs([Path(src) for src in sources]) if sources else "unknown"
-        run_id = c.create_run(exp_id, tags={**key, "git_commit": commit, "mlflow.source.git.commit": commit,
-                                            "files": ",".join(f.name for f in files), "dataset": data},
-                              run_name=f"{name} · {preset} · {data}").info.run_id
+        run_id = c.create_run(
+            exp_id,
+            tags={
+                **key,
+                "git_commit": commit,
+                "mlflow.source.git.commit": commit,
+                "files": ",".join(f.name for f in files),
+                "dataset": data,
+            },
+            run_name=f"{name} · {preset} · {data}",
+        ).info.run_id
         for f in files:
             c.log_artifact(run_id, str(f))
         for sid in dict.fromkeys(source_ids):  # a reader can go from a training to what used it
@@ -665,36 +777,47 @@ def track_report(artifacts, name, sources, preset, uri=None):
 def cmd_report(args):
     run_id, exp_id = track_report(args.artifacts, args.name, args.sources, args.preset, args.tracking_uri)
     if args.out:
-        write_json(args.out, {"run_id": run_id, "experiment_id": exp_id,
-                              "tracking_uri": tracking_uri(args.tracking_uri)})
+        write_json(
+            args.out, {"run_id": run_id, "experiment_id": exp_id, "tracking_uri": tracking_uri(args.tracking_uri)}
+        )
     print(run_id)
 
 
 # ---------------------------------------------------------------- CLI
 
+
 def add_parser(sub):
     """Register this module's sub-command(s) on the `resnet-repro` argparse sub-parsers."""
-    p = sub.add_parser("track", help="log trainings, figures and tables to MLflow",
-                       description="Log finished trainings and made figures/tables to an MLflow store "
-                                   "(--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db). "
-                                   "Every command is idempotent and safe to run in parallel jobs.")
+    p = sub.add_parser(
+        "track",
+        help="log trainings, figures and tables to MLflow",
+        description="Log finished trainings and made figures/tables to an MLflow store "
+        "(--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db). "
+        "Every command is idempotent and safe to run in parallel jobs.",
+    )
     tsub = p.add_subparsers(dest="track_command", required=True, metavar="ACTION")
     uri_help = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)"
     exp_help = f"the trainings' experiment (default: $MLFLOW_EXPERIMENT_NAME, else {TRAIN_EXPERIMENT!r})"
 
-    s = tsub.add_parser("setup", help="create the store and experiments (once, before jobs start)",
-                        description="Create the store schema, the trainings' experiment and its reports "
-                                    "experiment ('<NAME> · reports'), idempotently. With a SQLite store, "
-                                    "artifacts go to mlartifacts/ beside the database file.")
+    s = tsub.add_parser(
+        "setup",
+        help="create the store and experiments (once, before jobs start)",
+        description="Create the store schema, the trainings' experiment and its reports "
+        "experiment ('<NAME> · reports'), idempotently. With a SQLite store, "
+        "artifacts go to mlartifacts/ beside the database file.",
+    )
     s.add_argument("--tracking-uri", help=uri_help)
     s.add_argument("--experiment", help=exp_help)
     s.add_argument("--out", help="write a JSON stamp with the experiment ids here")
     s.set_defaults(func=cmd_setup)
 
-    s = tsub.add_parser("train", help="log a finished training directory as one run",
-                        description="Log RUN (spec.yaml, history.csv, metrics.json, model.pt, and any "
-                                    "eval/<view>/metrics.json) as one MLflow run; write RUN/mlflow.json. "
-                                    "Does nothing if the same checkpoint is already tracked.")
+    s = tsub.add_parser(
+        "train",
+        help="log a finished training directory as one run",
+        description="Log RUN (spec.yaml, history.csv, metrics.json, model.pt, and any "
+        "eval/<view>/metrics.json) as one MLflow run; write RUN/mlflow.json. "
+        "Does nothing if the same checkpoint is already tracked.",
+    )
     s.add_argument("run", metavar="RUN", help="training output directory")
     s.add_argument("--preset", required=True, help="the pipeline preset the run belongs to")
     s.add_argument("--uses", help="comma-separated figures/tables made from this run, e.g. figure6,table6")
@@ -704,9 +827,12 @@ def add_parser(sub):
     s.add_argument("--experiment", help=exp_help)
     s.set_defaults(func=cmd_train)
 
-    s = tsub.add_parser("eval", help="add RUN's evaluation metrics to its tracked run",
-                        description="Log RUN/eval/<view>/metrics.json as <view>_top1_error and "
-                                    "<view>_top5_error on the run RUN/mlflow.json names (idempotent).")
+    s = tsub.add_parser(
+        "eval",
+        help="add RUN's evaluation metrics to its tracked run",
+        description="Log RUN/eval/<view>/metrics.json as <view>_top1_error and "
+        "<view>_top5_error on the run RUN/mlflow.json names (idempotent).",
+    )
     s.add_argument("run", metavar="RUN")
     s.add_argument("--view", action="append", help="only this view's eval/VIEW/metrics.json (repeatable)")
     s.add_argument("--responses", action="store_true", help="RUN/responses.csv (Figure 7's layer responses)")
@@ -714,10 +840,13 @@ def add_parser(sub):
     s.add_argument("--out", metavar="STAMP", help="write a JSON stamp here once logged")
     s.set_defaults(func=cmd_eval)
 
-    s = tsub.add_parser("seeds", help="group one model's seeds under a parent run with best / mean / std",
-                        description="Make (or find) a parent run for the tracked runs of one model's seeds, with "
-                                    "<metric>_best, _mean and _std of the final test error and every evaluation's "
-                                    "errors, and make each seed's run its child (idempotent).")
+    s = tsub.add_parser(
+        "seeds",
+        help="group one model's seeds under a parent run with best / mean / std",
+        description="Make (or find) a parent run for the tracked runs of one model's seeds, with "
+        "<metric>_best, _mean and _std of the final test error and every evaluation's "
+        "errors, and make each seed's run its child (idempotent).",
+    )
     s.add_argument("runs", nargs="+", metavar="RUN", help="training directories (each with mlflow.json)")
     s.add_argument("--model", required=True)
     s.add_argument("--preset", required=True)
@@ -725,14 +854,22 @@ def add_parser(sub):
     s.add_argument("--out", metavar="STAMP", help="write a JSON stamp with the parent run id here")
     s.set_defaults(func=cmd_seeds)
 
-    s = tsub.add_parser("report", help="log a figure or table as one run, linked to its training runs",
-                        description="Log the files of a figure/table as one run of the reports experiment, "
-                                    "tagged with the run ids of its sources; each source run gets the tag "
-                                    "used_by_<NAME>. Does nothing if the same files are already tracked.")
+    s = tsub.add_parser(
+        "report",
+        help="log a figure or table as one run, linked to its training runs",
+        description="Log the files of a figure/table as one run of the reports experiment, "
+        "tagged with the run ids of its sources; each source run gets the tag "
+        "used_by_<NAME>. Does nothing if the same files are already tracked.",
+    )
     s.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="files of the figure/table")
     s.add_argument("--name", required=True, help="figure/table name, e.g. figure6")
-    s.add_argument("--sources", nargs="+", required=True, metavar="RUN",
-                   help="training directories (each with mlflow.json) the artifact was made from")
+    s.add_argument(
+        "--sources",
+        nargs="+",
+        required=True,
+        metavar="RUN",
+        help="training directories (each with mlflow.json) the artifact was made from",
+    )
     s.add_argument("--preset", required=True)
     s.add_argument("--tracking-uri", help=uri_help)
     s.add_argument("--out", metavar="STAMP", help="write a JSON stamp with the run id here")

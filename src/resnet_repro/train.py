@@ -1,5 +1,6 @@
 """Iteration-based SGD training with the paper's schedules, a history every K iterations,
 atomic checkpoints and exact resume."""
+
 import csv
 import io
 import math
@@ -15,18 +16,39 @@ import torch.nn.functional as F
 import yaml
 
 from . import data as D
-from . import parallel
-from . import runlock
-from .device import (autocast, configure, make_sgd, memory_format, peak_memory_mb, precision_name,
-                     reset_peak_memory, resolve_device, use_bf16, use_channels_last, use_compile, use_cuda_graph)
+from . import parallel, runlock
+from .device import (
+    autocast,
+    configure,
+    make_sgd,
+    memory_format,
+    peak_memory_mb,
+    precision_name,
+    reset_peak_memory,
+    resolve_device,
+    use_bf16,
+    use_channels_last,
+    use_compile,
+    use_cuda_graph,
+)
 from .errors import ReproError
 from .evaluate import error_rates, predict_tensor, predict_view
 from .files import load_torch, save_torch, write_json, write_text
 from .live import LiveRun
 from .models import ResNet, count_params, parse_model_name
 
-HISTORY_COLUMNS = ["iteration", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error",
-                   "holdout_error", "images_per_s", "elapsed_s"]
+HISTORY_COLUMNS = [
+    "iteration",
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_error",
+    "test_loss",
+    "test_error",
+    "holdout_error",
+    "images_per_s",
+    "elapsed_s",
+]
 LIVE_METRICS = ("train_error", "test_error", "train_loss", "test_loss", "lr", "holdout_error", "images_per_s")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # Slurm's pre-emption and time-limit warnings
 STOP_CHECK_EVERY = 10  # with DDP, iterations between the processes' checks for a stop signal
@@ -65,16 +87,21 @@ class SmallBatches:
                 self.epoch += 1
             self.perm = torch.randperm(len(self.x), generator=self.perm_gen).to(self.device)
             self.pos = 0
-        idx = self.perm[self.pos:self.pos + self.batch_size]
+        idx = self.perm[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
         local = len(idx) // self.world
-        idx = idx[self.rank * local:(self.rank + 1) * local]
+        idx = idx[self.rank * local : (self.rank + 1) * local]
         x = D.normalize(self.x[idx], self.mean)
         return D.pad_crop_flip(x, self.pad, self.aug_gen, self.flip), self.y[idx]
 
     def state_dict(self):
-        return {"epoch": self.epoch, "pos": self.pos, "perm": None if self.perm is None else self.perm.cpu(),
-                "perm_gen": self.perm_gen.get_state(), "aug_gen": self.aug_gen.get_state()}
+        return {
+            "epoch": self.epoch,
+            "pos": self.pos,
+            "perm": None if self.perm is None else self.perm.cpu(),
+            "perm_gen": self.perm_gen.get_state(),
+            "aug_gen": self.aug_gen.get_state(),
+        }
 
     def load_state_dict(self, s):
         self.epoch, self.pos = s["epoch"], s["pos"]
@@ -91,7 +118,14 @@ class StreamBatches:
     statistically, not bitwise, the same."""
 
     def __init__(self, dataset, d, batch_size, mean, augment, device, seed, rank=0, world=1):
-        self.dataset, self.d, self.batch_size, self.mean, self.device, self.seed = dataset, d, batch_size, mean, device, seed
+        self.dataset, self.d, self.batch_size, self.mean, self.device, self.seed = (
+            dataset,
+            d,
+            batch_size,
+            mean,
+            device,
+            seed,
+        )
         self.rank, self.world = rank, world
         self.flip = augment.get("flip", True)
         self.decode = D.decode_where(d.get("decode", "auto"), dataset, device)
@@ -108,9 +142,16 @@ class StreamBatches:
         else:
             images, collate = D.Transformed(self.dataset, D.train_transform(self.d["scale"], self.d["crop"])), None
         loader = torch.utils.data.DataLoader(
-            images, batch_size=self.batch_size // self.world, sampler=sampler, num_workers=self.d.get("workers", 4),
-            collate_fn=collate, pin_memory=self.device.type == "cuda", drop_last=True, persistent_workers=False,
-            generator=torch.Generator().manual_seed(seed))
+            images,
+            batch_size=self.batch_size // self.world,
+            sampler=sampler,
+            num_workers=self.d.get("workers", 4),
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
+            persistent_workers=False,
+            generator=torch.Generator().manual_seed(seed),
+        )
         self.it = iter(loader)
 
     def next(self):
@@ -150,8 +191,9 @@ class Step:
     acc: loss sum, wrong predictions, images since the last history record.
     warm: wrong predictions, images since the last warm-up check (when counting them)."""
 
-    def __init__(self, model, opt, device, bf16=False, channels_last=False, compile=False, count_warm=False,
-                 graph=False):
+    def __init__(
+        self, model, opt, device, bf16=False, channels_last=False, compile=False, count_warm=False, graph=False
+    ):
         self.model, self.opt, self.device, self.bf16, self.count_warm = model, opt, device, bf16, count_warm
         self.format = memory_format(channels_last)
         # DDP and the compiled module share their parameters with `model`; checkpoints keep saving `model`
@@ -270,8 +312,13 @@ class LearningRate:
         return False
 
     def state_dict(self):
-        return {"warming": self.warming, "warmup_end": self.warmup_end, "drops": self.drops, "best": self.best,
-                "best_at": self.best_at}
+        return {
+            "warming": self.warming,
+            "warmup_end": self.warmup_end,
+            "drops": self.drops,
+            "best": self.best,
+            "best_at": self.best_at,
+        }
 
     def load_state_dict(self, s):
         self.warming, self.warmup_end = s["warming"], s["warmup_end"]
@@ -300,8 +347,10 @@ def open_data(spec, device):
     n_held = sched["holdout"] if sched["kind"] == "plateau" else 0
     if parse_model_name(spec["model"]).family == "cifar":
         if d["kind"] not in D.SMALL_KINDS:
-            raise ReproError(f"CIFAR-family model {spec['model']} needs a small-image data set "
-                             f"({', '.join(D.SMALL_KINDS)}), not {d['kind']}")
+            raise ReproError(
+                f"CIFAR-family model {spec['model']} needs a small-image data set "
+                f"({', '.join(D.SMALL_KINDS)}), not {d['kind']}"
+            )
         td, holdout = D.small_data(d), None
         if n_held:
             td, holdout = D.hold_out_small(td, n_held, d.get("split_seed", 0))
@@ -343,14 +392,18 @@ def _train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, 
         ckpt = load_torch(ckpt_path)
         if ckpt["spec"] != spec:
             changed = sorted(k for k in set(spec) | set(ckpt["spec"]) if spec.get(k) != ckpt["spec"].get(k))
-            raise ReproError(f"{ckpt_path} was trained with a different spec (differs in: {', '.join(changed)}); "
-                             f"use another output directory or drop --resume")
+            raise ReproError(
+                f"{ckpt_path} was trained with a different spec (differs in: {', '.join(changed)}); "
+                f"use another output directory or drop --resume"
+            )
     if world.main:
         write_text(out_dir / "spec.yaml", yaml.safe_dump(spec, sort_keys=False))
     local_batch = parallel.local_batch_size(spec["batch_size"])  # fails early if the batch does not split
     if spec["bn_batch"] and local_batch > spec["bn_batch"] and local_batch % spec["bn_batch"]:
-        raise ReproError(f"the batch of each of {parallel.WORLD.size} processes ({local_batch}) is not a multiple "
-                         f"of bn_batch {spec['bn_batch']}")
+        raise ReproError(
+            f"the batch of each of {parallel.WORLD.size} processes ({local_batch}) is not a multiple "
+            f"of bn_batch {spec['bn_batch']}"
+        )
     device = parallel.start(resolve_device(spec["device"]))
     bf16 = use_bf16(spec["precision"], device)
     # the test-error curve is a reported number: fp32 by default, whichever precision trains
@@ -367,16 +420,29 @@ def _train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, 
         data = data.to(device)
         if holdout is not None:
             holdout = tuple(t.to(device) for t in holdout)
-        batches = SmallBatches(data, spec["batch_size"], mean, spec.get("augment", {}), device, spec["seed"],
-                               world.rank, world.size)
+        batches = SmallBatches(
+            data, spec["batch_size"], mean, spec.get("augment", {}), device, spec["seed"], world.rank, world.size
+        )
     else:
-        batches = StreamBatches(data[0], spec["data"], spec["batch_size"], mean, spec.get("augment", {}), device,
-                                spec["seed"], world.rank, world.size)
+        batches = StreamBatches(
+            data[0],
+            spec["data"],
+            spec["batch_size"],
+            mean,
+            spec.get("augment", {}),
+            device,
+            spec["seed"],
+            world.rank,
+            world.size,
+        )
 
-    model = ResNet(parse_model_name(spec["model"]), num_classes, spec["bn_batch"]).to(device, memory_format=memory_format(cl))
+    model = ResNet(parse_model_name(spec["model"]), num_classes, spec["bn_batch"]).to(
+        device, memory_format=memory_format(cl)
+    )
     # weight decay on every parameter, as the paper's Caffe/Torch set-ups did
-    opt = make_sgd(model.parameters(), device, lr=spec["lr"], momentum=spec["momentum"],
-                   weight_decay=spec["weight_decay"])
+    opt = make_sgd(
+        model.parameters(), device, lr=spec["lr"], momentum=spec["momentum"], weight_decay=spec["weight_decay"]
+    )
     lr = LearningRate(spec)
     graphed = use_cuda_graph(device, parse_model_name(spec["model"]).family, world.size)
     step = Step(model, opt, device, bf16, cl, compiled, count_warm=lr.warmup is not None, graph=graphed)
@@ -396,8 +462,10 @@ def _train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, 
             step.acc.copy_(ckpt["acc"])
             step.warm.copy_(ckpt["warm"])
         torch.set_rng_state(ckpt["torch_rng"])
-        log(f"[{spec['model']}] resumed from {ckpt_path} at iteration {iteration}"
-            + (f" ({len(aug_states)} process(es) then, {world.size} now)" if len(aug_states) != world.size else ""))
+        log(
+            f"[{spec['model']}] resumed from {ckpt_path} at iteration {iteration}"
+            + (f" ({len(aug_states)} process(es) then, {world.size} now)" if len(aug_states) != world.size else "")
+        )
     reset_peak_memory(device)
     acc, warm = step.acc, step.warm
     live = LiveRun.start(out_dir, spec, *tracking, resume=ckpt is not None, log=log) if world.main else None
@@ -415,8 +483,19 @@ def _train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, 
             x, y = (data.test_x, data.test_y) if split == "test" else holdout
             return predict_tensor(model, x, mean, device, eval_bf16, cl, spec["eval_batch_size"]), y.cpu()
         d, ds = spec["data"], data[1] if split == "test" else holdout
-        logits = predict_view(model, ds, "center", mean, device, eval_bf16, cl, spec["eval_batch_size"],
-                              d.get("workers", 4), d["test_size"], d["crop"])
+        logits = predict_view(
+            model,
+            ds,
+            "center",
+            mean,
+            device,
+            eval_bf16,
+            cl,
+            spec["eval_batch_size"],
+            d.get("workers", 4),
+            d["test_size"],
+            d["crop"],
+        )
         return logits, torch.tensor(ds.targets)
 
     def evaluate_here():
@@ -433,12 +512,29 @@ def _train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, 
         aug_states = parallel.gathered(batches.aug_gen.get_state())
         acc_all, warm_all = parallel.summed(acc), parallel.summed(warm)
         if world.main:
-            save_torch({"spec": spec, "model": model.state_dict(), "optimizer": opt.state_dict(), "lr": lr.state_dict(),
-                        "batches": batches.state_dict(), "aug_states": aug_states, "history": history,
-                        "iteration": iteration, "elapsed_s": elapsed, "acc": acc_all.cpu(), "warm": warm_all.cpu(),
-                        "torch_rng": torch.get_rng_state(), "mean": mean.cpu(), "num_classes": num_classes,
-                        "classes": classes, "world_size": world.size, "done": done,
-                        "precision": precision_name(bf16)}, ckpt_path)
+            save_torch(
+                {
+                    "spec": spec,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "lr": lr.state_dict(),
+                    "batches": batches.state_dict(),
+                    "aug_states": aug_states,
+                    "history": history,
+                    "iteration": iteration,
+                    "elapsed_s": elapsed,
+                    "acc": acc_all.cpu(),
+                    "warm": warm_all.cpu(),
+                    "torch_rng": torch.get_rng_state(),
+                    "mean": mean.cpu(),
+                    "num_classes": num_classes,
+                    "classes": classes,
+                    "world_size": world.size,
+                    "done": done,
+                    "precision": precision_name(bf16),
+                },
+                ckpt_path,
+            )
         parallel.barrier()
         last_checkpoint["t"] = time.monotonic()
 
@@ -455,8 +551,10 @@ def _train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, 
 
     def check_finite():
         if parallel.any_true(not math.isfinite(acc[0].item()), device):
-            raise Diverged(f"[{spec['model']}] training diverged (loss is {acc[0].item()}) by iteration {iteration}; "
-                           f"lower the learning rate or use a warm-up (last checkpoint kept)")
+            raise Diverged(
+                f"[{spec['model']}] training diverged (loss is {acc[0].item()}) by iteration {iteration}; "
+                f"lower the learning rate or use a warm-up (last checkpoint kept)"
+            )
 
     def stop_requested():
         """A stop signal or stop_at, agreed by all processes. With DDP the processes compare flags
@@ -492,8 +590,10 @@ def _train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, 
                 train_error = 100.0 * w[0] / w[1]
                 ended = lr.observe_train_error(iteration, train_error)
                 if ended == "train_error":
-                    log(f"[{spec['model']}] warm-up over at iteration {iteration} "
-                        f"(training error {train_error:.1f}% < {lr.warmup['until_train_error']}%)")
+                    log(
+                        f"[{spec['model']}] warm-up over at iteration {iteration} "
+                        f"(training error {train_error:.1f}% < {lr.warmup['until_train_error']}%)"
+                    )
                 elif ended == "cap":
                     log(f"[{spec['model']}] warning: {warmup_capped(lr.warmup, lr.warmup_end)}")
             if iteration % log_every == 0 or iteration == max_iters:
@@ -505,24 +605,35 @@ def _train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, 
                 test_loss, test_error, holdout_error = evaluate()
                 elapsed += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                row = {"iteration": iteration, "epoch": batches.epoch, "lr": opt.param_groups[0]["lr"],
-                       "train_loss": loss_sum / count, "train_error": 100.0 * wrong_sum / count,
-                       "test_loss": test_loss, "test_error": test_error,
-                       "holdout_error": "" if holdout is None else holdout_error,
-                       "images_per_s": images / train_time, "elapsed_s": elapsed}
+                row = {
+                    "iteration": iteration,
+                    "epoch": batches.epoch,
+                    "lr": opt.param_groups[0]["lr"],
+                    "train_loss": loss_sum / count,
+                    "train_error": 100.0 * wrong_sum / count,
+                    "test_loss": test_loss,
+                    "test_error": test_error,
+                    "holdout_error": "" if holdout is None else holdout_error,
+                    "images_per_s": images / train_time,
+                    "elapsed_s": elapsed,
+                }
                 history.append(row)
                 if holdout is not None and lr.observe_holdout_error(iteration, holdout_error):
-                    log(f"[{spec['model']}] held-out training error plateaued ({holdout_error:.2f}%, best "
-                        f"{lr.best:.2f}%): lr / 10 at iteration {iteration}")
+                    log(
+                        f"[{spec['model']}] held-out training error plateaued ({holdout_error:.2f}%, best "
+                        f"{lr.best:.2f}%): lr / 10 at iteration {iteration}"
+                    )
                 if world.main:
                     write_text(out_dir / "history.csv", history_csv(history))
                 if live:
                     live.row(row, LIVE_METRICS)
                 eta = (max_iters - iteration) * train_time / window_iters
-                log(f"[{spec['model']}] it {iteration}/{max_iters} lr {row['lr']:.4g} loss {row['train_loss']:.3f} "
+                log(
+                    f"[{spec['model']}] it {iteration}/{max_iters} lr {row['lr']:.4g} loss {row['train_loss']:.3f} "
                     f"train {row['train_error']:.2f}% {spec_split(data, kind)} {test_error:.2f}% "
                     + ("" if holdout is None else f"held-out {holdout_error:.2f}% ")
-                    + f"| {row['images_per_s']:.0f} img/s | ETA {_fmt_time(eta)}")
+                    + f"| {row['images_per_s']:.0f} img/s | ETA {_fmt_time(eta)}"
+                )
                 window_start, images, window_iters = time.perf_counter(), 0, 0
             for g in opt.param_groups:
                 g["lr"] = lr.at(iteration)
@@ -532,14 +643,25 @@ def _train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, 
             if iteration < max_iters and wall_checkpoint_due():
                 check_finite()
                 checkpoint()
-                log(f"[{spec['model']}] checkpoint at iteration {iteration} ({spec['checkpoint_minutes']} minutes since the last)")
+                log(
+                    f"[{spec['model']}] checkpoint at iteration {iteration} ({spec['checkpoint_minutes']} minutes since the last)"
+                )
             if stop_requested():
                 check_finite()
                 checkpoint()
-                why = f"signal {signal.Signals(stop['signal']).name}" if stop["signal"] else (
-                    f"stop_at={stop_at}" if stop_at is not None and iteration >= stop_at else "a signal to another process")
-                raise Interrupted(f"[{spec['model']}] stopped at iteration {iteration} by {why}; "
-                                  f"checkpoint written, rerun with --resume to continue")
+                why = (
+                    f"signal {signal.Signals(stop['signal']).name}"
+                    if stop["signal"]
+                    else (
+                        f"stop_at={stop_at}"
+                        if stop_at is not None and iteration >= stop_at
+                        else "a signal to another process"
+                    )
+                )
+                raise Interrupted(
+                    f"[{spec['model']}] stopped at iteration {iteration} by {why}; "
+                    f"checkpoint written, rerun with --resume to continue"
+                )
     except Interrupted:
         if live:
             live.end("KILLED")
@@ -557,26 +679,48 @@ def _train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, 
         return None
     write_text(out_dir / "history.csv", history_csv(history))
     # the final model, without optimizer state: what evaluation and analysis read
-    save_torch({"spec": spec, "model": model.state_dict(), "iteration": iteration, "mean": mean.cpu(),
-                "num_classes": num_classes, "classes": classes, "history": history,
-                "precision": precision_name(bf16)}, out_dir / "model.pt")
+    save_torch(
+        {
+            "spec": spec,
+            "model": model.state_dict(),
+            "iteration": iteration,
+            "mean": mean.cpu(),
+            "num_classes": num_classes,
+            "classes": classes,
+            "history": history,
+            "precision": precision_name(bf16),
+        },
+        out_dir / "model.pt",
+    )
     last = history[-1]
-    metrics = {"model": spec["model"], "iterations": iteration, "params": count_params(model),
-               "train_error": last["train_error"], "test_error": last["test_error"], "test_split": spec_split(data, kind),
-               "train_loss": last["train_loss"], "elapsed_s": elapsed,
-               # the images trained on, tested on (the test curve's split) and held out for the plateau rule
-               "train_images": len(data.train_x) if kind == "small" else len(data[0]),
-               "test_images": len(data.test_x) if kind == "small" else len(data[1]),
-               "holdout_images": 0 if holdout is None else len(holdout[1] if kind == "small" else holdout),
-               # the median window: robust to the first one, which includes warm-up (and compiling)
-               "images_per_s": statistics.median(h["images_per_s"] for h in history),
-               "device": str(device), "processes": world.size,
-               # the arithmetic actually used (precision: auto resolves per device)
-               "precision": precision_name(bf16), "eval_precision": precision_name(eval_bf16),
-               "channels_last": cl, "compile": compiled, "cuda_graph": step.graph,
-               # how the warm-up ended (null without one) and the iterations of plateau drops
-               "warmup": lr.warmup_end, "lr_drops": lr.drops if holdout is not None else None,
-               "warnings": [warmup_capped(lr.warmup, lr.warmup_end)] if (lr.warmup_end or {}).get("by") == "cap" else []}
+    metrics = {
+        "model": spec["model"],
+        "iterations": iteration,
+        "params": count_params(model),
+        "train_error": last["train_error"],
+        "test_error": last["test_error"],
+        "test_split": spec_split(data, kind),
+        "train_loss": last["train_loss"],
+        "elapsed_s": elapsed,
+        # the images trained on, tested on (the test curve's split) and held out for the plateau rule
+        "train_images": len(data.train_x) if kind == "small" else len(data[0]),
+        "test_images": len(data.test_x) if kind == "small" else len(data[1]),
+        "holdout_images": 0 if holdout is None else len(holdout[1] if kind == "small" else holdout),
+        # the median window: robust to the first one, which includes warm-up (and compiling)
+        "images_per_s": statistics.median(h["images_per_s"] for h in history),
+        "device": str(device),
+        "processes": world.size,
+        # the arithmetic actually used (precision: auto resolves per device)
+        "precision": precision_name(bf16),
+        "eval_precision": precision_name(eval_bf16),
+        "channels_last": cl,
+        "compile": compiled,
+        "cuda_graph": step.graph,
+        # how the warm-up ended (null without one) and the iterations of plateau drops
+        "warmup": lr.warmup_end,
+        "lr_drops": lr.drops if holdout is not None else None,
+        "warnings": [warmup_capped(lr.warmup, lr.warmup_end)] if (lr.warmup_end or {}).get("by") == "cap" else [],
+    }
     metrics["s_per_1k_iters"] = 1000 * spec["batch_size"] / metrics["images_per_s"]
     metrics["peak_memory_mb"] = peak_memory_mb(device)
     write_json(out_dir / "metrics.json", metrics)
@@ -586,8 +730,10 @@ def _train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, 
 
 
 def warmup_capped(warmup, end):
-    return (f"warm-up ended by its cap (warmup.max_iters={warmup['max_iters']}) at iteration {end['iteration']} "
-            f"with training error {end['train_error']:.1f}%, not below {warmup['until_train_error']}%")
+    return (
+        f"warm-up ended by its cap (warmup.max_iters={warmup['max_iters']}) at iteration {end['iteration']} "
+        f"with training error {end['train_error']:.1f}%, not below {warmup['until_train_error']}%"
+    )
 
 
 def spec_split(data, kind):
