@@ -5,7 +5,7 @@ import re
 import signal
 import sys
 
-from resnet_repro.config import ARTIFACTS, FIGURES, TABLES, TABLE_VIEW, Plan
+from resnet_repro.config import ARTIFACTS, DIGITS_IMAGEFOLDER, FIGURES, TABLES, TABLE_VIEW, Plan
 from resnet_repro.errors import ReproError
 
 try:

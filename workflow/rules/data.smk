@@ -4,7 +4,7 @@
 
 rule digits_imagefolder:
     output:
-        directory("data/digits-imagefolder"),
+        directory(DIGITS_IMAGEFOLDER),
     log:
         "logs/data/digits-imagefolder.log",
     conda:
