@@ -153,7 +153,7 @@ def test_tiny_run_is_in_mlflow(tiny_run):
     assert "single_top1_error_mean" in parent.data.metrics and "single_top1_error_std" in parent.data.metrics
     assert sum(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in runs) == 2
     reports = client.search_runs([client.get_experiment_by_name(f"{TINY_EXPERIMENT} · reports").experiment_id])
-    assert len(reports) == 9
+    assert len(reports) == 10  # 4 figures, 5 tables and the report
     fig7 = next(r for r in reports if r.data.tags.get("artifact", "").startswith("figure7"))
     sources = fig7.data.tags["source_run_ids"].split(",")
     assert len(sources) == 5 and all(client.get_run(s).info.run_id == s for s in sources)
