@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from resnet_repro import tracking
+from resnet_repro import mlflow_store
 from resnet_repro.cli import main
 from resnet_repro.files import write_json, write_text
 from resnet_repro.models import ResNet, parse_model_name
@@ -91,11 +91,11 @@ def store(tmp_path_factory):
 def runs_for(uri, run_dir):
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name("resnet-repro")
-    return c.search_runs([exp.experiment_id], f"tags.run_dir = '{tracking.run_dir_tag(run_dir)}'")
+    return c.search_runs([exp.experiment_id], f"tags.run_dir = '{mlflow_store.run_dir_tag(run_dir)}'")
 
 
 def test_setup_is_idempotent_with_absolute_artifact_location(store, tmp_path):
-    root = Path(tracking.sqlite_path(store)).parent
+    root = Path(mlflow_store.sqlite_path(store)).parent
     first = json.loads((root / "setup.json").read_text())
     assert main(["track", "setup", "--tracking-uri", store, "--out", str(tmp_path / "again.json")]) == 0
     again = json.loads((tmp_path / "again.json").read_text())
@@ -146,8 +146,8 @@ def test_train_logs_params_tags_metrics_artifacts(store, tmp_path):
     assert p["preset"] == "demo" and p["config_hash"] == "abc123" and p["git_commit"]
     t = run.data.tags
     assert t["model"] == "resnet20" and t["dataset"] == "digits" and t["preset"] == "demo"
-    assert t["uses"] == "figure6,table6" and t["run_dir"] == tracking.run_dir_tag(run_dir)
-    assert t["checkpoint_sha256"] == tracking.sha256(run_dir / "model.pt") and t["git_commit"] == p["git_commit"]
+    assert t["uses"] == "figure6,table6" and t["run_dir"] == mlflow_store.run_dir_tag(run_dir)
+    assert t["checkpoint_sha256"] == mlflow_store.sha256(run_dir / "model.pt") and t["git_commit"] == p["git_commit"]
     # the arithmetic the training and its evaluation actually used
     assert t["precision"] == "bf16" and t["eval_precision"] == "fp32" and t["single_precision"] == "fp32"
     for key in HISTORY_KEYS:
@@ -413,7 +413,7 @@ def test_retry_outlasts_locked_database(monkeypatch):
 
     from mlflow.exceptions import MlflowException
 
-    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    monkeypatch.setattr(mlflow_store.time, "sleep", lambda s: None)
     calls = []
 
     def flaky():
@@ -425,8 +425,8 @@ def test_retry_outlasts_locked_database(monkeypatch):
                 raise MlflowException("(sqlite3.OperationalError) database is locked") from e
         return "ok"
 
-    assert tracking._retry(flaky) == "ok" and len(calls) == 3
-    with pytest.raises(tracking.ReproError, match="locked after"):
-        tracking._retry(lambda: (_ for _ in ()).throw(sqlite3.OperationalError("database is locked")))
+    assert mlflow_store.retry(flaky) == "ok" and len(calls) == 3
+    with pytest.raises(mlflow_store.ReproError, match="locked after"):
+        mlflow_store.retry(lambda: (_ for _ in ()).throw(sqlite3.OperationalError("database is locked")))
     with pytest.raises(ValueError):  # other errors are not retried
-        tracking._retry(lambda: (_ for _ in ()).throw(ValueError("no")))
+        mlflow_store.retry(lambda: (_ for _ in ()).throw(ValueError("no")))

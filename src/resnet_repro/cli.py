@@ -155,7 +155,7 @@ def cmd_train(args):
 
     spec = _spec_from_args(args)
     _set_threads(args)
-    from .tracking import experiment_arg
+    from .mlflow_store import experiment_arg
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     metrics = train(
@@ -166,14 +166,14 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from .evaluate import evaluate_checkpoint
+    from .evaluate import DEFAULT_SCALES, evaluate_checkpoint
 
     _set_threads(args)
     metrics = evaluate_checkpoint(
         args.checkpoint,
         args.out,
         args.views,
-        args.scales,
+        DEFAULT_SCALES if args.scales is None else args.scales,
         args.device,
         args.batch_size,
         args.workers,
@@ -289,7 +289,26 @@ def build_parser():
         "Image Recognition (CVPR 2016): models, data, training, evaluation, analysis.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        add_models,
+        add_spec,
+        add_train,
+        add_check_data,
+        add_evaluate,
+        add_ensemble,
+        add_responses,
+        add_make_imagefolder,
+    ):
+        add(sub)
+    # the sub-commands other modules register themselves
+    from . import doctor, estimate, figures, report, tables, tracking_cli
 
+    for module in (figures, tables, tracking_cli, report, estimate, doctor):
+        module.add_parser(sub)
+    return p
+
+
+def add_models(sub):
     s = sub.add_parser(
         "models",
         help="list every network with parameters and GFLOPs (multiply-adds)",
@@ -301,6 +320,8 @@ def build_parser():
     s.add_argument("--json", action="store_true", help="a JSON list of objects (name, params, gflops, ...)")
     s.set_defaults(func=cmd_models)
 
+
+def add_spec(sub):
     s = sub.add_parser(
         "spec",
         help="print the effective training spec (defaults + YAML + flags)",
@@ -309,6 +330,8 @@ def build_parser():
     add_spec_args(s)
     s.set_defaults(func=cmd_spec)
 
+
+def add_train(sub):
     s = sub.add_parser(
         "train",
         help="train one network",
@@ -340,6 +363,8 @@ def build_parser():
     )
     s.set_defaults(func=cmd_train)
 
+
+def add_check_data(sub):
     s = sub.add_parser(
         "check-data",
         help="check that a spec's data set is present and readable; summarise it",
@@ -352,6 +377,8 @@ def build_parser():
     add_attempt_arg(s)
     s.set_defaults(func=cmd_check_data)
 
+
+def add_evaluate(sub):
     s = sub.add_parser(
         "evaluate",
         help="evaluate a checkpoint (single view, centre crop, 10-crop, multi-scale)",
@@ -369,8 +396,7 @@ def build_parser():
     s.add_argument(
         "--scales",
         type=_csv_ints,
-        default=[224, 256, 384, 480, 640],
-        help="shorter sides for multi-scale testing (default 224,256,384,480,640)",
+        help="shorter sides for multi-scale testing (default: the paper's five, 224 to 640)",
     )
     s.add_argument(
         "--multiscale-flips",
@@ -388,6 +414,8 @@ def build_parser():
     add_attempt_arg(s)
     s.set_defaults(func=cmd_evaluate)
 
+
+def add_ensemble(sub):
     s = sub.add_parser(
         "ensemble",
         help="average the softmax scores of several evaluated models",
@@ -398,6 +426,8 @@ def build_parser():
     add_attempt_arg(s)
     s.set_defaults(func=cmd_ensemble)
 
+
+def add_responses(sub):
     s = sub.add_parser(
         "responses",
         help="layer responses of every 3x3 layer (Figure 7)",
@@ -414,6 +444,8 @@ def build_parser():
     add_attempt_arg(s)
     s.set_defaults(func=cmd_responses)
 
+
+def add_make_imagefolder(sub):
     s = sub.add_parser(
         "make-imagefolder",
         help="write the bundled digits data set as an ImageFolder tree",
@@ -423,12 +455,6 @@ def build_parser():
     s.add_argument("--out", required=True)
     s.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
     s.set_defaults(func=cmd_make_imagefolder)
-
-    from . import doctor, estimate, figures, report, tables, tracking
-
-    for module in (figures, tables, tracking, report, estimate, doctor):
-        module.add_parser(sub)
-    return p
 
 
 def main(argv=None):

@@ -466,6 +466,7 @@ class Doctor:
 
     def c_estimate(self):
         from .estimate import estimate, load_plan, runs_for
+        from .names import parse_model_name
 
         if not Path(self.config).exists():
             raise Skip(f"no workflow config {self.config} here (run doctor from the project's directory, or --config)")
@@ -476,7 +477,7 @@ class Doctor:
         base = {"cifar": ("resnet56", self.ips.get("resnet56")), "imagenet": ("resnet50", self.ips.get("resnet50"))}
         given, scaled = [], []
         for m in models:
-            ref, ips = base[describe_family(m)]
+            ref, ips = base[parse_model_name(m).family]
             if ips is None:
                 continue
             given.append(f"{m}={ips if m == ref else ips * flops[ref] / flops[m]}")
@@ -532,24 +533,13 @@ def fresh_compiler():
 def gflops(model):
     """Forward multiply-adds at the model's input size, counted on the meta device (no arithmetic)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from .models import ResNet
+    from .models import ResNet, count_gflops
     from .names import parse_model_name
 
     spec = parse_model_name(model)
     with torch.device("meta"):
-        net = ResNet(spec).eval()
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            net(torch.zeros(1, 3, spec.input_size, spec.input_size))
-    return counter.get_total_flops() / 2e9
-
-
-def describe_family(model):
-    from .names import parse_model_name
-
-    return parse_model_name(model).family
+        return count_gflops(ResNet(spec), spec.input_size)
 
 
 def metrics_history(out):

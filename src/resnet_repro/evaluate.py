@@ -130,6 +130,50 @@ def load_checkpoint(path, device="cpu"):
     return ckpt, model.to(device)
 
 
+def check_views(family, views):
+    """The views asked for (default: every view of the family), each one that applies to the family."""
+    allowed = ("single",) if family == "cifar" else ("center", "tencrop", "multiscale")
+    views = list(views or allowed)
+    bad = [v for v in views if v not in allowed]
+    if bad:
+        raise ReproError(f"view(s) {', '.join(bad)} do not apply to {family} models: use {', '.join(allowed)}")
+    return views
+
+
+def streamed_runs(model, spec, d, views, mean, device, bf16, cl, batch_size, workers, scales, multiscale_flips):
+    """({view: (a function computing its scores, labels)}, {view: mirrors or not}) for a streamed
+    (ImageNet-style) evaluation split."""
+    _, val = D.stream_datasets(d["kind"], d["root"])
+    labels = torch.tensor(val.targets)
+    trained_flips = spec.get("augment", {}).get("flip", True)  # test-time mirrors only for a model trained on them
+    flips = {
+        "tencrop": trained_flips,
+        "multiscale": trained_flips if multiscale_flips == "auto" else multiscale_flips == "true",
+    }
+    runs = {
+        v: (
+            lambda v=v: predict_view(
+                model,
+                val,
+                v,
+                mean,
+                device,
+                bf16,
+                cl,
+                batch_size,
+                workers,
+                d["test_size"],
+                d["crop"],
+                scales,
+                flips.get(v, True),
+            ),
+            labels,
+        )
+        for v in views
+    }
+    return runs, flips
+
+
 def evaluate_checkpoint(
     checkpoint,
     out_dir,
@@ -154,11 +198,7 @@ def evaluate_checkpoint(
     ckpt, model = load_checkpoint(checkpoint, device)
     spec = ckpt["spec"]
     family = parse_model_name(spec["model"]).family
-    views = list(views or (["single"] if family == "cifar" else ["center", "tencrop", "multiscale"]))
-    allowed = ("single",) if family == "cifar" else ("center", "tencrop", "multiscale")
-    bad = [v for v in views if v not in allowed]
-    if bad:
-        raise ReproError(f"view(s) {', '.join(bad)} do not apply to {family} models: use {', '.join(allowed)}")
+    views = check_views(family, views)
     d = dict(spec["data"], **({"root": data_root} if data_root else {}))
     bf16 = use_bf16(precision or spec.get("eval_precision", "fp32"), device)
     cl = use_channels_last(spec["channels_last"], device)
@@ -179,37 +219,13 @@ def evaluate_checkpoint(
         td = D.small_data(d)
         metrics["split"] = td.test_split
         runs = {"single": (lambda: predict_tensor(model, td.test_x, mean, device, bf16, cl, batch_size), td.test_y)}
+        flips = {}
     else:
-        _, val = D.stream_datasets(d["kind"], d["root"])
-        labels = torch.tensor(val.targets)
         metrics["split"] = "val"
         w = d.get("workers", 4) if workers is None else workers
-        trained_flips = spec.get("augment", {}).get("flip", True)  # test-time mirrors only for a model trained on them
-        flips = {
-            "tencrop": trained_flips,
-            "multiscale": trained_flips if multiscale_flips == "auto" else multiscale_flips == "true",
-        }
-        runs = {
-            v: (
-                lambda v=v: predict_view(
-                    model,
-                    val,
-                    v,
-                    mean,
-                    device,
-                    bf16,
-                    cl,
-                    batch_size,
-                    w,
-                    d["test_size"],
-                    d["crop"],
-                    scales,
-                    flips.get(v, True),
-                ),
-                labels,
-            )
-            for v in views
-        }
+        runs, flips = streamed_runs(
+            model, spec, d, views, mean, device, bf16, cl, batch_size, w, scales, multiscale_flips
+        )
     for view in views:
         run, labels = runs[view]
         scores = run()

@@ -50,7 +50,8 @@ class LiveRun:
         from mlflow import MlflowClient
         from mlflow.entities import Param
 
-        from .tracking import run_dir_tag, run_tags, setup, train_params, ui_path
+        from .mlflow_store import run_dir_tag, setup, ui_path
+        from .tracking import run_tags, train_params
 
         client = MlflowClient(tracking_uri=uri)
         exp_id = setup(uri, experiment)[experiment]

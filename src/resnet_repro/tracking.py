@@ -1,18 +1,16 @@
-"""MLflow tracking after the fact: one run per finished training, one run per figure/table.
+"""MLflow tracking after the fact: one run per finished training (its curves, evaluations, data set
+and model), a parent run over one model's seeds, one run per figure/table.
 
-Every job logs to a shared store (by default a SQLite file) that several processes write at
-once, so every client call goes through `_retry`, and every command is idempotent: rerunning it
-finds the run it made before (by mlflow.json, or by tags) instead of making a duplicate.
-mlflow (and torch, via .files) is imported inside functions only, so `resnet-repro --help` stays fast.
+Every command is idempotent: rerunning it finds the run it made before (by mlflow.json, or by tags)
+instead of making a duplicate. The store itself (URI, retried client, setup) is mlflow_store's;
+the `track` sub-command is tracking_cli's. mlflow (and torch, via .files) is imported inside
+functions only, so `resnet-repro --help` stays fast.
 """
 
 import csv
 import hashlib
 import json
 import os
-import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,171 +18,34 @@ import yaml
 
 from .errors import ReproError
 from .files import write_json
+from .mlflow_store import (
+    client,
+    experiment_arg,
+    experiment_id,
+    find_finished,
+    git_commit,
+    log,
+    quote,
+    read_json,
+    reports_experiment,
+    retry,
+    run_dir_tag,
+    setup,  # noqa: F401 (re-exported: tests/test_report.py calls tracking.setup)
+    sha256,
+    tracking_uri,
+    ui_path,  # noqa: F401 (re-exported: tests/test_browser.py imports it from here)
+)
 
-TRAIN_EXPERIMENT = "resnet-repro"  # without --experiment; the workflow names one per preset (config.Plan)
+# report.py (being split in issue 13) imports quote by its old private name from here; drop once it imports quote
+_quote = quote
+
 HISTORY_METRICS = ["train_error", "test_error", "train_loss", "test_loss", "lr", "holdout_error"]
 SUMMARY_METRICS = ["images_per_s", "s_per_1k_iters", "elapsed_s"]
 TRAIN_FILES = ["model.pt", "history.csv", "spec.yaml", "metrics.json"]  # model.pt: the final model, no optimizer state
-RETRIES = 10
 BATCH = 1000  # MLflow's limit of metrics per log_batch
 
 
-def log(msg):
-    print(f"[track] {msg}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------- store access
-
-
-def reports_experiment(name):
-    """The experiment of the figures, tables and report made from the trainings of experiment `name`."""
-    return f"{name} · reports"
-
-
-def ui_path(experiment_id, run_id=None):
-    """The UI's page of an experiment (its runs table) or run. MLflow 3's UI opens every experiment in
-    the mode the browser last used, GenAI by default (its traces page), whatever the experiment's
-    kind: `workflowType=machine_learning` in the address opens the model-training pages."""
-    run = f"/runs/{run_id}" if run_id else ""
-    return f"/#/experiments/{experiment_id}{run}?workflowType=machine_learning"
-
-
-def experiment_arg(flag=None):
-    return flag or os.environ.get("MLFLOW_EXPERIMENT_NAME") or TRAIN_EXPERIMENT
-
-
-def tracking_uri(flag=None):
-    return flag or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-
-
-def sqlite_path(uri):
-    """The database file of a sqlite:/// URI (relative to the cwd unless absolute), else None."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-
-
-def _is_locked(exc):
-    # MLflow wraps sqlite3.OperationalError in MlflowException; look through the whole chain
-    while exc is not None:
-        text = str(exc).lower()
-        if "database is locked" in text or "database table is locked" in text or "database is busy" in text:
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def _retry(fn, *args, **kwargs):
-    """fn(*args, **kwargs), retried with jittered exponential backoff while SQLite says "locked".
-    Safe because MLflow rolls a failed transaction back and dedupes identical metric points."""
-    for attempt in range(RETRIES):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:
-            if not _is_locked(e):
-                raise
-            if attempt == RETRIES - 1:
-                raise ReproError(
-                    f"tracking store stayed locked after {RETRIES} attempts "
-                    f"({getattr(fn, '__name__', fn)}): {str(e).splitlines()[0]}"
-                ) from None
-            time.sleep(min(20.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.5))
-
-
-class _RetryingClient:
-    """MlflowClient whose every method call goes through _retry."""
-
-    def __init__(self, client):
-        self._client = client
-
-    def __getattr__(self, name):
-        attr = getattr(self._client, name)
-        if not callable(attr):
-            return attr
-        return lambda *a, **k: _retry(attr, *a, **k)
-
-
-def client(uri, create=False):
-    """A retrying MlflowClient for `uri`. Unless `create`, a missing SQLite file is an error
-    (jobs must not race to create the schema: `track setup` does that once)."""
-    db = sqlite_path(uri)
-    if db is not None and not create and not db.exists():
-        raise ReproError(f"tracking store {db} does not exist; run `resnet-repro track setup` first")
-    from mlflow import MlflowClient
-
-    # the constructor opens the store (schema check), so it is retried too
-    return _RetryingClient(_retry(MlflowClient, tracking_uri=uri))
-
-
-def experiment_id(c, name, uri):
-    exp = c.get_experiment_by_name(name)
-    if exp is None or exp.lifecycle_stage != "active":
-        raise ReproError(f"no experiment {name!r} in {uri}; run `resnet-repro track setup` first")
-    return exp.experiment_id
-
-
-def _mlflow_errors(fn):
-    """Turn MLflow's exceptions into one-line ReproErrors for the CLI."""
-
-    def wrapped(args):
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return fn(args)
-        except MlflowException as e:
-            raise ReproError(f"MLflow: {str(e.message).splitlines()[0]}") from None
-
-    return wrapped
-
-
-# ---------------------------------------------------------------- small helpers
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def git_commit():
-    """The commit of the code that ran: asked in the package's own checkout, not the cwd (Snakemake
-    may run with --directory outside the repository)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-
-
-def run_dir_tag(run_dir):
-    """RUN relative to the cwd when inside it (Snakemake runs from the project root, and a moved
-    project still matches), else absolute."""
-    path = Path(run_dir).resolve()
-    try:
-        return path.relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
-def _quote(value):
-    return f"'{value}'" if "'" not in value else f'"{value}"'
-
-
-def _read_json(path, what):
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ReproError(f"{what} {path} does not exist") from None
-    except (OSError, ValueError) as e:
-        raise ReproError(f"cannot read {what} {path}: {e}") from None
+# ---------------------------------------------------------------- training runs
 
 
 def _ms(seconds):
@@ -198,69 +59,6 @@ def _float(text):
         return None
 
 
-def _find_finished(c, exp_id, tags):
-    """FINISHED runs of exp_id whose tags equal `tags` (a crashed attempt stays RUNNING and is ignored)."""
-    where = " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in tags.items())
-    return c.search_runs(
-        [exp_id], f"{where} and attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=10
-    )
-
-
-# ---------------------------------------------------------------- setup
-
-EXPERIMENT_NOTES = {
-    "train": "Trainings of resnet-repro (He et al. 2016, Deep Residual Learning for Image Recognition), one "
-    "run per model and seed: curves, final and evaluation errors, the data set used and the model.",
-    "reports": "Figures, tables and the reproduction report of resnet-repro, each linked to the training runs "
-    "it was made from (tags source_run_ids; the trainings carry used_by_<artifact>).",
-}
-
-
-def setup(uri, name=TRAIN_EXPERIMENT):
-    """Create the schema, experiment `name` and its reports experiment (idempotent); return
-    {experiment name: id}. Both open in the UI on the runs table (model training, not GenAI)."""
-    db = sqlite_path(uri)
-    artifacts = None
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        # absolute, so later jobs with another cwd still put artifacts beside the database
-        artifacts = db.resolve().parent / "mlartifacts"
-    c = client(uri, create=True)
-    ids = {}
-    for kind, name in (("train", name), ("reports", reports_experiment(name))):
-        exp = c.get_experiment_by_name(name)
-        if exp is None:
-            from mlflow.exceptions import MlflowException
-
-            location = (artifacts / name).as_uri() if artifacts else None
-            try:
-                ids[name] = c.create_experiment(name, artifact_location=location)
-            except MlflowException as e:  # another setup created it meanwhile
-                if e.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-                ids[name] = c.get_experiment_by_name(name).experiment_id
-        else:
-            if exp.lifecycle_stage != "active":
-                c.restore_experiment(exp.experiment_id)
-            ids[name] = exp.experiment_id
-        c.set_experiment_tag(ids[name], "mlflow.experimentKind", "custom_model_development")
-        c.set_experiment_tag(ids[name], "mlflow.note.content", EXPERIMENT_NOTES[kind])
-    return ids
-
-
-@_mlflow_errors
-def cmd_setup(args):
-    uri = tracking_uri(args.tracking_uri)
-    ids = setup(uri, experiment_arg(args.experiment))
-    for name, i in ids.items():
-        print(f"experiment {name}: id {i} in {uri}; in the UI: {uri if uri.startswith('http') else '<UI>'}{ui_path(i)}")
-    if args.out:
-        write_json(args.out, {"tracking_uri": uri, "experiments": ids})
-
-
-# ---------------------------------------------------------------- training runs
-
-
 def read_run_dir(run_dir):
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -271,7 +69,7 @@ def read_run_dir(run_dir):
     spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
     with open(run_dir / "history.csv", newline="") as f:
         history = list(csv.DictReader(f))
-    return spec, history, _read_json(run_dir / "metrics.json", "metrics file")
+    return spec, history, read_json(run_dir / "metrics.json", "metrics file")
 
 
 def _warmup_param(w):
@@ -342,7 +140,7 @@ def eval_metrics(run_dir, step, views=None):
         if views is not None and path.parent.name not in views:
             continue
         stamp = _ms(path.stat().st_mtime)  # fixed per file, so relogging is a no-op in MLflow
-        evaluation = _read_json(path, "evaluation")
+        evaluation = read_json(path, "evaluation")
         for view, res in evaluation.get("views", {}).items():
             for key in ("top1_error", "top5_error"):
                 if isinstance(res.get(key), (int, float)):
@@ -385,7 +183,7 @@ def existing_run(c, run_dir, sha):
         if not path.exists():
             continue
         try:
-            run = c.get_run(_read_json(path, "tracking file")["run_id"])
+            run = c.get_run(read_json(path, "tracking file")["run_id"])
         except (MlflowException, KeyError, ReproError):
             continue
         tags = run.data.tags
@@ -435,7 +233,7 @@ def track_train(run_dir, preset, uses=(), config_hash=None, uri=None, experiment
 
     run = existing_run(c, run_dir, sha)
     if run is None:
-        found = _find_finished(c, exp_id, {"run_dir": run_dir_tag(run_dir), "checkpoint_sha256": sha})
+        found = find_finished(c, exp_id, {"run_dir": run_dir_tag(run_dir), "checkpoint_sha256": sha})
         if found:  # tracked before but mlflow.json was lost: adopt the run rather than duplicate it
             run = found[0]
             log(f"{run_dir} was tracked as run {run.info.run_id} (mlflow.json was missing); rewriting it")
@@ -483,7 +281,7 @@ def _create_train_run(c, exp_id, run_dir, spec, summary):
     start_ms = end_ms - _ms(float(summary.get("elapsed_s") or 0.0))
     tags = {**run_tags(spec, summary), "run_dir": run_dir_tag(run_dir)}
     # a run a crashed attempt left RUNNING for this run directory is marked FAILED, not reused
-    stale = c.search_runs([exp_id], f"tags.run_dir = {_quote(tags['run_dir'])} and attributes.status = 'RUNNING'")
+    stale = c.search_runs([exp_id], f"tags.run_dir = {quote(tags['run_dir'])} and attributes.status = 'RUNNING'")
     for r in stale:
         c.set_terminated(r.info.run_id, "FAILED")
     return c.create_run(exp_id, start_time=start_ms, tags=tags, run_name=tags["mlflow.runName"])
@@ -613,10 +411,10 @@ def log_model(run_id, run_dir, spec, params, uri):
 def _log_model_in_run(mlflow, run_id, model, signature, params, ckpt):
     import torch
 
-    with _retry(mlflow.start_run, run_id=run_id):
+    with retry(mlflow.start_run, run_id=run_id):
         # pickled, with this package's code beside it so that mlflow.pytorch.load_model works anywhere
         # (torch.export's pt2 needs no code but took 4-11 s a model on 2 CPU cores, pickling 0.2 s)
-        info = _retry(
+        info = retry(
             mlflow.pytorch.log_model,
             model,
             name="model",
@@ -642,29 +440,12 @@ def track_eval(run_dir, uri=None, views=None, responses=True):
     path = run_dir / "mlflow.json"
     if not path.is_file():
         raise ReproError(f"{path} does not exist: run `resnet-repro track train {run_dir}` first")
-    info = _read_json(path, "tracking file")
+    info = read_json(path, "tracking file")
     uri = tracking_uri(uri)
     c = client(uri)
     run = c.get_run(info["run_id"])
     step = int(run.data.params.get("max_iters", 0))
     return run.info.run_id, log_eval(c, run, run_dir, step, views, responses)
-
-
-@_mlflow_errors
-def cmd_train(args):
-    uses = [u.strip() for u in (args.uses or "").split(",") if u.strip()]
-    print(track_train(args.run, args.preset, uses, args.config_hash, args.tracking_uri, args.experiment, args.source))
-
-
-@_mlflow_errors
-def cmd_eval(args):
-    if args.responses and not (Path(args.run) / "responses.csv").is_file():
-        raise ReproError(f"{Path(args.run) / 'responses.csv'} does not exist (run `resnet-repro responses`)")
-    views = args.view or ([] if args.responses else None)
-    run_id, n = track_eval(args.run, args.tracking_uri, views, responses=args.responses or not args.view)
-    print(f"{n} new evaluation metrics logged" if n else "evaluation metrics already logged; nothing to do")
-    if args.out:  # a stamp for the workflow: this evaluation is in MLflow
-        write_json(args.out, {"run_id": run_id, "views": args.view or "all", "responses": args.responses})
 
 
 # ---------------------------------------------------------------- seeds of one model
@@ -678,14 +459,14 @@ def track_seeds(run_dirs, model, preset, uri=None):
 
     from mlflow.entities import Metric
 
-    infos = [_read_json(Path(d) / "mlflow.json", "tracking file") for d in run_dirs]
+    infos = [read_json(Path(d) / "mlflow.json", "tracking file") for d in run_dirs]
     uri = tracking_uri(uri)
     c = client(uri)
     children = [c.get_run(i["run_id"]) for i in infos]
     exp_id = children[0].info.experiment_id
     ids = ",".join(r.info.run_id for r in children)
     key = {"seed_group": model, "preset": preset, "child_run_ids": ids}
-    found = _find_finished(c, exp_id, key)
+    found = find_finished(c, exp_id, key)
     if found:
         parent = found[0].info.run_id
     else:
@@ -713,14 +494,6 @@ def track_seeds(run_dirs, model, preset, uri=None):
     return parent
 
 
-@_mlflow_errors
-def cmd_seeds(args):
-    parent = track_seeds(args.runs, args.model, args.preset, args.tracking_uri)
-    if args.out:
-        write_json(args.out, {"run_id": parent, "model": args.model, "runs": args.runs})
-    print(parent)
-
-
 # ---------------------------------------------------------------- figures and tables
 
 
@@ -736,15 +509,15 @@ def track_report(artifacts, name, sources, preset, uri=None):
         path = Path(src) / "mlflow.json"
         if not path.is_file():
             raise ReproError(f"{path} does not exist: run `resnet-repro track train {src}` first")
-        source_ids.append(_read_json(path, "tracking file")["run_id"])
+        source_ids.append(read_json(path, "tracking file")["run_id"])
     digest = hashlib.sha256("".join(f"{f.name}:{sha256(f)}\n" for f in files).encode()).hexdigest()
     uri = tracking_uri(uri)
     c = client(uri)
     # the reports experiment beside the trainings' experiment (one per preset and data)
-    train_exp = _read_json(Path(sources[0]) / "mlflow.json", "tracking file").get("experiment_id")
+    train_exp = read_json(Path(sources[0]) / "mlflow.json", "tracking file").get("experiment_id")
     exp_id = experiment_id(c, reports_experiment(c.get_experiment(train_exp).name), uri)
     key = {"artifact": name, "preset": preset, "artifacts_sha256": digest, "source_run_ids": ",".join(source_ids)}
-    found = _find_finished(c, exp_id, key)
+    found = find_finished(c, exp_id, key)
     if found:
         run_id = found[0].info.run_id
         log(f"{name} ({preset}) is already tracked as run {run_id}; nothing to do")
@@ -771,106 +544,3 @@ def track_report(artifacts, name, sources, preset, uri=None):
         c.set_terminated(run_id, "FINISHED")
         log(f"logged {name} ({preset}) as run {run_id} from {len(source_ids)} training runs")
     return run_id, exp_id
-
-
-@_mlflow_errors
-def cmd_report(args):
-    run_id, exp_id = track_report(args.artifacts, args.name, args.sources, args.preset, args.tracking_uri)
-    if args.out:
-        write_json(
-            args.out, {"run_id": run_id, "experiment_id": exp_id, "tracking_uri": tracking_uri(args.tracking_uri)}
-        )
-    print(run_id)
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def add_parser(sub):
-    """Register this module's sub-command(s) on the `resnet-repro` argparse sub-parsers."""
-    p = sub.add_parser(
-        "track",
-        help="log trainings, figures and tables to MLflow",
-        description="Log finished trainings and made figures/tables to an MLflow store "
-        "(--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db). "
-        "Every command is idempotent and safe to run in parallel jobs.",
-    )
-    tsub = p.add_subparsers(dest="track_command", required=True, metavar="ACTION")
-    uri_help = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)"
-    exp_help = f"the trainings' experiment (default: $MLFLOW_EXPERIMENT_NAME, else {TRAIN_EXPERIMENT!r})"
-
-    s = tsub.add_parser(
-        "setup",
-        help="create the store and experiments (once, before jobs start)",
-        description="Create the store schema, the trainings' experiment and its reports "
-        "experiment ('<NAME> · reports'), idempotently. With a SQLite store, "
-        "artifacts go to mlartifacts/ beside the database file.",
-    )
-    s.add_argument("--tracking-uri", help=uri_help)
-    s.add_argument("--experiment", help=exp_help)
-    s.add_argument("--out", help="write a JSON stamp with the experiment ids here")
-    s.set_defaults(func=cmd_setup)
-
-    s = tsub.add_parser(
-        "train",
-        help="log a finished training directory as one run",
-        description="Log RUN (spec.yaml, history.csv, metrics.json, model.pt, and any "
-        "eval/<view>/metrics.json) as one MLflow run; write RUN/mlflow.json. "
-        "Does nothing if the same checkpoint is already tracked.",
-    )
-    s.add_argument("run", metavar="RUN", help="training output directory")
-    s.add_argument("--preset", required=True, help="the pipeline preset the run belongs to")
-    s.add_argument("--uses", help="comma-separated figures/tables made from this run, e.g. figure6,table6")
-    s.add_argument("--config-hash", help="hash of the pipeline config that produced the run")
-    s.add_argument("--source", help="what made the run, shown as its Source (default: 'resnet-repro train')")
-    s.add_argument("--tracking-uri", help=uri_help)
-    s.add_argument("--experiment", help=exp_help)
-    s.set_defaults(func=cmd_train)
-
-    s = tsub.add_parser(
-        "eval",
-        help="add RUN's evaluation metrics to its tracked run",
-        description="Log RUN/eval/<view>/metrics.json as <view>_top1_error and "
-        "<view>_top5_error on the run RUN/mlflow.json names (idempotent).",
-    )
-    s.add_argument("run", metavar="RUN")
-    s.add_argument("--view", action="append", help="only this view's eval/VIEW/metrics.json (repeatable)")
-    s.add_argument("--responses", action="store_true", help="RUN/responses.csv (Figure 7's layer responses)")
-    s.add_argument("--tracking-uri", help=uri_help)
-    s.add_argument("--out", metavar="STAMP", help="write a JSON stamp here once logged")
-    s.set_defaults(func=cmd_eval)
-
-    s = tsub.add_parser(
-        "seeds",
-        help="group one model's seeds under a parent run with best / mean / std",
-        description="Make (or find) a parent run for the tracked runs of one model's seeds, with "
-        "<metric>_best, _mean and _std of the final test error and every evaluation's "
-        "errors, and make each seed's run its child (idempotent).",
-    )
-    s.add_argument("runs", nargs="+", metavar="RUN", help="training directories (each with mlflow.json)")
-    s.add_argument("--model", required=True)
-    s.add_argument("--preset", required=True)
-    s.add_argument("--tracking-uri", help=uri_help)
-    s.add_argument("--out", metavar="STAMP", help="write a JSON stamp with the parent run id here")
-    s.set_defaults(func=cmd_seeds)
-
-    s = tsub.add_parser(
-        "report",
-        help="log a figure or table as one run, linked to its training runs",
-        description="Log the files of a figure/table as one run of the reports experiment, "
-        "tagged with the run ids of its sources; each source run gets the tag "
-        "used_by_<NAME>. Does nothing if the same files are already tracked.",
-    )
-    s.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="files of the figure/table")
-    s.add_argument("--name", required=True, help="figure/table name, e.g. figure6")
-    s.add_argument(
-        "--sources",
-        nargs="+",
-        required=True,
-        metavar="RUN",
-        help="training directories (each with mlflow.json) the artifact was made from",
-    )
-    s.add_argument("--preset", required=True)
-    s.add_argument("--tracking-uri", help=uri_help)
-    s.add_argument("--out", metavar="STAMP", help="write a JSON stamp with the run id here")
-    s.set_defaults(func=cmd_report)
