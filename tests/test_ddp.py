@@ -15,8 +15,9 @@ import torch.multiprocessing as mp
 
 from resnet_repro import data as D
 from resnet_repro import parallel
+from resnet_repro.batches import SmallBatches
 from resnet_repro.models import ResNet, parse_model_name
-from resnet_repro.train import SmallBatches, Step
+from resnet_repro.train import Step
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "resnet_repro"]
 CLI = [sys.executable, "-m", "resnet_repro"]

@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from resnet_repro import data as D
 from resnet_repro import device as dev
 from resnet_repro import estimate as E
+from resnet_repro.batches import SmallBatches
 from resnet_repro.errors import ReproError
 from resnet_repro.models import build_model
 from resnet_repro.spec import build_spec
-from resnet_repro.train import SmallBatches, Step, train
+from resnet_repro.train import Step, train
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[1]

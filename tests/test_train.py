@@ -12,8 +12,9 @@ import yaml
 
 from resnet_repro.errors import ReproError
 from resnet_repro.files import load_torch
+from resnet_repro.schedule import LearningRate
 from resnet_repro.spec import build_spec
-from resnet_repro.train import Diverged, Interrupted, LearningRate, train
+from resnet_repro.train import Diverged, Interrupted, train
 
 CLI = [sys.executable, "-m", "resnet_repro"]
 TIMING = {"images_per_s", "elapsed_s"}

@@ -81,19 +81,16 @@ def measure(spec, device, iters=5, warmup=2, batch_size=None):
     import torch
 
     from . import data as D
-    from .device import make_sgd, memory_format, use_bf16, use_channels_last, use_compile, use_cuda_graph
-    from .models import ResNet, parse_model_name
-    from .train import SmallBatches, Step
+    from .batches import SmallBatches
+    from .models import parse_model_name
+    from .train import GRAPH_WARMUP, make_training, set_lr
 
     m = parse_model_name(spec["model"])
     size, batch = input_size(spec), batch_size or spec["batch_size"]
-    bf16, cl = use_bf16(spec["precision"], device), use_channels_last(spec["channels_last"], device)
-    compile = use_compile(spec["compile"], device, spec["max_iters"])
     torch.manual_seed(0)
     num_classes = spec.get("num_classes") or (10 if m.family == "cifar" else 1000)
-    model = ResNet(m, num_classes, spec["bn_batch"]).to(device, memory_format=memory_format(cl))
-    opt = make_sgd(model.parameters(), device, lr=0.01, momentum=spec["momentum"], weight_decay=spec["weight_decay"])
-    step = Step(model, opt, device, bf16, cl, compile, graph=use_cuda_graph(device, m.family))
+    step, lr = make_training(spec, device, num_classes)  # the trainer's own model, SGD and step
+    set_lr(step.opt, lr.at(0))
     gen = torch.Generator().manual_seed(0)
     if m.family == "cifar":  # the real data path: uint8 on the device, batched pad-crop-flip
         n = 2 * batch
@@ -116,8 +113,6 @@ def measure(spec, device, iters=5, warmup=2, batch_size=None):
         next_batch = lambda: (x, y)
 
     if step.graph:  # a few eager steps, then the recording: none of them timed
-        from .train import GRAPH_WARMUP
-
         warmup = max(warmup, GRAPH_WARMUP + 2)
 
     def run(k):
@@ -161,6 +156,22 @@ def parse_given(items):
     return given
 
 
+def model_rows(plan, runs):
+    """{model: row} of the trainings `runs` (model, seed): their count, images, iterations, batch sizes
+    and the spec of the first (what a measurement times)."""
+    from .spec import build_spec
+
+    per_model = {}
+    for model, seed in runs:
+        spec = build_spec(None, [plan.train_overrides(model, seed)])
+        row = per_model.setdefault(model, {"model": model, "runs": 0, "images": 0, "spec": spec})
+        row["runs"] += 1
+        row["images"] += spec["max_iters"] * spec["batch_size"]
+        row.setdefault("iters", set()).add(spec["max_iters"])
+        row.setdefault("batch", set()).add(spec["batch_size"])
+    return per_model
+
+
 def estimate(
     targets,
     config="config.yaml",
@@ -175,20 +186,12 @@ def estimate(
 ):
     """Rows (one per model) and the total; prints the table through `log`."""
     from .device import resolve_device
-    from .spec import build_spec
 
     plan = load_plan(config, preset)
     root = Path(config).parent
     runs = runs_for(plan, targets)
     given = parse_given(given)
-    per_model = {}
-    for model, seed in runs:
-        spec = build_spec(None, [plan.train_overrides(model, seed)])
-        row = per_model.setdefault(model, {"model": model, "runs": 0, "images": 0, "spec": spec})
-        row["runs"] += 1
-        row["images"] += spec["max_iters"] * spec["batch_size"]
-        row.setdefault("iters", set()).add(spec["max_iters"])
-        row.setdefault("batch", set()).add(spec["batch_size"])
+    per_model = model_rows(plan, runs)
     dev, measured_note = None, None
     for model, row in per_model.items():
         if model in given:

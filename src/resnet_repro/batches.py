@@ -1,0 +1,265 @@
+"""Where the trainer's batches come from, and what it evaluates on: the two data paths of the paper's
+two families of experiments, with one interface.
+
+- InMemoryData (CIFAR-family nets): a small-image data set as uint8 tensors on the device,
+  batched by SmallBatches;
+- StreamData (ImageNet-family nets): image files read and decoded by DataLoader workers,
+  batched by StreamBatches.
+
+Both have: `batches` (next(), epoch, state_dict(), load_state_dict(), aug_gen), `mean`, `classes`,
+`test_split`, `holdout` (the training images the plateau rule decides on, or None), `evaluate()`
+(test loss, test error, held-out error) and `sizes()` (the image counts metrics.json records)."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import data as D
+from . import parallel
+from .errors import ReproError
+from .evaluate import error_rates, predict_tensor, predict_view
+from .models import parse_model_name
+
+
+def aug_seed(seed, rank):
+    return seed + 1 + 7919 * rank  # rank 0: what a single process uses
+
+
+class SmallBatches:
+    """Batches from an in-memory uint8 data set on the device: a seeded permutation per epoch,
+    normalised and pad-crop-flipped a whole batch at a time. With several processes (DDP) every
+    process draws the same permutation and takes its own slice of each batch of `batch_size`."""
+
+    def __init__(self, data, batch_size, mean, augment, device, seed, rank=0, world=1):
+        self.x, self.y, self.mean, self.device = data.train_x, data.train_y, mean, device
+        self.batch_size = min(batch_size, len(self.x) // world * world)
+        self.rank, self.world = rank, world
+        self.pad, self.flip = augment.get("pad", 4), augment.get("flip", True)
+        self.perm_gen = torch.Generator().manual_seed(seed)
+        self.aug_gen = torch.Generator(device=device).manual_seed(aug_seed(seed, rank))
+        self.epoch, self.pos, self.perm = 0, 0, None
+
+    def next(self):
+        if self.perm is None or self.pos + self.batch_size > len(self.perm):
+            if self.perm is not None:
+                self.epoch += 1
+            self.perm = torch.randperm(len(self.x), generator=self.perm_gen).to(self.device)
+            self.pos = 0
+        idx = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        local = len(idx) // self.world
+        idx = idx[self.rank * local : (self.rank + 1) * local]
+        x = D.normalize(self.x[idx], self.mean)
+        return D.pad_crop_flip(x, self.pad, self.aug_gen, self.flip), self.y[idx]
+
+    def state_dict(self):
+        return {
+            "epoch": self.epoch,
+            "pos": self.pos,
+            "perm": None if self.perm is None else self.perm.cpu(),
+            "perm_gen": self.perm_gen.get_state(),
+            "aug_gen": self.aug_gen.get_state(),
+        }
+
+    def load_state_dict(self, s):
+        self.epoch, self.pos = s["epoch"], s["pos"]
+        self.perm = None if s["perm"] is None else s["perm"].to(self.device)
+        self.perm_gen.set_state(s["perm_gen"])
+        self.aug_gen.set_state(s["aug_gen"])
+
+
+class StreamBatches:
+    """Batches read by DataLoader workers and decoded, scaled (random shorter side) and cropped
+    either there or on the device (`data.decode`), then flipped, PCA-lit and mean-subtracted on
+    the device. Resume restarts the epoch's permutation at the
+    right place; the workers' crop randomness is reseeded, so a resumed streamed run is
+    statistically, not bitwise, the same."""
+
+    def __init__(self, dataset, d, batch_size, mean, augment, device, seed, rank=0, world=1):
+        self.dataset, self.d, self.batch_size, self.mean, self.device, self.seed = (
+            dataset,
+            d,
+            batch_size,
+            mean,
+            device,
+            seed,
+        )
+        self.rank, self.world = rank, world
+        self.flip = augment.get("flip", True)
+        self.decode = D.decode_where(d.get("decode", "auto"), dataset, device)
+        self.aug_gen = torch.Generator(device=device).manual_seed(aug_seed(seed, rank))
+        self.crop_gen = torch.Generator()  # scale and crop draws when decoding on the device
+        self.epoch, self.consumed, self.it = 0, 0, None  # consumed: images of this epoch, all processes
+
+    def _start(self):
+        sampler = D.EpochSampler(len(self.dataset), self.seed, self.epoch, self.consumed, self.rank, self.world)
+        seed = self.seed * 7919 + self.epoch * 31 + self.consumed + 104729 * self.rank
+        if self.decode == "device":
+            images, collate = D.EncodedImages(self.dataset), D.collate_encoded
+            self.crop_gen.manual_seed(seed)
+        else:
+            images, collate = D.Transformed(self.dataset, D.train_transform(self.d["scale"], self.d["crop"])), None
+        loader = torch.utils.data.DataLoader(
+            images,
+            batch_size=self.batch_size // self.world,
+            sampler=sampler,
+            num_workers=self.d.get("workers", 4),
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
+            persistent_workers=False,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        self.it = iter(loader)
+
+    def next(self):
+        if self.it is None:
+            self._start()
+        try:
+            *x, y = next(self.it)
+        except StopIteration:
+            self.epoch, self.consumed = self.epoch + 1, 0
+            self._start()
+            *x, y = next(self.it)
+        self.consumed += len(y) * self.world
+        if self.decode == "device":
+            images = D.decode_on_device(D.split_encoded(*x), self.device)
+            x = D.scale_crop(images, self.d["scale"], self.d["crop"], self.crop_gen)
+        else:
+            (x,) = x
+        x = D.normalize(x.to(self.device, non_blocking=True), self.mean)
+        x = D.flip_and_lighting(x, self.aug_gen, self.flip, self.d.get("lighting", 0.1))
+        return x, y.to(self.device, non_blocking=True)
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "pos": self.consumed, "aug_gen": self.aug_gen.get_state()}
+
+    def load_state_dict(self, s):
+        self.epoch, self.consumed, self.it = s["epoch"], s["pos"], None
+        self.aug_gen.set_state(s["aug_gen"])
+
+
+class TrainingData:
+    """What the two data paths share: evaluation on every process (process 0 computes, the others
+    wait for its numbers)."""
+
+    def evaluate(self, model, bf16, channels_last):
+        """(test loss, test error, held-out error or nan) on every process."""
+        if not parallel.WORLD.main:
+            return parallel.from_main([0.0, 0.0, 0.0], self.device)
+        logits, labels = self.predict(model, "test", bf16, channels_last)
+        held_error = math.nan
+        if self.holdout is not None:
+            held_error = error_rates(*self.predict(model, "holdout", bf16, channels_last))["top1_error"]
+        model.train()
+        loss, error = F.cross_entropy(logits, labels).item(), error_rates(logits, labels)["top1_error"]
+        return parallel.from_main([loss, error, held_error], self.device)
+
+
+def holdout_size(spec):
+    """Training images held out for the plateau rule (none for a multi-step schedule)."""
+    sched = spec["schedule"]
+    return sched["holdout"] if sched["kind"] == "plateau" else 0
+
+
+class InMemoryData(TrainingData):
+    """CIFAR-family nets: the small-image set in memory on the device, the held-out slice too."""
+
+    def __init__(self, spec, device, world):
+        d, n_held = spec["data"], holdout_size(spec)
+        if d["kind"] not in D.SMALL_KINDS:
+            raise ReproError(
+                f"CIFAR-family model {spec['model']} needs a small-image data set "
+                f"({', '.join(D.SMALL_KINDS)}), not {d['kind']}"
+            )
+        td, holdout = D.small_data(d), None
+        if n_held:
+            td, holdout = D.hold_out_small(td, n_held, d.get("split_seed", 0))
+        self.spec, self.device = spec, device
+        self.mean, self.classes, self.test_split = D.pixel_mean(td.train_x).to(device), list(td.classes), td.test_split
+        self.data = td.to(device)
+        self.holdout = None if holdout is None else tuple(t.to(device) for t in holdout)
+        self.batches = SmallBatches(
+            self.data,
+            spec["batch_size"],
+            self.mean,
+            spec.get("augment", {}),
+            device,
+            spec["seed"],
+            world.rank,
+            world.size,
+        )
+
+    def predict(self, model, split, bf16, channels_last):
+        """(logits, labels) on the test split (what the tables report) or the held-out slice."""
+        x, y = (self.data.test_x, self.data.test_y) if split == "test" else self.holdout
+        logits = predict_tensor(model, x, self.mean, self.device, bf16, channels_last, self.spec["eval_batch_size"])
+        return logits, y.cpu()
+
+    def sizes(self):
+        """The images trained on, tested on (the test curve's split) and held out for the plateau rule."""
+        return {
+            "train_images": len(self.data.train_x),
+            "test_images": len(self.data.test_x),
+            "holdout_images": 0 if self.holdout is None else len(self.holdout[1]),
+        }
+
+
+class StreamData(TrainingData):
+    """ImageNet-family nets: image files streamed by DataLoader workers; tested on the val split."""
+
+    test_split = "val"
+
+    def __init__(self, spec, device, world):
+        d, n_held = spec["data"], holdout_size(spec)
+        train_ds, self.val = D.stream_datasets(d["kind"], d.get("root"))
+        D.decode_where(d.get("decode", "auto"), train_ds, device)  # a wrong setting fails before the mean is computed
+        self.holdout = None
+        if n_held:
+            train_ds, self.holdout = D.hold_out_samples(train_ds, n_held, d.get("split_seed", 0))
+        mean = D.stream_pixel_mean(train_ds, d["test_size"], d["crop"], d.get("mean_images", 10000), spec["seed"])
+        self.spec, self.device, self.train = spec, device, train_ds
+        self.mean, self.classes = mean.to(device), list(train_ds.classes)
+        self.batches = StreamBatches(
+            train_ds,
+            d,
+            spec["batch_size"],
+            self.mean,
+            spec.get("augment", {}),
+            device,
+            spec["seed"],
+            world.rank,
+            world.size,
+        )
+
+    def predict(self, model, split, bf16, channels_last):
+        d, ds = self.spec["data"], self.val if split == "test" else self.holdout
+        logits = predict_view(
+            model,
+            ds,
+            "center",
+            self.mean,
+            self.device,
+            bf16,
+            channels_last,
+            self.spec["eval_batch_size"],
+            d.get("workers", 4),
+            d["test_size"],
+            d["crop"],
+        )
+        return logits, torch.tensor(ds.targets)
+
+    def sizes(self):
+        return {
+            "train_images": len(self.train),
+            "test_images": len(self.val),
+            "holdout_images": 0 if self.holdout is None else len(self.holdout),
+        }
+
+
+def open_data(spec, device, world):
+    """The data path for the model's family: in memory for CIFAR nets, streamed for ImageNet nets."""
+    if parse_model_name(spec["model"]).family == "cifar":
+        return InMemoryData(spec, device, world)
+    return StreamData(spec, device, world)
