@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
-	snakemake all reports/report.html results/mlflow/demo/report.json --config preset=demo
+	snakemake all --config preset=demo
 
 # the browser tests need /usr/bin/chromium (`bash scripts/install-chromium.sh`); they skip, saying so, without it
 test: venv

@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
@@ -25,3 +28,5 @@ rule all:
         expand("reports/{figure}.pdf", figure=FIGURES),
         expand("results/{table}.csv", table=TABLES),
         tracking_stamps(),
+        "reports/report.html",
+        f"{MLFLOW_DIR}/report.json",

@@ -18,6 +18,16 @@ def test_environment_yml_agrees_with_pyproject():
     assert project["requires-python"].startswith(">=3.11")
 
 
+def test_workflow_env_has_the_runtime_dependencies():
+    """The jobs' conda environment (snakemake --sdm conda): pyproject's runtime dependencies, and a
+    post-deploy script that installs the package itself."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((ROOT / "workflow" / "envs" / "resnet-repro.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert pip == project["dependencies"] and "python=3.11" in env["dependencies"]
+    assert "pip install --no-deps -e ." in (ROOT / "workflow" / "envs" / "resnet-repro.post-deploy.sh").read_text()
+
+
 def test_torch_is_pinned():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert "torch==2.14.1" in deps and "torchvision==0.29.1" in deps

@@ -1,6 +1,7 @@
 """The Snakemake DAG end to end on the `tiny` preset (every target, real jobs, real MLflow), and
 planning checks on the paper preset."""
 
+import json
 import os
 import re
 import signal
@@ -156,6 +157,46 @@ def test_tiny_run_is_in_mlflow(tiny_run):
     fig7 = next(r for r in reports if r.data.tags.get("artifact", "").startswith("figure7"))
     sources = fig7.data.tags["source_run_ids"].split(",")
     assert len(sources) == 5 and all(client.get_run(s).info.run_id == s for s in sources)
+
+
+def test_tiny_run_makes_the_report_and_snakemake_report(tiny_run):
+    """`all` includes the reproduction report (and its MLflow run); Snakemake's own report explains
+    each artifact with the paper's caption (workflow/report/*.rst)."""
+    import html
+
+    from mlflow import MlflowClient
+
+    from resnet_repro.claims import VERDICTS
+
+    summary = json.loads((tiny_run / "reports" / "report.json").read_text())
+    assert summary["preset"] == "tiny" and not summary["comparable_with_paper"]
+    # each claim judged on the tiny runs' numbers, saying on what data (digits) and that it is reduced
+    tested = [c for c in summary["claims"] if c["verdict"] != "not tested in this run"]
+    assert tested and all(c["verdict"] in VERDICTS for c in summary["claims"])
+    for c in tested:
+        assert c["scope"].endswith("(reduced, not the paper's setting)") and "preset 'tiny'" in c["why"], c
+    cifar = {c["id"]: c for c in tested}["degradation_cifar"]
+    assert cifar["scope"].startswith("on digits (8x8), 6 iterations")
+    assert len(summary["runs"]) == 21 and all(r["run_id"] for r in summary["runs"])
+    text = html.unescape((tiny_run / "reports" / "report.html").read_text())
+    assert "Reduced preset 'tiny': numbers are not comparable with the paper" in text
+    assert (tiny_run / "reports" / "report.pdf").read_bytes()[:4] == b"%PDF"
+    c = MlflowClient(f"sqlite:///{tiny_run / 'mlflow.db'}")
+    exp = c.get_experiment_by_name(f"{TINY_EXPERIMENT} · reports")
+    (run,) = c.search_runs([exp.experiment_id], "tags.artifact = 'report'")
+    assert len(run.data.tags["source_run_ids"].split(",")) == 21
+    assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"report.html", "report.pdf", "report.json"}
+    r = snakemake(tiny_run, "all", "--report", str(tiny_run / "smk.html"), "--config", "preset=tiny")
+    log = r.stdout + r.stderr
+    assert "Adding report.html" in log and all(f"Adding {n}" in log for n in ("figure1.pdf", "table6.csv"))
+    page = html.unescape((tiny_run / "smk.html").read_text())
+    assert "Classification error on the CIFAR-10 test set" in page  # Table 6's caption
+    assert "training error (left) and test error (right) of plain-20 and plain-56" in page  # Figure 1's
+
+
+def test_workflow_lint_is_clean(tmp_path):
+    r = snakemake(tmp_path, "--lint", "--config", "preset=demo")
+    assert "Congratulations, your workflow is in a good condition!" in r.stdout + r.stderr
 
 
 def test_rerun_does_no_work_and_adds_no_runs(tiny_run):

@@ -9,21 +9,18 @@ import os
 import yaml
 
 from .errors import ReproError
-from .figures import data_names
+from .figures import FIGURES, data_names
 from .names import parse_model_name
 from .spec import deep_merge
+from .tables import TABLES as TABLE_SPECS
 
-FIGURES = ("figure1", "figure4", "figure6", "figure7")
-TABLES = ("table2", "table3", "table4", "table5", "table6")
+TABLES = tuple(TABLE_SPECS)
 ARTIFACTS = FIGURES + TABLES
-# the evaluation each table reads (figures read training histories and layer responses)
-TABLE_VIEW = {
-    "table2": "tencrop",
-    "table3": "tencrop",
-    "table4": "multiscale",
-    "table5": "multiscale",
-    "table6": "single",
-}
+# the evaluation each table reads (figures read training histories and layer responses); Table 5's
+# ensemble averages its members' multi-scale scores
+TABLE_VIEW = {name: spec[2] or "multiscale" for name, spec in TABLE_SPECS.items()}
+# the digits as an ImageFolder, made by the workflow (rule digits_imagefolder) for presets that name it
+DIGITS_IMAGEFOLDER = "data/digits-imagefolder"
 SETTINGS = ("data", "training", "model_training", "seeds", "extra_seeds", "evaluation", "experiments", "resources")
 
 
@@ -182,4 +179,4 @@ class Plan:
 
     def data_dirs(self):
         """Data directories the workflow itself makes (the digits image folder), by family."""
-        return {fam: d["root"] for fam, d in self.cfg["data"].items() if d.get("root") == "data/digits-imagefolder"}
+        return {fam: d["root"] for fam, d in self.cfg["data"].items() if d.get("root") == DIGITS_IMAGEFOLDER}

@@ -11,8 +11,18 @@ from pathlib import Path
 from .errors import ReproError
 from .names import parse_model_name
 
-# data_name, data_names: config.py and tracking.py still import them from here (their home is paper.py)
-from .paper import FIGURES, caption, data_name, data_names, model_label, preset_note  # noqa: F401
+# FIGURE_FAMILY, data_name, data_names, reference: config.py, tracking.py and workflow/rules/common.smk
+# still import them from here; their home is paper.py
+from .paper import (  # noqa: F401
+    FIGURE_FAMILY,
+    FIGURES,
+    caption,
+    data_name,
+    data_names,
+    model_label,
+    preset_note,
+    reference,
+)
 from .rundir import RunDir, data_of_runs, preset_of, read_csv
 
 # One colour per depth, close to the paper's (20 orange, 56 red, 110 black); other depths take the

@@ -14,6 +14,8 @@ rule responses:
         runtime=runtime(0.1, minimum=10),
         gpu=one_gpu("gpus"),
         attempt=attempt,
+    conda:
+        CONDA_ENV
     shell:
         "resnet-repro responses {input.model} --out {output} --threads {threads} --attempt {resources.attempt} > {log} 2>&1"
 
@@ -27,5 +29,7 @@ rule ensemble:
         f"{LOGS}/ensemble/table5.log",
     resources:
         attempt=attempt,
+    conda:
+        CONDA_ENV
     shell:
         "resnet-repro ensemble {input} --out {output} --attempt {resources.attempt} > {log} 2>&1"

@@ -5,7 +5,7 @@ import re
 import signal
 import sys
 
-from resnet_repro.config import ARTIFACTS, FIGURES, TABLES, TABLE_VIEW, Plan
+from resnet_repro.config import ARTIFACTS, DIGITS_IMAGEFOLDER, FIGURES, TABLES, TABLE_VIEW, Plan
 from resnet_repro.errors import ReproError
 
 try:
@@ -36,6 +36,9 @@ TRAIN_RETRIES = None if workflow.remote_exec else site_minutes("RESNET_SLURM_TRA
 # installs its handler.
 if os.environ.get("SLURM_JOB_ID"):
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+# every job's software (`snakemake --sdm conda`; relative to the rules' files)
+CONDA_ENV = "../envs/resnet-repro.yaml"
 
 PRESET = PLAN.preset
 RUN = f"results/runs/{PRESET}/{{model}}/seed{{seed}}"
@@ -150,3 +153,57 @@ def node_threads(wildcards):
     """Snakemake's threads for a training job: its CPUs per node (per Slurm task)."""
     r = PLAN.resources(wildcards.model)
     return max(1, r["threads"] // r["nodes"])
+
+
+# Input functions of the figure, table and report rules
+
+
+def artifact_caption(wildcards):
+    """The paper's caption of a figure (its data set replaced by the runs') or table."""
+    from resnet_repro.figures import FIGURE_FAMILY, caption, data_name, reference
+
+    name = getattr(wildcards, "figure", None) or wildcards.table
+    if name in FIGURES:
+        return caption(name, data_name(PLAN.cfg["data"][FIGURE_FAMILY[name]]))
+    return reference()["tables"][name]
+
+
+def figure_inputs(wildcards):
+    name = wildcards.figure
+    files = run_files(name, "mlflow.json") + run_files(name, "history.csv")
+    if name == "figure7":
+        files += run_files(name, "responses.csv") + run_files(name, "responses.mlflow.json")
+    return files
+
+
+def figure_args(wildcards):
+    name = wildcards.figure
+    args = run_args(name)
+    if name == "figure7":
+        args += " " + " ".join(f"--responses {f}" for f in run_files(name, "responses.csv"))
+    return args
+
+
+def table_inputs(wildcards):
+    name, view = wildcards.table, TABLE_VIEW[wildcards.table]
+    files = run_files(name, f"eval/{view}/metrics.json") + run_files(name, f"eval/{view}/mlflow.json")
+    if name == "table5":
+        files.append(rules.ensemble.output[0])
+    return files
+
+
+def table_args(wildcards):
+    args = run_args(wildcards.table)
+    if wildcards.table == "table5":
+        args += f" --ensemble {rules.ensemble.output[0]}"
+    return args
+
+
+def report_run_files(wildcards):
+    files = [f"{d}/{name}" for d in artifact_sources("report") for name in ("mlflow.json", "history.csv")]
+    for table in TABLES:  # the evaluations behind each table (the report reads their sizes)
+        files += run_files(table, f"eval/{TABLE_VIEW[table]}/metrics.json")
+    files += run_files("figure7", "responses.csv")
+    # the figures and tables in MLflow first: the report links each to its run
+    files += [f"{MLFLOW_DIR}/{a}.json" for a in ARTIFACTS]
+    return sorted(set(files))

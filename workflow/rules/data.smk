@@ -4,9 +4,11 @@
 
 rule digits_imagefolder:
     output:
-        directory("data/digits-imagefolder"),
+        directory(DIGITS_IMAGEFOLDER),
     log:
         "logs/data/digits-imagefolder.log",
+    conda:
+        CONDA_ENV
     shell:
         "resnet-repro make-imagefolder --out {output} --size 32 > {log} 2>&1"
 
@@ -24,6 +26,8 @@ rule check_data:
         overrides=lambda w: json.dumps(PLAN.data_overrides(w.family)),
     resources:
         attempt=attempt,
+    conda:
+        CONDA_ENV
     shell:
         "resnet-repro check-data --overrides {params.overrides:q} --out {output} --attempt {resources.attempt} "
         "> {log} 2>&1"

@@ -20,6 +20,8 @@ rule evaluate:
         runtime=runtime(0.1, minimum=10),
         gpu=one_gpu("gpus"),
         attempt=attempt,
+    conda:
+        CONDA_ENV
     shell:
         "resnet-repro evaluate {input.model} --views {wildcards.view} --scales {params.scales} "
         "--out {params.out} --threads {threads} --attempt {resources.attempt} > {log} 2>&1"

@@ -6,16 +6,6 @@ localrules:
     reproduction_report,
 
 
-def report_run_files(wildcards):
-    files = [f"{d}/{name}" for d in artifact_sources("report") for name in ("mlflow.json", "history.csv")]
-    for table in TABLES:  # the evaluations behind each table (the report reads their sizes)
-        files += run_files(table, f"eval/{TABLE_VIEW[table]}/metrics.json")
-    files += run_files("figure7", "responses.csv")
-    # the figures and tables in MLflow first: the report links each to its run
-    files += [f"{MLFLOW_DIR}/{a}.json" for a in ARTIFACTS]
-    return sorted(set(files))
-
-
 rule reproduction_report:
     input:
         tables=expand("results/{table}.csv", table=TABLES),
@@ -24,7 +14,7 @@ rule reproduction_report:
         figure_pdfs=expand("reports/{figure}.pdf", figure=FIGURES),
         runs=report_run_files,
     output:
-        html=report("reports/report.html", category="Reproduction report"),
+        html=report("reports/report.html", caption="../report/report.rst", category="Reproduction report"),
         pdf="reports/report.pdf",
         json="reports/report.json",
     log:
@@ -34,6 +24,8 @@ rule reproduction_report:
         hash=PLAN.config_hash,
         uri=PLAN.tracking_uri,
         preset=PRESET,
+    conda:
+        CONDA_ENV
     shell:
         "resnet-repro report --out {output.html} --pdf {output.pdf} --json {output.json} --preset {params.preset} "
         "--config-hash {params.hash} --tables {input.tables} --figures {input.figures} --runs {params.runs} "

@@ -6,26 +6,11 @@ localrules:
     table,
 
 
-def table_inputs(wildcards):
-    name, view = wildcards.table, TABLE_VIEW[wildcards.table]
-    files = run_files(name, f"eval/{view}/metrics.json") + run_files(name, f"eval/{view}/mlflow.json")
-    if name == "table5":
-        files.append(rules.ensemble.output[0])
-    return files
-
-
-def table_args(wildcards):
-    args = run_args(wildcards.table)
-    if wildcards.table == "table5":
-        args += f" --ensemble {rules.ensemble.output[0]}"
-    return args
-
-
 rule table:
     input:
         table_inputs,
     output:
-        csv=report("results/{table}.csv", category="Tables"),
+        csv=report("results/{table}.csv", caption="../report/table.rst", category="Tables"),
         md="results/{table}.md",
     log:
         f"{LOGS}/tables/{{table}}.log",
@@ -33,6 +18,9 @@ rule table:
         table="|".join(TABLES),
     params:
         args=table_args,
+        caption=artifact_caption,  # the paper's caption, for the Snakemake report
         preset=PRESET,
+    conda:
+        CONDA_ENV
     shell:
         "resnet-repro table {wildcards.table} {params.args} --out {output.csv} --preset {params.preset} > {log} 2>&1"

@@ -24,6 +24,8 @@ rule mlflow_setup:
     params:
         uri=PLAN.tracking_uri,
         experiment=PLAN.mlflow_experiment,
+    conda:
+        CONDA_ENV
     shell:
         "resnet-repro track setup --tracking-uri {params.uri:q} --experiment {params.experiment:q} "
         "--out {output} > {log} 2>&1"
@@ -40,13 +42,15 @@ rule track_train:
     log:
         f"{LOGS}/mlflow/{{model}}-seed{{seed}}.log",
     params:
-        run=RUN,
+        run=lambda w, input: os.path.dirname(input.model),
         uri=PLAN.tracking_uri,
         experiment=PLAN.mlflow_experiment,
         preset=PRESET,
         uses=lambda w: ",".join(PLAN.uses(w.model, int(w.seed))),
         hash=PLAN.config_hash,
         source=lambda w: f"snakemake rule train_{PLAN.family(w.model)}: resnet-repro train",
+    conda:
+        CONDA_ENV
     shell:
         "resnet-repro track train {params.run} --preset {params.preset} --uses {params.uses} "
         "--config-hash {params.hash} --source {params.source:q} --tracking-uri {params.uri:q} "
@@ -64,8 +68,10 @@ rule track_eval:
     wildcard_constraints:
         view="single|center|tencrop|multiscale",
     params:
-        run=RUN,
+        run=lambda w, input: os.path.dirname(input.tracked),
         uri=PLAN.tracking_uri,
+    conda:
+        CONDA_ENV
     shell:
         "resnet-repro track eval {params.run} --view {wildcards.view} --tracking-uri {params.uri:q} "
         "--out {output} > {log} 2>&1"
@@ -80,8 +86,10 @@ rule track_responses:
     log:
         f"{LOGS}/mlflow/{{model}}-seed{{seed}}-responses.log",
     params:
-        run=RUN,
+        run=lambda w, input: os.path.dirname(input.tracked),
         uri=PLAN.tracking_uri,
+    conda:
+        CONDA_ENV
     shell:
         "resnet-repro track eval {params.run} --responses --tracking-uri {params.uri:q} --out {output} > {log} 2>&1"
 
@@ -97,6 +105,8 @@ rule track_seeds:
         runs=lambda w: " ".join(PLAN.run_dir(w.model, s) for s in PLAN.seed_groups()[w.model]),
         preset=PRESET,
         uri=PLAN.tracking_uri,
+    conda:
+        CONDA_ENV
     shell:
         "resnet-repro track seeds {params.runs} --model {wildcards.model} --preset {params.preset} "
         "--tracking-uri {params.uri:q} --out {output} > {log} 2>&1"
@@ -116,6 +126,8 @@ rule track_artifact:
         sources=lambda w: " ".join(artifact_sources(w.artifact)),
         preset=PRESET,
         uri=PLAN.tracking_uri,
+    conda:
+        CONDA_ENV
     shell:
         "resnet-repro track report {input.files} --name {wildcards.artifact} --sources {params.sources} "
         "--preset {params.preset} --tracking-uri {params.uri:q} --out {output} > {log} 2>&1"

@@ -33,6 +33,8 @@ rule train_cifar:
     retries: TRAIN_RETRIES
     resources:
         **train_resources("cifar"),
+    conda:
+        CONDA_ENV
     shell:
         "{params.launch}resnet-repro train --overrides {params.overrides:q} --out {params.out} --resume "
         "--threads {params.threads} --attempt {resources.attempt} --attempts-log {params.attempts_log} "
