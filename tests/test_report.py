@@ -14,17 +14,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resnet_repro import report, tracking
+from resnet_repro import report, report_pdf, tracking
+from resnet_repro.claims import RULES, VERDICTS, Measure, binomial_std, check_rules, compare, judge, noise
 from resnet_repro.cli import main
+from resnet_repro.errors import ReproError
 from resnet_repro.figures import draw_figure
 from resnet_repro.files import write_json, write_text
+from resnet_repro.paper import reference
+from resnet_repro.rundir import Runs
 from resnet_repro.spec import build_spec
 from resnet_repro.tables import make_table, write_table
 from resnet_repro.train import history_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-CHROMIUM = report.find_chromium()
+CHROMIUM = report_pdf.find_chromium()
 N_CIFAR, N_IMAGENET = 10000, 50000  # evaluation split sizes: binomial noise ~0.25 and ~0.2 points
 
 
@@ -255,15 +259,13 @@ def test_every_claim_gets_a_verdict_computed_from_the_numbers(paper_report):
         "ensemble_gain": "does not hold",
         "shortcut_options": "not tested in this run",
     }
-    assert all(c["verdict"] in report.VERDICTS for c in summary["claims"])
+    assert all(c["verdict"] in VERDICTS for c in summary["claims"])
     claims = {c["id"]: c for c in summary["claims"]}
     # the numbers behind a verdict: plain-18 28.3 vs plain-34 28.5 on 50k images is 0.2 points, below 2 sigma
     (cmp,) = claims["degradation_imagenet"]["comparisons"]
     assert cmp["outcome"] == "within noise" and cmp["difference"] == pytest.approx(-0.2)
-    assert cmp["noise_std"] == pytest.approx(
-        math.hypot(report.binomial_std(28.3, N_IMAGENET), report.binomial_std(28.5, N_IMAGENET))
-    )
-    assert cmp["a"]["run_ids"] and cmp["a"]["std"] == pytest.approx(report.binomial_std(28.3, N_IMAGENET))
+    assert cmp["noise_std"] == pytest.approx(math.hypot(binomial_std(28.3, N_IMAGENET), binomial_std(28.5, N_IMAGENET)))
+    assert cmp["a"]["run_ids"] and cmp["a"]["std"] == pytest.approx(binomial_std(28.3, N_IMAGENET))
     # ResNet-110 has two seeds: its noise is their std (one-seed models: binomial)
     last = claims["depth_gain_cifar"]["comparisons"][-1]
     assert last["a"]["label"].startswith("ResNet-110") and len(last["a"]["run_ids"]) == 2
@@ -296,7 +298,7 @@ def test_html_has_every_table_figure_and_the_provenance_of_every_number(paper, p
     # paper vs reproduced vs difference, per row
     assert '<td class="paper num">27.94</td><td class="ours num">28.30</td>' in text  # table2, plain-18
     assert '<td class="diff num">+0.36</td>' in text
-    for v in report.VERDICTS:
+    for v in VERDICTS:
         assert f"v-{v.replace(' ', '-')}" in text
     assert "How verdicts are decided" in text and "binomial" in text
     assert summary["pdf"]["engine"] == "matplotlib" and out.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
@@ -341,7 +343,7 @@ def test_every_departure_from_the_papers_spec_is_named(tmp_path):
     batch, warm-up, augmentation, schedule, precision, ...) makes them so, and the verdict names it."""
     plain = make_run(tmp_path, "plain20", 0, final_train=9, final_test=12)
     resnet = make_run(tmp_path, "plain56", 0, final_train=5, final_test=9)
-    assert report.judge({"id": "degradation_cifar"}, {}, report.Runs([plain, resnet]), "paper")["reduced"] == []
+    assert judge({"id": "degradation_cifar"}, {}, Runs([plain, resnet]), "paper")["reduced"] == []
     other = make_run(
         tmp_path / "b",
         "plain56",
@@ -359,7 +361,7 @@ def test_every_departure_from_the_papers_spec_is_named(tmp_path):
             "data": {"val_split": 5000},
         },
     )
-    v = report.judge({"id": "degradation_cifar"}, {}, report.Runs([plain, other]), "paper")
+    v = judge({"id": "degradation_cifar"}, {}, Runs([plain, other]), "paper")
     assert v["reduced"] == [
         "data.val_split 5000, not the paper's 0 (plain-56)",
         "augment {flip: false, pad: 4}, not the paper's {flip: true, pad: 4} (plain-56)",
@@ -377,7 +379,7 @@ def test_every_departure_from_the_papers_spec_is_named(tmp_path):
 def test_runs_shorter_or_on_other_data_than_the_papers_are_judged_and_marked_reduced(tmp_path):
     short = make_run(tmp_path, "plain20", 0, final_train=5, final_test=9, iters=6400)
     other = make_run(tmp_path, "plain56", 0, final_train=9, final_test=12, data="digits")
-    v = report.judge({"id": "degradation_cifar"}, {}, report.Runs([short, other]), "paper")
+    v = judge({"id": "degradation_cifar"}, {}, Runs([short, other]), "paper")
     assert v["numbers_say"] == "holds" and v["verdict"] == "holds"
     assert any("6400 training iterations" in r for r in v["reduced"]) and any("digits" in r for r in v["reduced"])
     assert (
@@ -385,25 +387,37 @@ def test_runs_shorter_or_on_other_data_than_the_papers_are_judged_and_marked_red
     )
     # where the numbers are within noise, that is what the verdict says, reduced or not
     close = make_run(tmp_path / "b", "plain56", 0, final_train=5.1, final_test=9, data="digits")
-    v = report.judge({"id": "degradation_cifar"}, {}, report.Runs([short, close]), "paper")
+    v = judge({"id": "degradation_cifar"}, {}, Runs([short, close]), "paper")
     assert v["verdict"] == "too little data to say" and "within noise" in v["why"]
 
 
 def test_noise_rule():
-    assert report.binomial_std(10.0, 900) == pytest.approx(1.0)
-    a, b = report.Measure("a", 10.0, 1.0), report.Measure("b", 13.0, 1.0)
-    assert report.compare(a, b, "<")["outcome"] == "agrees"  # 3 > 2 * sqrt(2)
-    assert report.compare(b, a, "<")["outcome"] == "contradicts"
-    assert report.compare(a, report.Measure("b", 12.0, 1.0), "<")["outcome"] == "within noise"
-    assert report.compare(a, report.Measure("b", 10.5, 1.0), "<=")["outcome"] == "agrees"  # equal within noise
-    assert report.compare(a, report.Measure("b", 10.0, None), "<")["outcome"] == "within noise"  # noise unknown
+    assert binomial_std(10.0, 900) == pytest.approx(1.0)
+    a, b = Measure("a", 10.0, 1.0), Measure("b", 13.0, 1.0)
+    assert compare(a, b, "<")["outcome"] == "agrees"  # 3 > 2 * sqrt(2)
+    assert compare(b, a, "<")["outcome"] == "contradicts"
+    assert compare(a, Measure("b", 12.0, 1.0), "<")["outcome"] == "within noise"
+    assert compare(a, Measure("b", 10.5, 1.0), "<=")["outcome"] == "agrees"  # equal within noise
+    assert compare(a, Measure("b", 10.0, None), "<")["outcome"] == "within noise"  # noise unknown
     # several seeds: the noise comes from the seeds, even when it is smaller than the binomial noise
-    std, how = report._noise(10.0, 900, 3.0, 2)
+    std, how = noise(10.0, 900, 3.0, 2)
     assert std == 3.0 and how.startswith("seed std over 2 runs")
-    std, how = report._noise(10.0, 900, 0.5, 3)
+    std, how = noise(10.0, 900, 0.5, 3)
     assert std == 0.5 and "seed" in how
-    std, how = report._noise(10.0, 900, None, 1)  # one seed: binomial
+    std, how = noise(10.0, 900, None, 1)  # one seed: binomial
     assert std == pytest.approx(1.0) and "binomial" in how
+
+
+def test_every_claim_of_reference_yaml_has_a_rule_and_every_rule_a_claim():
+    """claims.RULES is checked against reference.yaml when claims.py loads: a claim without a rule, or a
+    rule without a claim, fails at import with the ids named."""
+    ids = [c["id"] for c in reference()["claims"]]
+    assert sorted(RULES) == sorted(ids)  # the module loaded, so the check passed on the real file
+    check_rules(RULES, reference()["claims"])
+    with pytest.raises(ReproError, match="no rule for claim\\(s\\) new_claim"):
+        check_rules(RULES, reference()["claims"] + [{"id": "new_claim"}])
+    with pytest.raises(ReproError, match="rule\\(s\\) for no claim: ensemble_gain"):
+        check_rules(RULES, [c for c in reference()["claims"] if c["id"] != "ensemble_gain"])
 
 
 def test_pdf_falls_back_to_matplotlib_without_chromium(paper, tmp_path):

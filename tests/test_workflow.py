@@ -166,13 +166,13 @@ def test_tiny_run_makes_the_report_and_snakemake_report(tiny_run):
 
     from mlflow import MlflowClient
 
-    from resnet_repro import report
+    from resnet_repro.claims import VERDICTS
 
     summary = json.loads((tiny_run / "reports" / "report.json").read_text())
     assert summary["preset"] == "tiny" and not summary["comparable_with_paper"]
     # each claim judged on the tiny runs' numbers, saying on what data (digits) and that it is reduced
     tested = [c for c in summary["claims"] if c["verdict"] != "not tested in this run"]
-    assert tested and all(c["verdict"] in report.VERDICTS for c in summary["claims"])
+    assert tested and all(c["verdict"] in VERDICTS for c in summary["claims"])
     for c in tested:
         assert c["scope"].endswith("(reduced, not the paper's setting)") and "preset 'tiny'" in c["why"], c
     cifar = {c["id"]: c for c in tested}["degradation_cifar"]

@@ -1,23 +1,32 @@
 """Figures 1, 4, 6 and 7 of the paper, redrawn from our runs (history.csv, responses.csv).
 
-matplotlib (and .files, which imports torch) are imported inside draw_figure only: the CLI imports
-this module for every command, and `resnet-repro --help` should stay fast."""
+matplotlib, seaborn (and .files, which imports torch) are imported inside draw_figure only: the CLI
+imports this module for every command, and `resnet-repro --help` should stay fast."""
 
-import csv
-import io
 import math
-import re
 import sys
 import textwrap
 from pathlib import Path
 
-import yaml
-
 from .errors import ReproError
 from .names import parse_model_name
 
-FIGURES = ("figure1", "figure4", "figure6", "figure7")
-# One colour per depth, close to the paper's (20 orange, 56 red, 110 black); others cycle below.
+# FIGURE_FAMILY, data_name, data_names, reference: config.py, tracking.py and workflow/rules/common.smk
+# still import them from here; their home is paper.py
+from .paper import (  # noqa: F401
+    FIGURE_FAMILY,
+    FIGURES,
+    caption,
+    data_name,
+    data_names,
+    model_label,
+    preset_note,
+    reference,
+)
+from .rundir import RunDir, data_of_runs, preset_of, read_csv
+
+# One colour per depth, close to the paper's (20 orange, 56 red, 110 black); other depths take the
+# colour-blind palette in turn (colour()).
 DEPTH_COLOURS = {
     18: "tab:blue",
     20: "#e69f00",
@@ -33,130 +42,8 @@ DEPTH_COLOURS = {
 }
 
 
-def reference():
-    with open(Path(__file__).with_name("reference.yaml")) as f:
-        return yaml.safe_load(f)
-
-
-def read_spec(run):
-    """RUN/spec.yaml as a dict with a valid `model`."""
-    run = Path(run)
-    if not run.is_dir():
-        raise ReproError(f"run directory {run} does not exist")
-    path = run / "spec.yaml"
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ReproError(f"{path} does not exist (not a training run directory?)") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise ReproError(f"cannot read {path}: {e.__class__.__name__}: {e}") from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("model"), str):
-        raise ReproError(f"{path} is malformed: no `model` key")
-    try:
-        parse_model_name(spec["model"])
-    except ReproError as e:
-        raise ReproError(f"{path}: {e}") from None
-    return spec
-
-
-def read_csv(path, columns):
-    """Rows of a CSV as dicts, with `columns` required and parsed as floats (strings elsewhere)."""
-    path = Path(path)
-    try:
-        rows = list(csv.DictReader(io.StringIO(path.read_text())))
-    except FileNotFoundError:
-        raise ReproError(f"{path} does not exist") from None
-    except (OSError, csv.Error, UnicodeDecodeError) as e:
-        raise ReproError(f"cannot read {path}: {e}") from None
-    if not rows:
-        raise ReproError(f"{path} has no data rows")
-    missing = [c for c in columns if c not in rows[0]]
-    if missing:
-        raise ReproError(f"{path} is malformed: missing column(s) {', '.join(missing)}")
-    try:
-        for r in rows:
-            r.update({c: float(r[c]) for c in columns})
-    except (TypeError, ValueError):
-        raise ReproError(f"{path} is malformed: non-numeric value in {', '.join(columns)}") from None
-    return rows
-
-
-def read_history(run):
-    rows = read_csv(Path(run) / "history.csv", ["iteration", "train_error", "test_error"])
-    return {c: [r[c] for r in rows] for c in ("iteration", "train_error", "test_error")}
-
-
-def infer_preset(paths):
-    """The layout is results/runs/<preset>/<model>/seed<k>[/file]: the preset two levels above seed<k>,
-    if every path agrees; None otherwise."""
-    found = set()
-    for p in map(Path, paths):
-        parts = p.resolve().parts
-        i = next((i for i in range(len(parts) - 1, 1, -1) if re.fullmatch(r"seed\d+", parts[i])), None)
-        found.add(parts[i - 2] if i else None)
-    return found.pop() if len(found) == 1 else None
-
-
-def preset_note(preset):
-    if preset == "paper":
-        return None
-    if preset is None:
-        return "preset unknown: check the runs used the paper's settings before comparing with the paper"
-    return f"reduced preset '{preset}': numbers are not comparable with the paper"
-
-
-PAPER_DATA_NAMES = {"cifar10": "CIFAR-10", "imagenet": "ImageNet"}
-
-
-def data_name(d):
-    """The data set a run was trained on, in words, from its spec's `data` block: 'CIFAR-10',
-    'ImageNet', 'digits (8x8, upsampled to 16 px)', "ImageFolder 'flowers' (20 px crops)"."""
-    d = d if isinstance(d, dict) else {}
-    kind = d.get("kind")
-    if kind == "digits":
-        return "digits (8x8" + (f", upsampled to {d['image_size']} px" if d.get("image_size") else "") + ")"
-    name = PAPER_DATA_NAMES.get(kind) or (
-        f"ImageFolder '{Path(str(d.get('root') or '?')).name}'"
-        if kind == "imagefolder"
-        else str(kind or "unknown data")
-    )
-    if d.get("image_size"):
-        return name + f" (resized to {d['image_size']} px)"
-    if d.get("crop") and kind == "imagefolder":
-        return name + f" ({d['crop']} px crops)"
-    return name
-
-
-def data_names(data_blocks):
-    """Several runs' data sets (their specs' `data` blocks) in words, each once ('CIFAR-10, ImageNet')."""
-    return ", ".join(sorted({data_name(d) for d in data_blocks}))
-
-
-def data_of_runs(run_dirs):
-    """The data sets of the given run directories, in words ('digits (8x8)' or 'CIFAR-10, ImageNet')."""
-    return data_names(read_spec(r).get("data") for r in dict.fromkeys(map(str, run_dirs)))
-
-
-def caption(name, data=None):
-    """The paper's caption of a figure, with the data set the paper used replaced by the one the runs
-    used (data: their data_name, or None for the paper's own)."""
-    text = reference()["figures"][name]
-    if data:
-        for paper in PAPER_DATA_NAMES.values():
-            text = text.replace(paper, data)
-    return text
-
-
-FIGURE_FAMILY = {"figure1": "cifar", "figure4": "imagenet", "figure6": "cifar", "figure7": "cifar"}
-
-
-def label(spec):
-    kind = "ResNet" if spec.residual else "plain"
-    return f"{kind}-{spec.depth}" + (f"-{spec.shortcut}" if spec.residual and spec.family == "imagenet" else "")
-
-
-def colour(depth, i):
-    return DEPTH_COLOURS.get(depth, f"C{i % 10}")
+def colour(depth, i, palette):
+    return DEPTH_COLOURS.get(depth, palette[i % len(palette)])
 
 
 # Panels: (title, which models belong). figure1 has both panels on the same runs, plotting different columns.
@@ -180,9 +67,11 @@ PANELS = {
 def _curves(run_dirs):
     """[(ModelSpec, seed, history)] sorted by plain/ResNet then depth, as the paper's legends."""
     curves = []
-    for run in dict.fromkeys(Path(r).resolve() for r in run_dirs):  # the same directory twice is one run
-        spec = read_spec(run)
-        curves.append((parse_model_name(spec["model"]), spec.get("seed"), read_history(run)))
+    for path in dict.fromkeys(Path(r).resolve() for r in run_dirs):  # the same directory twice is one run
+        run = RunDir(path)
+        run.require("history.csv")
+        history = {c: [r[c] for r in run.history] for c in ("iteration", "train_error", "test_error")}
+        curves.append((run.model_spec, run.seed, history))
     return sorted(curves, key=lambda c: (c[0].residual, c[0].depth, c[0].shortcut, str(c[1])))
 
 
@@ -218,9 +107,9 @@ def _responses(run_dirs, responses):
     return {m: v["std"] for m, v in _response_columns(run_dirs, responses).items()}
 
 
-def _model_label(name):
+def label_or_name(name):
     try:
-        return label(parse_model_name(name))
+        return model_label(name)
     except ReproError:
         return name
 
@@ -238,7 +127,7 @@ def responses_note(columns):
     by = {c: {m: mean(v[c]) for m, v in columns.items()} for c in ("std", "std_per_channel")}
     order = {c: sorted(by[c], key=by[c].get) for c in by}
     same = "the same order" if order["std"] == order["std_per_channel"] else "a different order"
-    pairs = ", ".join(f"{_model_label(m)} {by['std'][m]:.2f} / {by['std_per_channel'][m]:.2f}" for m in columns)
+    pairs = ", ".join(f"{label_or_name(m)} {by['std'][m]:.2f} / {by['std_per_channel'][m]:.2f}" for m in columns)
     return (
         note + f" Mean over layers, std / per-channel std averaged over channels: {pairs}; "
         f"the per-channel measure ranks the models in {same}."
@@ -266,6 +155,83 @@ def _xscale(max_iter):
     return 10 ** min(4, max(0, math.floor(math.log10(max(max_iter, 1)))))
 
 
+def figure_inputs(name, run_dirs, responses):
+    """What figure `name` draws: figure7 {"columns"}: the response columns per model; the others
+    {"curves", "panels"}: every run's history and the runs of each panel. Checked before drawing."""
+    if name == "figure7":
+        columns = _response_columns(run_dirs, responses)
+        if not columns:
+            raise ReproError(
+                "figure7 needs layer responses: give --responses CSV or --run RUN (with RUN/responses.csv)"
+            )
+        return {"columns": columns}
+    curves = _curves(run_dirs)
+    panels = [(title, [c for c in curves if fits(c[0])]) for title, fits in PANELS[name]]
+    used = {id(c) for _, cs in panels for c in cs}
+    for c in curves:
+        if id(c) not in used:
+            print(
+                f"resnet-repro: warning: {name} has no panel for {c[0].name} (seed {c[1]}); not drawn", file=sys.stderr
+            )
+    for title, cs in panels:
+        if not cs:
+            raise ReproError(f"{name}: no run for the {title!r} panel (give --run directories of those models)")
+    return {"curves": curves, "panels": panels}
+
+
+def draw_responses(fig, columns, palette):
+    """Figure 7: each model's response std by layer, in layer order (top) and sorted (bottom)."""
+    axes = fig.subplots(2, 1)
+    for i, (model, v) in enumerate(columns.items()):
+        std = v["std"]
+        try:
+            m = parse_model_name(model)
+            style = dict(color=colour(m.depth, i, palette), ls="-" if m.residual else "--", label=model_label(m))
+        except ReproError:
+            style = dict(color=palette[i % len(palette)], label=model)
+        axes[0].plot(range(1, len(std) + 1), std, lw=1.2, **style)
+        axes[1].plot(range(1, len(std) + 1), sorted(std, reverse=True), lw=1.2, **style)
+    axes[0].set_xlabel("layer index (original)")
+    axes[1].set_xlabel("layer index (sorted by magnitude)")
+    for ax in axes:
+        ax.set_ylabel("std")
+        ax.legend(loc="best", ncol=len(columns) // 3 + 1)
+
+
+def draw_curves(fig, name, curves, panels, palette):
+    """Figures 1, 4 and 6: error curves, one panel per group of models, as the paper draws them."""
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    scale = _xscale(max(max(h["iteration"]) for _, _, h in curves))
+    shown = []
+    for p, (ax, (title, cs)) in enumerate(zip(axes, panels)):
+        seen = set()
+        for i, (m, seed, h) in enumerate(cs):
+            x = [it / scale for it in h["iteration"]]
+            col = colour(m.depth, i, palette)
+            lab = None if model_label(m) in seen else model_label(m)
+            seen.add(model_label(m))
+            skip = next(j for j, it in enumerate(h["iteration"]) if it >= 0.1 * h["iteration"][-1])
+            if name == "figure1":  # left training error, right test error, same runs
+                key = "train_error" if p == 0 else "test_error"
+                ax.plot(x, h[key], color=col, lw=1.5, label=lab)
+                shown += h[key][skip:]
+            else:  # figure6: dashed training / bold test; figure4: thin training / bold val
+                thin, ls = (0.8, "-") if name == "figure4" else (1.0, "--")
+                ax.plot(x, h["train_error"], color=col, lw=thin, ls=ls)
+                ax.plot(x, h["test_error"], color=col, lw=2.0, label=lab)
+                shown += h["train_error"][skip:] + h["test_error"][skip:]
+        ax.set_title(title)
+        ax.set_xlabel(f"iter. (1e{round(math.log10(scale))})")
+        ax.legend(loc="upper right")
+    if name == "figure1":
+        axes[0].set_ylabel("training error (%)")
+        axes[1].set_ylabel("test error (%)")
+        axes[1].yaxis.set_tick_params(labelleft=True)
+    else:
+        axes[0].set_ylabel("error (%)")
+    axes[0].set_ylim(*_ylim(shown))
+
+
 def draw_figure(name, run_dirs=(), responses=(), out=None, preset=None):
     """Draw figure `name` from the given run directories (and, for figure7, responses CSVs); write
     `out` (.pdf) and the same figure as .png beside it. Returns the two paths."""
@@ -274,98 +240,27 @@ def draw_figure(name, run_dirs=(), responses=(), out=None, preset=None):
     out = Path(out or f"reports/{name}.pdf")
     if out.suffix != ".pdf":
         raise ReproError(f"--out must be a .pdf file (the .png is written beside it), got {out}")
-    preset = preset or infer_preset(list(run_dirs) + list(responses))
-    if name == "figure7":
-        columns = _response_columns(run_dirs, responses)
-        data = {m: v["std"] for m, v in columns.items()}
-        if not data:
-            raise ReproError(
-                "figure7 needs layer responses: give --responses CSV or --run RUN (with RUN/responses.csv)"
-            )
-    else:
-        curves = _curves(run_dirs)
-        panels = [(title, [c for c in curves if fits(c[0])]) for title, fits in PANELS[name]]
-        used = {id(c) for _, cs in panels for c in cs}
-        for c in curves:
-            if id(c) not in used:
-                print(
-                    f"resnet-repro: warning: {name} has no panel for {c[0].name} (seed {c[1]}); not drawn",
-                    file=sys.stderr,
-                )
-        for title, cs in panels:
-            if not cs:
-                raise ReproError(f"{name}: no run for the {title!r} panel (give --run directories of those models)")
+    preset = preset or preset_of(list(run_dirs) + list(responses))
+    inputs = figure_inputs(name, run_dirs, responses)
 
     import matplotlib
+    import seaborn
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
     from .files import write_with
 
-    rc = {
-        "font.size": 9,
-        "axes.grid": True,
-        "grid.alpha": 0.3,
-        "legend.fontsize": 8,
-        "legend.frameon": False,
-        "pdf.fonttype": 42,
-    }
-    with matplotlib.rc_context(rc):
+    palette = seaborn.color_palette("colorblind")  # for depths the paper gives no colour
+    rc = {"font.size": 9, "legend.fontsize": 8, "legend.frameon": False, "pdf.fonttype": 42}
+    with seaborn.axes_style("whitegrid"), seaborn.plotting_context("paper"), matplotlib.rc_context(rc):
         if name == "figure7":
             fig = Figure(figsize=(6.5, 5.5))
-            axes = fig.subplots(2, 1)
-            for i, (model, std) in enumerate(data.items()):
-                try:
-                    m = parse_model_name(model)
-                    style = dict(color=colour(m.depth, i), ls="-" if m.residual else "--", label=label(m))
-                except ReproError:
-                    style = dict(color=f"C{i % 10}", label=model)
-                axes[0].plot(range(1, len(std) + 1), std, lw=1.2, **style)
-                axes[1].plot(range(1, len(std) + 1), sorted(std, reverse=True), lw=1.2, **style)
-            axes[0].set_xlabel("layer index (original)")
-            axes[1].set_xlabel("layer index (sorted by magnitude)")
-            for ax in axes:
-                ax.set_ylabel("std")
-                ax.legend(loc="best", ncol=len(data) // 3 + 1)
+            draw_responses(fig, inputs["columns"], palette)
         else:
-            fig = Figure(figsize=(4 * len(panels), 3.6))
-            axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-            scale = _xscale(max(max(h["iteration"]) for _, _, h in curves))
-            shown = []
-            for p, (ax, (title, cs)) in enumerate(zip(axes, panels)):
-                seen = set()
-                for i, (m, seed, h) in enumerate(cs):
-                    x = [it / scale for it in h["iteration"]]
-                    col = colour(m.depth, i)
-                    lab = None if label(m) in seen else label(m)
-                    seen.add(label(m))
-                    skip = next(j for j, it in enumerate(h["iteration"]) if it >= 0.1 * h["iteration"][-1])
-                    if name == "figure1":  # left training error, right test error, same runs
-                        key = "train_error" if p == 0 else "test_error"
-                        ax.plot(x, h[key], color=col, lw=1.5, label=lab)
-                        shown += h[key][skip:]
-                    else:  # figure6: dashed training / bold test; figure4: thin training / bold val
-                        ax.plot(
-                            x,
-                            h["train_error"],
-                            color=col,
-                            lw=0.8 if name == "figure4" else 1.0,
-                            ls="--" if name == "figure6" else "-",
-                        )
-                        ax.plot(x, h["test_error"], color=col, lw=2.0, label=lab)
-                        shown += h["train_error"][skip:] + h["test_error"][skip:]
-                ax.set_title(title)
-                ax.set_xlabel(f"iter. (1e{round(math.log10(scale))})")
-                ax.legend(loc="upper right")
-            if name == "figure1":
-                axes[0].set_ylabel("training error (%)")
-                axes[1].set_ylabel("test error (%)")
-                axes[1].yaxis.set_tick_params(labelleft=True)
-            else:
-                axes[0].set_ylabel("error (%)")
-            axes[0].set_ylim(*_ylim(shown))
+            fig = Figure(figsize=(4 * len(inputs["panels"]), 3.6))
+            draw_curves(fig, name, inputs["curves"], inputs["panels"], palette)
         text = f"Figure {name[6:]}. " + caption(name, data_of_runs(run_dirs) if run_dirs else None)
         if name == "figure7":
-            text += " " + responses_note(columns)
+            text += " " + responses_note(inputs["columns"])
         wrapped = textwrap.wrap(text, int(16 * fig.get_figwidth()))  # ~16 characters per inch at 7 pt
         fig.text(0.01, 0.01, "\n".join(wrapped), fontsize=7, va="bottom", ha="left")
         note = preset_note(preset)

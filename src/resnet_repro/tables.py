@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 
 from .errors import ReproError
-from .figures import data_name, infer_preset, preset_note, read_spec, reference
 from .names import parse_model_name
+from .paper import data_name, preset_note, reference
+from .rundir import RunDir, preset_of, run_of_file
 
 # name: (reference.yaml key, model family, eval view, metrics, shortcut of the paper's ResNets if unstated)
 TABLES = {
@@ -45,9 +46,9 @@ def canonical(name):
 
 
 def read_metrics(run, view):
-    path = Path(run) / "eval" / view / "metrics.json"
+    """A run's evaluation in `view` (top1, top5, split, and the precision and views in words)."""
+    m = run.eval_metrics(view)
     try:
-        m = json.loads(path.read_text())
         v = m["views"][view]
         return {
             "top1": float(v["top1_error"]),
@@ -56,9 +57,8 @@ def read_metrics(run, view):
             "precision": precision_label(m),
             "views": view_label(view, v),
         }
-    except FileNotFoundError:
-        raise ReproError(f"{path} does not exist (run `resnet-repro evaluate --views {view}` first)") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        path = run.dir / "eval" / view / "metrics.json"
         raise ReproError(f"{path} is malformed: {e.__class__.__name__}: {e}") from None
 
 
@@ -98,23 +98,17 @@ def precision_label(eval_metrics):
 def read_runs(run_dirs, family, view):
     """[{model (canonical), seed, top1, top5, split, data}] for each run directory."""
     runs, seen = [], {}
-    for run in dict.fromkeys(map(str, run_dirs)):
-        spec = read_spec(run)
-        if parse_model_name(spec["model"]).family != family:
-            raise ReproError(f"{run}: {spec['model']} is not a {family} model, it does not belong in this table")
-        if not isinstance(spec.get("seed"), int):
-            raise ReproError(f"{run}/spec.yaml is malformed: `seed` is not an integer")
-        data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
-        r = {
-            "model": canonical(spec["model"]),
-            "seed": spec["seed"],
-            "data": data_name(data),
-            **read_metrics(run, view),
-        }
+    for path in dict.fromkeys(map(str, run_dirs)):
+        run = RunDir(path)
+        if run.family != family:
+            raise ReproError(f"{path}: {run.spec['model']} is not a {family} model, it does not belong in this table")
+        if not isinstance(run.seed, int):
+            raise ReproError(f"{path}/spec.yaml is malformed: `seed` is not an integer")
+        r = {"model": run.model, "seed": run.seed, "data": data_name(run.data), **read_metrics(run, view)}
         key = (r["model"], r["seed"])
         if key in seen:  # would count one result twice in the mean
-            raise ReproError(f"runs {seen[key]} and {run} are both {r['model']} seed {r['seed']}")
-        seen[key] = run
+            raise ReproError(f"runs {seen[key]} and {path} are both {r['model']} seed {r['seed']}")
+        seen[key] = path
         runs.append(r)
     return runs
 
@@ -179,7 +173,7 @@ def make_table(name, run_dirs=(), ensemble=None, preset=None):
     _, family, view, metrics, _ = TABLES[name]
     if name == "table5":
         for run in run_dirs:  # the ensemble's runs: only checked; members are found from the JSON's paths
-            read_spec(run)
+            RunDir(run)
         return _table5(ensemble, preset)
     if ensemble:
         raise ReproError(f"--ensemble is for table5 only, not {name}")
@@ -252,14 +246,15 @@ def _table5(ensemble, preset):
         raise ReproError(f"{path} does not exist") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise ReproError(f"{path} is malformed: {err.__class__.__name__}: {err}") from None
-    preset = preset or infer_preset(members)  # the members' paths say which preset trained them
+    preset = preset or preset_of(members)  # the members' paths say which preset trained them
     rows = _paper_rows("table5")
-    info = {f: _member_run(f) for f in members}
+    runs = {f: RunDir(run_of_file(f)) if run_of_file(f) else None for f in members}
+    info = {f: (r.model, r.seed) if r else (Path(f).name, None) for f, r in runs.items()}  # (model, seed)
     ours = next(r for r in rows if r["source"] == "paper")  # the single "ResNet (ILSVRC'15)" row
     seeds = [str(s) for _, s in info.values() if s is not None]
-    precision = {f: _member_precision(f) for f in members}
-    data = {f: data_name((_member_spec(f) or {}).get("data")) for f in members}
-    views = {f: _member_views(f) for f in members}
+    precision = {f: member_precision(f) for f in members}
+    data = {f: data_name(r.data if r else None) for f, r in runs.items()}
+    views = {f: member_views(f) for f in members}
     ours.update(
         top5=ens_top5,
         top1=ens_top1,
@@ -321,13 +316,13 @@ def scores_metrics(scores_file):
     return m if isinstance(m, dict) else {}
 
 
-def _member_precision(scores_file):
+def member_precision(scores_file):
     """The precision label of an ensemble member, from the evaluation's metrics.json beside its scores."""
     m = scores_metrics(scores_file)
     return precision_label(m) if m else "unknown"
 
 
-def _member_views(scores_file):
+def member_views(scores_file):
     """What an ensemble member's scores averaged (view_label), from the evaluation's metrics.json
     beside its scores; the view is the file's name, scores-<view>.npz."""
     view = Path(scores_file).stem.removeprefix("scores-")
@@ -335,20 +330,6 @@ def _member_views(scores_file):
     if not isinstance(v, dict) or view not in v:
         return f"{view} (not recorded)"
     return view_label(view, v[view])
-
-
-def _member_spec(scores_file):
-    """RUN/spec.yaml of a scores file RUN/eval/<view>/scores-<view>.npz, or None if not found."""
-    for run in list(Path(scores_file).parents)[:3]:
-        if (run / "spec.yaml").exists():
-            return read_spec(run)
-    return None
-
-
-def _member_run(scores_file):
-    """(model, seed) of a scores file, from its run's spec.yaml if found."""
-    spec = _member_spec(scores_file)
-    return (canonical(spec["model"]), spec.get("seed")) if spec else (Path(scores_file).name, None)
 
 
 def table_data(df):
@@ -415,7 +396,7 @@ def write_table(df, name, out, preset=None):
 
 
 def cmd_table(args):
-    preset = args.preset or infer_preset(args.run)
+    preset = args.preset or preset_of(args.run)
     df = make_table(args.name, args.run, args.ensemble, preset)
     for path in write_table(df, args.name, args.out, preset):
         print(path)

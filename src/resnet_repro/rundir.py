@@ -1,0 +1,198 @@
+"""A training run directory, results/runs/<preset>/<model>/seed<k>/, read in one place: spec.yaml,
+history.csv, metrics.json, eval/<view>/metrics.json, responses.csv and mlflow.json, and the rules that
+decode a path into its run and preset. figures, tables and report read runs only through RunDir."""
+
+import csv
+import io
+import json
+import re
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+
+from .errors import ReproError
+from .names import parse_model_name
+from .paper import data_names
+
+HISTORY_COLUMNS = ["iteration", "train_error", "test_error"]
+
+
+def read_csv(path, columns):
+    """Rows of a CSV as dicts, with `columns` required and parsed as floats (strings elsewhere)."""
+    path = Path(path)
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    except FileNotFoundError:
+        raise ReproError(f"{path} does not exist") from None
+    except (OSError, csv.Error, UnicodeDecodeError) as e:
+        raise ReproError(f"cannot read {path}: {e}") from None
+    if not rows:
+        raise ReproError(f"{path} has no data rows")
+    missing = [c for c in columns if c not in rows[0]]
+    if missing:
+        raise ReproError(f"{path} is malformed: missing column(s) {', '.join(missing)}")
+    try:
+        for r in rows:
+            r.update({c: float(r[c]) for c in columns})
+    except (TypeError, ValueError):
+        raise ReproError(f"{path} is malformed: non-numeric value in {', '.join(columns)}") from None
+    return rows
+
+
+def read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ReproError(f"{path} is malformed: {e}") from None
+
+
+def read_spec(run):
+    """RUN/spec.yaml as a dict with a valid `model`."""
+    run = Path(run)
+    if not run.is_dir():
+        raise ReproError(f"run directory {run} does not exist")
+    path = run / "spec.yaml"
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ReproError(f"{path} does not exist (not a training run directory?)") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise ReproError(f"cannot read {path}: {e.__class__.__name__}: {e}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("model"), str):
+        raise ReproError(f"{path} is malformed: no `model` key")
+    try:
+        parse_model_name(spec["model"])
+    except ReproError as e:
+        raise ReproError(f"{path}: {e}") from None
+    return spec
+
+
+class RunDir:
+    """One training run directory; each file is read when first asked for. Optional files a run may
+    not have yet (history, responses, mlflow.json, metrics.json) read as empty/None."""
+
+    def __init__(self, path):
+        self.dir = Path(path)
+        self.spec = read_spec(self.dir)
+        self.model_spec = parse_model_name(self.spec["model"])
+        self.model = self.model_spec.name  # canonical: 'resnet34-B' and 'resnet34' meet
+        self.seed = self.spec.get("seed")
+        self.store = None  # the run as the MLflow store has it, filled by report.read_store
+
+    @property
+    def family(self):
+        return self.model_spec.family
+
+    @property
+    def data(self):
+        """The spec's `data` block ({} if absent)."""
+        return self.spec.get("data") if isinstance(self.spec.get("data"), dict) else {}
+
+    def require(self, name):
+        if not (self.dir / name).is_file():
+            raise ReproError(f"{self.dir / name} does not exist")
+
+    @cached_property
+    def history(self):
+        """history.csv rows, iteration/train_error/test_error as floats; [] before the first row is written."""
+        path = self.dir / "history.csv"
+        return read_csv(path, HISTORY_COLUMNS) if path.is_file() else []
+
+    def eval_metrics(self, view):
+        """eval/<view>/metrics.json as written by `evaluate`."""
+        path = self.dir / "eval" / view / "metrics.json"
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ReproError(f"{path} does not exist (run `resnet-repro evaluate --views {view}` first)") from None
+        except (OSError, ValueError) as e:
+            raise ReproError(f"{path} is malformed: {e.__class__.__name__}: {e}") from None
+
+    @cached_property
+    def evals(self):
+        """{view: {top1, top5, n}} over every eval/*/metrics.json (n: images evaluated, None if unrecorded)."""
+        evals = {}
+        for path in sorted(self.dir.glob("eval/*/metrics.json")):
+            try:
+                for view, v in json.loads(path.read_text())["views"].items():
+                    n = int(v["n"]) if v.get("n") else None
+                    evals[view] = {"top1": float(v["top1_error"]), "top5": float(v["top5_error"]), "n": n}
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise ReproError(f"{path} is malformed: {e.__class__.__name__}: {e}") from None
+        return evals
+
+    @cached_property
+    def precision(self):
+        """What training computed in (metrics.json `precision`), None if not recorded."""
+        path = self.dir / "metrics.json"
+        if not path.is_file():
+            return None
+        try:
+            return read_json(path).get("precision")
+        except AttributeError as e:
+            raise ReproError(f"{path} is malformed: {e}") from None
+
+    @cached_property
+    def responses(self):
+        """The response std of each layer in layer order (responses.csv), None if not measured."""
+        path = self.dir / "responses.csv"
+        if not path.is_file():
+            return None
+        return [r["std"] for r in sorted(read_csv(path, ["layer", "std"]), key=lambda r: r["layer"])]
+
+    @cached_property
+    def mlflow(self):
+        """mlflow.json (run_id, experiment_id) once `track train` logged the run, else None."""
+        path = self.dir / "mlflow.json"
+        return read_json(path) if path.is_file() else None
+
+    @property
+    def run_id(self):
+        return (self.mlflow or {}).get("run_id")
+
+
+class Runs:
+    """Several run directories, each once, by (model, seed) and by directory."""
+
+    def __init__(self, run_dirs):
+        self.list, self.by_key = [], {}
+        for d in dict.fromkeys(str(Path(r)) for r in run_dirs):
+            r = RunDir(d)
+            key = (r.model, str(r.seed))
+            if key in self.by_key:
+                raise ReproError(f"runs {self.by_key[key].dir} and {r.dir} are both {r.model} seed {r.seed}")
+            self.by_key[key] = r
+            self.list.append(r)
+
+    def get(self, model, seed):
+        return self.by_key.get((model, str(seed)))
+
+    def of_model(self, model):
+        return [r for r in self.list if r.model == model]
+
+    def by_dir(self, path):
+        path = Path(path).resolve()
+        return next((r for r in self.list if r.dir.resolve() == path), None)
+
+
+def run_of_file(path):
+    """The run directory holding a file such as RUN/eval/<view>/scores-<view>.npz (the nearest of its
+    three parents with a spec.yaml), or None."""
+    return next((run for run in list(Path(path).parents)[:3] if (run / "spec.yaml").exists()), None)
+
+
+def preset_of(paths):
+    """The layout is results/runs/<preset>/<model>/seed<k>[/file]: the preset two levels above seed<k>,
+    if every path agrees; None otherwise."""
+    found = set()
+    for p in map(Path, paths):
+        parts = p.resolve().parts
+        i = next((i for i in range(len(parts) - 1, 1, -1) if re.fullmatch(r"seed\d+", parts[i])), None)
+        found.add(parts[i - 2] if i else None)
+    return found.pop() if len(found) == 1 else None
+
+
+def data_of_runs(run_dirs):
+    """The data sets of the given run directories, in words ('digits (8x8)' or 'CIFAR-10, ImageNet')."""
+    return data_names(read_spec(r).get("data") for r in dict.fromkeys(map(str, run_dirs)))
