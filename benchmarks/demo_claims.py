@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from resnet_repro import report  # noqa: E402
 from resnet_repro.config import Plan  # noqa: E402
-from resnet_repro.figures import reference  # noqa: E402
+from resnet_repro.paper import reference  # noqa: E402
 
 CLAIMS = ["degradation_cifar", "residual_fix_cifar", "depth_gain_cifar", "small_responses"]
 

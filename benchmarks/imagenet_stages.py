@@ -77,7 +77,7 @@ def main():
                     step(x, y)
                 torch.cuda.synchronize(dev)
             print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12), flush=True)
-        from resnet_repro.train import StreamBatches
+        from resnet_repro.batches import StreamBatches
 
         mean = torch.full((3, 224, 224), 0.5, device=dev)
         for workers in (8, args.workers):

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_repro import data as D
+from resnet_repro.batches import SmallBatches
 from resnet_repro.device import (
     configure,
     describe,
@@ -42,7 +43,7 @@ from resnet_repro.device import (
     use_cuda_graph,
 )
 from resnet_repro.models import build_model
-from resnet_repro.train import SmallBatches, Step
+from resnet_repro.train import Step
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # as in the reference repos
 

@@ -204,7 +204,7 @@ def test_experiment_opens_on_the_runs_table(server, store, page):
     """The address the project prints for an experiment (track setup, the live log, README) opens its
     runs table with the Dataset column filled, not MLflow 3's GenAI overview (traces); the experiment
     is also tagged as model training."""
-    from resnet_repro.tracking import ui_path
+    from resnet_repro.mlflow_store import ui_path
 
     assert store["train"].tags["mlflow.experimentKind"] == "custom_model_development"
     page.goto(server + ui_path(store["train"].experiment_id))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resnet_repro import report, report_pdf, tracking
+from resnet_repro import mlflow_store, report, report_pdf, tracking
 from resnet_repro.claims import RULES, VERDICTS, Measure, binomial_std, check_rules, compare, judge, noise
 from resnet_repro.cli import main
 from resnet_repro.errors import ReproError
@@ -171,7 +171,7 @@ def build(root, preset="paper"):
     dirs = {k: str(v) for k, v in runs.items()}
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    tracking.setup(uri)
+    mlflow_store.setup(uri)
     for d in dirs.values():
         tracking.track_train(d, preset, config_hash="cafe12345678", uri=uri)
 

@@ -9,8 +9,9 @@ import os
 import yaml
 
 from .errors import ReproError
-from .figures import FIGURES, data_names
+from .mlflow_store import DEFAULT_TRACKING_URI
 from .names import parse_model_name
+from .paper import FIGURES, data_names
 from .spec import deep_merge
 from .tables import TABLES as TABLE_SPECS
 
@@ -51,7 +52,7 @@ class Plan:
         self.cfg.setdefault("model_training", {})
         self.cfg.setdefault("extra_seeds", {})
         self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or config["mlflow"].get(
-            "tracking_uri", "sqlite:///mlflow.db"
+            "tracking_uri", DEFAULT_TRACKING_URI
         )
         self.experiments = {}
         for name in ARTIFACTS:

@@ -10,18 +10,11 @@ from pathlib import Path
 
 from .errors import ReproError
 from .names import parse_model_name
-
-# FIGURE_FAMILY, data_name, data_names, reference: config.py, tracking.py and workflow/rules/common.smk
-# still import them from here; their home is paper.py
-from .paper import (  # noqa: F401
-    FIGURE_FAMILY,
+from .paper import (
     FIGURES,
     caption,
-    data_name,
-    data_names,
     model_label,
     preset_note,
-    reference,
 )
 from .rundir import RunDir, data_of_runs, preset_of, read_csv
 

@@ -6,7 +6,6 @@ once, so every client call goes through `retry`. mlflow is imported inside funct
 `resnet-repro --help` stays fast.
 """
 
-import hashlib
 import json
 import os
 import random
@@ -131,14 +130,6 @@ def mlflow_errors(fn):
 
 
 # ---------------------------------------------------------------- small helpers
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def git_commit():

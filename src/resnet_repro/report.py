@@ -19,12 +19,12 @@ pandas, matplotlib and mlflow are imported inside functions only: the CLI import
 every command."""
 
 import datetime
-import subprocess
 from pathlib import Path
 
 from .claims import judge
 from .digest import artifacts_digest
 from .errors import ReproError
+from .mlflow_store import git_commit, quote
 from .paper import reference
 from .report_html import render_html
 from .report_pdf import pdf_note_html, write_pdf
@@ -64,36 +64,11 @@ def read_figures(paths):
 # ---------------------------------------------------------------- provenance
 
 
-def code_commit():
-    """The git commit of the code making the report: the repository holding this package (an editable
-    install), else the working directory's; '+dirty' when it has uncommitted changes."""
-    for where in (Path(__file__).resolve().parent, Path.cwd()):
-        try:
-            out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=where)
-            if out.returncode == 0 and out.stdout.strip():
-                dirty = subprocess.run(
-                    ["git", "status", "--porcelain", "--untracked-files=no"],
-                    capture_output=True,
-                    text=True,
-                    timeout=10,
-                    cwd=where,
-                ).stdout.strip()
-                return out.stdout.strip() + ("+dirty" if dirty else "")
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    return "unknown"
-
-
-def quote(value):
-    """A string literal for an MLflow search filter (as tracking quotes it)."""
-    return f"'{value}'" if "'" not in value else f'"{value}"'
-
-
 def read_store(uri, runs, artifacts):
     """Look the runs and the figure/table report runs up in the MLflow store (read only).
     `artifacts`: {name: [files as `track report` logged them]}. Returns (reachable, note, {name: report
     run info}); fills run.store."""
-    from .tracking import client, experiment_arg, reports_experiment
+    from .mlflow_store import client, experiment_arg, reports_experiment
 
     try:
         c = client(uri)
@@ -174,7 +149,7 @@ def make_report(
 ):
     """Write the HTML report (and PDF, JSON); return the JSON summary as a dict."""
     from .files import write_json, write_text
-    from .tracking import tracking_uri
+    from .mlflow_store import tracking_uri
 
     out = Path(out)
     check_outputs(out, pdf, pdf_engine)
@@ -186,7 +161,7 @@ def make_report(
     ctx = {
         "preset": preset,
         "config_hash": config_hash,
-        "commit": code_commit(),
+        "commit": git_commit(),
         "uri": uri,
         "store_ok": store_ok,
         "store_note": store_note,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from .digest import artifacts_digest, sha256
 from .errors import ReproError
 from .files import write_json
 from .mlflow_store import (
@@ -30,14 +31,8 @@ from .mlflow_store import (
     reports_experiment,
     retry,
     run_dir_tag,
-    setup,  # noqa: F401 (re-exported: tests/test_report.py calls tracking.setup)
-    sha256,
     tracking_uri,
-    ui_path,  # noqa: F401 (re-exported: tests/test_browser.py imports it from here)
 )
-
-# report.py (being split in issue 13) imports quote by its old private name from here; drop once it imports quote
-_quote = quote
 
 HISTORY_METRICS = ["train_error", "test_error", "train_loss", "test_loss", "lr", "holdout_error"]
 SUMMARY_METRICS = ["images_per_s", "s_per_1k_iters", "elapsed_s"]
@@ -339,7 +334,7 @@ def dataset_inputs(spec, summary):
     curve was measured on, each with its size (metrics.json) and where the images came from."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    from .figures import data_name
+    from .paper import data_name
 
     d = spec["data"]
     if d.get("root") and d["kind"] != "digits":
@@ -510,7 +505,7 @@ def track_report(artifacts, name, sources, preset, uri=None):
         if not path.is_file():
             raise ReproError(f"{path} does not exist: run `resnet-repro track train {src}` first")
         source_ids.append(read_json(path, "tracking file")["run_id"])
-    digest = hashlib.sha256("".join(f"{f.name}:{sha256(f)}\n" for f in files).encode()).hexdigest()
+    digest = artifacts_digest(files)  # the report finds this run by the same digest
     uri = tracking_uri(uri)
     c = client(uri)
     # the reports experiment beside the trainings' experiment (one per preset and data)
@@ -523,7 +518,7 @@ def track_report(artifacts, name, sources, preset, uri=None):
         log(f"{name} ({preset}) is already tracked as run {run_id}; nothing to do")
     else:
         commit = git_commit()
-        from .figures import data_of_runs
+        from .rundir import data_of_runs
 
         data = data_of_runs([Path(src) for src in sources]) if sources else "unknown"
         run_id = c.create_run(

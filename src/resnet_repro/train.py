@@ -24,7 +24,7 @@ import yaml
 from . import parallel, runlock
 
 # SmallBatches and StreamBatches also under their old address: benchmarks/ import them from here
-from .batches import SmallBatches, StreamBatches, aug_seed, open_data  # noqa: F401
+from .batches import aug_seed, open_data
 from .device import (
     autocast,
     configure,

@@ -160,7 +160,7 @@ def node_threads(wildcards):
 
 def artifact_caption(wildcards):
     """The paper's caption of a figure (its data set replaced by the runs') or table."""
-    from resnet_repro.figures import FIGURE_FAMILY, caption, data_name, reference
+    from resnet_repro.paper import FIGURE_FAMILY, caption, data_name, reference
 
     name = getattr(wildcards, "figure", None) or wildcards.table
     if name in FIGURES:
