@@ -31,3 +31,13 @@ def test_workflow_env_has_the_runtime_dependencies():
 def test_torch_is_pinned():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert "torch==2.14.1" in deps and "torchvision==0.29.1" in deps
+
+
+def test_readme_layout_names_every_module_and_workflow_folder():
+    layout = (ROOT / "README.md").read_text().split("## Layout", 1)[1]
+    words = set(layout.replace(",", " ").replace("/", " ").split())
+    modules = {p.stem for p in (ROOT / "src" / "resnet_repro").glob("*.py")} - {"__init__", "__main__"}
+    assert modules <= words, sorted(modules - words)
+    folders = {p.name for p in (ROOT / "workflow").iterdir() if p.is_dir()}
+    named = [w for w in layout.split() if w.startswith("workflow/")]
+    assert all(any(w.startswith(f"workflow/{f}/") for w in named) for f in folders), (folders, named)
