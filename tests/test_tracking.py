@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from resnet_repro import mlflow_store
+from resnet_repro import digest, mlflow_store
 from resnet_repro.cli import main
 from resnet_repro.files import write_json, write_text
 from resnet_repro.models import ResNet, parse_model_name
@@ -147,7 +147,7 @@ def test_train_logs_params_tags_metrics_artifacts(store, tmp_path):
     t = run.data.tags
     assert t["model"] == "resnet20" and t["dataset"] == "digits" and t["preset"] == "demo"
     assert t["uses"] == "figure6,table6" and t["run_dir"] == mlflow_store.run_dir_tag(run_dir)
-    assert t["checkpoint_sha256"] == mlflow_store.sha256(run_dir / "model.pt") and t["git_commit"] == p["git_commit"]
+    assert t["checkpoint_sha256"] == digest.sha256(run_dir / "model.pt") and t["git_commit"] == p["git_commit"]
     # the arithmetic the training and its evaluation actually used
     assert t["precision"] == "bf16" and t["eval_precision"] == "fp32" and t["single_precision"] == "fp32"
     for key in HISTORY_KEYS:
