@@ -1,6 +1,7 @@
 """The workflow on Slurm: `snakemake --profile slurm` (slurm/config.yaml) against a real single-node
 Slurm 22.05 on localhost (tests/slurm/cluster.sh: slurmctld, slurmd, slurmdbd for sacct, munge;
-two pretend GPUs), with tests/slurm/profile over it for fast status polling.
+two pretend GPUs), with tests/slurm/profile over it for fast status polling; for the two-node test, two
+more slurmds on the same machine (`cluster.sh start-two-node`, partition "multi").
 
 The tests marked `slurm` need root: the session fixture installs the Debian packages if they are
 missing and skips when that is impossible. The others only parse the profile (no cluster)."""
@@ -551,3 +552,177 @@ def test_second_snakemake_does_not_start_a_second_copy_of_a_running_training(slu
     history = pd.read_csv(tmp_path / TRAIN_RUN / "history.csv")
     assert list(history["iteration"]) == list(range(100, iters + 1, 100))
     assert not (tmp_path / TRAIN_RUN / "train.lock").exists()
+
+
+# ---------------------------------------------------------------- two nodes
+
+TWO_NODE_ITERS = 200
+
+
+def torch_load(path):
+    import torch  # only the two-node test reads checkpoints
+
+    return torch.load(path, weights_only=False)
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)
+
+
+@pytest.fixture
+def two_nodes(slurm_cluster):
+    """Partition "multi": nodes node1 and node2, two more slurmds on this machine (Slurm's multiple-slurmd
+    mode, `cluster.sh start-two-node`); stopped again after the test, whatever its outcome."""
+    r = sh("bash", CLUSTER_SH, "start-two-node", timeout=300)
+    try:
+        assert r.returncode == 0, f"cluster.sh start-two-node failed:\n{r.stdout}\n{r.stderr}"
+        yield "multi"
+    finally:
+        r = sh("bash", CLUSTER_SH, "stop-two-node", timeout=300)
+        assert r.returncode == 0, f"cluster.sh stop-two-node failed:\n{r.stdout}\n{r.stderr}"
+
+
+@pytest.mark.slurm
+def test_two_node_gloo_training_finishes_and_its_checkpoint_resumes_on_one_node(two_nodes, tmp_path):
+    """The tiny preset's ResNet-20 with `resources: {cifar: {gpus: 2, nodes: 2}}` through `snakemake --profile
+    slurm`: one job on node1 and node2 (the plugin's multi-node submission), whose shell runs the workflow's
+    launch line (config.Plan.launcher: srun, one torchrun agent per node, c10d rendezvous on the first node,
+    one gloo process each). Mid-run the job gets Slurm's early warning (SIGUSR1, as `--signal=USR1@N` sends
+    it to the job's steps): the two processes checkpoint and stop; Snakemake resubmits, and the next
+    attempt resumes on both nodes and finishes. The checkpoint the warning left then resumes in a single
+    process (`resnet-repro train ... --resume`, no Slurm) and finishes too."""
+    iters = TWO_NODE_ITERS
+    extra = tmp_path / "slurm-two-nodes.yaml"
+    extra.write_text(
+        yaml.safe_dump(
+            {
+                "presets": {
+                    "tiny": {
+                        "resources": {"cifar": {"gpus": 2, "nodes": 2, "threads": 2, "mem_mb": 2000}},
+                        "model_training": {
+                            "resnet20": {
+                                "max_iters": iters,
+                                "log_every": 10,
+                                "checkpoint_every": 10,
+                                "checkpoint_minutes": 0,
+                            }
+                        },
+                    }
+                }
+            }
+        )
+    )
+    cmd = [
+        str(BIN / "snakemake"),
+        f"{TRAIN_RUN}/model.pt",
+        "--profile",
+        str(PROFILE),
+        "--profile",
+        str(TEST_PROFILE),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--configfile",
+        str(ROOT / "config.yaml"),
+        str(extra),
+        "--directory",
+        str(tmp_path),
+        "--config",
+        "preset=tiny",
+    ]
+    e = env(RESNET_SLURM_PARTITION=two_nodes, RESNET_SLURM_ACCOUNT="resnet")
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
+    out, log, run = tmp_path / "snakemake.out", tmp_path / ATTEMPTS_LOG, tmp_path / TRAIN_RUN
+    snapshot = tmp_path / "one-node"
+    warned = stopped = None
+    with open(out, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=tmp_path, env=e, start_new_session=True)
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+            text = log.read_text() if log.exists() else ""
+            if warned is None and re.search(rf"\bit 20/{iters}\b", text):
+                m = re.search(
+                    r"submitted with SLURM jobid (\d+) \(log: [^)]*/rule_train_cifar/resnet20_0/", out.read_text()
+                )
+                assert m, "the training runs but its Slurm job id was not reported"
+                warned = m.group(1)
+                r = sh("scancel", "--signal=USR1", warned)  # the early warning, to every step of the job
+                assert r.returncode == 0, r.stderr
+            m = re.search(r"stopped at iteration (\d+) by signal SIGUSR1; checkpoint written", text)
+            if warned and stopped is None and m:
+                # the warned attempt's checkpoint, before the next attempt (seconds away) overwrites it
+                stopped = int(m.group(1))
+                snapshot.mkdir()
+                (snapshot / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes())
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # Snakemake cancels its Slurm jobs on ^C
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"snakemake did not finish in {RUN_TIMEOUT} s:\n{out.read_text()[-4000:]}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text, log_text = out.read_text(), log.read_text() if log.exists() else ""
+    assert proc.returncode == 0, text[-5000:] + log_text[-3000:]
+    assert warned, f"the training finished before the test could warn it; raise TWO_NODE_ITERS\n{log_text[-2000:]}"
+    assert stopped is not None and 20 <= stopped < iters, log_text[-3000:]
+
+    # the workflow's launch line ran, in a two-node job whose job step had one task on each node
+    launch = re.search(r"^Shell command: (srun --nodes=2 .*?torchrun --nnodes=2 .*)$", text, re.M)
+    assert launch and "--rdzv_backend=c10d --rdzv_endpoint=$(hostname):29400" in launch.group(1), text[-3000:]
+    jobs = attempts(since)
+    assert [j["State"] for j in jobs] == ["FAILED", "COMPLETED"] and jobs[0]["JobID"] == warned, jobs
+    for j in jobs:
+        r = sh("sacct", "-P", "-n", "-j", j["JobID"], "-o", "JobID,NodeList,NNodes,NTasks,AllocTRES")
+        rows = {row.split("|")[0]: row.split("|")[1:] for row in r.stdout.splitlines()}
+        assert rows[j["JobID"]][:2] == ["node[1-2]", "2"] and "gres/gpu=2" in rows[j["JobID"]][3], rows
+        assert rows[f"{j['JobID']}.0"][:3] == ["node[1-2]", "2", "2"], rows  # srun: one task per node
+
+    # both processes took part: the stop was agreed by both, the retry resumed where it stopped, and the
+    # final checkpoint holds the augmentation state of each
+    headers = re.findall(r"^=== resnet-repro train: attempt (\d+), Slurm job (\d+) on ", log_text, re.M)
+    assert headers == [("1", jobs[0]["JobID"]), ("2", jobs[1]["JobID"])], log_text[-3000:]
+    assert re.search(rf"resumed from \S+checkpoint\.pt at iteration {stopped}$", log_text, re.M), log_text[-3000:]
+    assert "process(es) then" not in log_text  # resumed with as many processes as it stopped with
+    ckpt = torch_load(run / "checkpoint.pt")
+    assert ckpt["world_size"] == 2 and len(ckpt["aug_states"]) == 2 and ckpt["done"], {
+        k: ckpt[k] for k in ("world_size", "iteration", "done")
+    }
+    assert not torch_equal(*ckpt["aug_states"])  # two processes, two streams of augmentation
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["iterations"] == iters, metrics
+    history = pd.read_csv(run / "history.csv")
+    assert list(history["iteration"]) == list(range(10, iters + 1, 10))
+
+    # the warned attempt's two-process checkpoint resumes on one node, in one process, and finishes
+    warned_ckpt = torch_load(snapshot / "checkpoint.pt")
+    assert warned_ckpt["world_size"] == 2 and warned_ckpt["iteration"] == stopped and not warned_ckpt["done"]
+    overrides = re.search(r"resnet-repro train --overrides '([^']+)'", launch.group(1)).group(1)
+    r = subprocess.run(
+        [
+            str(BIN / "resnet-repro"),
+            "train",
+            "--overrides",
+            overrides,
+            "--out",
+            str(snapshot),
+            "--resume",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env(),
+        timeout=RUN_TIMEOUT,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"at iteration {stopped} (2 process(es) then, 1 now)" in r.stderr, r.stderr[-3000:]
+    one = json.loads((snapshot / "metrics.json").read_text())
+    assert one["processes"] == 1 and one["iterations"] == iters, one
+    assert list(pd.read_csv(snapshot / "history.csv")["iteration"]) == list(range(10, iters + 1, 10))

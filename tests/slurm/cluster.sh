@@ -8,6 +8,9 @@
 #                        pid files it wrote, never by name) and remove the Slurm config files it wrote
 #   cluster.sh status    which of them run (exit 0 when all do)
 #   cluster.sh clean     stop, then delete the state directory (database, spool, logs)
+#   cluster.sh start-two-node   (after start) start the slurmds of two more nodes, node1 and node2, in
+#                        partition "multi", for multi-node jobs (tests/test_slurm.py)
+#   cluster.sh stop-two-node    cancel the jobs in "multi" and stop those two slurmds (stop does too)
 #
 # Everything but the config files (/etc/slurm/{slurm,slurmdbd,gres}.conf) lives in
 # $RESNET_SLURM_STATE (default /tmp/resnet-repro-slurm): logs in log/, pid files in run/. The config
@@ -17,6 +20,11 @@
 # real munge or MariaDB on the machine is left alone.
 # Cluster "resnetrepro": node "$(hostname -s)" with all its CPUs, 3/4 of its memory (16 GB at least)
 # and two pretend GPUs; partition "debug" (the default); account "resnet"; sacct keeps each job's GPUs and comment.
+# Two-node jobs: the config also declares node1 and node2 (the same CPUs, memory and pretend GPUs each),
+# partition "multi", on this same machine: Slurm's multiple-slurmd mode (Debian's build has it:
+# `scontrol show config` says MULTIPLE_SLURMD = Yes), one slurmd per node name (`slurmd -N`) on ports
+# 16821 and 16822, each with its own spool directory. Their slurmds run only after `start-two-node`; until
+# then the two nodes are listed as down, which leaves partition "debug" alone.
 set -euo pipefail
 PATH=$PATH:/usr/sbin:/sbin
 
@@ -35,6 +43,9 @@ NODE=$(hostname -s)
 MUNGE_SOCKET=$STATE/munge/munge.socket
 DB_SOCKET=$STATE/mysql.sock
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)        # start order; stop goes backwards
+MULTI_PARTITION=multi
+MULTI_NODES=(node1 node2)       # their slurmds: "daemons" slurmd-node1, slurmd-node2 (start-two-node)
+MULTI_PORT0=16821               # node1's slurmd port; node2's is the next
 PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
 
 say() { echo "cluster.sh: $*" >&2; }
@@ -44,6 +55,7 @@ binary() {  # the executable each daemon runs as (what /proc/PID/exe must point 
     case $1 in
         munged) command -v munged ;;
         mariadbd) command -v mariadbd || command -v mysqld ;;
+        slurmd-*) command -v slurmd ;;
         *) command -v "$1" ;;
     esac
 }
@@ -132,11 +144,12 @@ AuthType=auth/munge
 AuthInfo=socket=$MUNGE_SOCKET
 CredType=cred/munge
 StateSaveLocation=$STATE/spool/slurmctld
-SlurmdSpoolDir=$STATE/spool/slurmd
+# one slurmd per node name on this machine (multiple-slurmd mode): %n is the node's name
+SlurmdSpoolDir=$STATE/spool/slurmd.%n
 SlurmctldPidFile=$STATE/run/slurmctld.own.pid
-SlurmdPidFile=$STATE/run/slurmd.own.pid
+SlurmdPidFile=$STATE/run/slurmd.%n.own.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
-SlurmdLogFile=$STATE/log/slurmd.log
+SlurmdLogFile=$STATE/log/slurmd.%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 # no cgroups here: track processes through /proc, no task binding
@@ -167,10 +180,17 @@ AccountingStoreFlags=job_comment
 GresTypes=gpu
 NodeName=$NODE NodeHostname=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+# two more nodes on this machine for multi-node jobs (slurmds started by 'cluster.sh start-two-node')
+$(for i in "${!MULTI_NODES[@]}"; do
+        echo "NodeName=${MULTI_NODES[i]} NodeHostname=$NODE NodeAddr=127.0.0.1 Port=$((MULTI_PORT0 + i))" \
+            "CPUs=$cpus RealMemory=$mem_mb Gres=gpu:$GPUS State=UNKNOWN"
+    done)
+PartitionName=$MULTI_PARTITION Nodes=$(IFS=,; echo "${MULTI_NODES[*]}") MaxTime=INFINITE State=UP
 EOF
     write_owned "$GRES_CONF" 644 <<EOF
 $MARK
 NodeName=$NODE Name=gpu File=$STATE/dev/gpu[0-$((GPUS - 1))]
+$(for n in "${MULTI_NODES[@]}"; do echo "NodeName=$n Name=gpu File=$STATE/dev/$n-gpu[0-$((GPUS - 1))]"; done)
 EOF
     write_owned "$DBD_CONF" 600 <<EOF
 $MARK
@@ -211,12 +231,15 @@ cmd_install() {
 cmd_start() {
     [[ $(id -u) == 0 ]] || die "the test cluster runs as root"
     have_packages || die "Slurm is not installed (run: $0 install)"
-    install -d -m 755 "$STATE" "$STATE/run" "$STATE/log" "$STATE/spool/slurmctld" "$STATE/spool/slurmd"
+    install -d -m 755 "$STATE" "$STATE/run" "$STATE/log" "$STATE/spool/slurmctld" "$STATE/spool/slurmd.$NODE"
     install -d -m 711 "$STATE/munge"
     install -d -m 755 "$STATE/dev"
     local g
     for ((g = 0; g < GPUS; g++)); do
         [[ -c $STATE/dev/gpu$g ]] || mknod -m 666 "$STATE/dev/gpu$g" c 1 3
+        for n in "${MULTI_NODES[@]}"; do
+            [[ -c $STATE/dev/$n-gpu$g ]] || mknod -m 666 "$STATE/dev/$n-gpu$g" c 1 3
+        done
     done
     write_configs
 
@@ -269,8 +292,71 @@ cmd_start() {
     say "up: cluster $CLUSTER, partition $PARTITION, account $ACCOUNT, node $NODE ($(nproc) CPUs); state in $STATE"
 }
 
+stop_daemon() {  # stop_daemon NAME: SIGTERM (SIGKILL after 30 s) to the pid recorded for it
+    local name=$1 pid
+    if running_pid "$name"; then
+        pid=$(<"$(pidfile "$name")")
+        kill -TERM "$pid" 2>/dev/null || true
+        if ! wait_for 30 "$name to exit" sh -c "! kill -0 $pid"; then
+            say "$name (pid $pid) ignored SIGTERM; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        say "stopped $name (pid $pid)"
+    fi
+    rm -f "$(pidfile "$name")"
+}
+
+cmd_start_two_node() {
+    running_pid slurmctld || die "the cluster is not running (run: $0 start)"
+    local n i
+    for n in "${MULTI_NODES[@]}"; do
+        scontrol show node "$n" >/dev/null 2>&1 \
+            || die "slurmctld does not know node $n (started by an older cluster.sh?): run $0 stop, then $0 start"
+    done
+    for i in "${!MULTI_NODES[@]}"; do
+        n=${MULTI_NODES[i]}
+        install -d -m 755 "$STATE/spool/slurmd.$n"
+        launch "slurmd-$n" "$(binary slurmd)" -D -N "$n"
+    done
+    multi_up() {
+        local n
+        for n in "${MULTI_NODES[@]}"; do
+            [[ $(sinfo -h -n "$n" -o %t 2>/dev/null) =~ ^(idle|mix|alloc)$ ]] || return 1
+        done
+    }
+    if ! wait_for 60 "nodes ${MULTI_NODES[*]} up" multi_up; then
+        scontrol update nodename="$(IFS=,; echo "${MULTI_NODES[*]}")" state=resume >/dev/null 2>&1 || true
+        wait_for 30 "nodes ${MULTI_NODES[*]} idle" multi_up \
+            || die "nodes ${MULTI_NODES[*]} are not up: $(sinfo -h -N -p "$MULTI_PARTITION" -o '%N %t %E' 2>&1)"
+    fi
+    say "up: partition $MULTI_PARTITION, nodes ${MULTI_NODES[*]} (one slurmd each, on this machine)"
+}
+
+cmd_stop_two_node() {
+    local n jobs
+    if running_pid slurmctld; then
+        jobs=$(squeue -h -p "$MULTI_PARTITION" -o %A 2>/dev/null | tr '\n' ' ' || true)
+        if [[ -n ${jobs// /} ]]; then
+            say "cancelling jobs $jobs (partition $MULTI_PARTITION)"
+            # shellcheck disable=SC2086
+            scancel $jobs 2>/dev/null || true
+            # shellcheck disable=SC2016  # $(...) is for the inner sh
+            wait_for 30 "jobs gone" sh -c '[ -z "$(squeue -h -p '"$MULTI_PARTITION"' -o %A 2>/dev/null)" ]' \
+                || say "jobs still listed: $(squeue -h -p "$MULTI_PARTITION" 2>&1)"
+        fi
+    fi
+    for n in "${MULTI_NODES[@]}"; do
+        stop_daemon "slurmd-$n"
+    done
+    # at once, not after SlurmdTimeout: nothing is scheduled on them (start-two-node brings them back)
+    if running_pid slurmctld; then
+        scontrol update nodename="$(IFS=,; echo "${MULTI_NODES[*]}")" state=down reason="cluster.sh stop-two-node" \
+            >/dev/null 2>&1 || true
+    fi
+}
+
 cmd_stop() {
-    local name pid i
+    local name i
     # this cluster's jobs first, so that no job step outlives slurmd
     if running_pid slurmctld; then
         local jobs
@@ -283,18 +369,11 @@ cmd_stop() {
             wait_for 30 "jobs gone" sh -c '[ -z "$(squeue -h -o %A 2>/dev/null)" ]' || say "jobs still listed: $(squeue -h 2>&1)"
         fi
     fi
+    for name in "${MULTI_NODES[@]}"; do
+        stop_daemon "slurmd-$name"
+    done
     for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
-        name=${DAEMONS[i]}
-        if running_pid "$name"; then
-            pid=$(<"$(pidfile "$name")")
-            kill -TERM "$pid" 2>/dev/null || true
-            if ! wait_for 30 "$name to exit" sh -c "! kill -0 $pid"; then
-                say "$name (pid $pid) ignored SIGTERM; sending SIGKILL"
-                kill -KILL "$pid" 2>/dev/null || true
-            fi
-            say "stopped $name (pid $pid)"
-        fi
-        rm -f "$(pidfile "$name")"
+        stop_daemon "${DAEMONS[i]}"
     done
     remove_owned "$CONF"
     remove_owned "$DBD_CONF"
@@ -331,5 +410,7 @@ case ${1:-} in
     stop) cmd_stop ;;
     status) cmd_status ;;
     clean) cmd_clean ;;
-    *) echo "usage: $0 install|start|stop|status|clean" >&2; exit 2 ;;
+    start-two-node) cmd_start_two_node ;;
+    stop-two-node) cmd_stop_two_node ;;
+    *) echo "usage: $0 install|start|stop|status|clean|start-two-node|stop-two-node" >&2; exit 2 ;;
 esac
