@@ -97,7 +97,8 @@ def test_launchers_for_one_process_one_node_and_several_nodes():
     p = plan(resources=resources)
     assert p.processes_per_node("resnet50") == 4 and p.threads_per_process("resnet50") == 4
     assert p.launcher("resnet50") == (
-        "srun --nodes=2 --ntasks-per-node=1 --cpus-per-task=16 --kill-on-bad-exit=1 torchrun --nnodes=2 "
+        "srun --nodes=2 --ntasks-per-node=1 --cpus-per-task=16 --kill-on-bad-exit=1 "
+        """sh -c 'trap "" USR1; exec "$0" "$@"' torchrun --nnodes=2 """
         "--nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=$(hostname):29400 --rdzv_id=${SLURM_JOB_ID:-0} "
         "--no-python "
     )

@@ -166,13 +166,16 @@ class Plan:
     def launcher(self, model):
         """What goes in front of `resnet-repro train`: nothing for one process; torchrun with one process
         per GPU on one node; on several nodes, srun (one task per node) and torchrun agents that meet
-        at a c10d rendezvous on the job's first node (where the rule's shell runs)."""
+        at a c10d rendezvous on the job's first node (where the rule's shell runs). srun starts the agents
+        with default signal handling, so each ignores SIGUSR1 itself (`trap "" USR1`, as the job's shell
+        does on one node): Slurm's early warning then reaches only the trainers, which checkpoint."""
         r = self.resources(model)
         per_node = self.processes_per_node(model)
         if r["nodes"] > 1:
             return (
                 f"srun --nodes={r['nodes']} --ntasks-per-node=1 --cpus-per-task={r['threads'] // r['nodes']} "
-                f"--kill-on-bad-exit=1 torchrun --nnodes={r['nodes']} --nproc_per_node={per_node} "
+                f'--kill-on-bad-exit=1 sh -c \'trap "" USR1; exec "$0" "$@"\' '
+                f"torchrun --nnodes={r['nodes']} --nproc_per_node={per_node} "
                 f"--rdzv_backend=c10d --rdzv_endpoint=$(hostname):29400 --rdzv_id=${{SLURM_JOB_ID:-0}} "
                 f"--no-python "
             )
