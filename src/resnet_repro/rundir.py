@@ -123,15 +123,18 @@ class RunDir:
         return evals
 
     @cached_property
+    def metrics(self):
+        """metrics.json (written when the training ends), {} before."""
+        path = self.dir / "metrics.json"
+        metrics = read_json(path) if path.is_file() else {}
+        if not isinstance(metrics, dict):
+            raise ReproError(f"{path} is malformed: not a JSON object")
+        return metrics
+
+    @property
     def precision(self):
         """What training computed in (metrics.json `precision`), None if not recorded."""
-        path = self.dir / "metrics.json"
-        if not path.is_file():
-            return None
-        try:
-            return read_json(path).get("precision")
-        except AttributeError as e:
-            raise ReproError(f"{path} is malformed: {e}") from None
+        return self.metrics.get("precision")
 
     @cached_property
     def responses(self):

@@ -7,14 +7,11 @@ the `track` sub-command is tracking_cli's. mlflow (and torch, via .files) is imp
 functions only, so `resnet-repro --help` stays fast.
 """
 
-import csv
 import hashlib
 import json
 import os
 import time
 from pathlib import Path
-
-import yaml
 
 from .digest import artifacts_digest, sha256
 from .errors import ReproError
@@ -33,6 +30,7 @@ from .mlflow_store import (
     run_dir_tag,
     tracking_uri,
 )
+from .rundir import RunDir
 
 HISTORY_METRICS = ["train_error", "test_error", "train_loss", "test_loss", "lr", "holdout_error"]
 SUMMARY_METRICS = ["images_per_s", "s_per_1k_iters", "elapsed_s"]
@@ -55,16 +53,14 @@ def _float(text):
 
 
 def read_run_dir(run_dir):
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    """(spec, history rows, metrics) of a finished training, read through RunDir."""
+    if not Path(run_dir).is_dir():
         raise ReproError(f"run directory {run_dir} does not exist")
-    missing = [n for n in TRAIN_FILES if not (run_dir / n).is_file()]
+    missing = [n for n in TRAIN_FILES if not (Path(run_dir) / n).is_file()]
     if missing:
         raise ReproError(f"run directory {run_dir} lacks {', '.join(missing)} (is the training finished?)")
-    spec = yaml.safe_load((run_dir / "spec.yaml").read_text())
-    with open(run_dir / "history.csv", newline="") as f:
-        history = list(csv.DictReader(f))
-    return spec, history, read_json(run_dir / "metrics.json", "metrics file")
+    run = RunDir(run_dir)
+    return run.spec, run.history, run.metrics
 
 
 def _warmup_param(w):
