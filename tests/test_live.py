@@ -168,3 +168,26 @@ def test_a_server_that_is_down_never_fails_the_training(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("warning: MLflow server") == 1 and "without live tracking" in r.stderr
     assert (tmp_path / "run" / "model.pt").is_file() and not (tmp_path / "run" / "mlflow-live.json").exists()
+
+
+def test_an_attempt_that_died_before_its_first_checkpoint_leaves_no_running_run(server, tmp_path):
+    """A live run whose training died before any checkpoint (so the next attempt starts afresh) is
+    ended FAILED by that next attempt, which logs to a new run."""
+    c = MlflowClient(server)
+    exp = c.get_experiment_by_name(EXPERIMENT) or c.get_experiment(c.create_experiment(EXPERIMENT))
+    dead = c.create_run(exp.experiment_id).info.run_id  # RUNNING, as a killed first attempt leaves it
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "mlflow-live.json").write_text(json.dumps({"run_id": dead}))
+    env = dict(os.environ, OMP_NUM_THREADS="1", MLFLOW_TRACKING_URI=server, MLFLOW_EXPERIMENT_NAME=EXPERIMENT)
+    r = subprocess.run(
+        CLI + ARGS[:5] + ["--max-iters", "20", "--out", str(out), "--resume"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert c.get_run(dead).info.status == "FAILED"
+    new = json.loads((out / "mlflow-live.json").read_text())["run_id"]
+    assert new != dead and c.get_run(new).info.status == "FINISHED"

@@ -63,6 +63,8 @@ class LiveRun:
             client.update_run(run.info.run_id, status="RUNNING")
             log(f"[{spec['model']}] MLflow: continuing run {run.info.run_id} on {uri}")
         else:
+            if path.is_file():  # an attempt that died before its first checkpoint: its run ends FAILED
+                client.set_terminated(json.loads(path.read_text())["run_id"], "FAILED")
             tags = {**run_tags(spec), "run_dir": run_dir_tag(out_dir), "live": "true"}
             run = client.create_run(exp_id, tags=tags, run_name=tags["mlflow.runName"])
             params = train_params(spec, preset="unknown", config_hash=None, commit="unknown")
