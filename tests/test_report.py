@@ -5,9 +5,7 @@ kind of verdict occurs, real tables and figures made from them, and a real MLflo
 import base64
 import json
 import math
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -507,40 +505,3 @@ def test_cli_and_one_line_errors(paper, tmp_path, capsys):
     )
     assert not s["store_reachable"] and "not reachable" in (tmp_path / "nostore.html").read_text()
     assert not (tmp_path / "none.db").exists()
-
-
-def snakemake(workdir, *args):
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
-    env.pop("MLFLOW_TRACKING_URI", None)
-    # targets first: --configfile and --config take every word up to the next option
-    r = subprocess.run(
-        [
-            str(BIN / "snakemake"),
-            *args,
-            "-s",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(ROOT / "config.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=workdir,
-    )
-    assert r.returncode == 0, f"snakemake {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
-    return r.stdout + r.stderr
-
-
-def test_rule_plans_the_report_after_every_figure_and_table(tmp_path):
-    out = snakemake(tmp_path, "-n", "-p", "results/mlflow/paper/report.json")
-    jobs = dict((m.group(1), int(m.group(2))) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M))
-    assert jobs["reproduction_report"] == 1 and jobs["figure"] == 4 and jobs["table"] == 5
-    assert jobs["train_cifar"] == 14 and jobs["train_imagenet"] == 10
-    assert jobs["track_artifact"] == 10  # 4 figures, 5 tables and the report, each in a rule of its own
-    cmd = next(l for l in out.splitlines() if "resnet-repro report " in l)
-    assert "--preset paper" in cmd and "--pdf reports/report.pdf" in cmd
-    assert cmd.count("results/runs/paper/") == 24  # --runs: 14 CIFAR + 10 ImageNet runs
-    track = next(l for l in out.splitlines() if "resnet-repro track report reports/report.html" in l)
-    assert "reports/report.pdf reports/report.json --name report" in track and track.count("results/runs/paper/") == 24

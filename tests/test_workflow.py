@@ -66,6 +66,20 @@ def test_dry_run_plans_only_what_a_target_needs(tmp_path):
     assert jobs["train_cifar"] == 14 and jobs["train_imagenet"] == 10
 
 
+def test_rule_plans_the_report_after_every_figure_and_table(tmp_path):
+    r = snakemake(tmp_path, "-n", "-p", "results/mlflow/paper/report.json")
+    out = r.stdout + r.stderr
+    jobs = dict((m.group(1), int(m.group(2))) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M))
+    assert jobs["reproduction_report"] == 1 and jobs["figure"] == 4 and jobs["table"] == 5
+    assert jobs["train_cifar"] == 14 and jobs["train_imagenet"] == 10
+    assert jobs["track_artifact"] == 10  # 4 figures, 5 tables and the report, each in a rule of its own
+    cmd = next(l for l in out.splitlines() if "resnet-repro report " in l)
+    assert "--preset paper" in cmd and "--pdf reports/report.pdf" in cmd
+    assert cmd.count("results/runs/paper/") == 24  # --runs: 14 CIFAR + 10 ImageNet runs
+    track = next(l for l in out.splitlines() if "resnet-repro track report reports/report.html" in l)
+    assert "reports/report.pdf reports/report.json --name report" in track and track.count("results/runs/paper/") == 24
+
+
 def test_multi_gpu_trainings_start_under_torchrun(tmp_path):
     """ImageNet trainings (8 GPUs by default) run one DDP process per GPU; CIFAR ones (1 GPU) run plain."""
     out = snakemake(tmp_path, "-n", "-p", "results/table3.csv", "results/table6.csv").stdout
