@@ -167,8 +167,10 @@ def test_rerun_lost_json_and_changed_checkpoint(store, tmp_path, capsys):
     args = ["track", "train", str(run_dir), "--preset", "demo", "--tracking-uri", store]
     assert main(args) == 0
     first = json.loads((run_dir / "mlflow.json").read_text())["run_id"]
+    MlflowClient(store).set_tag(first, "git_commit", "older-commit")  # as if tracked by older code
     assert main(args) == 0
     assert "nothing to do" in capsys.readouterr().err
+    assert MlflowClient(store).get_run(first).data.tags["git_commit"] == "older-commit"  # provenance kept
     (run_dir / "mlflow.json").unlink()  # lost: found again by its tags, not duplicated
     assert main(args) == 0
     assert json.loads((run_dir / "mlflow.json").read_text())["run_id"] == first

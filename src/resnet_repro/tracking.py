@@ -35,6 +35,7 @@ from .rundir import RunDir
 HISTORY_METRICS = ["train_error", "test_error", "train_loss", "test_loss", "lr", "holdout_error"]
 SUMMARY_METRICS = ["images_per_s", "s_per_1k_iters", "elapsed_s"]
 TRAIN_FILES = ["model.pt", "history.csv", "spec.yaml", "metrics.json"]  # model.pt: the final model, no optimizer state
+COMMIT_TAGS = ("git_commit", "mlflow.source.git.commit")
 BATCH = 1000  # MLflow's limit of metrics per log_batch
 
 
@@ -298,6 +299,10 @@ def _complete_train_run(c, run, run_dir, spec, history, summary, sha, last_step,
         done.append("params")
     tags = {**run_tags(spec, summary), **tags}
     for k, v in tags.items():
+        # the commit is that of the first import (as the git_commit param, which MLflow cannot change):
+        # a later `track train` from newer code must not rewrite a finished run's provenance
+        if k in COMMIT_TAGS and k in run.data.tags:
+            continue
         if run.data.tags.get(k) != v:
             c.set_tag(run_id, k, v)
     if run.data.tags.get("files_sha256") != sha:
