@@ -66,14 +66,22 @@ def is_locked(exc):
     return False
 
 
+def is_dataset_race(exc):
+    # log_inputs looks the data set up, then inserts it: two jobs logging the same data set at once
+    # both miss it and the second insert breaks the unique key. Retried, the lookup finds the row.
+    text = str(exc).lower()
+    return "unique" in text and "datasets." in text
+
+
 def retry(fn, *args, **kwargs):
-    """fn(*args, **kwargs), retried with jittered exponential backoff while SQLite says "locked".
-    Safe because MLflow rolls a failed transaction back and dedupes identical metric points."""
+    """fn(*args, **kwargs), retried with jittered exponential backoff while SQLite says "locked" or
+    another job has just inserted the same data set. Safe because MLflow rolls a failed transaction
+    back and dedupes identical metric points and data sets."""
     for attempt in range(RETRIES):
         try:
             return fn(*args, **kwargs)
         except Exception as e:
-            if not is_locked(e):
+            if not (is_locked(e) or is_dataset_race(e)):
                 raise
             if attempt == RETRIES - 1:
                 raise ReproError(
