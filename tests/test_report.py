@@ -505,3 +505,14 @@ def test_cli_and_one_line_errors(paper, tmp_path, capsys):
     )
     assert not s["store_reachable"] and "not reachable" in (tmp_path / "nostore.html").read_text()
     assert not (tmp_path / "none.db").exists()
+
+
+def test_run_directory_layout_is_written_and_read_in_one_place(tmp_path):
+    from resnet_repro.rundir import parse_run_path, preset_of, run_path
+
+    path = run_path("demo", "resnet20-B", 3)
+    assert path == "results/runs/demo/resnet20-B/seed3"
+    assert parse_run_path(path) == parse_run_path(f"{path}/eval/single/metrics.json") == ("demo", "resnet20-B", 3)
+    assert parse_run_path("results/table6.csv") is None and parse_run_path("seed1") is None
+    assert preset_of([tmp_path / path, tmp_path / run_path("demo", "plain20", 0) / "history.csv"]) == "demo"
+    assert preset_of([tmp_path / path, tmp_path / run_path("tiny", "plain20", 0)]) is None

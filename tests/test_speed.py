@@ -246,6 +246,7 @@ def test_estimate_targets_and_errors(project):
     assert E.runs_for(plan, ["results/table6.md", "table6"]) == plan.runs("table6")
     with pytest.raises(ReproError, match="unknown target"):
         E.runs_for(plan, ["results/table9.csv"])
+    assert E.runs_for(plan, ["results/runs/tiny/resnet20/seed3/eval/single/metrics.json"]) == [("resnet20", 3)]
     with pytest.raises(ReproError, match="preset 'paper'"):
         E.runs_for(plan, ["results/runs/paper/resnet20/seed0"])
     with pytest.raises(ReproError, match="MODEL=N"):

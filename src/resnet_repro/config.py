@@ -12,6 +12,7 @@ from .errors import ReproError
 from .mlflow_store import DEFAULT_TRACKING_URI
 from .names import parse_model_name
 from .paper import FIGURES, data_names
+from .rundir import run_path
 from .spec import deep_merge
 from .tables import TABLES as TABLE_SPECS
 
@@ -116,7 +117,7 @@ class Plan:
         return [a for a in ARTIFACTS if (model, seed) in self.runs(a)]
 
     def run_dir(self, model, seed):
-        return f"results/runs/{self.preset}/{model}/seed{seed}"
+        return run_path(self.preset, model, seed)
 
     def models(self, family):
         return sorted({m for m, _ in self.all_runs() if self.family(m) == family})

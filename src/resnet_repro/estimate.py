@@ -22,9 +22,9 @@ import yaml
 
 from .config import ARTIFACTS, Plan
 from .errors import ReproError
+from .rundir import parse_run_path
 
 TARGET_RE = re.compile(r"(?:^|/)((?:figure|table)\d+)(?:\.\w+)?$")
-RUN_RE = re.compile(r"(?:^|/)results/runs/([^/]+)/([^/]+)/seed(\d+)(?:/.*)?$")
 SMALL_SIZES = {"cifar10": 32, "digits": 8}
 
 
@@ -48,12 +48,11 @@ def runs_for(plan, targets):
     for t in targets:
         if t == "all" or t == plan.preset:
             need = plan.all_runs()
-        elif m := RUN_RE.search(t):
-            if m.group(1) != plan.preset:
-                raise ReproError(
-                    f"target {t} belongs to preset {m.group(1)!r}, not {plan.preset!r}: add --preset {m.group(1)}"
-                )
-            need = [(m.group(2), int(m.group(3)))]
+        elif run := parse_run_path(t):
+            preset, model, seed = run
+            if preset != plan.preset:
+                raise ReproError(f"target {t} belongs to preset {preset!r}, not {plan.preset!r}: add --preset {preset}")
+            need = [(model, seed)]
         elif (m := TARGET_RE.search(t)) and m.group(1) in ARTIFACTS:
             need = plan.runs(m.group(1))
         else:

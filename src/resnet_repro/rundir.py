@@ -185,14 +185,23 @@ def run_of_file(path):
     return next((run for run in list(Path(path).parents)[:3] if (run / "spec.yaml").exists()), None)
 
 
+def run_path(preset, model, seed):
+    """The run directory of a training, relative to the workflow: the one place the layout is written
+    (the workflow's rules pass "{model}" and "{seed}" to get their wildcard pattern)."""
+    return f"results/runs/{preset}/{model}/seed{seed}"
+
+
+def parse_run_path(path):
+    """(preset, model, seed) of a path in or of a run directory <...>/<preset>/<model>/seed<k>[/file], from
+    the innermost seed<k> part; None if there is none."""
+    parts = Path(path).parts
+    i = next((i for i in range(len(parts) - 1, 1, -1) if re.fullmatch(r"seed\d+", parts[i])), None)
+    return (parts[i - 2], parts[i - 1], int(parts[i][4:])) if i else None
+
+
 def preset_of(paths):
-    """The layout is results/runs/<preset>/<model>/seed<k>[/file]: the preset two levels above seed<k>,
-    if every path agrees; None otherwise."""
-    found = set()
-    for p in map(Path, paths):
-        parts = p.resolve().parts
-        i = next((i for i in range(len(parts) - 1, 1, -1) if re.fullmatch(r"seed\d+", parts[i])), None)
-        found.add(parts[i - 2] if i else None)
+    """The preset of the runs the paths are in (see parse_run_path), if every path agrees; None otherwise."""
+    found = {(parse_run_path(Path(p).resolve()) or (None,))[0] for p in paths}
     return found.pop() if len(found) == 1 else None
 
 

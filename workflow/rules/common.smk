@@ -7,6 +7,7 @@ import sys
 
 from resnet_repro.config import ARTIFACTS, DIGITS_IMAGEFOLDER, FIGURES, TABLES, TABLE_VIEW, Plan
 from resnet_repro.errors import ReproError
+from resnet_repro.rundir import run_path
 
 try:
     PLAN = Plan(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
@@ -41,7 +42,7 @@ if os.environ.get("SLURM_JOB_ID"):
 CONDA_ENV = "../envs/resnet-repro.yaml"
 
 PRESET = PLAN.preset
-RUN = f"results/runs/{PRESET}/{{model}}/seed{{seed}}"
+RUN = run_path(PRESET, "{model}", "{seed}")
 LOGS = f"logs/{PRESET}"
 MLFLOW_STAMP = f"results/mlflow/{PRESET}.json"
 MLFLOW_DIR = f"results/mlflow/{PRESET}"  # stamps: what is in MLflow (figures, tables, report, seed groups)
