@@ -1,4 +1,6 @@
-"""Shared pytest hooks."""
+"""Shared pytest hooks, fixtures and helpers (tests import the helpers: `from conftest import free_port`)."""
+
+import socket
 
 import pytest
 
@@ -28,3 +30,10 @@ def cpu_kind(request):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(device, "cpu_has_native_bf16", lambda: CPU_KINDS[request.param])
         yield request.param
+
+
+def free_port():
+    """A TCP port free on this host now (for a tracking server or a rendezvous the test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

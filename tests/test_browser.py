@@ -7,7 +7,6 @@ never downloads a browser of its own here. Skipped, with the reason, where eithe
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -43,12 +43,6 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 from mlflow import MlflowClient  # noqa: E402
 
 expect = sync_api.expect
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

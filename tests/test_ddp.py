@@ -4,7 +4,6 @@ averaging, process-0-only files, and resuming a DDP checkpoint in a single proce
 import csv
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import time
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import free_port
 
 from resnet_repro import data as D
 from resnet_repro import parallel
@@ -45,12 +45,6 @@ ARGS = [
 def history(out):
     with open(out / "history.csv") as f:
         return list(csv.DictReader(f))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_world_reads_torchruns_environment():

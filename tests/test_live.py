@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from conftest import free_port
 
 pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
@@ -36,12 +37,6 @@ ARGS = [
     "250",
 ]
 EXPERIMENT = "resnet-repro · live test"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
