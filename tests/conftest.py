@@ -37,3 +37,41 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _log_data_set(uri, run_id, barrier, results):
+    from resnet_repro import mlflow_store, tracking
+
+    c = mlflow_store.client(uri)
+    spec = {"data": {"kind": "digits"}, "schedule": {"kind": "multistep"}}
+    inputs = tracking.dataset_inputs(spec, {"train_images": 10, "test_images": 5})
+    barrier.wait()  # every job looks the data set up at the same moment: none finds it
+    try:
+        c.log_inputs(run_id, datasets=inputs)
+        results.put("ok")
+    except Exception as e:
+        results.put(str(e).splitlines()[0])
+
+
+def log_one_data_set_at_once(uri, jobs=6):
+    """`jobs` processes log the same data set (two splits) to runs of one new experiment at the same
+    moment, through the project's MLflow client; each must succeed, and the store keep each split once."""
+    import multiprocessing
+    import uuid
+
+    from resnet_repro import mlflow_store
+
+    ctx = multiprocessing.get_context("fork")
+    c = mlflow_store.client(uri)
+    exp = c.create_experiment(f"race-{uuid.uuid4().hex[:8]}")
+    runs = [c.create_run(exp).info.run_id for _ in range(jobs)]
+    barrier, results = ctx.Barrier(jobs), ctx.Queue()
+    procs = [ctx.Process(target=_log_data_set, args=(uri, r, barrier, results)) for r in runs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [results.get(timeout=5) for _ in runs] == ["ok"] * jobs
+    inputs = [c.get_run(r).inputs.dataset_inputs for r in runs]
+    assert all(len(i) == 2 for i in inputs)
+    assert len({(i.dataset.name, i.dataset.digest) for ins in inputs for i in ins}) == 2
