@@ -425,28 +425,14 @@ TRAIN_RUN = "results/runs/tiny/resnet20/seed0"
 ATTEMPTS_LOG = "logs/tiny/train/resnet20-seed0.attempts.log"
 
 
-def one_training(work, iters, **env_extra):
-    """`snakemake --profile slurm` for the tiny preset's ResNet-20 alone, trained for `iters` iterations on
-    one (pretend) GPU: the command line and its environment."""
+def one_training(work, iters, resources=None, every=100, checkpoint_every=100000, partition="debug", **env_extra):
+    """`snakemake --profile slurm` for the tiny preset's ResNet-20 alone, trained for `iters` iterations with
+    the CIFAR `resources` (default: one pretend GPU): the command line and its environment."""
     extra = work / "slurm-one.yaml"
+    training = {"max_iters": iters, "log_every": every, "checkpoint_every": checkpoint_every, "checkpoint_minutes": 0}
+    resources = {"cifar": resources or {"gpus": 1}}
     extra.write_text(
-        yaml.safe_dump(
-            {
-                "presets": {
-                    "tiny": {
-                        "resources": {"cifar": {"gpus": 1}},
-                        "model_training": {
-                            "resnet20": {
-                                "max_iters": iters,
-                                "log_every": 100,
-                                "checkpoint_every": 100000,
-                                "checkpoint_minutes": 0,
-                            }
-                        },
-                    }
-                }
-            }
-        )
+        yaml.safe_dump({"presets": {"tiny": {"resources": resources, "model_training": {"resnet20": training}}}})
     )
     cmd = [
         str(BIN / "snakemake"),
@@ -465,7 +451,7 @@ def one_training(work, iters, **env_extra):
         "--config",
         "preset=tiny",
     ]
-    return cmd, env(RESNET_SLURM_PARTITION="debug", RESNET_SLURM_ACCOUNT="resnet", **env_extra)
+    return cmd, env(RESNET_SLURM_PARTITION=partition, RESNET_SLURM_ACCOUNT="resnet", **env_extra)
 
 
 def run_to_end(cmd, e, work, name, timeout=RUN_TIMEOUT):
@@ -518,7 +504,9 @@ def test_training_longer_than_max_runtime_is_warned_checkpointed_retried_and_fin
 def test_second_snakemake_does_not_start_a_second_copy_of_a_running_training(slurm_cluster, tmp_path):
     """Snakemake killed (SIGKILL) while its training job runs on; `snakemake --unlock` and the same command
     again: the new training job finds the run directory locked by the old one and fails at once (and is
-    retried) instead of training alongside it; the target is finished once the old job is done."""
+    retried) instead of training alongside it; the target is finished once the old job is done. The old
+    training is paused (SIGSTOP) until the new job has been refused, so that a fast CPU cannot finish it
+    before the new job starts (that happened: the test then saw no refusal)."""
     iters = 4000
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
     cmd, e = one_training(tmp_path, iters)
@@ -538,10 +526,26 @@ def test_second_snakemake_does_not_start_a_second_copy_of_a_running_training(slu
         if q.endswith("|rule_train_cifar_wildcards_resnet20_0")
     ]
     assert len(old) == 1 and old[0]["State"] == "RUNNING", queued
+    trainer = json.loads((tmp_path / TRAIN_RUN / "train.lock").read_text())["pid"]
+    os.kill(trainer, signal.SIGSTOP)  # alive, holding its lock, not training
     r = subprocess.run(cmd + ["--unlock"], capture_output=True, text=True, cwd=tmp_path, env=e, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    rc, out = run_to_end(cmd, e, tmp_path, "second.out")
-    text = log.read_text()
+    with open(tmp_path / "second.out", "w") as f:
+        second = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=tmp_path, env=e, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and "is being trained by another process" not in log.read_text():
+            assert second.poll() is None, (tmp_path / "second.out").read_text()[-3000:]
+            time.sleep(0.3)
+    finally:
+        os.kill(trainer, signal.SIGCONT)
+    try:
+        rc = second.wait(RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(second.pid, signal.SIGINT)
+        second.wait(60)
+        raise
+    out, text = (tmp_path / "second.out").read_text(), log.read_text()
     assert rc == 0, out[-5000:] + text[-3000:]
     jobs = attempts(since)
     assert jobs[0]["JobID"] == old[0]["JobID"] and jobs[0]["State"] == "COMPLETED", jobs
@@ -594,44 +598,8 @@ def test_two_node_gloo_training_finishes_and_its_checkpoint_resumes_on_one_node(
     attempt resumes on both nodes and finishes. The checkpoint the warning left then resumes in a single
     process (`resnet-repro train ... --resume`, no Slurm) and finishes too."""
     iters = TWO_NODE_ITERS
-    extra = tmp_path / "slurm-two-nodes.yaml"
-    extra.write_text(
-        yaml.safe_dump(
-            {
-                "presets": {
-                    "tiny": {
-                        "resources": {"cifar": {"gpus": 2, "nodes": 2, "threads": 2, "mem_mb": 2000}},
-                        "model_training": {
-                            "resnet20": {
-                                "max_iters": iters,
-                                "log_every": 10,
-                                "checkpoint_every": 10,
-                                "checkpoint_minutes": 0,
-                            }
-                        },
-                    }
-                }
-            }
-        )
-    )
-    cmd = [
-        str(BIN / "snakemake"),
-        f"{TRAIN_RUN}/model.pt",
-        "--profile",
-        str(PROFILE),
-        "--profile",
-        str(TEST_PROFILE),
-        "-s",
-        str(ROOT / "Snakefile"),
-        "--configfile",
-        str(ROOT / "config.yaml"),
-        str(extra),
-        "--directory",
-        str(tmp_path),
-        "--config",
-        "preset=tiny",
-    ]
-    e = env(RESNET_SLURM_PARTITION=two_nodes, RESNET_SLURM_ACCOUNT="resnet")
+    resources = {"gpus": 2, "nodes": 2, "threads": 2, "mem_mb": 2000}
+    cmd, e = one_training(tmp_path, iters, resources, every=10, checkpoint_every=10, partition=two_nodes)
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
     out, log, run = tmp_path / "snakemake.out", tmp_path / ATTEMPTS_LOG, tmp_path / TRAIN_RUN
     snapshot = tmp_path / "one-node"
