@@ -443,3 +443,11 @@ def test_jobs_logging_one_data_set_at_once_share_it(tmp_path):
         uri = f"sqlite:///{tmp_path / f'race{trial}.db'}"
         mlflow_store.client(uri, create=True)
         log_one_data_set_at_once(uri)
+
+
+def test_only_a_data_set_conflict_is_retried_besides_a_locked_store():
+    sqlite = "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name"
+    postgres = 'duplicate key value violates unique constraint "dataset_pk" (table datasets)'
+    assert mlflow_store.is_dataset_race(Exception(sqlite)) and mlflow_store.is_dataset_race(Exception(postgres))
+    assert not mlflow_store.is_dataset_race(Exception("UNIQUE constraint failed: runs.run_uuid"))
+    assert not mlflow_store.is_dataset_race(Exception("RESOURCE_DOES_NOT_EXIST: dataset"))

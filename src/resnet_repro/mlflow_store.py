@@ -69,8 +69,9 @@ def is_locked(exc):
 def is_dataset_race(exc):
     # log_inputs looks the data set up, then inserts it: two jobs logging the same data set at once
     # both miss it and the second insert breaks the unique key. Retried, the lookup finds the row.
+    # (SQLite: "UNIQUE constraint failed: datasets...."; PostgreSQL and MySQL servers: "duplicate key".)
     text = str(exc).lower()
-    return "unique" in text and "datasets." in text
+    return ("unique constraint" in text or "duplicate" in text) and "dataset" in text
 
 
 def retry(fn, *args, **kwargs):
