@@ -6,6 +6,7 @@ more slurmds on the same machine (`cluster.sh start-two-node`, partition "multi"
 The tests marked `slurm` need root: the session fixture installs the Debian packages if they are
 missing and skips when that is impossible. The others only parse the profile (no cluster)."""
 
+import contextlib
 import json
 import os
 import re
@@ -263,6 +264,122 @@ def slurm_cluster():
         sh("bash", CLUSTER_SH, "stop", timeout=300)
 
 
+# ---------------------------------------------------------------- what a test starts, it ends
+
+
+def queue():
+    """The cluster's jobs now: [{JobID, State, Reason, WorkDir, Comment}] (squeue: sacct may lag)."""
+    fields = ("JobID", "State", "Reason", "WorkDir", "Comment")
+    r = sh("squeue", "-h", "-o", "%i|%T|%r|%Z|%k")
+    assert r.returncode == 0, r.stderr
+    return [dict(zip(fields, line.split("|", 4))) for line in r.stdout.splitlines() if line]
+
+
+def jobs_under(path):
+    """The queued or running jobs whose working directory is `path` or below it."""
+    return [j for j in queue() if Path(j["WorkDir"]).is_relative_to(path)]
+
+
+def processes_under(path):
+    """{pid: command line} of the processes on this machine that run in `path` (or below) or name it:
+    a test's Snakemakes, and the Slurm jobs' shells, Snakemakes and trainers (they run in the job's
+    working directory)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            cwd = Path(os.readlink(proc / "cwd"))
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+        if cwd.is_relative_to(path) or str(path) in cmdline:
+            found[int(proc.name)] = cmdline
+    return found
+
+
+def wait_until(check, seconds, interval=0.5):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
+
+
+class ClusterRun:
+    """The Snakemakes a test starts in its directory `work`, and every Slurm job and process they lead to,
+    all ended when the test ends, however it ends (`with ClusterRun(work) as run:` or the `cluster_run`
+    fixture): each Snakemake gets SIGINT (it cancels its jobs) and SIGKILL 30 s later, every job still
+    queued or running in `work` is scancel'ed, and any process left in `work` is killed; processes a test
+    paused (`run.paused`) are continued first, so that they can die."""
+
+    def __init__(self, work):
+        self.work = Path(work).resolve()
+        self.procs = []
+        self.paused = []
+
+    def start(self, cmd, e, name):
+        with open(self.work / name, "w") as f:
+            proc = subprocess.Popen(
+                cmd, stdout=f, stderr=subprocess.STDOUT, cwd=self.work, env=e, start_new_session=True
+            )
+        self.procs.append(proc)
+        return proc
+
+    def run(self, cmd, e, name, timeout=RUN_TIMEOUT):
+        """Start `cmd` and wait for it: (exit status, its output); a test failure after `timeout` s."""
+        proc = self.start(cmd, e, name)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"snakemake did not finish in {timeout} s:\n{(self.work / name).read_text()[-4000:]}")
+        return proc.returncode, (self.work / name).read_text()
+
+    def close(self):
+        for pid in self.paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)  # Snakemake cancels its Slurm jobs on ^C
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # and whatever else of its session is left
+            proc.wait()
+        jobs = [j["JobID"] for j in jobs_under(self.work)]
+        if jobs:
+            sh("scancel", *jobs)
+        # scancel: SIGTERM, then SIGKILL after the cluster's KillWait (15 s)
+        gone = wait_until(lambda: not jobs_under(self.work), 90)
+        for pid in processes_under(self.work):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert gone, f"jobs of {self.work} still queued after scancel: {jobs_under(self.work)}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def empty_queue():
+    """Every Slurm test starts on an idle cluster, so that none depends on what another left running."""
+    if not wait_until(lambda: not queue(), 120, interval=1):
+        pytest.fail(f"the test cluster still runs jobs from before this test: {queue()}")
+
+
+@pytest.fixture
+def cluster_run(slurm_cluster, tmp_path):
+    empty_queue()
+    with ClusterRun(tmp_path) as run:
+        yield run
+
+
 def sacct(since, *fields):
     r = sh("sacct", "-X", "-P", "-n", "--starttime", since, "-o", ",".join(fields))
     assert r.returncode == 0, r.stderr
@@ -308,16 +425,9 @@ def tiny_on_slurm(slurm_cluster, tmp_path_factory):
     train_log = work / "logs" / "tiny" / "train" / "resnet20-seed0.log"
     cancelled = seen = None
     start = time.monotonic()
-    with open(out, "w") as f:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            cwd=work,
-            start_new_session=True,
-            env=env(RESNET_SLURM_PARTITION="debug", RESNET_SLURM_ACCOUNT="resnet"),
-        )
-    try:
+    empty_queue()
+    with ClusterRun(work) as run:
+        proc = run.start(cmd, env(RESNET_SLURM_PARTITION="debug", RESNET_SLURM_ACCOUNT="resnet"), out.name)
         while proc.poll() is None and time.monotonic() - start < RUN_TIMEOUT:
             time.sleep(0.3)
             if cancelled or not train_log.exists():
@@ -333,15 +443,7 @@ def tiny_on_slurm(slurm_cluster, tmp_path_factory):
             assert r.returncode == 0, r.stderr
             cancelled, seen = m.group(1), max(done)
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)  # Snakemake cancels its Slurm jobs on ^C
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail(f"snakemake --profile slurm did not finish in {RUN_TIMEOUT} s:\n{out.read_text()[-4000:]}")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     text = out.read_text()
     uuid = re.search(r"SLURM run ID: (\S+)", text).group(1)
     jobs = [
@@ -428,18 +530,6 @@ def one_training(work, iters, resources=None, every=100, checkpoint_every=100000
     return cmd, env(RESNET_SLURM_PARTITION=partition, RESNET_SLURM_ACCOUNT="resnet", **env_extra)
 
 
-def run_to_end(cmd, e, work, name, timeout=RUN_TIMEOUT):
-    with open(work / name, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=work, env=e, start_new_session=True)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(60)
-        pytest.fail(f"snakemake did not finish in {timeout} s:\n{(work / name).read_text()[-4000:]}")
-    return proc.returncode, (work / name).read_text()
-
-
 def attempts(since, comment="rule_train_cifar_wildcards_resnet20_0"):
     return sorted(
         (j for j in sacct(since, "JobID", "State", "ExitCode", "Timelimit", "Comment") if j["Comment"] == comment),
@@ -448,14 +538,14 @@ def attempts(since, comment="rule_train_cifar_wildcards_resnet20_0"):
 
 
 @pytest.mark.slurm
-def test_training_longer_than_max_runtime_is_warned_checkpointed_retried_and_finishes(slurm_cluster, tmp_path):
+def test_training_longer_than_max_runtime_is_warned_checkpointed_retried_and_finishes(cluster_run, tmp_path):
     """Every attempt may run 2 minutes (max_runtime); Slurm warns the training with SIGUSR1 45 s before
     each limit; the trainer checkpoints and exits; Snakemake resubmits and the next attempt resumes,
     until the training is done. Its log of all attempts holds every attempt."""
     iters = 12000
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
     cmd, e = one_training(tmp_path, iters, RESNET_SLURM_MAX_RUNTIME="2", RESNET_SLURM_WARN_SECONDS="45")
-    rc, out = run_to_end(cmd, e, tmp_path, "snakemake.out", timeout=900)
+    rc, out = cluster_run.run(cmd, e, "snakemake.out", timeout=900)
     log = (tmp_path / ATTEMPTS_LOG).read_text() if (tmp_path / ATTEMPTS_LOG).exists() else ""
     assert rc == 0, out[-5000:] + log[-3000:]
     jobs = attempts(since)
@@ -474,44 +564,62 @@ def test_training_longer_than_max_runtime_is_warned_checkpointed_retried_and_fin
         assert (tmp_path / "logs/slurm/rule_train_cifar/resnet20_0" / f"{j['JobID']}.log").exists()
 
 
+def trainer_pid(run_dir):
+    """The pid of the training that holds `run_dir`'s lock (runlock.RunLock), once it has taken it."""
+    lock = Path(run_dir) / "train.lock"
+    try:
+        return json.loads(lock.read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 @pytest.mark.slurm
-def test_second_snakemake_does_not_start_a_second_copy_of_a_running_training(slurm_cluster, tmp_path):
+def test_second_snakemake_does_not_start_a_second_copy_of_a_running_training(cluster_run, tmp_path):
     """Snakemake killed (SIGKILL) while its training job runs on; `snakemake --unlock` and the same command
     again: the new training job finds the run directory locked by the old one and fails at once (and is
-    retried) instead of training alongside it; the target is finished once the old job is done."""
-    iters = 4000
+    retried) instead of training alongside it; the target is finished once the old job is done.
+
+    Deterministic whichever job the scheduler starts first and however fast the CPU: the old trainer is
+    paused (SIGSTOP; it holds its lock and its Slurm job) until the new job has been refused, then
+    continued, so it can neither finish before the refusal nor be overtaken by the new job."""
+    iters = 2000
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
     cmd, e = one_training(tmp_path, iters)
-    with open(tmp_path / "first.out", "w") as f:
-        first = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=tmp_path, env=e, start_new_session=True)
-    log = tmp_path / ATTEMPTS_LOG
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (log.exists() and re.search(rf"\bit \d+/{iters}\b", log.read_text())):
-        assert first.poll() is None, (tmp_path / "first.out").read_text()[-3000:]
-        time.sleep(0.3)
+    first = cluster_run.start(cmd, e, "first.out")
+    log, run = tmp_path / ATTEMPTS_LOG, tmp_path / TRAIN_RUN
+    trained = lambda: log.exists() and re.search(rf"\bit \d+/{iters}\b", log.read_text())  # noqa: E731
+    assert wait_until(lambda: trained() or first.poll() is not None, 300), "the training did not start in 300 s"
+    assert first.poll() is None and trainer_pid(run), (tmp_path / "first.out").read_text()[-3000:]
+    old_trainer = trainer_pid(run)
+    os.kill(old_trainer, signal.SIGSTOP)
+    cluster_run.paused.append(old_trainer)
     os.killpg(first.pid, signal.SIGKILL)  # Snakemake dies; its Slurm job does not
     first.wait()
-    queued = sh("squeue", "-h", "-o", "%i|%T|%k").stdout.split()  # sacct may not list a new job yet
-    old = [
-        dict(zip(("JobID", "State", "Comment"), q.split("|")))
-        for q in queued
-        if q.endswith("|rule_train_cifar_wildcards_resnet20_0")
-    ]
-    assert len(old) == 1 and old[0]["State"] == "RUNNING", queued
+    old = [j for j in queue() if j["Comment"] == "rule_train_cifar_wildcards_resnet20_0"]
+    assert len(old) == 1 and old[0]["State"] == "RUNNING", queue()
     r = subprocess.run(cmd + ["--unlock"], capture_output=True, text=True, cwd=tmp_path, env=e, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    rc, out = run_to_end(cmd, e, tmp_path, "second.out")
+    second = cluster_run.start(cmd, e, "second.out")
+    refusal = r"is being trained by another process \(pid \d+ on \S+, Slurm job (\d+),"
+    refused = lambda: re.search(refusal, log.read_text())  # noqa: E731
+    if not wait_until(lambda: refused() or second.poll() is not None, 300):
+        pytest.fail(f"the second training was not refused in 300 s; the queue: {queue()}\n{log.read_text()[-3000:]}")
+    os.kill(old_trainer, signal.SIGCONT)
+    cluster_run.paused.remove(old_trainer)
+    try:
+        second.wait(RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"snakemake did not finish in {RUN_TIMEOUT} s:\n{(tmp_path / 'second.out').read_text()[-4000:]}")
     text = log.read_text()
-    assert rc == 0, out[-5000:] + text[-3000:]
+    assert second.returncode == 0, (tmp_path / "second.out").read_text()[-5000:] + text[-3000:]
     jobs = attempts(since)
     assert jobs[0]["JobID"] == old[0]["JobID"] and jobs[0]["State"] == "COMPLETED", jobs
-    refused = re.findall(r"is being trained by another process \(pid \d+ on \S+, Slurm job (\d+),", text)
-    assert refused and set(refused) == {old[0]["JobID"]}, text[-3000:]
-    assert len(jobs) >= 2 and all(j["State"] == "FAILED" for j in jobs[1:-1]), jobs
+    assert set(re.findall(refusal, text)) == {old[0]["JobID"]}, text[-3000:]
+    assert len(jobs) >= 3 and all(j["State"] == "FAILED" for j in jobs[1:-1]), jobs  # refused, retried
     # one training only: every iteration recorded once, in order
-    history = pd.read_csv(tmp_path / TRAIN_RUN / "history.csv")
+    history = pd.read_csv(run / "history.csv")
     assert list(history["iteration"]) == list(range(100, iters + 1, 100))
-    assert not (tmp_path / TRAIN_RUN / "train.lock").exists()
+    assert not (run / "train.lock").exists()
 
 
 # ---------------------------------------------------------------- two nodes
@@ -545,7 +653,7 @@ def two_nodes(slurm_cluster):
 
 
 @pytest.mark.slurm
-def test_two_node_gloo_training_finishes_and_its_checkpoint_resumes_on_one_node(two_nodes, tmp_path):
+def test_two_node_gloo_training_finishes_and_its_checkpoint_resumes_on_one_node(two_nodes, cluster_run, tmp_path):
     """The tiny preset's ResNet-20 with `resources: {cifar: {gpus: 2, nodes: 2}}` through `snakemake --profile
     slurm`: one job on node1 and node2 (the plugin's multi-node submission), whose shell runs the workflow's
     launch line (config.Plan.launcher: srun, one torchrun agent per node, c10d rendezvous on the first node,
@@ -560,37 +668,27 @@ def test_two_node_gloo_training_finishes_and_its_checkpoint_resumes_on_one_node(
     out, log, run = tmp_path / "snakemake.out", tmp_path / ATTEMPTS_LOG, tmp_path / TRAIN_RUN
     snapshot = tmp_path / "one-node"
     warned = stopped = None
-    with open(out, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=tmp_path, env=e, start_new_session=True)
-    try:
-        deadline = time.monotonic() + RUN_TIMEOUT
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.3)
-            text = log.read_text() if log.exists() else ""
-            if warned is None and re.search(rf"\bit 20/{iters}\b", text):
-                m = re.search(
-                    r"submitted with SLURM jobid (\d+) \(log: [^)]*/rule_train_cifar/resnet20_0/", out.read_text()
-                )
-                assert m, "the training runs but its Slurm job id was not reported"
-                warned = m.group(1)
-                r = sh("scancel", "--signal=USR1", warned)  # the early warning, to every step of the job
-                assert r.returncode == 0, r.stderr
-            m = re.search(r"stopped at iteration (\d+) by signal SIGUSR1; checkpoint written", text)
-            if warned and stopped is None and m:
-                # the warned attempt's checkpoint, before the next attempt (seconds away) overwrites it
-                stopped = int(m.group(1))
-                snapshot.mkdir()
-                (snapshot / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes())
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)  # Snakemake cancels its Slurm jobs on ^C
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f"snakemake did not finish in {RUN_TIMEOUT} s:\n{out.read_text()[-4000:]}")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc = cluster_run.start(cmd, e, out.name)
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+        text = log.read_text() if log.exists() else ""
+        if warned is None and re.search(rf"\bit 20/{iters}\b", text):
+            m = re.search(
+                r"submitted with SLURM jobid (\d+) \(log: [^)]*/rule_train_cifar/resnet20_0/", out.read_text()
+            )
+            assert m, "the training runs but its Slurm job id was not reported"
+            warned = m.group(1)
+            r = sh("scancel", "--signal=USR1", warned)  # the early warning, to every step of the job
+            assert r.returncode == 0, r.stderr
+        m = re.search(r"stopped at iteration (\d+) by signal SIGUSR1; checkpoint written", text)
+        if warned and stopped is None and m:
+            # the warned attempt's checkpoint, before the next attempt (seconds away) overwrites it
+            stopped = int(m.group(1))
+            snapshot.mkdir()
+            (snapshot / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes())
+    if proc.poll() is None:
+        pytest.fail(f"snakemake did not finish in {RUN_TIMEOUT} s:\n{out.read_text()[-4000:]}")
     text, log_text = out.read_text(), log.read_text() if log.exists() else ""
     assert proc.returncode == 0, text[-5000:] + log_text[-3000:]
     assert warned, f"the training finished before the test could warn it; raise TWO_NODE_ITERS\n{log_text[-2000:]}"
@@ -650,3 +748,43 @@ def test_two_node_gloo_training_finishes_and_its_checkpoint_resumes_on_one_node(
     one = json.loads((snapshot / "metrics.json").read_text())
     assert one["processes"] == 1 and one["iterations"] == iters, one
     assert list(pd.read_csv(snapshot / "history.csv")["iteration"]) == list(range(10, iters + 1, 10))
+
+
+# ---------------------------------------------------------------- a failing test cleans up
+
+DELIBERATE = "RESNET_SLURM_DELIBERATE_FAILURE"
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not os.environ.get(DELIBERATE), reason=f"fails on purpose: run by the test below ({DELIBERATE}=1)")
+def test_deliberately_failing_while_a_training_runs(cluster_run, tmp_path):
+    """Fails while its Snakemake waits on a running Slurm training that has a long way to go."""
+    cmd, e = one_training(tmp_path, 100000)
+    proc = cluster_run.start(cmd, e, "snakemake.out")
+    log = tmp_path / ATTEMPTS_LOG
+    assert wait_until(lambda: log.exists() and re.search(r"\bit \d+/100000\b", log.read_text()), 300)
+    assert proc.poll() is None and jobs_under(tmp_path) and processes_under(tmp_path)
+    (tmp_path / "running").write_text(json.dumps({"jobs": jobs_under(tmp_path), "pids": processes_under(tmp_path)}))
+    pytest.fail("deliberate failure, with a Snakemake and its training job running")
+
+
+@pytest.mark.slurm
+def test_a_failing_slurm_test_leaves_no_process_or_job_behind(slurm_cluster, tmp_path):
+    """The test above, in a pytest of its own: it fails, and once that pytest has exited nothing it started
+    is left: no Snakemake, no Slurm job, no trainer."""
+    base = tmp_path / "inner"
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", f"{__file__}::test_deliberately_failing_while_a_training_runs"]
+        + ["-m", "slurm", "-p", "no:cacheprovider", "-q", f"--basetemp={base}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, **{DELIBERATE: "1"}),
+        timeout=900,
+    )
+    assert r.returncode == 1 and "deliberate failure" in r.stdout and "1 failed" in r.stdout, r.stdout[-4000:]
+    running = [json.loads(f.read_text()) for f in {f.resolve() for f in base.glob("*/running")}]  # *current: a link
+    assert len(running) == 1 and running[0]["jobs"] and running[0]["pids"], running  # it did fail mid-run
+    assert not jobs_under(base), queue()
+    assert not processes_under(base)
+    assert not any(j["JobID"] in {k["JobID"] for k in running[0]["jobs"]} for j in queue())
