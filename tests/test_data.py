@@ -2,6 +2,7 @@
 on-disk format, image folders), the batch augmentations, and the streamed ImageNet-style path."""
 
 import hashlib
+import os
 import pickle
 import tarfile
 
@@ -86,6 +87,28 @@ def test_digits_split_is_deterministic_and_disjoint_from_sklearn(digits):
     both_x = torch.cat([digits.train_x, digits.test_x])
     both_y = torch.cat([digits.train_y, digits.test_y])
     assert _multiset(both_x, both_y) == _multiset(full, torch.from_numpy(d.target))
+
+
+def test_digits_cache_gives_sklearns_split_and_is_remade_when_damaged(tmp_path, monkeypatch):
+    """The split kept in the cache is the one scikit-learn makes; a damaged cache file is made anew;
+    once it exists, reading the digits imports no scikit-learn."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = D.digits_cache(0.25, 0)
+    assert cache.parent == tmp_path / "resnet-repro"
+    fresh = D.load_digits_arrays()  # no cache yet: scikit-learn's split, then kept
+    assert cache.is_file()
+    for a, b in zip(fresh[:4], D.load_digits_arrays()[:4]):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    cache.write_bytes(cache.read_bytes()[:100])  # cut short
+    for a, b in zip(fresh[:4], D.load_digits_arrays()[:4]):
+        assert np.array_equal(a, b)
+    code = "import sys; from resnet_repro import data; data.load_digits_arrays(); print('sklearn' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr[-2000:]
+    assert D.digits_cache(0.2, 0) != cache  # another split, another file
 
 
 def test_tensordata_to_keeps_everything(digits):

@@ -264,9 +264,33 @@ def test_one_view_at_a_time_with_a_stamp(store, tmp_path):
     run_id = json.loads((run_dir / "mlflow.json").read_text())["run_id"]
     metrics = MlflowClient(store).get_run(run_id).data.metrics
     assert metrics["center_top1_error"] == 30.0 and "tencrop_top1_error" not in metrics
-    assert json.loads(stamp.read_text()) == {"run_id": run_id, "views": ["center"], "responses": False}
+    assert json.loads(stamp.read_text()) == {"runs": {str(run_dir): run_id}, "views": ["center"], "responses": False}
     assert main(["track", "eval", str(run_dir), "--view", "multiscale", "--tracking-uri", store]) == 2
     assert main(["track", "eval", str(run_dir), "--responses", "--tracking-uri", store]) == 2  # no responses.csv
+
+
+def test_one_job_logs_the_view_of_several_runs_or_none_of_them(store, tmp_path):
+    """What one table shows, in one `track eval` of all its runs; a run lacking its evaluation (or not yet
+    tracked) stops the job before anything is logged for the others."""
+    runs = []
+    for i, err in enumerate((30.0, 20.0)):
+        run_dir, _ = make_run(tmp_path / f"run{i}")
+        assert main(["track", "train", str(run_dir), "--preset", "demo", "--tracking-uri", store]) == 0
+        write_json(
+            run_dir / "eval" / "tencrop" / "metrics.json",
+            {"views": {"tencrop": {"top1_error": err, "top5_error": 9.0}}},
+        )
+        runs.append(run_dir)
+    late, _ = make_run(tmp_path / "late")  # trained, not evaluated
+    assert main(["track", "train", str(late), "--preset", "demo", "--tracking-uri", store]) == 0
+    args = ["--view", "tencrop", "--tracking-uri", store]
+    assert main(["track", "eval", *map(str, runs), str(late), *args]) == 2
+    ids = [json.loads((r / "mlflow.json").read_text())["run_id"] for r in runs]
+    assert all("tencrop_top1_error" not in MlflowClient(store).get_run(i).data.metrics for i in ids)
+    stamp = tmp_path / "table4.json"
+    assert main(["track", "eval", *map(str, runs), *args, "--out", str(stamp)]) == 0
+    assert [MlflowClient(store).get_run(i).data.metrics["tencrop_top1_error"] for i in ids] == [30.0, 20.0]
+    assert json.loads(stamp.read_text())["runs"] == {str(r): i for r, i in zip(runs, ids)}
 
 
 def test_seeds_grouped_under_a_parent_with_best_mean_std(store, tmp_path):

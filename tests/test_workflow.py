@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 FIGURES = ["figure1", "figure4", "figure6", "figure7"]
 TABLES = ["table2", "table3", "table4", "table5", "table6"]
+FIGURE7 = ["plain20", "plain56", "resnet20", "resnet56", "resnet110"]  # the tiny preset's (config.yaml)
 
 
 def snakemake(workdir, *args, check=True):
@@ -73,6 +74,8 @@ def test_rule_plans_the_report_after_every_figure_and_table(tmp_path):
     assert jobs["reproduction_report"] == 1 and jobs["figure"] == 4 and jobs["table"] == 5
     assert jobs["train_cifar"] == 14 and jobs["train_imagenet"] == 10
     assert jobs["track_artifact"] == 10  # 4 figures, 5 tables and the report, each in a rule of its own
+    # what each table (its view's evaluations) and Figure 7 (layer responses) shows: one job each, not one per run
+    assert jobs["track_shown"] == 6 and "track_eval" not in jobs
     cmd = next(l for l in out.splitlines() if "resnet-repro report " in l)
     assert "--preset paper" in cmd and "--pdf reports/report.pdf" in cmd
     assert cmd.count("results/runs/paper/") == 24  # --runs: 14 CIFAR + 10 ImageNet runs
@@ -163,6 +166,8 @@ def test_tiny_run_is_in_mlflow(tiny_run):
                 model,
                 sorted(r.data.metrics),
             )
+        if model in FIGURE7 and r.data.params["seed"] == "0":  # Figure 7's layer responses (first seed)
+            assert "responses.csv" in {a.path for a in client.list_artifacts(r.info.run_id)}, model
     (parent,) = [r for r in client.search_runs([train_exp.experiment_id], "tags.seed_group = 'resnet110'")]
     assert "single_top1_error_mean" in parent.data.metrics and "single_top1_error_std" in parent.data.metrics
     assert sum(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in runs) == 2

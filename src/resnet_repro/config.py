@@ -109,10 +109,6 @@ class Plan:
         in_tables = {m for t in TABLES for m, seed in self.experiments[t] if seed is None}
         return {m: self.seeds(m) for m in sorted(in_tables) if len(self.seeds(m)) > 1}
 
-    def table_views(self, model):
-        """The evaluation views the tables read for a model."""
-        return sorted({TABLE_VIEW[t] for t in TABLES if any(m == model for m, _ in self.experiments[t])})
-
     def uses(self, model, seed):
         return [a for a in ARTIFACTS if (model, seed) in self.runs(a)]
 

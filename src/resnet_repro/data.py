@@ -11,6 +11,7 @@ Two paths, as in the paper's two families of experiments:
 import copy
 import os
 import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ReproError
+from .files import write_with
 
 SMALL_KINDS = ("cifar10", "digits", "imagefolder")
 STREAM_KINDS = ("imagenet", "imagefolder")
@@ -47,8 +49,26 @@ class TensorData:
 # ---------------------------------------------------------------- small images, in memory
 
 
+def digits_cache(test_fraction, seed):
+    """Where the digits split is kept: the user's cache directory ($XDG_CACHE_HOME, else ~/.cache), one
+    file per scikit-learn version and split."""
+    from importlib.metadata import version
+
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnet-repro"
+    return root / f"digits-sklearn{version('scikit-learn')}-test{test_fraction}-seed{seed}.npz"
+
+
 def load_digits_arrays(test_fraction=0.25, seed=0):
-    """scikit-learn's bundled 8x8 digits (offline) as uint8 3-channel images, stratified split."""
+    """scikit-learn's bundled 8x8 digits (offline) as uint8 3-channel images, stratified split. The split
+    is kept in a cache file (digits_cache): importing scikit-learn took about a second of every demo job
+    that reads the digits, a training, an evaluation or a layer-response job."""
+    classes = [str(c) for c in range(10)]
+    cache = digits_cache(test_fraction, seed)
+    try:
+        with np.load(cache) as z:
+            return z["xtr"], z["ytr"], z["xte"], z["yte"], classes
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # none yet, or damaged: made anew
+        pass
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -58,7 +78,11 @@ def load_digits_arrays(test_fraction=0.25, seed=0):
     xtr, xte, ytr, yte = train_test_split(
         images, d.target, test_size=test_fraction, random_state=seed, stratify=d.target
     )
-    return xtr, ytr, xte, yte, [str(c) for c in range(10)]
+    try:  # atomic: jobs that start together each write a whole file, the last one stays
+        write_with(cache, lambda f: np.savez(f, xtr=xtr, ytr=ytr, xte=xte, yte=yte))
+    except OSError:  # no writable cache directory: made anew each time
+        pass
+    return xtr, ytr, xte, yte, classes
 
 
 def _cifar10_arrays(root, download):

@@ -424,19 +424,28 @@ def _log_model_in_run(mlflow, run_id, model, signature, params, ckpt):
     return info.model_id
 
 
+def check_eval_inputs(run_dirs, views=None):
+    """Each run directory exists, has the evaluations `views` names and has been tracked (mlflow.json)."""
+    for run_dir in map(Path, run_dirs):
+        if not run_dir.is_dir():
+            raise ReproError(f"run directory {run_dir} does not exist")
+        for view in views or ():
+            if not (run_dir / "eval" / view / "metrics.json").is_file():
+                raise ReproError(
+                    f"{run_dir / 'eval' / view / 'metrics.json'} does not exist (run `resnet-repro evaluate`)"
+                )
+        if not (run_dir / "mlflow.json").is_file():
+            raise ReproError(
+                f"{run_dir / 'mlflow.json'} does not exist: run `resnet-repro track train {run_dir}` first"
+            )
+
+
 def track_eval(run_dir, uri=None, views=None, responses=True):
     """Add RUN's evaluation metrics (all, or those of `views`; and responses.csv) to the run
     RUN/mlflow.json names; return (run id, how many metrics were new)."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ReproError(f"run directory {run_dir} does not exist")
-    for view in views or ():
-        if not (run_dir / "eval" / view / "metrics.json").is_file():
-            raise ReproError(f"{run_dir / 'eval' / view / 'metrics.json'} does not exist (run `resnet-repro evaluate`)")
-    path = run_dir / "mlflow.json"
-    if not path.is_file():
-        raise ReproError(f"{path} does not exist: run `resnet-repro track train {run_dir}` first")
-    info = read_json(path, "tracking file")
+    check_eval_inputs([run_dir], views)
+    info = read_json(run_dir / "mlflow.json", "tracking file")
     uri = tracking_uri(uri)
     c = client(uri)
     run = c.get_run(info["run_id"])

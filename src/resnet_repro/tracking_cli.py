@@ -13,7 +13,7 @@ from .mlflow_store import (
     tracking_uri,
     ui_path,
 )
-from .tracking import track_eval, track_report, track_seeds, track_train
+from .tracking import check_eval_inputs, track_eval, track_report, track_seeds, track_train
 
 URI_HELP = f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})"
 EXPERIMENT_HELP = f"the trainings' experiment (default: $MLFLOW_EXPERIMENT_NAME, else {TRAIN_EXPERIMENT!r})"
@@ -37,13 +37,19 @@ def cmd_train(args):
 
 @mlflow_errors
 def cmd_eval(args):
-    if args.responses and not (Path(args.run) / "responses.csv").is_file():
-        raise ReproError(f"{Path(args.run) / 'responses.csv'} does not exist (run `resnet-repro responses`)")
+    if args.responses:
+        for run in args.runs:
+            if not (Path(run) / "responses.csv").is_file():
+                raise ReproError(f"{Path(run) / 'responses.csv'} does not exist (run `resnet-repro responses`)")
     views = args.view or ([] if args.responses else None)
-    run_id, n = track_eval(args.run, args.tracking_uri, views, responses=args.responses or not args.view)
-    print(f"{n} new evaluation metrics logged" if n else "evaluation metrics already logged; nothing to do")
-    if args.out:  # a stamp for the workflow: this evaluation is in MLflow
-        write_json(args.out, {"run_id": run_id, "views": args.view or "all", "responses": args.responses})
+    check_eval_inputs(args.runs, views)  # every run's files first: nothing is logged for one if another lacks its own
+    logged = {}
+    for run in args.runs:
+        run_id, n = track_eval(run, args.tracking_uri, views, responses=args.responses or not args.view)
+        logged[run] = run_id
+        print(f"{run}: {n} new evaluation metrics logged" if n else f"{run}: evaluation metrics already logged")
+    if args.out:  # a stamp for the workflow: these evaluations are in MLflow
+        write_json(args.out, {"runs": logged, "views": args.view or "all", "responses": args.responses})
 
 
 @mlflow_errors
@@ -116,11 +122,12 @@ def add_train(actions):
 def add_eval(actions):
     s = actions.add_parser(
         "eval",
-        help="add RUN's evaluation metrics to its tracked run",
-        description="Log RUN/eval/<view>/metrics.json as <view>_top1_error and "
-        "<view>_top5_error on the run RUN/mlflow.json names (idempotent).",
+        help="add runs' evaluation metrics to their tracked runs",
+        description="Log each RUN/eval/<view>/metrics.json as <view>_top1_error and "
+        "<view>_top5_error on the run RUN/mlflow.json names (idempotent). Several RUNs in one call: "
+        "the workflow logs what one table or figure shows in one job.",
     )
-    s.add_argument("run", metavar="RUN")
+    s.add_argument("runs", nargs="+", metavar="RUN", help="training directories (each with mlflow.json)")
     s.add_argument("--view", action="append", help="only this view's eval/VIEW/metrics.json (repeatable)")
     s.add_argument("--responses", action="store_true", help="RUN/responses.csv (Figure 7's layer responses)")
     s.add_argument("--tracking-uri", help=URI_HELP)

@@ -81,11 +81,28 @@ def artifact_sources(name):
     return run_dirs(name)
 
 
+# the artifacts that show more of a run than its training: a table its evaluations in one view, Figure 7
+# its layer responses; `track_shown` logs them into the runs, one job per artifact
+SHOWN = (*TABLES, "figure7")
+
+
+def shown_stamp(name):
+    return f"{MLFLOW_DIR}/shown/{name}.json"
+
+
+def shown_files(wildcards):
+    """The files of each run that an artifact shows beyond its training."""
+    name = wildcards.artifact
+    if name == "figure7":
+        return run_files(name, "responses.csv")
+    return run_files(name, f"eval/{TABLE_VIEW[name]}/metrics.json")
+
+
 def seed_group_inputs(wildcards):
     """A model's seeds, tracked with the evaluations the tables show."""
     dirs = [PLAN.run_dir(wildcards.model, s) for s in PLAN.seed_groups()[wildcards.model]]
-    views = PLAN.table_views(wildcards.model)
-    return [f"{d}/mlflow.json" for d in dirs] + [f"{d}/eval/{v}/mlflow.json" for d in dirs for v in views]
+    tables = [t for t in TABLES if any(m == wildcards.model for m, _ in PLAN.runs(t))]
+    return [f"{d}/mlflow.json" for d in dirs] + [shown_stamp(t) for t in tables]
 
 
 def tracking_stamps():
@@ -173,7 +190,7 @@ def figure_inputs(wildcards):
     name = wildcards.figure
     files = run_files(name, "mlflow.json") + run_files(name, "history.csv")
     if name == "figure7":
-        files += run_files(name, "responses.csv") + run_files(name, "responses.mlflow.json")
+        files += run_files(name, "responses.csv") + [shown_stamp(name)]
     return files
 
 
@@ -187,7 +204,7 @@ def figure_args(wildcards):
 
 def table_inputs(wildcards):
     name, view = wildcards.table, TABLE_VIEW[wildcards.table]
-    files = run_files(name, f"eval/{view}/metrics.json") + run_files(name, f"eval/{view}/mlflow.json")
+    files = run_files(name, f"eval/{view}/metrics.json") + [shown_stamp(name)]
     if name == "table5":
         files.append(rules.ensemble.output[0])
     return files

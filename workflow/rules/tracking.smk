@@ -1,7 +1,8 @@
 # MLflow: the store and the preset's experiments are set up once, before any job logs. Every number
 # reaches MLflow in a local rule of its own, after the job that made it: a training as one run (made
-# live by the training itself when the store is an http(s) server, completed here), each evaluation
-# view and layer-response file into that run, each model's seeds under a parent run, and each
+# live by the training itself when the store is an http(s) server, completed here), the evaluations
+# (or layer responses) one table (or Figure 7) shows into their runs, in one job per table, each
+# model's seeds under a parent run, and each
 # figure, table and the report as a run of the reports experiment. Tables and figures depend on the
 # stamps of what they show, so it is in MLflow before they are made; a tracking failure never
 # deletes an artifact.
@@ -10,8 +11,7 @@
 localrules:
     mlflow_setup,
     track_train,
-    track_eval,
-    track_responses,
+    track_shown,
     track_seeds,
     track_artifact,
 
@@ -57,41 +57,24 @@ rule track_train:
         "--experiment {params.experiment:q} > {log} 2>&1"
 
 
-rule track_eval:
+rule track_shown:
     input:
-        tracked=f"{RUN}/mlflow.json",
-        metrics=f"{RUN}/eval/{{view}}/metrics.json",
+        tracked=lambda w: run_files(w.artifact, "mlflow.json"),
+        shown=shown_files,
     output:
-        f"{RUN}/eval/{{view}}/mlflow.json",
+        f"{MLFLOW_DIR}/shown/{{artifact}}.json",
     log:
-        f"{LOGS}/mlflow/{{model}}-seed{{seed}}-{{view}}.log",
+        f"{LOGS}/mlflow/shown-{{artifact}}.log",
     wildcard_constraints:
-        view="single|center|tencrop|multiscale",
+        artifact="|".join(SHOWN),
     params:
-        run=lambda w, input: os.path.dirname(input.tracked),
+        runs=lambda w: " ".join(run_dirs(w.artifact)),
+        what=lambda w: "--responses" if w.artifact == "figure7" else f"--view {TABLE_VIEW[w.artifact]}",
         uri=PLAN.tracking_uri,
     conda:
         CONDA_ENV
     shell:
-        "resnet-repro track eval {params.run} --view {wildcards.view} --tracking-uri {params.uri:q} "
-        "--out {output} > {log} 2>&1"
-
-
-rule track_responses:
-    input:
-        tracked=f"{RUN}/mlflow.json",
-        responses=f"{RUN}/responses.csv",
-    output:
-        f"{RUN}/responses.mlflow.json",
-    log:
-        f"{LOGS}/mlflow/{{model}}-seed{{seed}}-responses.log",
-    params:
-        run=lambda w, input: os.path.dirname(input.tracked),
-        uri=PLAN.tracking_uri,
-    conda:
-        CONDA_ENV
-    shell:
-        "resnet-repro track eval {params.run} --responses --tracking-uri {params.uri:q} --out {output} > {log} 2>&1"
+        "resnet-repro track eval {params.runs} {params.what} --tracking-uri {params.uri:q} --out {output} > {log} 2>&1"
 
 
 rule track_seeds:
