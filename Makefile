@@ -45,14 +45,11 @@ mlflow: venv
 		--host 127.0.0.1 --port $${MLFLOW_PORT:-5000} --workers 1
 
 # a tracking server for a cluster (README, MLflow): trainings log to it live; its SQLite store and
-# artifacts on this host's local disk. It listens on every interface so compute nodes reach it, with
-# no authentication: run it inside the cluster's network (MLFLOW_HOST=127.0.0.1 for this host only).
+# artifacts on this host's local disk (./mlflow-server/, or MLFLOW_SERVER_DIR). MLflow's basic auth:
+# your MLFLOW_TRACKING_USERNAME/PASSWORD (or ~/.mlflow/credentials) make its admin account on the first
+# start, and no credentials, no server. Loopback only unless MLFLOW_HOST is set (0.0.0.0: compute nodes).
 mlflow-server: venv
-	mkdir -p mlflow-server
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server \
-		--backend-store-uri sqlite:///$(abspath mlflow-server)/mlflow.db \
-		--artifacts-destination $(abspath mlflow-server)/artifacts \
-		--host $${MLFLOW_HOST:-0.0.0.0} --port $${MLFLOW_PORT:-5000} --workers $${MLFLOW_WORKERS:-4}
+	bash scripts/mlflow-server.sh
 
 clean:
 	rm -rf results reports logs mlflow.db mlartifacts data/digits-imagefolder .snakemake

@@ -25,8 +25,8 @@ def is_server(uri):
 
 
 class LiveRun:
-    def __init__(self, client, run_id, log, monitor=None):
-        self.client, self.run_id, self.log, self.monitor = client, run_id, log, monitor
+    def __init__(self, client, run_id, log, monitor=None, uri=None):
+        self.client, self.run_id, self.log, self.monitor, self.uri = client, run_id, log, monitor, uri
 
     @classmethod
     def start(cls, out_dir, spec, uri, experiment, resume, log):
@@ -39,9 +39,10 @@ class LiveRun:
         try:
             return cls._open(Path(out_dir), spec, uri, experiment, resume, log)
         except Exception as e:  # noqa: BLE001 (any failure of tracking leaves the training alone)
+            why = _auth_error(e, uri) or f"MLflow server {uri} not usable ({_first_line(e)})"
             log(
-                f"[{spec['model']}] warning: MLflow server {uri} not usable ({_first_line(e)}); training "
-                f"without live tracking (`resnet-repro track train` logs the run when it has finished)"
+                f"[{spec['model']}] warning: {why}; training without live tracking "
+                f"(`resnet-repro track train` logs the run when it has finished)"
             )
             return None
 
@@ -74,11 +75,14 @@ class LiveRun:
             log(
                 f"[{spec['model']}] MLflow: logging live to run {run.info.run_id}: {uri}{ui_path(exp_id, run.info.run_id)}"
             )
-        return cls(client, run.info.run_id, log, _system_metrics(run.info.run_id, uri, resume))
+        return cls(client, run.info.run_id, log, _system_metrics(run.info.run_id, uri, resume), uri)
 
     def row(self, row, keys):
         """Log one history row (step = iteration)."""
         from mlflow.entities import Metric
+
+        if self.client is None:  # stopped after an error: the training goes on untracked
+            return
 
         now = int(time.time() * 1000)
         points = [
@@ -89,7 +93,8 @@ class LiveRun:
     def end(self, status):
         if self.monitor is not None:
             self._call(self.monitor.finish)
-        self._call(self.client.set_terminated, self.run_id, status)
+        if self.client is not None:
+            self._call(self.client.set_terminated, self.run_id, status)
 
     def _call(self, fn, *args, **kwargs):
         if self.client is None:
@@ -98,8 +103,8 @@ class LiveRun:
             fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001
             self.log(
-                f"warning: MLflow live tracking stopped ({_first_line(e)}); the training goes on "
-                f"and `resnet-repro track train` fills the run in when it has finished"
+                f"warning: MLflow live tracking stopped ({_auth_error(e, self.uri) or _first_line(e)}); the "
+                f"training goes on and `resnet-repro track train` fills the run in when it has finished"
             )
             self.client = None
 
@@ -116,6 +121,15 @@ def _system_metrics(run_id, uri, resume):
         monitor.start()
         return monitor
     except Exception:  # noqa: BLE001 (psutil absent: no system metrics, nothing else changes)
+        return None
+
+
+def _auth_error(e, uri):
+    from .mlflow_store import auth_error
+
+    try:
+        return auth_error(e, uri)
+    except Exception:  # noqa: BLE001 (a warning must not fail the training either)
         return None
 
 

@@ -124,6 +124,28 @@ def experiment_id(c, name, uri):
     return exp.experiment_id
 
 
+def auth_error(exc, uri):
+    """One line saying what to set when a tracking server refused a request for its credentials
+    (HTTP 401: none, or wrong ones; 403: the user may not do it), else None. The client sends
+    MLFLOW_TRACKING_USERNAME/PASSWORD, else those of ~/.mlflow/credentials."""
+    code = getattr(exc, "error_code", None)
+    if code not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        return None
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    user, password = read_mlflow_creds()
+    if code == "PERMISSION_DENIED":
+        return (
+            f"MLflow server {uri} refused user {user!r} a permission (403): its admin grants it "
+            f"(README: the tracking server), or log as another user"
+        )
+    given = "refused the credentials" if user and password else "asks for credentials, and none are set"
+    return (
+        f"MLflow server {uri} {given} (401): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+        f"(or ~/.mlflow/credentials) to an account of the server"
+    )
+
+
 def mlflow_errors(fn):
     """Turn MLflow's exceptions into one-line ReproErrors for the CLI."""
 
@@ -133,7 +155,8 @@ def mlflow_errors(fn):
         try:
             return fn(args)
         except MlflowException as e:
-            raise ReproError(f"MLflow: {str(e.message).splitlines()[0]}") from None
+            auth = auth_error(e, tracking_uri(getattr(args, "tracking_uri", None)))
+            raise ReproError(auth or f"MLflow: {str(e.message).splitlines()[0]}") from None
 
     return wrapped
 
