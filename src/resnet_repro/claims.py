@@ -5,10 +5,14 @@ Every claim has a rule in RULES (claim id -> function); the table is checked aga
 when this module loads, so a claim without a rule, or a rule without a claim, fails at once."""
 
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 
+import numpy as np
 import yaml
+from scipy.stats import norm
+from scipy.stats import t as t_dist
 
 from .errors import ReproError
 from .paper import data_names, model_label, reference
@@ -16,21 +20,38 @@ from .rundir import run_of_file
 from .spec import paper_differences
 
 VERDICTS = ("holds", "does not hold", "not tested in this run", "too little data to say")
-Z = 2.0  # a difference is "resolved" when it exceeds Z standard deviations of its noise (~95%)
+Z = 2.0  # a difference is "resolved" when it exceeds Z standard deviations of its noise (normal: ~95.4%)
+LEVEL = norm.cdf(Z)  # the same one-sided level for a t-quantile, where the noise is estimated from few values
 TRAIN_ERROR_LIMIT = 0.1  # overfit_1202: "training error < 0.1%"
+TRAIN_WINDOWS = 5  # training error: its noise is the spread of (at most) the last 5 logging windows at the final lr
 
 
-# ---------------------------------------------------------------- measurements and comparisons
+# ---------------------------------------------------------------- measurements and their noise
+#
+# A measure's noise has two parts, kept apart because they combine differently:
+#   sampling   which images it was scored on: the binomial std of an error rate on n images (test and
+#              val errors), shared by every seed of a model (the seeds saw the same images, so averaging
+#              seeds does not shrink it), and paired away where two models were scored on the same images
+#   training   what a rerun with another seed changes: the sample variance over k seeds / k, with k-1
+#              degrees of freedom (not measured with one seed: the noise text says so)
+# They add (independent sources); the threshold is a t-quantile for the Welch-Satterthwaite degrees
+# of freedom of the sum (Z where every part is a known variance), so 2-3 seeds are not taken at face value.
+# Training error is different: its value is the last logging window of each run, its sampling part
+# the spread of the last windows at the final learning rate (not their pooled image count: minibatches of
+# one run are not independent draws), and the seeds' spread already contains it, so the larger one is used.
 
 
 @dataclass
 class Measure:
     label: str
     value: float
-    std: float = None  # noise, same unit as value
-    noise: str = ""  # how std was obtained
+    std: float = None  # the whole noise of the value, same unit
+    noise: str = ""  # how std was obtained, in words
     runs: list = field(default_factory=list)
     unit: str = "%"
+    parts: list = field(default_factory=list)  # [(variance, degrees of freedom or None if known, what, kind)]
+    errors: object = None  # per image, the error of each image averaged over the runs (for paired comparisons)
+    labels: object = None  # the labels of those images, in order: two measures pair only on the same ones
 
 
 def finite(v):
@@ -49,15 +70,43 @@ def binomial_std(p, n):
     return math.sqrt(p * (100.0 - p) / n)
 
 
-def noise(value, n, seed_std, k):
-    """(std, description): the sample std over seeds where k >= 2 runs exist (what a rerun would change,
-    training included), else the binomial noise of an error rate on n images."""
-    if finite(seed_std) and k and k >= 2:
-        return float(seed_std), f"seed std over {k} runs: {float(seed_std):.2f}"
+def satterthwaite(parts):
+    """(std, degrees of freedom) of a sum of independent variance estimates [(var, df or None, ...)];
+    df None where every part is known (normal), else Welch-Satterthwaite's."""
+    total = sum(p[0] for p in parts)
+    denom = sum(p[0] ** 2 / p[1] for p in parts if p[1])
+    return math.sqrt(total), (total * total / denom if denom > 0 else None)
+
+
+def critical(df):
+    """The multiplier of the noise std a difference must exceed: Z, or the t-quantile of the same level."""
+    return Z if df is None else float(t_dist.ppf(LEVEL, df))
+
+
+def seed_part(values):
+    """The training part of the noise of the mean of `values` (one per seed), or None for one seed."""
+    k = len(values)
+    if k < 2:
+        return None
+    s = statistics.stdev(values)
+    return (s * s / k, k - 1, f"seed std {s:.2f} over {k} runs", "seeds")
+
+
+def noise(value, n, values):
+    """(std, parts, description) of the mean `value` of a test or val error over the seeds `values`,
+    each scored on the same n images: sampling (binomial) and training (seeds) parts added."""
+    parts = []
     b = binomial_std(value, n) if n else None
     if b is not None:
-        return b, f"binomial on n={n}: {b:.2f} (one seed)"
-    return None, "noise unknown (no evaluation size, one seed)"
+        parts.append((b * b, None, f"binomial {b:.2f} on n={n}", "images"))
+    seeds = seed_part(values)
+    if seeds:
+        parts.append(seeds)
+    if not parts:
+        return None, [], "noise unknown (no evaluation size, one seed)"
+    std, _ = satterthwaite(parts)
+    how = " + ".join(p[2] for p in parts) + f" -> {std:.2f}"
+    return std, parts, how + ("" if seeds else " (one seed: the training variance is not measured)")
 
 
 def seeds_of(text):
@@ -69,8 +118,21 @@ def seeds_of(text):
     return [s.strip() for s in str(text).split(",") if s.strip()]
 
 
-def table_measure(tables, runs, table, model, col, std_col, view, what):
-    """A reproduced cell of a table (the mean over seeds) with its noise; None if the table or value is missing."""
+def image_errors(runs, view, col):
+    """(per-image error averaged over the runs, labels) from each run's saved scores of `view` (`col`:
+    top1 or top5), or (None, None) where a run has none or the runs scored other images."""
+    saved = [r.image_errors(view) for r in runs]
+    if not saved or any(s is None for s in saved):
+        return None, None
+    labels = saved[0]["labels"]
+    if any(not np.array_equal(labels, s["labels"]) for s in saved):
+        return None, None
+    return np.mean([s[col] for s in saved], axis=0), labels
+
+
+def table_measure(tables, runs, table, model, col, view, what):
+    """A reproduced cell of a table (the mean over seeds of top-1 errors of `view`) with its noise and its
+    runs' per-image errors; None if the table or value is missing."""
     if table not in tables:
         return None
     df = tables[table][1]
@@ -79,30 +141,52 @@ def table_measure(tables, runs, table, model, col, std_col, view, what):
         return None
     row = rows.iloc[0]
     value = float(row[col])
-    seeds = seeds_of(row.get("seeds"))
-    behind = [runs.get(model, s) for s in seeds]
-    ns = [r.evals.get(view, {}).get("n") for r in behind if r is not None]
-    n = min((x for x in ns if x), default=None)
-    std, how = noise(value, n, row.get(std_col) if std_col else None, len(seeds))
-    return Measure(f"{model_label(model)} {what}", value, std, how, [r for r in behind if r is not None])
+    behind = [r for r in (runs.get(model, s) for s in seeds_of(row.get("seeds"))) if r is not None]
+    evals = [r.evals.get(view, {}) for r in behind]
+    n = min((e["n"] for e in evals if e.get("n")), default=None)
+    per_seed = [e["top1"] for e in evals if finite(e.get("top1"))]
+    std, parts, how = noise(value, n, per_seed)
+    errors, labels = image_errors(behind, view, "top1")
+    return Measure(f"{model_label(model)} {what}", value, std, how, behind, parts=parts, errors=errors, labels=labels)
+
+
+def final_windows(history):
+    """The last logging windows of a run at its final learning rate (at most TRAIN_WINDOWS; the last 3
+    whatever their rate where fewer than 2 are at it): their training errors."""
+    lr = history[-1].get("lr")
+    tail = []
+    for row in reversed(history):
+        if row.get("lr") != lr or len(tail) == TRAIN_WINDOWS:
+            break
+        tail.append(float(row["train_error"]))
+    return tail if len(tail) >= 2 else [float(r["train_error"]) for r in history[-3:]]
 
 
 def final_train_error(runs, model):
-    """Final training error (mean over seeds) from history.csv; n = images of the last logging window."""
+    """Final training error (the last logging window, mean over seeds) from history.csv, its noise the
+    larger of the seeds' spread and the spread of each run's last windows (both / sqrt(k))."""
     rs = [r for r in runs.of_model(model) if r.history]
     if not rs:
         return None
-    values, ns = [], []
-    for r in rs:
-        h = r.history
-        values.append(h[-1]["train_error"])
-        window = h[-1]["iteration"] - (h[-2]["iteration"] if len(h) > 1 else 0)
-        bs = r.spec.get("batch_size")
-        ns.append(int(window * bs) if isinstance(bs, int) and window > 0 else None)
-    value = statistics.fmean(values)
-    n = min((x for x in ns if x), default=None)
-    std, how = noise(value, n, statistics.stdev(values) if len(values) > 1 else None, len(values))
-    return Measure(f"{model_label(model)} final training error", value, std, how, rs)
+    values = [float(r.history[-1]["train_error"]) for r in rs]
+    windows = [final_windows(r.history) for r in rs]
+    k = len(rs)
+    w_var = statistics.fmean(statistics.variance(w) if len(w) > 1 else 0.0 for w in windows) / k
+    w_df = sum(len(w) - 1 for w in windows)
+    parts = [(w_var, w_df or None, f"spread of the last {min(map(len, windows))}+ logging windows", "windows")]
+    seeds = seed_part(values)
+    if seeds and seeds[0] > w_var:
+        parts = [seeds]
+    std, _ = satterthwaite(parts) if w_df or seeds else (None, None)
+    how = f"{parts[0][2]} -> {std:.2f}" if std is not None else "noise unknown (fewer than 2 logging windows)"
+    return Measure(
+        f"{model_label(model)} final training error",
+        statistics.fmean(values),
+        std,
+        how + ("" if k > 1 else " (one seed)"),
+        rs,
+        parts=parts if std is not None else [],
+    )
 
 
 def final_test_error(runs, model):
@@ -112,45 +196,87 @@ def final_test_error(runs, model):
     return statistics.fmean(r.history[-1]["test_error"] for r in rs)
 
 
-def responses_of(runs, model):
-    """Per-layer response std of a model, averaged over its runs' responses.csv (layer by layer)."""
+def stage_responses(runs, model):
+    """{stage: mean response std of its 3x3 layers} of a model, averaged over its runs' responses.csv,
+    and the runs. The stage of a layer is the `layerK` of its module (the stem is left out: one layer,
+    the same in plain and residual nets)."""
     rs = [r for r in runs.of_model(model) if r.responses]
-    if not rs:
-        return None, []
-    length = min(len(r.responses) for r in rs)
-    return [statistics.fmean(r.responses[i] for r in rs) for i in range(length)], rs
+    per_run = []
+    for r in rs:
+        stages = {}
+        for module, std in r.response_modules:
+            m = re.match(r"layer(\d+)\.", module)
+            if m:
+                stages.setdefault(int(m.group(1)), []).append(std)
+        per_run.append({k: statistics.fmean(v) for k, v in stages.items()})
+    common = sorted(set.intersection(*(set(s) for s in per_run))) if per_run else []
+    return {k: statistics.fmean(s[k] for s in per_run) for k in common}, rs
 
 
 def response_measure(runs, model):
-    layers, rs = responses_of(runs, model)
-    if not layers:
+    stages, rs = stage_responses(runs, model)
+    if not stages:
         return None
-    se = statistics.stdev(layers) / math.sqrt(len(layers)) if len(layers) > 1 else None
     return Measure(
         f"{model_label(model)} mean response std",
-        statistics.fmean(layers),
-        se,
-        f"standard error over {len(layers)} layers",
+        statistics.fmean(stages.values()),
+        None,
+        f"the mean of {len(stages)} stages' mean responses",
         rs,
         unit="",
     )
 
 
-def compare(a, b, op, paired=None):
-    """Claim `a op b` (op '<' or '<='): a dict with the numbers and the outcome agrees/contradicts/within noise."""
+def compare_responses(e, low, high):
+    """`low` has smaller layer responses than `high`, stage by stage: the mean over stages of
+    log(response low / response high), its noise the spread over stages (t with stages-1 degrees of
+    freedom). The unit is the stage, not the layer: layers of a stage are not independent samples, and
+    a rule counting layers would get easier with depth by construction."""
+    a = e.need(response_measure(e.runs, low), f"{model_label(low)} responses.csv")
+    b = e.need(response_measure(e.runs, high), f"{model_label(high)} responses.csv")
+    if not (a and b):
+        return
+    sa, sb = stage_responses(e.runs, low)[0], stage_responses(e.runs, high)[0]
+    logs = [math.log(sa[k] / sb[k]) for k in sorted(set(sa) & set(sb)) if sa[k] > 0 and sb[k] > 0]
+    d = statistics.fmean(logs) if logs else math.nan
+    sd = statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else None
+    df = len(logs) - 1 if sd is not None else None
+    e.parts.append(
+        outcome_of(a, b, "<", d, sd, df, f"paired over {len(logs)} stages (log ratio of stage means)", "log ratio")
+    )
+
+
+def compare(a, b, op):
+    """Claim `a op b` (op '<' or '<='): a dict with the numbers and the outcome agrees/contradicts/within
+    noise. Both '<' and '<=' agree only beyond noise: within it, the numbers do not say. Two measures
+    scored on the same images are compared paired (each image's error difference: only the images the
+    two models disagree on count, as in McNemar's test); else their sampling variances add."""
     d = a.value - b.value
-    if paired is not None:  # (diffs per layer): the std of the mean paired difference
-        sd = statistics.stdev(paired) / math.sqrt(len(paired)) if len(paired) > 1 else None
-        d = statistics.fmean(paired)
-        pairing = f"paired over {len(paired)} layers"
+    if a.std is None or b.std is None:
+        return outcome_of(a, b, op, d, None, None, "unpaired", a.unit)
+    paired = a.errors is not None and b.errors is not None and np.array_equal(a.labels, b.labels)
+    others = [p for m in (a, b) for p in m.parts if p[3] != "images"]
+    if paired:
+        diff = (a.errors - b.errors) * 100.0
+        images = [(float(diff.var(ddof=1)) / len(diff), None, "paired", "images")]
+        pairing = f"paired over the same {len(diff):,} images"
     else:
-        sd = math.hypot(a.std, b.std) if a.std is not None and b.std is not None else None
+        images = [p for m in (a, b) for p in m.parts if p[3] == "images"]
         pairing = "unpaired"
-    if sd is None:
+    # measures known by their std alone (a threshold, a hand-made Measure) count as known variances
+    bare = [(m.std**2, None, m.noise, "given") for m in (a, b) if not m.parts]
+    parts = images + others + bare
+    sd, df = satterthwaite(parts)
+    return outcome_of(a, b, op, d, sd, df, pairing, a.unit)
+
+
+def outcome_of(a, b, op, d, sd, df, pairing, unit):
+    crit = critical(df) if sd is not None else None
+    if sd is None or not math.isfinite(d):
         outcome = "within noise"
-    elif d > Z * sd:
+    elif d > crit * sd:
         outcome = "contradicts"
-    elif op == "<=" or d < -Z * sd:
+    elif d < -crit * sd:
         outcome = "agrees"
     else:
         outcome = "within noise"
@@ -161,8 +287,10 @@ def compare(a, b, op, paired=None):
         "op": op,
         "difference": d,
         "noise_std": sd,
+        "df": df,
+        "critical": crit,
         "pairing": pairing,
-        "unit": a.unit,
+        "unit": unit,
         "outcome": outcome,
     }
 
@@ -183,7 +311,9 @@ def threshold(label, value):
 
 
 def ensemble_measures(tables, runs):
-    """(the ensemble's top-5 error, its best member's) from table5, with binomial noise."""
+    """(the ensemble's top-5 error, its best member's) from table5, with binomial noise; both with the
+    per-image errors recomputed from the members' saved scores where they exist, so that the two are
+    compared paired (they were scored on the same images)."""
     if "table5" not in tables:
         return None, None
     df = tables["table5"][1]
@@ -195,13 +325,28 @@ def ensemble_measures(tables, runs):
     ns = [r.evals.get("multiscale", {}).get("n") for _, r in member_runs if r is not None]
     n = min((x for x in ns if x), default=None)
     value = float(ens_rows.iloc[0]["top5"])
-    std, how = noise(value, n, None, 1)
-    ens = Measure("ensemble top-5 error", value, std, how, [r for _, r in member_runs if r is not None])
+    std, parts, how = noise(value, n, [])
+    ens = Measure("ensemble top-5 error", value, std, how, [r for _, r in member_runs if r is not None], parts=parts)
     row, r = min(member_runs, key=lambda x: float(x[0]["top5"]))
     value = float(row["top5"])
-    std, how = noise(value, n, None, 1)
-    best = Measure(f"best member ({model_label(row['model'])}) top-5 error", value, std, how, [r] if r else [])
+    std, parts, how = noise(value, n, [])
+    best = Measure(
+        f"best member ({model_label(row['model'])}) top-5 error", value, std, how, [r] if r else [], parts=parts
+    )
+    saved = [m.scores("multiscale") if m is not None else None for _, m in member_runs]
+    if r is not None and saved and all(x is not None for x in saved):
+        y = saved[0][1]
+        if all(np.array_equal(y, x[1]) for x in saved):
+            probs = np.mean([softmax(x[0]) for x in saved], axis=0)
+            top = np.argsort(-probs, axis=1)[:, : min(5, probs.shape[1])]
+            ens.errors, ens.labels = (~(top == y[:, None]).any(axis=1)).astype(float), y
+            best.errors, best.labels = r.image_errors("multiscale")["top5"].astype(float), y
     return ens, best
+
+
+def softmax(x):
+    z = np.exp(x - x.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
 
 
 def member_run(runs, row):
@@ -228,14 +373,14 @@ class Evidence:
     def table(self, table, model):
         """A model's reproduced top-1 (ImageNet tables, 10-crop) or test error (table6) with its noise."""
         if table == "table6":
-            m = table_measure(self.tables, self.runs, table, model, "error_mean", "error_std", "single", "test error")
+            m = table_measure(self.tables, self.runs, table, model, "error_mean", "single", "test error")
         else:
-            m = table_measure(self.tables, self.runs, table, model, "top1", "top1_std", "tencrop", "top-1 error")
+            m = table_measure(self.tables, self.runs, table, model, "top1", "tencrop", "top-1 error")
         return self.need(m, f"{model_label(model)} in {table}")
 
-    def compare(self, a, b, op, paired=None):
+    def compare(self, a, b, op):
         if a and b:
-            self.parts.append(compare(a, b, op, paired))
+            self.parts.append(compare(a, b, op))
 
 
 def lower_training_error(e, low, high):
@@ -260,6 +405,12 @@ def depth_gain_cifar(e):
         e.compare(ms["resnet110"], ms["resnet20"], "<")
 
 
+def degradation_imagenet(e):
+    """Table 2's val top-1 and Figure 4's evidence, the training error: plain-18 below plain-34 in both."""
+    e.compare(e.table("table2", "plain18"), e.table("table2", "plain34"), "<")
+    lower_training_error(e, "plain18", "plain34")
+
+
 def depth_gain_imagenet(e):
     m = {k: e.table("table2", k) for k in ("resnet18-A", "resnet34-A", "plain34")}
     e.compare(m["resnet34-A"], m["resnet18-A"], "<")
@@ -275,17 +426,14 @@ def shortcut_options(e):
 
 
 def small_responses(e):
+    """Stage by stage (compare_responses): ResNets below plain nets of the same depth, deeper ResNets
+    below shallower ones."""
     for res, plain in (("resnet20", "plain20"), ("resnet56", "plain56")):
-        a = e.need(response_measure(e.runs, res), f"{model_label(res)} responses.csv")
-        b = e.need(response_measure(e.runs, plain), f"{model_label(plain)} responses.csv")
-        if a and b:
-            la, _ = responses_of(e.runs, res)
-            lb, _ = responses_of(e.runs, plain)
-            e.compare(a, b, "<", [x - y for x, y in zip(la, lb)] if len(la) == len(lb) else None)
+        compare_responses(e, res, plain)
     deep = [d for d in ("resnet20", "resnet56", "resnet110") if response_measure(e.runs, d)]
     e.missing += [f"{model_label(d)} responses.csv" for d in ("resnet110",) if d not in deep]
     for a, b in zip(deep, deep[1:]):
-        e.compare(response_measure(e.runs, b), response_measure(e.runs, a), "<")
+        compare_responses(e, b, a)
 
 
 def overfit_1202(e):
@@ -300,17 +448,18 @@ def ensemble_gain(e):
     e.need(best, "ensemble members in table5")
     if ens and best:
         e.compare(ens, best, "<")
-        e.notes.append(
-            "the ensemble and its members are scored on the same images, so this unpaired noise "
-            "estimate is conservative"
-        )
+        if e.parts[-1]["pairing"] == "unpaired":
+            e.notes.append(
+                "the ensemble and its members are scored on the same images, but their scores were not "
+                "found: this unpaired noise estimate is conservative"
+            )
 
 
 RULES = {
     "degradation_cifar": lambda e: lower_training_error(e, "plain20", "plain56"),
     "residual_fix_cifar": lambda e: lower_training_error(e, "resnet56", "plain56"),
     "depth_gain_cifar": depth_gain_cifar,
-    "degradation_imagenet": lambda e: e.compare(e.table("table2", "plain18"), e.table("table2", "plain34"), "<"),
+    "degradation_imagenet": degradation_imagenet,
     "depth_gain_imagenet": depth_gain_imagenet,
     "shortcut_options": shortcut_options,
     "small_responses": small_responses,

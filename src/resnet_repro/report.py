@@ -12,7 +12,7 @@ the PDF in report_pdf.py; this module gathers the inputs and writes the three fi
 
 Verdicts (holds / does not hold / not tested in this run / too little data to say) follow one rule,
 written out in the report itself (templates/report.html): a claim is a set of comparisons; a difference counts
-only when it exceeds Z times its noise; a verdict names the data and scale of the runs it rests on
+only when it exceeds a critical multiple (Z, or a t-quantile for few seeds) of its noise; a verdict names the data and scale of the runs it rests on
 and says when they are reduced (not the paper's setting).
 
 pandas, matplotlib and mlflow are imported inside functions only: the CLI imports this module for

@@ -41,12 +41,13 @@ def comparison_html(c):
     """One comparison of claims.compare, in words with its numbers."""
     fmt = (lambda v: f"{v:.2f}%") if c["unit"] == "%" else (lambda v: f"{v:.3g}")
     sd = c["noise_std"]
-    sd_txt = "unknown" if sd is None else fmt(Z * sd).rstrip("%")
+    crit = c.get("critical") or Z
+    sd_txt = "unknown" if sd is None else fmt(crit * sd).rstrip("%")
     a, b = c["a"], c["b"]
     std = lambda m: "unknown" if m["std"] is None else f"{m['std']:.3g}"
     return (
         f"{a['label']} {fmt(a['value'])} (&sigma; {std(a)}) {html.escape(c['op'])} {b['label']} {fmt(b['value'])} "
-        f"(&sigma; {std(b)}): difference {c['difference']:+.3g}, {Z:g}&sigma;<sub>d</sub> = {sd_txt} "
+        f"(&sigma; {std(b)}): difference {c['difference']:+.3g}, {crit:.3g}&sigma;<sub>d</sub> = {sd_txt} "
         f"({c['pairing']}) &rarr; <b>{c['outcome']}</b>"
     )
 

@@ -3,6 +3,7 @@ history.csv, metrics.json, eval/<view>/metrics.json, responses.csv and mlflow.js
 decode a path into its run and preset. figures, tables and report read runs only through RunDir."""
 
 import csv
+import functools
 import io
 import json
 import re
@@ -137,12 +138,45 @@ class RunDir:
         return self.metrics.get("precision")
 
     @cached_property
-    def responses(self):
-        """The response std of each layer in layer order (responses.csv), None if not measured."""
+    def response_modules(self):
+        """[(module, response std)] of each layer in layer order (responses.csv), None if not measured."""
         path = self.dir / "responses.csv"
         if not path.is_file():
             return None
-        return [r["std"] for r in sorted(read_csv(path, ["layer", "std"]), key=lambda r: r["layer"])]
+        rows = sorted(read_csv(path, ["layer", "std"]), key=lambda r: r["layer"])
+        return [(r.get("module") or "", r["std"]) for r in rows]
+
+    @property
+    def responses(self):
+        """The response std of each layer in layer order (responses.csv), None if not measured."""
+        return None if self.response_modules is None else [std for _, std in self.response_modules]
+
+    @functools.cache
+    def image_errors(self, view):
+        """{"top1", "top5": 0/1 error of each image, "labels"} from the saved scores of `view`, None if
+        absent (kept, unlike the scores, which for ImageNet are 50,000 x 1,000)."""
+        import numpy as np
+
+        saved = self.scores(view)
+        if saved is None:
+            return None
+        scores, labels = saved
+        top = np.argsort(-scores, axis=1)[:, : min(5, scores.shape[1])]
+        hit = top == labels[:, None]
+        return {"top1": ~hit[:, 0], "top5": ~hit.any(axis=1), "labels": labels}
+
+    def scores(self, view):
+        """(scores, labels) as numpy arrays from eval/<view>/scores-<view>.npz (`evaluate`), None if absent."""
+        import numpy as np  # only the claims read scores: not at every import of rundir
+
+        path = self.dir / "eval" / view / f"scores-{view}.npz"
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as z:
+                return z["scores"].astype(np.float64), z["labels"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ReproError(f"{path} is malformed: {e.__class__.__name__}: {e}") from None
 
     @cached_property
     def mlflow(self):
