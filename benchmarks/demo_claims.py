@@ -58,11 +58,12 @@ def train_and_measure(plan, model, seed, out):
     return d
 
 
-def verdicts_of_seed(runs_dirs, seed, out):
-    """The report's verdict on each CIFAR claim from one seed's runs (Table 6 built from them)."""
+def verdicts_of(runs_dirs, name, out):
+    """The report's verdict on each CIFAR claim from these runs (Table 6 built from them): one seed's
+    runs, or every seed's together (the seeds' spread then enters the noise, as in the report)."""
     from resnet_repro.tables import make_table, write_table
 
-    table = out / f"seed{seed}" / "table6.csv"
+    table = out / name / "table6.csv"
     write_table(make_table("table6", [d for d in runs_dirs if "resnet" in d.parent.name]), "table6", table, "demo")
     tables, runs = report.read_tables([table]), report.Runs(runs_dirs)
     claims = {c["id"]: c for c in reference()["claims"]}
@@ -97,7 +98,7 @@ def main():
     print(f"trained and evaluated in {time.time() - start:.0f} s", flush=True)
     per_claim = collections.defaultdict(list)
     for seed in seeds:
-        judged = verdicts_of_seed([dirs[(m, seed)] for m in models], seed, out)
+        judged = verdicts_of([dirs[(m, seed)] for m in models], f"seed{seed}", out)
         errors = {m: json.loads((dirs[(m, seed)] / "metrics.json").read_text()) for m in models}
         print(
             f"seed {seed}: "
@@ -107,9 +108,21 @@ def main():
             per_claim[cid].append(v["verdict"])
             comps = "; ".join(f"{c['claim']}: {c['outcome']} (d {c['difference']:+.2f})" for c in v["comparisons"])
             print(f"  {cid}: {v['verdict_text']} [{comps}]")
+    if len(seeds) > 1:  # the report's view of the same runs: all seeds of a model as one measure
+        print(f"all {len(seeds)} seeds together:")
+        for cid, v in verdicts_of(list(dirs.values()), "all-seeds", out).items():
+            comps = "; ".join(
+                f"{c['claim']}: {c['outcome']} (d {c['difference']:+.2f}, {c['critical'] or 0:.2f} x sd "
+                f"{c['noise_std'] or float('nan'):.2f})"
+                for c in v["comparisons"]
+            )
+            print(f"  {cid}: {v['verdict_text']} [{comps}]")
+            per_claim[cid + " (seeds together)"] = [v["verdict"]]
     for cid in CLAIMS:
         counts = collections.Counter(per_claim[cid])
         print(f"{cid}: " + ", ".join(f"{n}/{len(seeds)} {v}" for v, n in counts.most_common()))
+        if per_claim.get(cid + " (seeds together)"):
+            print(f"{cid} (seeds together): {per_claim[cid + ' (seeds together)'][0]}")
 
 
 if __name__ == "__main__":
