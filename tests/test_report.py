@@ -13,14 +13,24 @@ import pytest
 import yaml
 
 from resnet_repro import mlflow_store, report, report_pdf, tracking
-from resnet_repro.claims import RULES, VERDICTS, Measure, binomial_std, check_rules, compare, judge, noise
+from resnet_repro.claims import (
+    RULES,
+    VERDICTS,
+    Measure,
+    binomial_std,
+    check_rules,
+    compare,
+    judge,
+    noise,
+    protocol_notes,
+)
 from resnet_repro.cli import main
 from resnet_repro.errors import ReproError
 from resnet_repro.figures import draw_figure
 from resnet_repro.files import write_json, write_text
 from resnet_repro.paper import reference
 from resnet_repro.rundir import Runs
-from resnet_repro.spec import build_spec
+from resnet_repro.spec import build_spec, paper_differences
 from resnet_repro.tables import make_table, write_table
 from resnet_repro.train import history_csv
 
@@ -344,13 +354,16 @@ def test_reduced_runs_get_the_verdict_of_their_numbers_with_their_scope(paper):
     assert claims["degradation_cifar"]["scope"].startswith("on CIFAR-10, 64,000 iterations, one seed")
     assert "2 seeds" in claims["depth_gain_cifar"]["scope"]  # ResNet-110's two seeds
     text = out.read_text()
-    assert "numbers are not comparable with the paper" in text and "reduced, not the paper&#x27;s setting" in text
+    assert "numbers are not comparable with the paper" in text and "<a href='#protocol'>reduced</a>" in text
+    assert "Preset demo: 1 reduction(s) from the paper's protocol" in text
     assert summary["comparable_with_paper"] is False and summary["pdf"] is None
 
 
 def test_every_departure_from_the_papers_spec_is_named(tmp_path):
-    """Runs of the paper's spec are not reduced; any protocol setting other than the paper's (lr, BN
-    batch, warm-up, augmentation, schedule, precision, ...) makes them so, and the verdict names it."""
+    """Runs of the paper's spec are not reduced; any stated protocol term other than the paper's (lr,
+    warm-up, augmentation, schedule, ...) makes them so, and the verdict names it. BatchNorm's batch (the
+    paper does not state it) and bf16 autocast (spec.PRECISION_POLICY) are named once, in the report's
+    protocol notes, with the preset's built-in departures, and reduce nothing."""
     plain = make_run(tmp_path, "plain20", 0, final_train=9, final_test=12)
     resnet = make_run(tmp_path, "plain56", 0, final_train=5, final_test=9)
     assert judge({"id": "degradation_cifar"}, {}, Runs([plain, resnet]), "paper")["reduced"] == []
@@ -379,11 +392,45 @@ def test_every_departure_from_the_papers_spec_is_named(tmp_path):
         "weight_decay 0.0005, not the paper's 0.0001 (plain-56)",
         "schedule {gamma: 0.1, kind: multistep, milestones: [30000, 48000]}, not the paper's "
         "{gamma: 0.1, kind: multistep, milestones: [32000, 48000]} (plain-56)",
-        "warmup {lr: 0.02, until_train_error: 80}, not the paper's none (plain-56)",
-        "bn_batch none, not the paper's 64 (plain-56)",
-        "precision bf16, not the paper's fp32 (plain-56)",
+        "warmup {lr: 0.02, max_iters: 100, until_train_error: 80}, not the paper's none (plain-56)",
     ]
-    assert v["scope"].endswith("(reduced, not the paper's setting)") and "bn_batch none" in v["why"]
+    assert v["scope"].endswith("(reduced, not the paper's setting)") and "lr 0.05" in v["why"]
+    notes = protocol_notes(Runs([plain, other]))
+    assert "BatchNorm statistics over 128 images (the paper: mini-batch 128 on two GPUs" in notes[1]
+    assert notes[0].startswith("BatchNorm statistics over 64 images") and notes[0].endswith("(plain-20)")
+    assert notes[2] == "trained in bf16 autocast, not the paper's fp32 (not a reduction: see below) (plain-56)"
+    # bf16 alone reduces nothing
+    bf16 = make_run(tmp_path / "c", "plain56", 0, final_train=5, final_test=9, precision="bf16")
+    assert judge({"id": "degradation_cifar"}, {}, Runs([plain, bf16]), "paper")["reduced"] == []
+
+
+def test_the_presets_built_in_departures_from_the_paper_are_named_once(tmp_path):
+    """ImageNet's fixed milestones (the paper: 'when the error plateaus'), the warm-up's cap and the BN
+    batch per process (which depends on the processes a run trained in) are the package's, not the
+    paper's: named in the protocol notes, not in the verdicts; a plateau schedule is the paper's."""
+    r18 = make_run(tmp_path, "resnet18", 0, final_train=30, final_test=31)
+    metrics = json.loads((r18 / "metrics.json").read_text())
+    write_json(r18 / "metrics.json", dict(metrics, processes=8))
+    r110 = make_run(tmp_path, "resnet110", 0, final_train=1, final_test=6)
+    notes = protocol_notes(Runs([r18, r110]))
+    assert any(
+        n.startswith(
+            "built in: schedule {gamma: 0.1, kind: multistep, milestones: [150000, 300000]}, where "
+            "the paper says: divided by 10 when the error plateaus"
+        )
+        for n in notes
+    )
+    assert (
+        "built in: warmup {lr: 0.01, max_iters: 2000, until_train_error: 80}, not the paper's "
+        "{lr: 0.01, max_iters: null, until_train_error: 80} (ResNet-110)" in notes
+    )
+    assert any(n.startswith("BatchNorm statistics over 32 images") and n.endswith("(ResNet-18-B)") for n in notes)
+    assert judge({"id": "depth_gain_cifar"}, {}, Runs([r110]), "paper")["reduced"] == []
+    plateau = make_run(
+        tmp_path / "p", "resnet18", 0, final_train=30, final_test=31, spec={"schedule": {"kind": "plateau"}}
+    )
+    assert paper_differences(Runs([plateau]).list[0].spec) == []
+    assert not any("schedule" in n for n in protocol_notes(Runs([plateau])))
 
 
 def test_runs_shorter_or_on_other_data_than_the_papers_are_judged_and_marked_reduced(tmp_path):

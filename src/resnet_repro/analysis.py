@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from . import data as D
-from .device import autocast, precision_name, resolve_device, use_bf16
+from .device import autocast, configure, precision_name, resolve_device, use_bf16
 from .errors import ReproError
 from .evaluate import load_checkpoint
 from .files import write_text
@@ -69,6 +69,7 @@ def responses_from_checkpoint(checkpoint, out_csv, device="auto", data_root=None
     """Figure 7's layer responses of a checkpoint, written as CSV. precision: as for evaluation (default
     the spec's eval_precision, fp32); the CSV's precision column records what was used."""
     device = resolve_device(device)
+    configure(device)  # TF32 off: fp32 responses are fp32 on a GPU too
     ckpt, model = load_checkpoint(checkpoint, device)
     spec = ckpt["spec"]
     d = dict(spec["data"], **({"root": data_root} if data_root else {}))

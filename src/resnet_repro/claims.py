@@ -17,7 +17,7 @@ from scipy.stats import t as t_dist
 from .errors import ReproError
 from .paper import data_names, model_label, reference
 from .rundir import run_of_file
-from .spec import paper_differences
+from .spec import built_in_departures, paper_differences, protocol_differences, stated
 
 VERDICTS = ("holds", "does not hold", "not tested in this run", "too little data to say")
 Z = 2.0  # a difference is "resolved" when it exceeds Z standard deviations of its noise (normal: ~95.4%)
@@ -501,19 +501,60 @@ def claim_parts(cid, tables, runs):
 
 def reduced(runs_used, preset):
     """Why these runs cannot test a claim about the paper's fully trained networks ([] if they can):
-    the preset, and every departure of a run's spec (and arithmetic) from the paper's protocol, with
-    the models it concerns when not all of them."""
+    the preset, and every departure of a run's spec from the paper's protocol that the package's paper
+    preset does not itself make (spec.paper_differences), with the models it concerns when not all."""
     reasons = {}
     if preset != "paper":
         reasons[f"preset '{preset}' is a reduced preset, not the paper's"] = None
     for r in runs_used:
-        for key, ours, theirs in paper_differences(r.spec, r.precision):
+        for key, ours, theirs in paper_differences(r.spec, r.metrics.get("processes")):
             reasons.setdefault(difference_text(key, ours, theirs), []).append(model_label(r.model))
-    labels = {model_label(r.model) for r in runs_used}
+    return with_models(reasons, {model_label(r.model) for r in runs_used})
+
+
+def reduced_runs(verdicts):
+    """Every reduction named by some verdict, each once, in the verdicts' order."""
+    return list(dict.fromkeys(r for v in verdicts for r in v["reduced"]))
+
+
+def comparable_with_paper(preset, verdicts):
+    """The report's one flag, agreeing with every verdict: the paper preset, and no verdict resting on a
+    run reduced from the paper's protocol (bf16 autocast and the preset's built-in departures are named,
+    not reductions: spec.PRECISION_POLICY)."""
+    return preset == "paper" and not reduced_runs(verdicts)
+
+
+def with_models(reasons, labels):
+    """Each reason once, with the models it concerns when not all of `labels`."""
     return [
         text if models is None or set(models) == labels else f"{text} ({', '.join(dict.fromkeys(models))})"
         for text, models in reasons.items()
     ]
+
+
+def protocol_notes(runs):
+    """What every run of the report shares with the package's paper preset but not with the paper, named
+    once (the report's method section) rather than in each verdict: the preset's built-in departures from
+    the paper as written, its choices where the paper states nothing (with the values the runs used), and
+    the arithmetic they trained in (spec.PRECISION_POLICY)."""
+    notes = {}
+    for r in runs.list:
+        built_in = built_in_departures(r.spec["model"])
+        for key, ours, theirs in protocol_differences(r.spec, r.metrics.get("processes")):
+            if key == "bn_batch" and not stated(theirs):
+                text = f"BatchNorm statistics over {ours} images (the paper: {theirs['says']})"
+            elif (key, ours, theirs) in built_in:
+                text = "built in: " + difference_text(key, ours, theirs)
+            else:
+                continue  # a reduction: named in the verdicts that rest on the run
+            notes.setdefault(text, []).append(model_label(r.model))
+        if r.precision == "bf16":
+            notes.setdefault("trained in bf16 autocast, not the paper's fp32 (not a reduction: see below)", []).append(
+                model_label(r.model)
+            )
+        if r.metrics.get("tf32"):
+            notes.setdefault("fp32 operations may round to TF32 (metrics.json tf32)", []).append(model_label(r.model))
+    return with_models(notes, {model_label(r.model) for r in runs.list})
 
 
 def difference_text(key, ours, theirs):
@@ -521,6 +562,8 @@ def difference_text(key, ours, theirs):
         return f"trained on {ours or 'unknown data'}, not {theirs}"
     if key == "max_iters":
         return f"{ours} training iterations, not the paper's {theirs}"
+    if isinstance(theirs, dict) and "says" in theirs:
+        return f"{key} {setting_text(ours)}, where the paper says: {theirs['says']}"
     return f"{key} {setting_text(ours)}, not the paper's {setting_text(theirs)}"
 
 
@@ -540,11 +583,36 @@ def scope_of(runs_used):
     return text + (f", {len(seeds)} seeds" if len(seeds) > 1 else ", one seed")
 
 
+REDUCED_MARK = " (reduced, not the paper's setting)"  # ends the scope of a verdict resting on a reduced run
 WHY = {
     "holds": "every comparison agrees with the claim beyond noise",
     "does not hold": "a comparison contradicts the claim beyond noise",
     "too little data to say": "some comparisons are within noise",
 }
+
+
+def deciding(parts, says):
+    """The comparison a verdict turns on: the first contradiction, the first within noise, or (holds) the
+    agreement nearest its threshold."""
+    if says == "does not hold":
+        return next(p for p in parts if p["outcome"] == "contradicts")
+    if says == "too little data to say":
+        return next((p for p in parts if p["outcome"] == "within noise"), None)
+    return min(parts, key=lambda p: abs(p["difference"]) / (p["critical"] * p["noise_std"] or 1e-12))
+
+
+def summary_line(c):
+    """One comparison in one line: 'ResNet-56 final training error 1.3% < plain-56 ... 45.1%: difference
+    -43.8, beyond 2 sigma = 1.8'."""
+    fmt = (lambda v: f"{v:.3g}%") if c["unit"] == "%" else (lambda v: f"{v:.3g}")
+    text = f"{c['a']['label']} {fmt(c['a']['value'])} {c['op']} {c['b']['label']} {fmt(c['b']['value'])}"
+    if c["noise_std"] is None:
+        return text + f": difference {c['difference']:+.3g}, noise unknown"
+    where = "within" if c["outcome"] == "within noise" else "beyond"
+    return (
+        text
+        + f": difference {c['difference']:+.3g}, {where} {c['critical']:.3g} sigma = {c['critical'] * c['noise_std']:.3g}"
+    )
 
 
 def judge(claim, tables, runs, preset):
@@ -565,7 +633,7 @@ def judge(claim, tables, runs, preset):
         verdict, why, scope = "not tested in this run", "missing: " + ", ".join(missing), ""
     else:
         verdict, why = says, WHY[says]
-        scope = scope_of(used) + (" (reduced, not the paper's setting)" if why_reduced else "")
+        scope = scope_of(used) + (REDUCED_MARK if why_reduced else "")
         if why_reduced:
             why += "; reduced runs: " + "; ".join(why_reduced)
     if parts and missing:
@@ -577,6 +645,8 @@ def judge(claim, tables, runs, preset):
         "verdict": verdict,
         "scope": scope,
         "verdict_text": f"{verdict}: {scope}" if scope else verdict,
+        # the verdict in one line: the comparison it turns on (all of them: `comparisons`)
+        "summary": summary_line(deciding(parts, says)) if parts and deciding(parts, says) else "",
         "numbers_say": says,
         "why": why,
         "missing": missing,

@@ -7,6 +7,7 @@ The `auto` settings were chosen by measurement (benchmarks/train_throughput.py, 
 - channels_last: on CUDA (cuDNN's NHWC kernels, tensor cores) and on CPU (oneDNN's convolutions
   work in a blocked/NHWC layout; NCHW costs a reorder before and after every convolution).
 - compile: torch.compile only on CUDA, and only for long runs; on CPU it did not pay (see `use_compile`).
+- TF32: off on CUDA (`configure`), so that "fp32" means IEEE fp32; bf16 autocast is the speed path.
 """
 
 import contextlib
@@ -122,6 +123,19 @@ def configure(device):
     another algorithm)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+        # TF32 off, set here rather than left to PyTorch's defaults (cuDNN convolutions TF32, matmuls not):
+        # an op outside bf16 autocast, and every op of a `precision: fp32` run or an fp32 evaluation, is
+        # then IEEE fp32, as its recorded name says (metrics.json `tf32`, see tf32_in_use)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+def tf32_in_use(device):
+    """What a run records as `tf32`: whether fp32 convolutions or matmuls may round to TF32 here (None
+    on a CPU, where there is no TF32)."""
+    if device.type != "cuda":
+        return None
+    return bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
 
 
 def autocast(device, bf16, cache=True):

@@ -8,7 +8,16 @@ import torch
 import torch.nn.functional as F
 
 from . import data as D
-from .device import autocast, memory_format, precision_name, resolve_device, use_bf16, use_channels_last
+from .device import (
+    autocast,
+    configure,
+    memory_format,
+    precision_name,
+    resolve_device,
+    tf32_in_use,
+    use_bf16,
+    use_channels_last,
+)
 from .errors import ReproError
 from .files import load_torch, write_json
 from .models import ResNet, parse_model_name
@@ -195,6 +204,7 @@ def evaluate_checkpoint(
     if multiscale_flips not in ("auto", "true", "false"):
         raise ReproError(f"multiscale_flips must be auto, true or false, not {multiscale_flips!r}")
     device = resolve_device(device)
+    configure(device)  # TF32 off: an fp32 evaluation is fp32 on a GPU too
     ckpt, model = load_checkpoint(checkpoint, device)
     spec = ckpt["spec"]
     family = parse_model_name(spec["model"]).family
@@ -213,6 +223,7 @@ def evaluate_checkpoint(
         "iteration": ckpt["iteration"],
         "views": {},
         "precision": precision_name(bf16),
+        "tf32": tf32_in_use(device),
         "train_precision": ckpt.get("precision", "unknown"),
     }
     if family == "cifar":

@@ -18,9 +18,12 @@ def reference():
     return yaml.safe_load(resources.files(__package__).joinpath("reference.yaml").read_text())
 
 
-def preset_note(preset):
-    """None for the paper's preset; else why the numbers are not comparable with the paper."""
+def preset_note(preset, reduced=()):
+    """None where the report is comparable with the paper; else why not (a reduced preset, or the paper's
+    preset with runs reduced from its protocol: `reduced`, claims.reduced_runs)."""
     if preset == "paper":
+        if reduced:
+            return f"paper preset, but {len(reduced)} setting(s) of its runs depart from the paper's protocol (see the protocol differences): numbers are not comparable with the paper"
         return None
     if preset is None:
         return "preset unknown: check the runs used the paper's settings before comparing with the paper"

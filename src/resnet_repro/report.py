@@ -21,14 +21,15 @@ every command."""
 import datetime
 from pathlib import Path
 
-from .claims import judge
+from .claims import comparable_with_paper, judge, protocol_notes, reduced_runs
 from .digest import artifacts_digest
 from .errors import ReproError
 from .mlflow_store import git_commit, quote
-from .paper import reference
+from .paper import preset_note, reference
 from .report_html import render_html
 from .report_pdf import pdf_note_html, write_pdf
 from .rundir import Runs
+from .spec import PRECISION_POLICY
 
 # ---------------------------------------------------------------- inputs
 
@@ -170,9 +171,11 @@ def make_report(
         "tables": table_data,
         "figures": fig_paths,
         "verdicts": [judge(c, table_data, runs, preset) for c in reference().get("claims", [])],
+        "protocol_notes": protocol_notes(runs),
         "out_dir": out.parent,
         "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
     }
+    ctx["preset_note"] = preset_note(preset, reduced_runs(ctx["verdicts"]))  # the banner: None if comparable
     pdf_info = write_pdf(ctx, pdf, pdf_engine, chromium) if pdf is not None else None
     write_text(out, render_html(ctx, pdf_note_html(pdf_info, out.parent)))
     summary = summary_json(ctx, out, pdf_info)
@@ -185,7 +188,13 @@ def summary_json(ctx, out, pdf_info):
     reports = ctx["reports"]
     return {
         "preset": ctx["preset"],
-        "comparable_with_paper": ctx["preset"] == "paper",
+        # one flag for the whole report, agreeing with every verdict: the paper preset, and no verdict reduced
+        "comparable_with_paper": comparable_with_paper(ctx["preset"], ctx["verdicts"]),
+        "protocol": {
+            "notes": ctx["protocol_notes"],
+            "precision_policy": PRECISION_POLICY,
+            "reduced": reduced_runs(ctx["verdicts"]),
+        },
         "config_hash": ctx["config_hash"],
         "git_commit": ctx["commit"],
         "generated": ctx["generated"],

@@ -11,8 +11,9 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from .claims import VERDICTS, Z, member_run, seeds_of
-from .paper import FIGURE_FAMILY, caption, data_names, preset_note
+from .claims import REDUCED_MARK, VERDICTS, Z, member_run, reduced_runs, seeds_of
+from .paper import FIGURE_FAMILY, caption, data_names
+from .spec import PRECISION_POLICY
 
 
 def template(name):
@@ -169,20 +170,46 @@ def figure_html(name, png, out_dir, report_run, runs):
     )
 
 
-def claims_html(verdicts):
+def claims_html(verdicts, preset):
+    """One row per claim: the verdict in one short line (the comparison it turns on, and what it rests
+    on), every comparison and note behind it folded in a <details>; the reductions are listed once, in
+    the protocol section (#protocol), not in each row."""
     rows = []
     for v in verdicts:
         comps = "".join(f"<li>{comparison_html(c)}</li>" for c in v["comparisons"])
-        extra = "".join(f"<li class='small'>{e(n)}</li>" for n in v["notes"])
-        scope = f"<br><span class='small'><b>{e(v['scope'])}</b></span>" if v["scope"] else ""
+        notes = "".join(f"<li class='small'>{e(n)}</li>" for n in v["notes"] + missing_note(v))
+        more = f"{len(v['comparisons'])} comparison(s)" if v["comparisons"] else "what is missing"
+        scope = e(v["scope"].removesuffix(REDUCED_MARK))
+        if v["reduced"]:
+            scope += ", <a href='#protocol'>reduced</a>"
+        line = f"{badge(v['verdict'])} {e(v['summary'])}" + (f"; {scope}" if scope else "")
         rows.append(
-            f"<tr><td><b>{e(v['id'])}</b><br><span class='small'>{e(v['source'])}</span></td>"
-            f"<td>{e(v['text'])}</td><td>{badge(v['verdict'])}{scope}<br>"
-            f"<span class='small'>{e(v['why'])}</span></td><td><ul>{comps}{extra}</ul></td></tr>"
+            f"<tr id='claim-{e(v['id'])}'><td><b>{e(v['id'])}</b><br><span class='small'>{e(v['source'])}</span></td>"
+            f"<td>{e(v['text'])}</td><td><div class='verdict-line'>{line}</div>"
+            f"<details><summary class='small'>{more}</summary><ul>{comps}{notes}</ul></details></td></tr>"
         )
     return (
-        "<table class='claims'><thead><tr><th>claim</th><th>the paper says</th><th>verdict</th>"
-        f"<th>numbers behind the verdict</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "<table class='claims'><thead><tr><th>claim</th><th>the paper says</th><th>verdict, and the numbers behind it"
+        f"</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def missing_note(v):
+    return ["missing: " + ", ".join(v["missing"])] if v["missing"] else []
+
+
+def protocol_html(ctx):
+    """The protocol differences, once: the reductions of this preset's runs (collapsed), and what every
+    run shares with the package's paper preset but not with the paper."""
+    reduced = reduced_runs(ctx["verdicts"])
+    items = "".join(f"<li>{e(r)}</li>" for r in reduced) or "<li>none: every run has the paper's protocol</li>"
+    notes = "".join(f"<li>{e(n)}</li>" for n in ctx["protocol_notes"]) or "<li>none</li>"
+    return (
+        f"<details class='protocol'><summary><b>Preset {e(ctx['preset'])}: {len(reduced)} reduction(s) from the "
+        f"paper's protocol</b> (a verdict resting on such a run is marked reduced)</summary><ul>{items}</ul></details>"
+        "<p>Departures of the package's paper preset itself, and its choices where the paper is silent (named once; "
+        f"they make no verdict reduced):</p><ul class='small'>{notes}</ul>"
+        f"<p class='small'><b>Precision.</b> {e(PRECISION_POLICY)}</p>"
     )
 
 
@@ -238,7 +265,7 @@ def provenance_html(ctx, pdf_note):
 
 def render_html(ctx, pdf_note):
     """The whole page; pdf_note says (in HTML) where the PDF is and how it was made."""
-    note = preset_note(ctx["preset"])
+    note = ctx["preset_note"]
     banner = (
         f'<div class="banner">{e(note[0].upper() + note[1:])}. The figures and tables below show what the '
         "pipeline produces on it; no claim of the paper can be confirmed or refuted from them.</div>"
@@ -255,7 +282,8 @@ def render_html(ctx, pdf_note):
         banner=banner,
         provenance=provenance_html(ctx, pdf_note),
         summary=", ".join(f"{n} {v}" for v, n in counts.items() if n),
-        claims=claims_html(ctx["verdicts"]),
+        claims=claims_html(ctx["verdicts"], ctx["preset"]),
+        protocol=protocol_html(ctx),
         tables=tables or "<p>No tables were given.</p>",
         figures=figures or "<p>No figures were given.</p>",
         runs=runs_html(ctx["runs"], ctx["config_hash"]),

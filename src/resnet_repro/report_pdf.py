@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 from .errors import ReproError
-from .paper import preset_note
 from .report_html import cell, comparison_html, e, render_html, row_run_ids, short_id
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -100,7 +99,7 @@ def text_page(lines, title):
 
 def summary_pages(ctx, reason, per_page=62):
     """Provenance and every verdict with its comparisons, as text pages."""
-    note = preset_note(ctx["preset"])
+    note = ctx["preset_note"]
     lines = [
         f"Preset: {ctx['preset']}" + (f" -- {note.upper()}." if note else ""),
         f"Config hash: {ctx['config_hash'] or 'not given'}    Git commit (report code): {ctx['commit']}",
@@ -125,7 +124,7 @@ def summary_pages(ctx, reason, per_page=62):
 def table_page(ctx, name, path, df):
     from matplotlib.figure import Figure
 
-    note = preset_note(ctx["preset"])
+    note = ctx["preset_note"]
     shown = df.copy()
     ids = [row_run_ids(name, row, ctx["runs"]) for _, row in df.iterrows()]
     shown["mlflow_runs"] = [" ".join(short_id(i) for i in x) if x else "" for x in ids]

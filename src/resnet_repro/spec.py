@@ -8,6 +8,7 @@ import yaml
 
 from .errors import ReproError
 from .names import parse_model_name
+from .paper import reference
 
 
 def _package_yaml(name):
@@ -108,53 +109,83 @@ def resolve_warmup(spec):
     return spec
 
 
-# What defines the paper's protocol in a training spec (not: paths, logging, checkpoints, devices, seed)
-PROTOCOL_KEYS = (
-    "data.kind",
-    "data.image_size",
-    "data.val_split",
-    "data.scale",
-    "data.crop",
-    "data.test_size",
-    "data.lighting",
-    "augment",
-    "batch_size",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "schedule",
-    "max_iters",
-    "warmup",
-    "bn_batch",
-    "num_classes",
-)
 SCHEDULE_TERMS = {
     "multistep": ("kind", "milestones", "gamma"),
     "plateau": ("kind", "gamma", "holdout", "patience_iters", "threshold", "max_drops"),
 }
-PAPER_PRECISION = "fp32"  # 2015: single precision throughout
 
 
-def _protocol_value(spec, key):
+def paper_protocol(model):
+    """The paper's protocol for `model` (reference.yaml `protocol:`, its family's): {spec key: value, or
+    {"says": the paper's words, and the terms it pins}}; the warm-up only for the nets it names."""
+    m = parse_model_name(model)
+    protocol = dict(reference()["protocol"][m.family])
+    w = protocol.get("warmup")
+    if w:
+        protocol["warmup"] = {k: v for k, v in w.items() if k != "models"} if m.name in w["models"] else None
+    return protocol
+
+
+def protocol_value(spec, key, processes=1):
+    """A spec's value of a protocol key, as comparable with the paper's: only the terms of its schedule
+    kind; the warm-up's rate, threshold and cap; for bn_batch the images each BatchNorm statistic is
+    taken over (the per-process batch, or the ghost batch within it)."""
     value = spec
     for part in key.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     if key == "schedule" and isinstance(value, dict):
         value = {k: value.get(k) for k in SCHEDULE_TERMS.get(value.get("kind"), ())}
-    if key == "warmup" and isinstance(value, dict):  # when it is checked, and its cap, are ours, not the paper's
-        value = {k: value.get(k) for k in ("lr", "until_train_error")}
+    if key == "warmup" and isinstance(value, dict):  # how often it is checked is ours; the paper does not say
+        value = {k: value.get(k) for k in ("lr", "until_train_error", "max_iters")}
+    if key == "bn_batch":
+        per_process = spec["batch_size"] // max(1, processes or 1)
+        value = min(value, per_process) if value else per_process
     return value
 
 
-def paper_differences(spec, precision=None):
-    """Every way a run's training spec (and the precision it trained in) departs from the paper's
-    protocol for its model: [(key, ours, the paper's)]."""
-    paper = build_spec(None, [{"model": spec["model"]}])
-    out = [
-        (key, ours, theirs)
-        for key in PROTOCOL_KEYS
-        if (ours := _protocol_value(spec, key)) != (theirs := _protocol_value(paper, key))
+def stated(paper):
+    """Whether the paper states a value for a key (not just words: `says` with no term pinned)."""
+    return not (isinstance(paper, dict) and "says" in paper and len(paper) == 1)
+
+
+def matches(ours, paper):
+    if isinstance(paper, dict) and "says" in paper:
+        pinned = {k: v for k, v in paper.items() if k != "says"}
+        return bool(pinned) and isinstance(ours, dict) and all(ours.get(k) == v for k, v in pinned.items())
+    return ours == paper
+
+
+def protocol_differences(spec, processes=1):
+    """[(key, ours, the paper's)] for every protocol key in which a spec (trained in `processes`
+    processes) departs from the paper's protocol as written, or where the paper only says words."""
+    return [
+        (key, ours, paper)
+        for key, paper in paper_protocol(spec["model"]).items()
+        if key != "precision" and not matches(ours := protocol_value(spec, key, processes), paper)
     ]
-    if precision and precision != PAPER_PRECISION:
-        out.append(("precision", precision, PAPER_PRECISION))
-    return out
+
+
+def built_in_departures(model):
+    """Where the package's own spec for `model` (its defaults: the paper preset) departs from the paper as
+    written, or chooses where the paper is silent: named once in the report, not as a reduction."""
+    return protocol_differences(build_spec(None, [{"model": model}]))
+
+
+def paper_differences(spec, processes=1):
+    """The departures of a run from the paper that make it reduced: [(key, ours, the paper's)], every
+    stated term of the protocol in which it differs both from the paper and from the package's paper
+    preset (the preset's own departures are built in, named once by the report). Choices where the paper
+    states nothing (BatchNorm's batch) and the arithmetic (bf16 autocast: spec.PRECISION_POLICY) are
+    not reductions; the report names them with the values the runs used."""
+    built_in = built_in_departures(spec["model"])
+    return [d for d in protocol_differences(spec, processes) if stated(d[2]) and d not in built_in]
+
+
+PRECISION_POLICY = (
+    "bf16 autocast (precision: auto on hardware with native bf16) is named, not counted as a reduction: "
+    "weights, BatchNorm statistics, the loss and the optimizer stay fp32, only convolution and matmul inputs "
+    "are rounded to bf16, and evaluation is fp32; bf16 training of ResNets matched fp32 accuracy in the "
+    "literature (Kalamkar et al. 2019, ResNet-50 on ImageNet) and within seed noise here (ResNet-20 on "
+    "digits, benchmarks/README.md); the CIFAR-10 comparison has not been run. precision: fp32 trains in "
+    "IEEE fp32 (TF32 off on GPUs, recorded as metrics.json `tf32`)."
+)

@@ -34,6 +34,7 @@ from .device import (
     precision_name,
     reset_peak_memory,
     resolve_device,
+    tf32_in_use,
     use_bf16,
     use_channels_last,
     use_compile,
@@ -549,6 +550,7 @@ def final_metrics(spec, step, lr, data, history, iteration, eval_bf16):
         # the arithmetic actually used (precision: auto resolves per device)
         "precision": precision_name(step.bf16),
         "eval_precision": precision_name(eval_bf16),
+        "tf32": tf32_in_use(device),
         "channels_last": step.channels_last,
         "compile": step.compiled,
         "cuda_graph": step.graph,
