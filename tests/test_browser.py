@@ -220,3 +220,27 @@ def test_models_page_lists_the_logged_models(server, store, page):
     page.goto(f"{server}/#/experiments/{store['train'].experiment_id}/models")
     expect(page.get_by_role("link", name="model", exact=True)).to_have_count(2)  # plain-20 and plain-56
     shot(page, "experiment-models.png")
+
+
+def test_each_verdict_of_a_reduced_report_fits_in_three_lines_at_1400_px(page, tmp_path):
+    """The report as a reader sees it (issue 21): each verdict in one short line of at most 3 lines at
+    1400 px (the comparisons folded under it), and the protocol differences once, collapsed."""
+    from test_report import build
+
+    from resnet_repro import report
+
+    made = build(tmp_path, preset="demo")
+    out = tmp_path / "reports" / "report.html"
+    summary = report.make_report(out, "demo", made["tables"], made["figures"], made["runs"].values(), uri=made["uri"])
+    page.goto(out.as_uri())
+    lines = page.eval_on_selector_all(
+        ".verdict-line",
+        "els => els.map(e => e.getBoundingClientRect().height / parseFloat(getComputedStyle(e).lineHeight))",
+    )
+    assert len(lines) == len(summary["claims"]) and max(lines) <= 3.2, lines  # 3 lines, and the badge's padding
+    assert sum(x > 1.5 for x in lines) > 0  # a check that measures: some verdicts do take more than one line
+    assert page.eval_on_selector("details.protocol", "e => e.open") is False
+    assert page.locator("details.protocol li").count() == len(summary["protocol"]["reduced"]) > 0
+    assert not page.locator("details.protocol li").first.is_visible()  # collapsed
+    page.locator("#claims").scroll_into_view_if_needed()
+    shot(page, "report-claims.png")

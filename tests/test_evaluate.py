@@ -459,6 +459,7 @@ def test_cifar_checkpoint_default_view(cifar_run, cifar_eval, cpu_kind):
     # `precision: auto` trained as this kind of CPU does; evaluation (and training's test curve) in fp32
     assert train_metrics["precision"] == TRAIN_PRECISION[cpu_kind] and train_metrics["eval_precision"] == "fp32"
     assert metrics["precision"] == "fp32" and metrics["train_precision"] == TRAIN_PRECISION[cpu_kind]
+    assert metrics["tf32"] is None  # CPU: no TF32 (on CUDA: off, device.configure)
     # the final model, on the same test set, as training measured it at its last iteration
     assert v["top1_error"] == pytest.approx(train_metrics["test_error"], abs=1e-6)
     # and the scores are the model's logits on the test images

@@ -325,6 +325,36 @@ def test_html_has_every_table_figure_and_the_provenance_of_every_number(paper, p
     assert "matplotlib fallback" in text
 
 
+def test_the_paper_preset_trained_in_bf16_is_comparable_and_the_flag_agrees_with_every_verdict(tmp_path):
+    """The precision policy (spec.PRECISION_POLICY): the paper's spec with `precision: auto` trains in
+    bf16 autocast on bf16 hardware (any CUDA GPU of compute capability 8.0+); that is named in the report,
+    reduces no verdict, and the report's one flag agrees with the verdicts. A run reduced in a stated term
+    (lr) makes its verdict reduced and the flag false, and the banner says why."""
+    dirs = [
+        make_run(tmp_path, "plain20", 0, final_train=5, final_test=9, precision="bf16"),
+        make_run(tmp_path, "plain56", 0, final_train=9, final_test=12, precision="bf16"),
+    ]
+    out = tmp_path / "reports" / "report.html"
+    summary = report.make_report(out, "paper", run_dirs=[str(d) for d in dirs], uri=f"sqlite:///{tmp_path / 'm.db'}")
+    claims = {c["id"]: c for c in summary["claims"]}
+    assert claims["degradation_cifar"]["verdict"] == "holds" and claims["degradation_cifar"]["reduced"] == []
+    assert summary["comparable_with_paper"] is True
+    assert not any(c["reduced"] for c in summary["claims"]) and summary["protocol"]["reduced"] == []
+    assert "trained in bf16 autocast, not the paper's fp32 (not a reduction: see below)" in summary["protocol"]["notes"]
+    assert "bf16 autocast" in summary["protocol"]["precision_policy"]
+    text = out.read_text()
+    assert "Preset paper: the paper" in text and "not comparable" not in text
+    # one run with another lr: its verdict is reduced, the flag false, the banner says so
+    lr = make_run(tmp_path / "b", "plain56", 0, final_train=9, final_test=12, precision="bf16", spec={"lr": 0.05})
+    summary = report.make_report(out, "paper", run_dirs=[str(dirs[0]), str(lr)], uri=f"sqlite:///{tmp_path / 'm.db'}")
+    claims = {c["id"]: c for c in summary["claims"]}
+    assert claims["degradation_cifar"]["reduced"] == ["lr 0.05, not the paper's 0.1 (plain-56)"]
+    assert summary["comparable_with_paper"] is False and summary["protocol"]["reduced"] == [
+        "lr 0.05, not the paper's 0.1 (plain-56)"
+    ]
+    assert "Paper preset, but 1 setting(s) of its runs depart from the paper&#x27;s protocol" in out.read_text()
+
+
 def test_reduced_runs_get_the_verdict_of_their_numbers_with_their_scope(paper):
     """A reduced preset's verdict is what its numbers say, and it says on what data and scale it rests
     and that this is not the paper's setting."""

@@ -84,6 +84,7 @@ def test_forced_precision_trains_and_is_recorded(tmp_path, precision):
     spec = tiny_spec(model="resnet20", precision=precision, max_iters=40, log_every=20, checkpoint_every=40)
     metrics = train(spec, tmp_path, log=lambda msg: None)
     assert metrics["precision"] == precision and metrics["eval_precision"] == "fp32"
+    assert metrics["tf32"] is None  # a CPU has no TF32; on CUDA device.configure turns it off and says so
     assert load_torch(tmp_path / "model.pt")["precision"] == precision
     history = read_history(tmp_path / "history.csv")
     assert float(history[-1]["train_loss"]) < float(history[0]["train_loss"]) or metrics["test_error"] < 80
@@ -451,3 +452,23 @@ def test_attempt_header_names_the_attempt_and_the_slurm_job():
     assert "attempt 1, no Slurm job on " in attempt_header(Namespace(command="evaluate", attempt=1), {})
     assert attempt_header(args, {"RANK": "1"}) is None  # torchrun's other processes stay quiet
     assert attempt_header(Namespace(command="train", attempt=None), {}) is None
+
+
+def test_tf32_is_turned_off_on_cuda_and_recorded():
+    """'fp32' on a GPU means IEEE fp32: device.configure turns TF32 off for convolutions and matmuls
+    (PyTorch's default leaves cuDNN's on), and tf32_in_use reports what is set (None on a CPU)."""
+    import torch
+
+    from resnet_repro.device import configure, tf32_in_use
+
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark
+    try:
+        cudnn.allow_tf32, matmul.allow_tf32 = True, True
+        cuda = torch.device("cuda")
+        assert tf32_in_use(cuda) is True
+        configure(cuda)  # sets flags only: no GPU needed
+        assert cudnn.allow_tf32 is False and matmul.allow_tf32 is False
+        assert tf32_in_use(cuda) is False and tf32_in_use(torch.device("cpu")) is None
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark = saved

@@ -194,6 +194,14 @@ def test_tiny_run_makes_the_report_and_snakemake_report(tiny_run):
     assert tested and all(c["verdict"] in VERDICTS for c in summary["claims"])
     for c in tested:
         assert c["scope"].endswith("(reduced, not the paper's setting)") and "preset 'tiny'" in c["why"], c
+    # the precision policy, with the paper spec's `precision: auto` (bf16 on an AVX512-BF16 CPU, fp32 on
+    # AVX2): no verdict is reduced for it, bf16 is named once, and the one flag agrees with every verdict
+    assert not any("precision" in r or "bf16" in r for c in summary["claims"] for r in c["reduced"])
+    bf16 = any(r["precision"] == "bf16" for r in summary["runs"])
+    assert bf16 == any("bf16 autocast" in n for n in summary["protocol"]["notes"])
+    assert {r["precision"] for r in summary["runs"]} <= {"bf16", "fp32"}
+    assert summary["protocol"]["reduced"][0] == "preset 'tiny' is a reduced preset, not the paper's"
+    assert all(c["reduced"] for c in tested) and summary["comparable_with_paper"] is False
     cifar = {c["id"]: c for c in tested}["degradation_cifar"]
     assert cifar["scope"].startswith("on digits (8x8), 6 iterations")
     assert len(summary["runs"]) == 21 and all(r["run_id"] for r in summary["runs"])

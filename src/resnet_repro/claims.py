@@ -512,18 +512,6 @@ def reduced(runs_used, preset):
     return with_models(reasons, {model_label(r.model) for r in runs_used})
 
 
-def reduced_runs(verdicts):
-    """Every reduction named by some verdict, each once, in the verdicts' order."""
-    return list(dict.fromkeys(r for v in verdicts for r in v["reduced"]))
-
-
-def comparable_with_paper(preset, verdicts):
-    """The report's one flag, agreeing with every verdict: the paper preset, and no verdict resting on a
-    run reduced from the paper's protocol (bf16 autocast and the preset's built-in departures are named,
-    not reductions: spec.PRECISION_POLICY)."""
-    return preset == "paper" and not reduced_runs(verdicts)
-
-
 def with_models(reasons, labels):
     """Each reason once, with the models it concerns when not all of `labels`."""
     return [
@@ -604,7 +592,7 @@ def deciding(parts, says):
 def summary_line(c):
     """One comparison in one line: 'ResNet-56 final training error 1.3% < plain-56 ... 45.1%: difference
     -43.8, beyond 2 sigma = 1.8'."""
-    fmt = (lambda v: f"{v:.3g}%") if c["unit"] == "%" else (lambda v: f"{v:.3g}")
+    fmt = (lambda v: f"{v:.2f}%") if c["unit"] == "%" else (lambda v: f"{v:.3g}")
     text = f"{c['a']['label']} {fmt(c['a']['value'])} {c['op']} {c['b']['label']} {fmt(c['b']['value'])}"
     if c["noise_std"] is None:
         return text + f": difference {c['difference']:+.3g}, noise unknown"

@@ -20,7 +20,7 @@ def reference():
 
 def preset_note(preset, reduced=()):
     """None where the report is comparable with the paper; else why not (a reduced preset, or the paper's
-    preset with runs reduced from its protocol: `reduced`, claims.reduced_runs)."""
+    preset with runs reduced from its protocol: `reduced`, claims.reduced)."""
     if preset == "paper":
         if reduced:
             return f"paper preset, but {len(reduced)} setting(s) of its runs depart from the paper's protocol (see the protocol differences): numbers are not comparable with the paper"

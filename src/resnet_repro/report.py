@@ -21,7 +21,7 @@ every command."""
 import datetime
 from pathlib import Path
 
-from .claims import comparable_with_paper, judge, protocol_notes, reduced_runs
+from .claims import judge, protocol_notes, reduced
 from .digest import artifacts_digest
 from .errors import ReproError
 from .mlflow_store import git_commit, quote
@@ -175,7 +175,8 @@ def make_report(
         "out_dir": out.parent,
         "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
     }
-    ctx["preset_note"] = preset_note(preset, reduced_runs(ctx["verdicts"]))  # the banner: None if comparable
+    ctx["reduced"] = reduced(runs.list, preset)  # every reduction of the report's runs, each once, with its models
+    ctx["preset_note"] = preset_note(preset, ctx["reduced"])  # the banner: None if comparable
     pdf_info = write_pdf(ctx, pdf, pdf_engine, chromium) if pdf is not None else None
     write_text(out, render_html(ctx, pdf_note_html(pdf_info, out.parent)))
     summary = summary_json(ctx, out, pdf_info)
@@ -188,12 +189,13 @@ def summary_json(ctx, out, pdf_info):
     reports = ctx["reports"]
     return {
         "preset": ctx["preset"],
-        # one flag for the whole report, agreeing with every verdict: the paper preset, and no verdict reduced
-        "comparable_with_paper": comparable_with_paper(ctx["preset"], ctx["verdicts"]),
+        # one flag for the whole report: the paper preset and no run of it reduced from the paper's protocol,
+        # so no verdict is (bf16 autocast and the preset's built-in departures are named, not reductions)
+        "comparable_with_paper": ctx["preset"] == "paper" and not ctx["reduced"],
         "protocol": {
             "notes": ctx["protocol_notes"],
             "precision_policy": PRECISION_POLICY,
-            "reduced": reduced_runs(ctx["verdicts"]),
+            "reduced": ctx["reduced"],
         },
         "config_hash": ctx["config_hash"],
         "git_commit": ctx["commit"],
@@ -213,6 +215,8 @@ def summary_json(ctx, out, pdf_info):
                 "run_id": r.run_id,
                 "git_commit": (r.store or {}).get("tags", {}).get("git_commit"),
                 "config_hash": (r.store or {}).get("params", {}).get("config_hash"),
+                "precision": r.precision,  # what it trained in (bf16 autocast is named, not a reduction)
+                "tf32": r.metrics.get("tf32"),
             }
             for r in ctx["runs"].list
         ],

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from .claims import REDUCED_MARK, VERDICTS, Z, member_run, reduced_runs, seeds_of
+from .claims import REDUCED_MARK, VERDICTS, Z, member_run, seeds_of
 from .paper import FIGURE_FAMILY, caption, data_names
 from .spec import PRECISION_POLICY
 
@@ -201,7 +201,7 @@ def missing_note(v):
 def protocol_html(ctx):
     """The protocol differences, once: the reductions of this preset's runs (collapsed), and what every
     run shares with the package's paper preset but not with the paper."""
-    reduced = reduced_runs(ctx["verdicts"])
+    reduced = ctx["reduced"]
     items = "".join(f"<li>{e(r)}</li>" for r in reduced) or "<li>none: every run has the paper's protocol</li>"
     notes = "".join(f"<li>{e(n)}</li>" for n in ctx["protocol_notes"]) or "<li>none</li>"
     return (

@@ -108,9 +108,11 @@ def summary_pages(ctx, reason, per_page=62):
         f"PDF rendered with matplotlib (fallback; {reason}). The HTML report has every note and the full run list.",
         "",
     ]
+    lines += wrap("Reductions from the paper's protocol (each once): " + ("; ".join(ctx["reduced"]) or "none"), 190)
+    lines += wrap("Named, not reductions: " + ("; ".join(ctx["protocol_notes"]) or "none"), 190) + [""]
     for v in ctx["verdicts"]:
         lines += wrap(f"[{v['verdict'].upper()}] {v['id']} ({v['source']}): {v['text']}")
-        lines += ["    " + s for s in wrap(v["why"], 180)]
+        lines += ["    " + s for s in wrap("; ".join(x for x in (v["summary"], v["scope"]) if x), 180)]
         for c in v["comparisons"]:
             lines += ["    - " + s for s in wrap(strip_tags(comparison_html(c)), 176)]
         lines.append("")
