@@ -589,10 +589,15 @@ def deciding(parts, says):
     return min(parts, key=lambda p: abs(p["difference"]) / (p["critical"] * p["noise_std"] or 1e-12))
 
 
+def value_format(unit):
+    """How a measured value is written: error rates as 1.53%, other units (log ratios) to 3 digits."""
+    return (lambda v: f"{v:.2f}%") if unit == "%" else (lambda v: f"{v:.3g}")
+
+
 def summary_line(c):
     """One comparison in one line: 'ResNet-56 final training error 1.3% < plain-56 ... 45.1%: difference
     -43.8, beyond 2 sigma = 1.8'."""
-    fmt = (lambda v: f"{v:.2f}%") if c["unit"] == "%" else (lambda v: f"{v:.3g}")
+    fmt = value_format(c["unit"])
     text = f"{c['a']['label']} {fmt(c['a']['value'])} {c['op']} {c['b']['label']} {fmt(c['b']['value'])}"
     if c["noise_std"] is None:
         return text + f": difference {c['difference']:+.3g}, noise unknown"

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from .claims import REDUCED_MARK, VERDICTS, Z, member_run, seeds_of
+from .claims import REDUCED_MARK, VERDICTS, Z, member_run, seeds_of, value_format
 from .paper import FIGURE_FAMILY, caption, data_names
 from .spec import PRECISION_POLICY
 
@@ -40,7 +40,7 @@ def id_link(run_id):
 
 def comparison_html(c):
     """One comparison of claims.compare, in words with its numbers."""
-    fmt = (lambda v: f"{v:.2f}%") if c["unit"] == "%" else (lambda v: f"{v:.3g}")
+    fmt = value_format(c["unit"])
     sd = c["noise_std"]
     crit = c.get("critical") or Z
     sd_txt = "unknown" if sd is None else fmt(crit * sd).rstrip("%")

@@ -2,6 +2,7 @@
 validated against specs/train_spec.schema.yaml."""
 
 import copy
+import functools
 from importlib import resources
 
 import yaml
@@ -165,10 +166,12 @@ def protocol_differences(spec, processes=1):
     ]
 
 
+@functools.lru_cache(maxsize=None)
 def built_in_departures(model):
     """Where the package's own spec for `model` (its defaults: the paper preset) departs from the paper as
-    written, or chooses where the paper is silent: named once in the report, not as a reduction."""
-    return protocol_differences(build_spec(None, [{"model": model}]))
+    written, or chooses where the paper is silent: named once in the report, not as a reduction. Cached:
+    the report asks for every run of every verdict, and the answer depends on the model only."""
+    return tuple(protocol_differences(build_spec(None, [{"model": model}])))
 
 
 def paper_differences(spec, processes=1):
