@@ -1,112 +1,29 @@
-"""The paper's claims (reference.yaml `claims:`) judged on a run: measures with their noise,
-comparisons, and a verdict per claim, as plain data (report_html renders them).
+"""The paper's claims (reference.yaml `claims:`) judged on a run: each claim's rule builds measures from
+the runs and compares them (noise.py: the estimand, the noise, the tests and how a claim's comparisons
+combine), and a verdict per claim, as plain data (report_html renders them).
 
 Every claim has a rule in RULES (claim id -> function); the table is checked against reference.yaml
-when this module loads, so a claim without a rule, or a rule without a claim, fails at once."""
+when this module loads, so a claim without a rule, or a rule without a claim, fails at once. Every
+margin a rule uses (the smallest effect of interest) is declared in reference.yaml with its reason."""
 
 import math
 import re
 import statistics
-from dataclasses import dataclass, field
 
 import numpy as np
 import yaml
-from scipy.stats import norm
-from scipy.stats import t as t_dist
 
+from .config import TABLE_VIEW
 from .errors import ReproError
+from .noise import Measure, binomial_std, combine, compare, contrast, pool, satterthwaite, slope_weights, threshold
 from .paper import data_names, model_label, reference
 from .rundir import run_of_file
 from .spec import built_in_departures, paper_differences, protocol_differences, stated
 
 VERDICTS = ("holds", "does not hold", "not tested in this run", "too little data to say")
-Z = 2.0  # a difference is "resolved" when it exceeds Z standard deviations of its noise (normal: ~95.4%)
-LEVEL = norm.cdf(Z)  # the same one-sided level for a t-quantile, where the noise is estimated from few values
 TRAIN_ERROR_LIMIT = 0.1  # overfit_1202: "training error < 0.1%"
-TRAIN_WINDOWS = 5  # training error: its noise is the spread of (at most) the last 5 logging windows at the final lr
-
-
-# ---------------------------------------------------------------- measurements and their noise
-#
-# A measure's noise has two parts, kept apart because they combine differently:
-#   sampling   which images it was scored on: the binomial std of an error rate on n images (test and
-#              val errors), shared by every seed of a model (the seeds saw the same images, so averaging
-#              seeds does not shrink it), and paired away where two models were scored on the same images
-#   training   what a rerun with another seed changes: the sample variance over k seeds / k, with k-1
-#              degrees of freedom (not measured with one seed: the noise text says so)
-# They add (independent sources); the threshold is a t-quantile for the Welch-Satterthwaite degrees
-# of freedom of the sum (Z where every part is a known variance), so 2-3 seeds are not taken at face value.
-# Training error is different: its value is the last logging window of each run, its sampling part
-# the spread of the last windows at the final learning rate (not their pooled image count: minibatches of
-# one run are not independent draws), and the seeds' spread already contains it, so the larger one is used.
-
-
-@dataclass
-class Measure:
-    label: str
-    value: float
-    std: float = None  # the whole noise of the value, same unit
-    noise: str = ""  # how std was obtained, in words
-    runs: list = field(default_factory=list)
-    unit: str = "%"
-    parts: list = field(default_factory=list)  # [(variance, degrees of freedom or None if known, what, kind)]
-    errors: object = None  # per image, the error of each image averaged over the runs (for paired comparisons)
-    labels: object = None  # the labels of those images, in order: two measures pair only on the same ones
-
-
-def finite(v):
-    try:
-        return v is not None and math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
-def binomial_std(p, n):
-    """Std (percentage points) of an error rate p% measured on n images; p is kept at least one image
-    away from 0 and 100, so that no error on a few images is not taken for certainty."""
-    if not n:
-        return None
-    p = min(max(p, 100.0 / n), 100.0 - 100.0 / n) if n > 1 else 50.0
-    return math.sqrt(p * (100.0 - p) / n)
-
-
-def satterthwaite(parts):
-    """(std, degrees of freedom) of a sum of independent variance estimates [(var, df or None, ...)];
-    df None where every part is known (normal), else Welch-Satterthwaite's."""
-    total = sum(p[0] for p in parts)
-    denom = sum(p[0] ** 2 / p[1] for p in parts if p[1])
-    return math.sqrt(total), (total * total / denom if denom > 0 else None)
-
-
-def critical(df):
-    """The multiplier of the noise std a difference must exceed: Z, or the t-quantile of the same level."""
-    return Z if df is None else float(t_dist.ppf(LEVEL, df))
-
-
-def seed_part(values):
-    """The training part of the noise of the mean of `values` (one per seed), or None for one seed."""
-    k = len(values)
-    if k < 2:
-        return None
-    s = statistics.stdev(values)
-    return (s * s / k, k - 1, f"seed std {s:.2f} over {k} runs", "seeds")
-
-
-def noise(value, n, values):
-    """(std, parts, description) of the mean `value` of a test or val error over the seeds `values`,
-    each scored on the same n images: sampling (binomial) and training (seeds) parts added."""
-    parts = []
-    b = binomial_std(value, n) if n else None
-    if b is not None:
-        parts.append((b * b, None, f"binomial {b:.2f} on n={n}", "images"))
-    seeds = seed_part(values)
-    if seeds:
-        parts.append(seeds)
-    if not parts:
-        return None, [], "noise unknown (no evaluation size, one seed)"
-    std, _ = satterthwaite(parts)
-    how = " + ".join(p[2] for p in parts) + f" -> {std:.2f}"
-    return std, parts, how + ("" if seeds else " (one seed: the training variance is not measured)")
+TRAIN_WINDOWS = 5  # a run's own training-error noise: the spread of (at most) its last 5 logging windows
+CIFAR_DEPTHS = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
 
 
 def seeds_of(text):
@@ -118,41 +35,33 @@ def seeds_of(text):
     return [s.strip() for s in str(text).split(",") if s.strip()]
 
 
-def image_errors(runs, view, col):
-    """(per-image error averaged over the runs, labels) from each run's saved scores of `view` (`col`:
-    top1 or top5), or (None, None) where a run has none or the runs scored other images."""
-    saved = [r.image_errors(view) for r in runs]
-    if not saved or any(s is None for s in saved):
-        return None, None
-    labels = saved[0]["labels"]
-    if any(not np.array_equal(labels, s["labels"]) for s in saved):
-        return None, None
-    return np.mean([s[col] for s in saved], axis=0), labels
+def depth(model):
+    return int(re.search(r"\d+", model).group())
 
 
-def table_measure(tables, runs, table, model, col, view, what):
-    """A reproduced cell of a table (the mean over seeds of top-1 errors of `view`) with its noise and its
-    runs' per-image errors; None if the table or value is missing."""
-    if table not in tables:
+# ---------------------------------------------------------------- measures, from runs
+
+
+def error_measure(label, runs, view, col="top1"):
+    """The test or validation error (`col`: top1 or top5) of `view` of these runs of one model: a value per
+    run, the images they were scored on, and where every run saved its scores of one image set, the runs x
+    images matrix of per-image errors (for paired comparisons). None if no run has the view."""
+    runs = [r for r in runs if r.evals.get(view, {}).get(col) is not None]
+    if not runs:
         return None
-    df = tables[table][1]
-    rows = df[(df["model"] == model) & (df["source"] != "literature")]
-    if rows.empty or col not in rows.columns or not finite(rows.iloc[0][col]):
-        return None
-    row = rows.iloc[0]
-    value = float(row[col])
-    behind = [r for r in (runs.get(model, s) for s in seeds_of(row.get("seeds"))) if r is not None]
-    evals = [r.evals.get(view, {}) for r in behind]
+    evals = [r.evals[view] for r in runs]
     n = min((e["n"] for e in evals if e.get("n")), default=None)
-    per_seed = [e["top1"] for e in evals if finite(e.get("top1"))]
-    std, parts, how = noise(value, n, per_seed)
-    errors, labels = image_errors(behind, view, "top1")
-    return Measure(f"{model_label(model)} {what}", value, std, how, behind, parts=parts, errors=errors, labels=labels)
+    m = Measure(label, [float(e[col]) for e in evals], n=n, runs=runs)
+    saved = [r.image_errors(view) for r in runs]
+    if all(s is not None for s in saved) and len({(s["images"], len(s["labels"])) for s in saved}) == 1:
+        if saved[0]["images"] is not None:
+            m.errors, m.images = np.stack([s[col] for s in saved]).astype(np.float64), saved[0]["images"]
+    return m
 
 
 def final_windows(history):
-    """The last logging windows of a run at its final learning rate (at most TRAIN_WINDOWS; the last 3
-    whatever their rate where fewer than 2 are at it): their training errors."""
+    """The training errors of the last logging windows of a run at its final learning rate (at most
+    TRAIN_WINDOWS; the last 3 whatever their rate where fewer than 2 are at it)."""
     lr = history[-1].get("lr")
     tail = []
     for row in reversed(history):
@@ -162,186 +71,283 @@ def final_windows(history):
     return tail if len(tail) >= 2 else [float(r["train_error"]) for r in history[-3:]]
 
 
-def final_train_error(runs, model):
-    """Final training error (the last logging window, mean over seeds) from history.csv, its noise the
-    larger of the seeds' spread and the spread of each run's last windows (both / sqrt(k))."""
-    rs = [r for r in runs.of_model(model) if r.history]
-    if not rs:
+def train_error_measure(label, histories, window_images=None, runs=()):
+    """Final training error: each run's last logging window (history rows), the seeds its unit of noise.
+    A run's own noise is a floor under the seeds' variance: the binomial of the last window's images (a
+    window is `window_images` training images) and the spread of its last windows at the final learning
+    rate (their autocorrelation makes that spread an underestimate, harmless in a floor); never a stand-in
+    for the seeds."""
+    values = [float(h[-1]["train_error"]) for h in histories]
+    floors = []
+    for h, v in zip(histories, values):
+        w = final_windows(h)
+        spread = statistics.variance(w) if len(w) > 1 else 0.0
+        binom = binomial_std(v, window_images) ** 2 if window_images else 0.0
+        floors.append(max(spread, binom))
+    return Measure(label, values, floor=statistics.fmean(floors), n=None, runs=list(runs))
+
+
+def stage_means(run):
+    """{stage: mean response std of its 3x3 layers} of one run (responses.csv); the stage of a layer is the
+    `layerK` of its module (the stem is left out: one layer, the same in plain and residual nets)."""
+    stages = {}
+    for module, std in run.response_modules or []:
+        m = re.match(r"layer(\d+)\.", module)
+        if m:
+            stages.setdefault(int(m.group(1)), []).append(std)
+    return {k: statistics.fmean(v) for k, v in stages.items()}
+
+
+def log_response(stages):
+    """One number per run for Figure 7, from its {stage: mean response std}: the mean over stages of the
+    log (a difference of two is the mean log ratio of their stages). None without stages or with a
+    non-positive one."""
+    if not stages or min(stages.values()) <= 0:
         return None
-    values = [float(r.history[-1]["train_error"]) for r in rs]
-    windows = [final_windows(r.history) for r in rs]
-    k = len(rs)
-    w_var = statistics.fmean(statistics.variance(w) if len(w) > 1 else 0.0 for w in windows) / k
-    w_df = sum(len(w) - 1 for w in windows)
-    parts = [(w_var, w_df or None, f"spread of the last {min(map(len, windows))}+ logging windows", "windows")]
-    seeds = seed_part(values)
-    if seeds and seeds[0] > w_var:
-        parts = [seeds]
-    std, _ = satterthwaite(parts) if w_df or seeds else (None, None)
-    how = f"{parts[0][2]} -> {std:.2f}" if std is not None else "noise unknown (fewer than 2 logging windows)"
-    return Measure(
-        f"{model_label(model)} final training error",
-        statistics.fmean(values),
-        std,
-        how + ("" if k > 1 else " (one seed)"),
-        rs,
-        parts=parts if std is not None else [],
-    )
+    return statistics.fmean(math.log(v) for v in stages.values())
 
 
-def final_test_error(runs, model):
-    rs = [r for r in runs.of_model(model) if r.history]
-    if not rs:
-        return None
-    return statistics.fmean(r.history[-1]["test_error"] for r in rs)
+class Evidence:
+    """What a rule gathers for one claim: measures (with the pools a one-run model borrows from), the
+    comparisons, the inputs it missed, notes."""
+
+    def __init__(self, claim, tables, runs):
+        self.claim, self.tables, self.runs = claim, tables, runs
+        self.parts, self.missing, self.notes = [], [], []
+        self.pools = {}
+
+    def margin(self, name):
+        declared = next((c for c in reference()["claims"] if c["id"] == self.claim["id"]), {})
+        margins = self.claim.get("margins") or declared.get("margins") or {}
+        if name not in margins:
+            raise ReproError(f"reference.yaml: claim {self.claim['id']} declares no margin {name!r}")
+        return float(margins[name])
+
+    def need(self, m, what):
+        if m is None:
+            self.missing.append(what)
+        return m
+
+    def borrow(self, m, kind, family, build, binomial):
+        """A one-run measure borrows the pooled seed variance of the family's models with several runs."""
+        if m is not None and m.k == 1 and not m.fixed:
+            key = (kind, family)
+            if key not in self.pools:
+                models = dict.fromkeys(r.model for r in self.runs.list if r.family == family)
+                self.pools[key] = pool([build(model) for model in models], binomial)
+            m.pool = self.pools[key]
+        return m
+
+    # the measures
+    def table_runs(self, table, model):
+        """The runs behind a reproduced row of a table (its `seeds` cell), [] if the row is missing."""
+        if table not in self.tables:
+            return []
+        df = self.tables[table][1]
+        rows = df[(df["model"] == model) & (df["source"] != "literature")]
+        if rows.empty:
+            return []
+        return [r for r in (self.runs.get(model, s) for s in seeds_of(rows.iloc[0].get("seeds"))) if r is not None]
+
+    def table(self, table, model):
+        """A model's reproduced error as `table` shows it: top-1 of the table's view, over the row's seeds."""
+        view = TABLE_VIEW[table]
+        what = "test error" if table == "table6" else "top-1 error"
+        m = error_measure(f"{model_label(model)} {what}", self.table_runs(table, model), view)
+        family = "cifar" if table == "table6" else "imagenet"
+        build = lambda x: error_measure(x, self.runs.of_model(x), view)
+        return self.need(self.borrow(m, f"error:{view}", family, build, True), f"{model_label(model)} in {table}")
+
+    def train_error(self, model):
+        m = self.need(self.train_error_of(model), f"{model_label(model)} training history")
+        family = m.runs[0].family if m else None
+        return self.borrow(m, "train_error", family, self.train_error_of, True)
+
+    def train_error_of(self, model):
+        rs = [r for r in self.runs.of_model(model) if r.history]
+        if not rs:
+            return None
+        images = {r.spec.get("log_every", 0) * r.spec.get("batch_size", 0) for r in rs}
+        label = f"{model_label(model)} final training error"
+        return train_error_measure(label, [r.history for r in rs], min(images) or None, rs)
+
+    def responses(self, model):
+        m = self.need(self.responses_of(model), f"{model_label(model)} responses.csv")
+        family = m.runs[0].family if m else None
+        return self.borrow(m, "responses", family, self.responses_of, False)
+
+    def responses_of(self, model):
+        rs = [(r, log_response(stage_means(r))) for r in self.runs.of_model(model)]
+        rs = [(r, v) for r, v in rs if v is not None]
+        if not rs:
+            return None
+        label = f"{model_label(model)} log response std"
+        return Measure(label, [v for _, v in rs], unit="log", runs=[r for r, _ in rs])
+
+    # the comparisons
+    def compare(self, a, b, op, margin, **kw):
+        """Claim a op b (a difference a - b), with the named margin of the claim."""
+        if a is not None and b is not None:
+            self.add(compare([a, b], [1, -1], op, self.margin(margin), **kw), [a, b], [1, -1])
+
+    def trend(self, ms, xs, op, margin, what):
+        """Claim: the least-squares slope of the measures on xs is op 0 (three or more measures)."""
+        have = [(m, x) for m, x in zip(ms, xs) if m is not None]
+        if len(have) >= 3:
+            names = ", ".join(m.label.split(" ")[0] for m, _ in have)
+            label = f"{what} ({names}) {op} 0"
+            ws = slope_weights([x for _, x in have])
+            ms = [m for m, _ in have]
+            self.add(compare(ms, ws, op, self.margin(margin), label=label), ms, ws)
+
+    def add(self, c, ms, ws):
+        c["measures"] = [measure_json(m, w) for m, w in zip(ms, ws)]
+        self.parts.append(c)
 
 
-def stage_responses(runs, model):
-    """{stage: mean response std of its 3x3 layers} of a model, averaged over its runs' responses.csv,
-    and the runs. The stage of a layer is the `layerK` of its module (the stem is left out: one layer,
-    the same in plain and residual nets)."""
-    rs = [r for r in runs.of_model(model) if r.responses]
-    per_run = []
-    for r in rs:
-        stages = {}
-        for module, std in r.response_modules:
-            m = re.match(r"layer(\d+)\.", module)
-            if m:
-                stages.setdefault(int(m.group(1)), []).append(std)
-        per_run.append({k: statistics.fmean(v) for k, v in stages.items()})
-    common = sorted(set.intersection(*(set(s) for s in per_run))) if per_run else []
-    return {k: statistics.fmean(s[k] for s in per_run) for k in common}, rs
-
-
-def response_measure(runs, model):
-    stages, rs = stage_responses(runs, model)
-    if not stages:
-        return None
-    return Measure(
-        f"{model_label(model)} mean response std",
-        statistics.fmean(stages.values()),
-        None,
-        f"the mean of {len(stages)} stages' mean responses",
-        rs,
-        unit="",
-    )
-
-
-def compare_responses(e, low, high):
-    """`low` has smaller layer responses than `high`, stage by stage: the mean over stages of
-    log(response low / response high), its noise the spread over stages (t with stages-1 degrees of
-    freedom). The unit is the stage, not the layer: layers of a stage are not independent samples, and
-    a rule counting layers would get easier with depth by construction."""
-    a = e.need(response_measure(e.runs, low), f"{model_label(low)} responses.csv")
-    b = e.need(response_measure(e.runs, high), f"{model_label(high)} responses.csv")
-    if not (a and b):
-        return
-    sa, sb = stage_responses(e.runs, low)[0], stage_responses(e.runs, high)[0]
-    logs = [math.log(sa[k] / sb[k]) for k in sorted(set(sa) & set(sb)) if sa[k] > 0 and sb[k] > 0]
-    d = statistics.fmean(logs) if logs else math.nan
-    sd = statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else None
-    df = len(logs) - 1 if sd is not None else None
-    e.parts.append(
-        outcome_of(a, b, "<", d, sd, df, f"paired over {len(logs)} stages (log ratio of stage means)", "log ratio")
-    )
-
-
-def compare(a, b, op):
-    """Claim `a op b` (op '<' or '<='): a dict with the numbers and the outcome agrees/contradicts/within
-    noise. Both '<' and '<=' agree only beyond noise: within it, the numbers do not say. Two measures
-    scored on the same images are compared paired (each image's error difference: only the images the
-    two models disagree on count, as in McNemar's test); else their sampling variances add."""
-    d = a.value - b.value
-    if a.std is None or b.std is None:
-        return outcome_of(a, b, op, d, None, None, "unpaired", a.unit)
-    paired = a.errors is not None and b.errors is not None and np.array_equal(a.labels, b.labels)
-    others = [p for m in (a, b) for p in m.parts if p[3] != "images"]
-    if paired:
-        diff = (a.errors - b.errors) * 100.0
-        images = [(float(diff.var(ddof=1)) / len(diff), None, "paired", "images")]
-        pairing = f"paired over the same {len(diff):,} images"
-    else:
-        images = [p for m in (a, b) for p in m.parts if p[3] == "images"]
-        pairing = "unpaired"
-    # measures known by their std alone (a threshold, a hand-made Measure) count as known variances
-    bare = [(m.std**2, None, m.noise, "given") for m in (a, b) if not m.parts]
-    parts = images + others + bare
-    sd, df = satterthwaite(parts)
-    return outcome_of(a, b, op, d, sd, df, pairing, a.unit)
-
-
-def outcome_of(a, b, op, d, sd, df, pairing, unit):
-    crit = critical(df) if sd is not None else None
-    if sd is None or not math.isfinite(d):
-        outcome = "within noise"
-    elif d > crit * sd:
-        outcome = "contradicts"
-    elif d < -crit * sd:
-        outcome = "agrees"
-    else:
-        outcome = "within noise"
-    return {
-        "claim": f"{a.label} {op} {b.label}",
-        "a": measure_json(a),
-        "b": measure_json(b),
-        "op": op,
-        "difference": d,
-        "noise_std": sd,
-        "df": df,
-        "critical": crit,
-        "pairing": pairing,
-        "unit": unit,
-        "outcome": outcome,
-    }
-
-
-def measure_json(m):
+def measure_json(m, weight):
+    """A measure as the report shows it: its value over its runs, its own noise, and the runs."""
+    _, parts, _, unmeasured = contrast([m], [1])
+    std = satterthwaite(parts)[0] if parts and not unmeasured else None
+    noise = "; ".join(p.what for p in parts) if parts and not unmeasured else "seed variance unmeasured (one run)"
     return {
         "label": m.label,
         "value": m.value,
-        "std": m.std,
-        "noise": m.noise,
+        "runs": m.k,
+        "std": None if m.fixed else std,
+        "noise": "a fixed threshold" if m.fixed else noise,
+        "weight": weight,
         "run_ids": [r.run_id for r in m.runs],
         "run_dirs": [str(r.dir) for r in m.runs],
     }
 
 
-def threshold(label, value):
-    return Measure(label, value, 0.0, "a fixed threshold", [])
+# ---------------------------------------------------------------- the rules, one per claim
+
+
+def lower_training_error(e, low, high):
+    """`low` ends with lower training error than `high` (final test errors as a note)."""
+    a, b = e.train_error(low), e.train_error(high)
+    e.compare(a, b, "<", "training error")
+    if a and b:
+        test = lambda m: statistics.fmean(float(r.history[-1]["test_error"]) for r in m.runs)
+        e.notes.append(
+            f"final test error (not used for the verdict): {model_label(low)} {test(a):.2f}%, "
+            f"{model_label(high)} {test(b):.2f}%"
+        )
+
+
+def depth_gain_cifar(e):
+    """A trend: the slope of test error on log2(depth) over the depths present, and the endpoints."""
+    ms = [e.table("table6", d) for d in CIFAR_DEPTHS]
+    e.trend(ms, [math.log2(depth(d)) for d in CIFAR_DEPTHS], "<", "slope", "test error per doubling of depth")
+    e.compare(ms[-1], ms[0], "<", "endpoints")
+
+
+def degradation_imagenet(e):
+    """Table 2's val top-1 and Figure 4's evidence, the training error: plain-18 below plain-34 in both."""
+    e.compare(e.table("table2", "plain18"), e.table("table2", "plain34"), "<", "top-1 error")
+    a, b = e.train_error("plain18"), e.train_error("plain34")
+    e.compare(a, b, "<", "training error")
+
+
+def depth_gain_imagenet(e):
+    m = {k: e.table("table2", k) for k in ("resnet18-A", "resnet34-A", "plain34")}
+    e.compare(m["resnet34-A"], m["resnet18-A"], "<", "top-1 error")
+    e.compare(m["resnet34-A"], m["plain34"], "<", "top-1 error")
+
+
+def shortcut_options(e):
+    """C <= B <= A as a trend over the option (A, B, C = 0, 1, 2) and its endpoints, and each option below
+    plain-34."""
+    m = {k: e.table("table3", k) for k in ("resnet34-A", "resnet34", "resnet34-C", "plain34")}
+    opts = [m["resnet34-A"], m["resnet34"], m["resnet34-C"]]
+    e.trend(opts, [0, 1, 2], "<=", "order", "top-1 error per option step A->B->C")
+    e.compare(m["resnet34-C"], m["resnet34-A"], "<=", "order")
+    for k in ("resnet34-A", "resnet34", "resnet34-C"):
+        e.compare(m[k], m["plain34"], "<", "plain")
+
+
+def small_responses(e):
+    """ResNets below plain nets of the same depth, and falling with depth (a trend over the ResNets'
+    log2 depth and its endpoints): one number per run, the seeds its noise."""
+    for res, plain in (("resnet20", "plain20"), ("resnet56", "plain56")):
+        e.compare(e.responses(res), e.responses(plain), "<", "plain")
+    deep = ["resnet20", "resnet56", "resnet110"]
+    ms = [e.responses(d) for d in deep]
+    e.trend(ms, [math.log2(depth(d)) for d in deep], "<", "slope", "log response std per doubling of depth")
+    e.compare(ms[-1], ms[0], "<", "depth")
+
+
+def overfit_1202(e):
+    tr = e.train_error("resnet1202")
+    e.compare(tr, threshold("the threshold", TRAIN_ERROR_LIMIT), "<", "threshold")
+    e.compare(e.table("table6", "resnet110"), e.table("table6", "resnet1202"), "<", "test error")
+
+
+def ensemble_gain(e):
+    """The ensemble beats every member (an intersection-union test: no member is chosen on the images it
+    is compared on), about these trained nets (conditional: the seeds' part left out), paired where the
+    members' scores exist, with its difference and its noise from the same arrays."""
+    ens, members = ensemble_measures(e.tables, e.runs)
+    e.need(ens, "the ensemble row of table5")
+    e.need(members or None, "ensemble members in table5")
+    if ens and members:
+        for m in members:
+            e.compare(ens, m, "<", "top-5 error", conditional=True)
+        if ens.errors is None:
+            e.notes.append(
+                "the ensemble and its members are scored on the same images, but their scores were not "
+                "found: this unpaired noise estimate is conservative"
+            )
 
 
 def ensemble_measures(tables, runs):
-    """(the ensemble's top-5 error, its best member's) from table5, with binomial noise; both with the
-    per-image errors recomputed from the members' saved scores where they exist, so that the two are
-    compared paired (they were scored on the same images)."""
+    """(the ensemble's top-5 error, [each member's]) of table5's view: from the members' saved scores (the
+    ensemble's errors from their mean softmax, the members' from their own, with one top-5 function), else
+    from the table with the binomial noise of its counts."""
     if "table5" not in tables:
-        return None, None
+        return None, []
     df = tables["table5"][1]
-    ens_rows = df[df["source"] == "paper"]
-    members = df[df["source"] == "ours (ensemble member)"]
-    if ens_rows.empty or members.empty or not finite(ens_rows.iloc[0].get("top5")):
-        return None, None
-    member_runs = [(row, member_run(runs, row)) for _, row in members.iterrows()]
-    ns = [r.evals.get("multiscale", {}).get("n") for _, r in member_runs if r is not None]
-    n = min((x for x in ns if x), default=None)
-    value = float(ens_rows.iloc[0]["top5"])
-    std, parts, how = noise(value, n, [])
-    ens = Measure("ensemble top-5 error", value, std, how, [r for _, r in member_runs if r is not None], parts=parts)
-    row, r = min(member_runs, key=lambda x: float(x[0]["top5"]))
-    value = float(row["top5"])
-    std, parts, how = noise(value, n, [])
-    best = Measure(
-        f"best member ({model_label(row['model'])}) top-5 error", value, std, how, [r] if r else [], parts=parts
-    )
-    saved = [m.scores("multiscale") if m is not None else None for _, m in member_runs]
-    if r is not None and saved and all(x is not None for x in saved):
+    ens_rows, rows = df[df["source"] == "paper"], df[df["source"] == "ours (ensemble member)"]
+    if ens_rows.empty or rows.empty or not finite(ens_rows.iloc[0].get("top5")):
+        return None, []
+    view = TABLE_VIEW["table5"]
+    member_runs = [member_run(runs, row) for _, row in rows.iterrows()]
+    labels = [f"{model_label(row['model'])} top-5 error" for _, row in rows.iterrows()]
+    saved = [r.scores(view) if r is not None else None for r in member_runs]
+    identity = {r.image_errors(view)["images"] for r in member_runs if r is not None and r.scores(view) is not None}
+    if all(s is not None for s in saved) and len(identity) == 1 and None not in identity:
         y = saved[0][1]
-        if all(np.array_equal(y, x[1]) for x in saved):
-            probs = np.mean([softmax(x[0]) for x in saved], axis=0)
-            top = np.argsort(-probs, axis=1)[:, : min(5, probs.shape[1])]
-            ens.errors, ens.labels = (~(top == y[:, None]).any(axis=1)).astype(float), y
-            best.errors, best.labels = r.image_errors("multiscale")["top5"].astype(float), y
-    return ens, best
+        if all(np.array_equal(y, s[1]) for s in saved):
+            probs = [softmax(s[0]) for s in saved]
+            (images,) = identity
+            per_image = lambda p: top5_errors(p, y)[None, :]
+            ens_err = per_image(np.mean(probs, axis=0))
+            ens = Measure("ensemble top-5 error", [100 * ens_err.mean()], n=len(y), errors=ens_err, images=images)
+            ens.runs = [r for r in member_runs if r is not None]
+            members = []
+            for label, r, p in zip(labels, member_runs, probs):
+                err = per_image(p)
+                members.append(Measure(label, [100 * err.mean()], n=len(y), errors=err, images=images, runs=[r]))
+            return ens, members
+    ns = [r.evals.get(view, {}).get("n") for r in member_runs if r is not None]
+    n = min((x for x in ns if x), default=None)
+    ens = Measure("ensemble top-5 error", [float(ens_rows.iloc[0]["top5"])], n=n)
+    ens.runs = [r for r in member_runs if r is not None]
+    members = [
+        Measure(label, [float(row["top5"])], n=n, runs=[r] if r else [])
+        for label, r, (_, row) in zip(labels, member_runs, rows.iterrows())
+        if finite(row.get("top5"))
+    ]
+    return ens, members
+
+
+def finite(v):
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 def softmax(x):
@@ -349,110 +355,17 @@ def softmax(x):
     return z / z.sum(axis=1, keepdims=True)
 
 
+def top5_errors(probs, labels):
+    """0/1 top-5 error per image: the label is not among the 5 highest (a stable sort: ties go to the
+    lower class index, the same for the ensemble and its members)."""
+    top = np.argsort(-probs, axis=1, kind="stable")[:, : min(5, probs.shape[1])]
+    return (~(top == labels[:, None]).any(axis=1)).astype(np.float64)
+
+
 def member_run(runs, row):
     """The run of an ensemble member row of table5 (its `members` cell is the member's scores file)."""
     run = run_of_file(str(row.get("members", "")))
     return runs.by_dir(run) if run else None
-
-
-# ---------------------------------------------------------------- the rules, one per claim
-
-
-class Evidence:
-    """What a rule gathers for one claim: comparisons, the inputs it missed, notes."""
-
-    def __init__(self, tables, runs):
-        self.tables, self.runs = tables, runs
-        self.parts, self.missing, self.notes = [], [], []
-
-    def need(self, m, what):
-        if m is None:
-            self.missing.append(what)
-        return m
-
-    def table(self, table, model):
-        """A model's reproduced top-1 (ImageNet tables, 10-crop) or test error (table6) with its noise."""
-        if table == "table6":
-            m = table_measure(self.tables, self.runs, table, model, "error_mean", "single", "test error")
-        else:
-            m = table_measure(self.tables, self.runs, table, model, "top1", "tencrop", "top-1 error")
-        return self.need(m, f"{model_label(model)} in {table}")
-
-    def compare(self, a, b, op):
-        if a and b:
-            self.parts.append(compare(a, b, op))
-
-
-def lower_training_error(e, low, high):
-    """`low` ends with lower training error than `high` (final test errors as a note)."""
-    a = e.need(final_train_error(e.runs, low), f"{model_label(low)} training history")
-    b = e.need(final_train_error(e.runs, high), f"{model_label(high)} training history")
-    if a and b:
-        e.compare(a, b, "<")
-        e.notes.append(
-            f"final test error (not used for the verdict): {model_label(low)} "
-            f"{final_test_error(e.runs, low):.2f}%, {model_label(high)} {final_test_error(e.runs, high):.2f}%"
-        )
-
-
-def depth_gain_cifar(e):
-    depths = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
-    ms = {d: e.table("table6", d) for d in depths}
-    present = [d for d in depths if ms[d] is not None]
-    if "resnet20" in present and "resnet110" in present:
-        for a, b in zip(present, present[1:]):
-            e.compare(ms[b], ms[a], "<=")
-        e.compare(ms["resnet110"], ms["resnet20"], "<")
-
-
-def degradation_imagenet(e):
-    """Table 2's val top-1 and Figure 4's evidence, the training error: plain-18 below plain-34 in both."""
-    e.compare(e.table("table2", "plain18"), e.table("table2", "plain34"), "<")
-    lower_training_error(e, "plain18", "plain34")
-
-
-def depth_gain_imagenet(e):
-    m = {k: e.table("table2", k) for k in ("resnet18-A", "resnet34-A", "plain34")}
-    e.compare(m["resnet34-A"], m["resnet18-A"], "<")
-    e.compare(m["resnet34-A"], m["plain34"], "<")
-
-
-def shortcut_options(e):
-    m = {k: e.table("table3", k) for k in ("resnet34-C", "resnet34", "resnet34-A", "plain34")}
-    e.compare(m["resnet34-C"], m["resnet34"], "<=")
-    e.compare(m["resnet34"], m["resnet34-A"], "<=")
-    for k in ("resnet34-A", "resnet34", "resnet34-C"):
-        e.compare(m[k], m["plain34"], "<")
-
-
-def small_responses(e):
-    """Stage by stage (compare_responses): ResNets below plain nets of the same depth, deeper ResNets
-    below shallower ones."""
-    for res, plain in (("resnet20", "plain20"), ("resnet56", "plain56")):
-        compare_responses(e, res, plain)
-    deep = [d for d in ("resnet20", "resnet56", "resnet110") if response_measure(e.runs, d)]
-    e.missing += [f"{model_label(d)} responses.csv" for d in ("resnet110",) if d not in deep]
-    for a, b in zip(deep, deep[1:]):
-        compare_responses(e, b, a)
-
-
-def overfit_1202(e):
-    tr = e.need(final_train_error(e.runs, "resnet1202"), "ResNet-1202 training history")
-    e.compare(tr, threshold("the threshold", TRAIN_ERROR_LIMIT), "<")
-    e.compare(e.table("table6", "resnet110"), e.table("table6", "resnet1202"), "<")
-
-
-def ensemble_gain(e):
-    ens, best = ensemble_measures(e.tables, e.runs)
-    e.need(ens, "the ensemble row of table5")
-    e.need(best, "ensemble members in table5")
-    if ens and best:
-        e.compare(ens, best, "<")
-        if e.parts[-1]["pairing"] == "unpaired":
-            e.notes.append(
-                "the ensemble and its members are scored on the same images, but their scores were not "
-                "found: this unpaired noise estimate is conservative"
-            )
 
 
 RULES = {
@@ -486,11 +399,11 @@ def check_rules(rules, claims):
 check_rules(RULES, reference()["claims"])
 
 
-def claim_parts(cid, tables, runs):
+def claim_parts(claim, tables, runs):
     """(comparisons, missing things, notes) for one claim."""
-    e = Evidence(tables, runs)
-    if cid in RULES:
-        RULES[cid](e)
+    e = Evidence(claim, tables, runs)
+    if claim["id"] in RULES:
+        RULES[claim["id"]](e)
     else:
         e.missing.append("a rule for this claim (unknown claim id)")
     return e.parts, e.missing, e.notes
@@ -574,58 +487,70 @@ def scope_of(runs_used):
 REDUCED_MARK = " (reduced, not the paper's setting)"  # ends the scope of a verdict resting on a reduced run
 WHY = {
     "holds": "every comparison agrees with the claim beyond noise",
-    "does not hold": "a comparison contradicts the claim beyond noise",
+    "does not hold": "a comparison excludes the claimed effect beyond noise (Holm-corrected over the claim's comparisons)",
     "too little data to say": "some comparisons are within noise",
 }
 
 
 def deciding(parts, says):
-    """The comparison a verdict turns on: the first contradiction, the first within noise, or (holds) the
-    agreement nearest its threshold."""
+    """The comparison a verdict turns on: the strongest contradiction, the first within noise, or (holds)
+    the agreement nearest its threshold."""
     if says == "does not hold":
-        return next(p for p in parts if p["outcome"] == "contradicts")
+        return min((p for p in parts if p["outcome"] == "contradicts"), key=lambda p: p["p_contradicts"])
     if says == "too little data to say":
         return next((p for p in parts if p["outcome"] == "within noise"), None)
-    return min(parts, key=lambda p: abs(p["difference"]) / (p["critical"] * p["noise_std"] or 1e-12))
+    return max(parts, key=lambda p: p["p_agrees"])
 
 
 def value_format(unit):
-    """How a measured value is written: error rates as 1.53%, other units (log ratios) to 3 digits."""
+    """How a measured value is written: error rates as 1.53%, other units (log responses) to 3 digits."""
     return (lambda v: f"{v:.2f}%") if unit == "%" else (lambda v: f"{v:.3g}")
 
 
+def compared_text(c):
+    """What a comparison compares, with the values: 'ResNet-56 final training error 1.30% < plain-56 final
+    training error 45.10%', or a trend's own label."""
+    ms = c.get("measures") or []
+    if len(ms) != 2 or [m["weight"] for m in ms] != [1, -1]:
+        return c["claim"]
+    fmt = lambda m: value_format(c["unit"])(m["value"]) + (f" ({m['runs']} runs)" if m["runs"] > 1 else "")
+    return f"{ms[0]['label']} {fmt(ms[0])} {c['op']} {ms[1]['label']} {fmt(ms[1])}"
+
+
 def summary_line(c):
-    """One comparison in one line: 'ResNet-56 final training error 1.3% < plain-56 ... 45.1%: difference
-    -43.8, beyond 2 sigma = 1.8'."""
-    fmt = value_format(c["unit"])
-    text = f"{c['a']['label']} {fmt(c['a']['value'])} {c['op']} {c['b']['label']} {fmt(c['b']['value'])}"
-    if c["noise_std"] is None:
-        return text + f": difference {c['difference']:+.3g}, noise unknown"
-    where = "within" if c["outcome"] == "within noise" else "beyond"
-    return (
-        text
-        + f": difference {c['difference']:+.3g}, {where} {c['critical']:.3g} sigma = {c['critical'] * c['noise_std']:.3g}"
-    )
+    """One comparison in one line: 'ResNet-56 final training error 1.30% < plain-56 ... 45.10%: difference
+    -43.8, beyond 2 sigma = 1.8'; a contradiction says which effect it excludes."""
+    text = compared_text(c) + f": difference {c['difference']:+.3g}"
+    if c["noise_std"] is None or not c["noise_std"] > 0:
+        return text + f", {c['unmeasured'] or 'noise unknown'}"
+    band = f"{c['critical']:.3g} sigma = {c['critical'] * c['noise_std']:.3g}"
+    if c["outcome"] == "contradicts":
+        effect = (
+            f"an improvement of {c['margin']:g} or more"
+            if c["op"] == "<"
+            else f"being worse by at most {c['margin']:g}"
+        )
+        return text + f", excludes {effect} beyond {band}"
+    return text + (", within " if c["outcome"] == "within noise" else ", beyond ") + band
 
 
 def judge(claim, tables, runs, preset):
     """The verdict on one claim of reference.yaml, with the comparisons and runs behind it."""
-    parts, missing, notes = claim_parts(claim["id"], tables, runs)
-    outcomes = [p["outcome"] for p in parts]
-    if "contradicts" in outcomes:
-        says = "does not hold"
-    elif parts and all(o == "agrees" for o in outcomes) and not missing:
-        says = "holds"
-    else:
+    parts, missing, notes = claim_parts(claim, tables, runs)
+    says = combine(parts) if parts else "too little data to say"
+    if says == "holds" and missing:
         says = "too little data to say"
     # the runs behind the comparisons, each once, in the order the comparisons name them
-    sides = [set(p[side]["run_dirs"]) for p in parts for side in ("a", "b")]
+    sides = [set(m["run_dirs"]) for p in parts for m in p["measures"]]
     used = list({id(r): r for dirs in sides for r in runs.list if str(r.dir) in dirs}.values())
     why_reduced = reduced(used, preset) if parts else []
     if not parts:
         verdict, why, scope = "not tested in this run", "missing: " + ", ".join(missing), ""
     else:
         verdict, why = says, WHY[says]
+        one_seed = [p["unmeasured"] for p in parts if p["unmeasured"] and p["outcome"] == "within noise"]
+        if says == "too little data to say" and one_seed:
+            why += f" ({one_seed[0]})"
         scope = scope_of(used) + (REDUCED_MARK if why_reduced else "")
         if why_reduced:
             why += "; reduced runs: " + "; ".join(why_reduced)

@@ -1,6 +1,7 @@
 """Evaluation: single view (CIFAR), centre crop, 10-crop and fully-convolutional multi-scale testing
 (ImageNet), per-example scores saved for ensembles."""
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,24 @@ def load_checkpoint(path, device="cpu"):
     return ckpt, model.to(device)
 
 
+def images_identity(*parts):
+    """A short digest naming which images an evaluation scored, in which order: two runs' per-image errors
+    are paired only where it is the same (equal labels alone do not make the same images)."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else "\n".join(map(str, part)).encode())
+    return h.hexdigest()[:16]
+
+
+def streamed_identity(val):
+    """The identity of a streamed evaluation split: its files (relative to the split's folder) and labels."""
+    root = Path(getattr(val, "root", ""))
+    return images_identity(
+        [Path(p).relative_to(root) if Path(p).is_relative_to(root) else Path(p).name for p, _ in val.samples],
+        val.targets,
+    )
+
+
 def check_views(family, views):
     """The views asked for (default: every view of the family), each one that applies to the family."""
     allowed = ("single",) if family == "cifar" else ("center", "tencrop", "multiscale")
@@ -180,7 +199,7 @@ def streamed_runs(model, spec, d, views, mean, device, bf16, cl, batch_size, wor
         )
         for v in views
     }
-    return runs, flips
+    return runs, flips, streamed_identity(val)
 
 
 def evaluate_checkpoint(
@@ -196,7 +215,7 @@ def evaluate_checkpoint(
     multiscale_flips="auto",
 ):
     """Evaluate a trained model on its data set's evaluation split with each view; write
-    scores-<view>.npz (scores, labels) and metrics.json into out_dir. Returns the metrics.
+    scores-<view>.npz (scores, labels, and the identity of the images: images_identity) and metrics.json into out_dir. Returns the metrics.
     precision: fp32, bf16 or auto; default the spec's eval_precision (fp32), so the reported numbers
     do not depend on which CPU or GPU evaluated them. multiscale_flips: auto (mirror images too if the
     model was trained on mirrors, augment.flip), true or false; the paper's text names no flips there."""
@@ -231,16 +250,19 @@ def evaluate_checkpoint(
         metrics["split"] = td.test_split
         runs = {"single": (lambda: predict_tensor(model, td.test_x, mean, device, bf16, cl, batch_size), td.test_y)}
         flips = {}
+        images = images_identity(td.test_x.numpy().tobytes(), td.test_y.numpy().tobytes())
     else:
         metrics["split"] = "val"
         w = d.get("workers", 4) if workers is None else workers
-        runs, flips = streamed_runs(
+        runs, flips, images = streamed_runs(
             model, spec, d, views, mean, device, bf16, cl, batch_size, w, scales, multiscale_flips
         )
     for view in views:
         run, labels = runs[view]
         scores = run()
-        np.savez_compressed(out_dir / f"scores-{view}.npz", scores=scores.numpy(), labels=labels.numpy())
+        np.savez_compressed(
+            out_dir / f"scores-{view}.npz", scores=scores.numpy(), labels=labels.numpy(), images=np.array(images)
+        )
         metrics["views"][view] = error_rates(scores, labels)
         if view == "multiscale":
             metrics["views"][view]["scales"] = list(scales)

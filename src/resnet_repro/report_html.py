@@ -11,7 +11,8 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from .claims import REDUCED_MARK, VERDICTS, Z, member_run, seeds_of, value_format
+from .claims import REDUCED_MARK, VERDICTS, compared_text, member_run, seeds_of, value_format
+from .noise import Z
 from .paper import FIGURE_FAMILY, caption, data_names
 from .spec import PRECISION_POLICY
 
@@ -39,17 +40,21 @@ def id_link(run_id):
 
 
 def comparison_html(c):
-    """One comparison of claims.compare, in words with its numbers."""
+    """One comparison of the claims (noise.compare), in words: what it compares with the values, the
+    difference, the band it must leave, and the parts of its noise."""
     fmt = value_format(c["unit"])
-    sd = c["noise_std"]
-    crit = c.get("critical") or Z
-    sd_txt = "unknown" if sd is None else fmt(crit * sd).rstrip("%")
-    a, b = c["a"], c["b"]
-    std = lambda m: "unknown" if m["std"] is None else f"{m['std']:.3g}"
+    sd, crit = c["noise_std"], c.get("critical")
+    band = (
+        f"{crit:.3g}&sigma;<sub>d</sub> = {fmt(crit * sd).rstrip('%')}"
+        if sd and crit
+        else e(c["unmeasured"] or "noise unknown")
+    )
+    parts = "; ".join(f"{e(what)} {std:.3g}" + (f" ({df:.3g} df)" if df else "") for what, std, df in c["parts"])
+    margin = f", margin {c['margin']:g}" if c.get("margin") else ""
+    exact = ", exact McNemar" if c.get("exact_mcnemar") else ""
     return (
-        f"{a['label']} {fmt(a['value'])} (&sigma; {std(a)}) {html.escape(c['op'])} {b['label']} {fmt(b['value'])} "
-        f"(&sigma; {std(b)}): difference {c['difference']:+.3g}, {crit:.3g}&sigma;<sub>d</sub> = {sd_txt} "
-        f"({c['pairing']}) &rarr; <b>{c['outcome']}</b>"
+        f"{e(compared_text(c))}: difference {c['difference']:+.3g}, {band} ({e(c['pairing'])}{margin}{exact}"
+        f"{'; ' + parts if parts else ''}) &rarr; <b>{c['outcome']}</b>"
     )
 
 

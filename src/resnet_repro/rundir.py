@@ -3,7 +3,6 @@ history.csv, metrics.json, eval/<view>/metrics.json, responses.csv and mlflow.js
 decode a path into its run and preset. figures, tables and report read runs only through RunDir."""
 
 import csv
-import functools
 import io
 import json
 import re
@@ -80,6 +79,7 @@ class RunDir:
         self.model = self.model_spec.name  # canonical: 'resnet34-B' and 'resnet34' meet
         self.seed = self.spec.get("seed")
         self.store = None  # the run as the MLflow store has it, filled by report.read_store
+        self._image_errors = {}  # view -> image_errors(view)
 
     @property
     def family(self):
@@ -151,31 +151,54 @@ class RunDir:
         """The response std of each layer in layer order (responses.csv), None if not measured."""
         return None if self.response_modules is None else [std for _, std in self.response_modules]
 
-    @functools.cache
     def image_errors(self, view):
-        """{"top1", "top5": 0/1 error of each image, "labels"} from the saved scores of `view`, None if
-        absent (kept, unlike the scores, which for ImageNet are 50,000 x 1,000)."""
+        """{"top1", "top5": 0/1 error of each image, "labels", "images": the images' identity (None in scores
+        saved before it was recorded)} from the saved scores of `view`, None if absent; kept per view, unlike
+        the scores (for ImageNet 50,000 x 1,000)."""
         import numpy as np
 
-        saved = self.scores(view)
-        if saved is None:
-            return None
-        scores, labels = saved
-        top = np.argsort(-scores, axis=1)[:, : min(5, scores.shape[1])]
-        hit = top == labels[:, None]
-        return {"top1": ~hit[:, 0], "top5": ~hit.any(axis=1), "labels": labels}
+        if view not in self._image_errors:
+            saved = self.scores(view)
+            if saved is None:
+                self._image_errors[view] = None
+            else:
+                scores, labels = saved
+                top = np.argsort(-scores, axis=1, kind="stable")[:, : min(5, scores.shape[1])]
+                hit = top == labels[:, None]
+                images = self.scores_identity(view)
+                self._image_errors[view] = {
+                    "top1": ~hit[:, 0],
+                    "top5": ~hit.any(axis=1),
+                    "labels": labels,
+                    "images": images,
+                }
+        return self._image_errors[view]
+
+    def scores_path(self, view):
+        return self.dir / "eval" / view / f"scores-{view}.npz"
 
     def scores(self, view):
         """(scores, labels) as numpy arrays from eval/<view>/scores-<view>.npz (`evaluate`), None if absent."""
         import numpy as np  # only the claims read scores: not at every import of rundir
 
-        path = self.dir / "eval" / view / f"scores-{view}.npz"
+        path = self.scores_path(view)
         if not path.is_file():
             return None
         try:
             with np.load(path) as z:
                 return z["scores"].astype(np.float64), z["labels"]
         except (OSError, ValueError, KeyError) as e:
+            raise ReproError(f"{path} is malformed: {e.__class__.__name__}: {e}") from None
+
+    def scores_identity(self, view):
+        """The identity of the images `view` was scored on (evaluate.images_identity), None if not recorded."""
+        import numpy as np
+
+        path = self.scores_path(view)
+        try:
+            with np.load(path) as z:
+                return str(z["images"]) if "images" in z.files else None
+        except (OSError, ValueError) as e:
             raise ReproError(f"{path} is malformed: {e.__class__.__name__}: {e}") from None
 
     @cached_property
