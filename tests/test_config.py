@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resnet_repro.config import ARTIFACTS, Plan
+from resnet_repro.config import ARTIFACTS, TABLES, Plan
 from resnet_repro.errors import ReproError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +41,54 @@ def test_paper_preset_follows_the_paper():
     assert sorted(p.uses("resnet56", 0)) == ["figure6", "figure7", "table6"]
 
 
+CLAIM_NETS = ["plain20", "plain56", "resnet20", "resnet56"]  # the CIFAR claims' nets (the demo's claim_seeds)
+
+
+def test_paper_preset_asks_no_claim_seeds():
+    p = plan()
+    assert p.claim_runs() == [] and p.claims_shown() == {} and list(p.shown()) == [*TABLES, "figure7"]
+    assert p.seed_groups() == {"resnet110": [0, 1, 2, 3, 4]} and p.seed_group_evaluations("resnet110") == ["table6"]
+    # more seeds for the claims change no run's making: the config hash (recorded with every run) stays
+    assert plan(claim_seeds={"plain20": [1]}).config_hash == p.config_hash
+    assert plan(claim_seeds={"plain20": [1]}).claim_runs() == [("plain20", 0), ("plain20", 1)]
+
+
+def test_demo_trains_three_seeds_of_the_claims_nets():
+    """Seeds are the unit of evidence of the CIFAR claims: every seed of their nets is trained, evaluated
+    (single view, with per-image scores) and, for Figure 7's nets, its layer responses measured; figures
+    still draw the first seed, tables list every seed."""
+    p = plan("demo")
+    assert p.claim_runs() == [(m, s) for m in CLAIM_NETS for s in (0, 1, 2)]
+    assert set(p.claim_runs()) <= set(p.all_runs()) and p.seeds("resnet110") == [0]
+    for m in CLAIM_NETS:
+        assert p.claim_files(m) == [
+            "history.csv",
+            "eval/single/metrics.json",
+            "eval/single/scores-single.npz",
+            "responses.csv",
+        ]
+    for figure in ("figure1", "figure6", "figure7"):
+        assert {s for _, s in p.runs(figure)} == {0}
+    assert p.runs("table6") == [
+        ("resnet20", 0),
+        ("resnet20", 1),
+        ("resnet20", 2),
+        ("resnet56", 0),
+        ("resnet56", 1),
+        ("resnet56", 2),
+        ("resnet110", 0),
+    ]
+    shown = p.shown()
+    assert shown["claims-single"] == (p.claim_runs(), "single")
+    assert shown["claims-responses"] == (p.claim_runs(), None)
+    assert list(p.claims_shown()) == ["claims-single", "claims-responses"]
+    assert p.seed_groups() == {m: [0, 1, 2] for m in CLAIM_NETS}
+    assert p.seed_group_evaluations("plain20") == ["claims-single"]
+    assert p.seed_group_evaluations("resnet20") == ["table6", "claims-single"]
+    assert p.uses("plain20", 0) == ["figure1", "figure6", "figure7"] and p.uses("plain20", 1) == ["report"]
+    assert p.uses("resnet56", 2) == ["table6"]
+
+
 def test_preset_entries_merge_over_the_top_level():
     p = plan("demo")
     o = p.train_overrides("resnet110", 1)
@@ -63,6 +111,8 @@ def test_tracking_uri_from_environment_wins(monkeypatch):
         ({"preset": "nope"}, "preset 'nope' is not defined"),
         ({"seeds": ["x"]}, "seeds.0"),
         ({"seedz": [1]}, "seedz"),
+        ({"claim_seeds": {"plain20": [-1]}}, "claim_seeds.plain20.0"),
+        ({"claim_seeds": {"plain21": [1]}}, "config: claim_seeds: "),
         ({"experiments": {"figure1": ["resnet21"]}}, "experiments.figure1"),
         ({"resources": {"cifar": {"threads": "four"}}}, "resources.cifar.threads"),
         ({"presets": {"paper": {"training": {"cifar": {}}, "typo_key": 1}}}, "typo_key"),

@@ -19,6 +19,8 @@ BIN = Path(sys.executable).parent
 FIGURES = ["figure1", "figure4", "figure6", "figure7"]
 TABLES = ["table2", "table3", "table4", "table5", "table6"]
 FIGURE7 = ["plain20", "plain56", "resnet20", "resnet56", "resnet110"]  # the tiny preset's (config.yaml)
+TINY_CLAIM_SEEDS = {"plain20": ["0", "1"]}  # the tiny preset's claim_seeds (config.yaml)
+TINY_RUNS = 22  # every (model, seed) of the tiny preset: its artifacts' 21 and plain20's second seed
 
 
 def snakemake(workdir, *args, check=True):
@@ -65,6 +67,52 @@ def test_dry_run_plans_only_what_a_target_needs(tmp_path):
     assert "resnet1202/seed0" in table6
     jobs = planned_jobs(tmp_path, "all")
     assert jobs["train_cifar"] == 14 and jobs["train_imagenet"] == 10
+    # the paper preset asks no seeds for the claims beyond its own: Figure 7's responses and the tables'
+    # evaluations only, ResNet-110's seeds the one seed group
+    assert jobs["responses"] == 5 and jobs["evaluate"] == 25 and jobs["track_seeds"] == 1
+    assert jobs["track_shown"] == 6 and jobs["total"] == 110
+
+
+CLAIM_NETS = ["plain20", "plain56", "resnet20", "resnet56"]  # the demo's claim_seeds (config.yaml)
+
+
+def test_demo_plans_three_seeds_of_the_claims_nets(tmp_path):
+    """The demo's CIFAR claims rest on 3 seeds of each net they compare: each seed trained, evaluated
+    (single view, with its per-image scores), its layer responses measured, tracked, and read by the
+    report; figures still draw seed 0; ResNet-110 stays at one seed."""
+    r = snakemake(tmp_path, "-n", "-p", "all", "--config", "preset=demo")
+    out = r.stdout + r.stderr
+    jobs = dict((m.group(1), int(m.group(2))) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M))
+    assert jobs["train_cifar"] == 13 and jobs["track_seeds"] == 4  # 4 nets x 3 seeds + ResNet-110
+    trainings = set(re.findall(r"--out results/runs/demo/([\w.-]+/seed\d+) --resume", out))
+    claims = [f"results/runs/demo/{m}/seed{s}" for m in CLAIM_NETS for s in (0, 1, 2)]
+    assert {f"results/runs/demo/{t}" for t in trainings} >= set(claims)
+    assert {t for t in trainings if t.startswith("resnet110/")} == {"resnet110/seed0"}
+    outputs = set(re.findall(r"^\s+output: (.*)$", out, re.M))
+    outputs = {f for line in outputs for f in line.split(", ")}
+    for run in claims:
+        assert {f"{run}/eval/single/scores-single.npz", f"{run}/responses.csv", f"{run}/mlflow.json"} <= outputs, run
+    report = out.split("rule reproduction_report:")[1].split("\n\n")[0]
+    inputs = set(re.search(r"^\s+input: (.*)$", report, re.M).group(1).split(", "))
+    for run in claims:
+        want = [
+            "history.csv",
+            "mlflow.json",
+            "eval/single/metrics.json",
+            "eval/single/scores-single.npz",
+            "responses.csv",
+        ]
+        assert {f"{run}/{f}" for f in want} <= inputs, run
+    assert {"results/mlflow/demo/shown/claims-single.json", "results/mlflow/demo/shown/claims-responses.json"} <= inputs
+    cmd = next(l for l in out.splitlines() if "resnet-repro report " in l)
+    runs = cmd.split("--runs ")[1].split(" --")[0].split()
+    assert set(claims) <= set(runs) and len(runs) == 19  # the 11 runs of the figures and tables, 8 more seeds
+    figures = re.findall(r"resnet-repro figure (figure\d) (.*?) --out", out)
+    assert len(figures) == 4 and all(set(re.findall(r"/seed(\d+)", args)) == {"0"} for _, args in figures)
+    table6 = next(l for l in out.splitlines() if "resnet-repro table table6 " in l)
+    assert all(f"--run results/runs/demo/{m}/seed{s} " in table6 for m in ("resnet20", "resnet56") for s in (0, 1, 2))
+    track = next(l for l in out.splitlines() if "resnet-repro track train results/runs/demo/plain56/seed2 " in l)
+    assert "--uses report " in track  # a run no figure or table draws: the report's claims read it
 
 
 def test_rule_plans_the_report_after_every_figure_and_table(tmp_path):
@@ -149,7 +197,7 @@ def test_tiny_run_is_in_mlflow(tiny_run):
     train_exp = client.get_experiment_by_name(TINY_EXPERIMENT)  # one experiment per preset and data
     assert train_exp.tags["mlflow.experimentKind"] == "custom_model_development"
     runs = training_runs(client, train_exp)
-    assert len(runs) == 21  # every (model, seed) of the tiny preset, once
+    assert len(runs) == TINY_RUNS  # every (model, seed) of the tiny preset, once
     run = next(r for r in runs if r.data.params["model"] == "resnet20")
     history = client.get_metric_history(run.info.run_id, "train_error")
     assert [m.step for m in history] == [3, 6]
@@ -159,18 +207,22 @@ def test_tiny_run_is_in_mlflow(tiny_run):
     for r in runs:
         model, family = r.data.params["model"], r.data.params["family"]
         assert len(r.inputs.dataset_inputs) == 2 and r.data.tags.get("logged_model_id"), model
-        if family == "cifar" and model.startswith("resnet"):  # Table 6's nets: its single-view error
+        claims = r.data.params["seed"] in TINY_CLAIM_SEEDS.get(model, [])  # a run the claims read (claim_seeds)
+        if family == "cifar" and (model.startswith("resnet") or claims):  # Table 6's and the claims' nets
             assert "single_top1_error" in r.data.metrics, (model, sorted(r.data.metrics))
         if family == "imagenet":  # Tables 2-5: 10-crop or multi-scale errors
             assert {"tencrop_top1_error", "multiscale_top1_error"} & set(r.data.metrics), (
                 model,
                 sorted(r.data.metrics),
             )
-        if model in FIGURE7 and r.data.params["seed"] == "0":  # Figure 7's layer responses (first seed)
+        if model in FIGURE7 and (r.data.params["seed"] == "0" or claims):  # Figure 7's layer responses
             assert "responses.csv" in {a.path for a in client.list_artifacts(r.info.run_id)}, model
     (parent,) = [r for r in client.search_runs([train_exp.experiment_id], "tags.seed_group = 'resnet110'")]
     assert "single_top1_error_mean" in parent.data.metrics and "single_top1_error_std" in parent.data.metrics
     assert sum(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in runs) == 2
+    (plain20,) = [r for r in client.search_runs([train_exp.experiment_id], "tags.seed_group = 'plain20'")]
+    assert "single_top1_error_mean" in plain20.data.metrics  # the claims' seeds of plain-20, grouped too
+    assert sum(r.data.tags.get("mlflow.parentRunId") == plain20.info.run_id for r in runs) == 2
     reports = client.search_runs([client.get_experiment_by_name(f"{TINY_EXPERIMENT} · reports").experiment_id])
     assert len(reports) == 10  # 4 figures, 5 tables and the report
     fig7 = next(r for r in reports if r.data.tags.get("artifact", "").startswith("figure7"))
@@ -204,14 +256,15 @@ def test_tiny_run_makes_the_report_and_snakemake_report(tiny_run):
     assert all(c["reduced"] for c in tested) and summary["comparable_with_paper"] is False
     cifar = {c["id"]: c for c in tested}["degradation_cifar"]
     assert cifar["scope"].startswith("on digits (8x8), 6 iterations")
-    assert len(summary["runs"]) == 21 and all(r["run_id"] for r in summary["runs"])
+    assert len(summary["runs"]) == TINY_RUNS and all(r["run_id"] for r in summary["runs"])
+    assert {str(r["seed"]) for r in summary["runs"] if r["model"] == "plain20"} == {"0", "1"}
     text = html.unescape((tiny_run / "reports" / "report.html").read_text())
     assert "Reduced preset 'tiny': numbers are not comparable with the paper" in text
     assert (tiny_run / "reports" / "report.pdf").read_bytes()[:4] == b"%PDF"
     c = MlflowClient(f"sqlite:///{tiny_run / 'mlflow.db'}")
     exp = c.get_experiment_by_name(f"{TINY_EXPERIMENT} · reports")
     (run,) = c.search_runs([exp.experiment_id], "tags.artifact = 'report'")
-    assert len(run.data.tags["source_run_ids"].split(",")) == 21
+    assert len(run.data.tags["source_run_ids"].split(",")) == TINY_RUNS
     assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"report.html", "report.pdf", "report.json"}
     r = snakemake(tiny_run, "all", "--report", str(tiny_run / "smk.html"), "--config", "preset=tiny")
     log = r.stdout + r.stderr
@@ -232,7 +285,7 @@ def test_rerun_does_no_work_and_adds_no_runs(tiny_run):
     r = snakemake(tiny_run, "all", "--config", "preset=tiny", "--cores", "2")
     assert "Nothing to be done" in r.stdout + r.stderr
     client = MlflowClient(f"sqlite:///{tiny_run / 'mlflow.db'}")
-    assert len(training_runs(client, client.get_experiment_by_name(TINY_EXPERIMENT))) == 21
+    assert len(training_runs(client, client.get_experiment_by_name(TINY_EXPERIMENT))) == TINY_RUNS
 
 
 def test_order_only_stamps_make_nothing_stale_and_models_are_protected(tiny_run):

@@ -21,9 +21,22 @@ ARTIFACTS = FIGURES + TABLES
 # the evaluation each table reads (figures read training histories and layer responses); Table 5's
 # ensemble averages its members' multi-scale scores
 TABLE_VIEW = {name: spec[2] or "multiscale" for name, spec in TABLE_SPECS.items()}
+# the evaluation the report's claims read of a family's runs (its per-image scores: paired comparisons):
+# the view of the family's headline table (CIFAR: Table 6's single view; ImageNet: Table 2's 10-crop)
+CLAIM_VIEW = {"cifar": TABLE_VIEW["table6"], "imagenet": TABLE_VIEW["table2"]}
 # the digits as an ImageFolder, made by the workflow (rule digits_imagefolder) for presets that name it
 DIGITS_IMAGEFOLDER = "data/digits-imagefolder"
-SETTINGS = ("data", "training", "model_training", "seeds", "extra_seeds", "evaluation", "experiments", "resources")
+SETTINGS = (
+    "data",
+    "training",
+    "model_training",
+    "seeds",
+    "extra_seeds",
+    "claim_seeds",
+    "evaluation",
+    "experiments",
+    "resources",
+)
 
 
 def validate(config, schema_path):
@@ -52,6 +65,13 @@ class Plan:
         self.cfg = deep_merge(top, config["presets"][self.preset])
         self.cfg.setdefault("model_training", {})
         self.cfg.setdefault("extra_seeds", {})
+        self.cfg.setdefault("claim_seeds", {})
+        for key in ("extra_seeds", "claim_seeds"):
+            for model in self.cfg[key]:
+                try:
+                    parse_model_name(model)
+                except ReproError as err:
+                    raise ReproError(f"config: {key}: {err}") from None
         self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or config["mlflow"].get(
             "tracking_uri", DEFAULT_TRACKING_URI
         )
@@ -75,7 +95,11 @@ class Plan:
                     f"config: resources.{fam}: {r['gpus']} gpus do not split evenly over {nodes} nodes "
                     f"(gpus is the total over all nodes)"
                 )
-        self.config_hash = hashlib.sha256(json.dumps(self.cfg, sort_keys=True).encode()).hexdigest()[:12]
+        # the hash of the settings that make the runs, recorded with each run and checked by the report;
+        # `claim_seeds` is left out: asking for more seeds of a model leaves the runs made before, their
+        # MLflow runs and the figures drawn from them as they were (the new runs are new jobs)
+        made = {k: v for k, v in self.cfg.items() if k != "claim_seeds"}
+        self.config_hash = hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:12]
         # the MLflow experiment of this preset's trainings: one per preset and data, so the list of
         # experiments reads as a list of reproductions (figures and tables: its reports experiment)
         self.mlflow_experiment = f"resnet-repro · {self.preset} · {data_names(self.cfg['data'].values())}"
@@ -84,7 +108,9 @@ class Plan:
         return parse_model_name(model).family
 
     def seeds(self, model):
-        return sorted(set(self.cfg["seeds"]) | set(self.cfg["extra_seeds"].get(model, [])))
+        """Every seed a model is trained with: `seeds`, and its `extra_seeds` and `claim_seeds`."""
+        more = self.cfg["extra_seeds"].get(model, []) + self.cfg["claim_seeds"].get(model, [])
+        return sorted(set(self.cfg["seeds"]) | set(more))
 
     def runs(self, artifact):
         """[(model, seed)] an artifact is made from: figures use the first seed, tables every seed."""
@@ -100,17 +126,61 @@ class Plan:
             out += [(model, s) for s in seeds if (model, s) not in out]
         return out
 
+    def claim_runs(self):
+        """[(model, seed)]: every seed of each model of `claim_seeds`, the runs the report's claims rest on
+        (each made with what the claims read of it: claim_files)."""
+        return [(m, s) for m in sorted(self.cfg["claim_seeds"]) for s in self.seeds(m)]
+
+    def claim_files(self, model):
+        """The files of a claim run (relative to its run directory) the report's claims read: its
+        training history, its family's claim evaluation (CLAIM_VIEW) with its per-image scores, and for
+        a model of Figure 7 its layer responses."""
+        view = CLAIM_VIEW[self.family(model)]
+        files = ["history.csv", f"eval/{view}/metrics.json", f"eval/{view}/scores-{view}.npz"]
+        return files + (["responses.csv"] if model in self.figure7_models() else [])
+
+    def figure7_models(self):
+        return {m for m, _ in self.experiments["figure7"]}
+
     def all_runs(self):
-        return sorted({r for a in ARTIFACTS for r in self.runs(a)})
+        """Every run of the preset: the figures' and tables' and the claims' (the report reads them all)."""
+        return sorted({r for a in ARTIFACTS for r in self.runs(a)} | set(self.claim_runs()))
+
+    def shown(self):
+        """{name: (runs, view)}: what MLflow shows in trainings' runs beyond the training, one tracking job
+        each: each table's view of its runs' evaluations, Figure 7's layer responses (view None), and
+        the claims' (claims_shown)."""
+        out = {t: (self.runs(t), TABLE_VIEW[t]) for t in TABLES}
+        out["figure7"] = (self.runs("figure7"), None)
+        return {**out, **self.claims_shown()}
+
+    def claims_shown(self):
+        """{name: (runs, view)} of the claims' runs (`claim_seeds`; none: {}): their claim evaluations
+        (claims-VIEW, one per view) and the layer responses of those of Figure 7's models (claims-responses)."""
+        claims, out = self.claim_runs(), {}
+        for view in sorted({CLAIM_VIEW[self.family(m)] for m, _ in claims}):
+            out[f"claims-{view}"] = ([r for r in claims if CLAIM_VIEW[self.family(r[0])] == view], view)
+        responses = [r for r in claims if r[0] in self.figure7_models()]
+        if responses:
+            out["claims-responses"] = (responses, None)
+        return out
 
     def seed_groups(self):
-        """{model: seeds} of the models a table reports over several seeds (ResNet-110's five runs):
-        MLflow groups them under a parent run with best / mean / std."""
+        """{model: seeds} of the models a table reports, or the claims read, over several seeds
+        (ResNet-110's five runs): MLflow groups them under a parent run with best / mean / std."""
         in_tables = {m for t in TABLES for m, seed in self.experiments[t] if seed is None}
-        return {m: self.seeds(m) for m in sorted(in_tables) if len(self.seeds(m)) > 1}
+        grouped = in_tables | set(self.cfg["claim_seeds"])
+        return {m: self.seeds(m) for m in sorted(grouped) if len(self.seeds(m)) > 1}
+
+    def seed_group_evaluations(self, model):
+        """The names (of `shown`) that put a model's evaluations in MLflow: its seed group summarises
+        them, so it waits for them."""
+        return [n for n, (runs, view) in self.shown().items() if view and any(m == model for m, _ in runs)]
 
     def uses(self, model, seed):
-        return [a for a in ARTIFACTS if (model, seed) in self.runs(a)]
+        """The figures and tables made from a run; ['report'] for a run only the report's claims read."""
+        used = [a for a in ARTIFACTS if (model, seed) in self.runs(a)]
+        return used or (["report"] if (model, seed) in self.claim_runs() else [])
 
     def run_dir(self, model, seed):
         return run_path(self.preset, model, seed)

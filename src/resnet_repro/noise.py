@@ -289,7 +289,7 @@ def compare(ms, ws, op, margin, label=None, unit=None, conditional=False):
     outcome = "agrees" if p_agree <= ALPHA else "contradicts" if p_contra <= ALPHA else "within noise"
     why = ""
     if unmeasured:
-        why = "one seed and no pooled seed variance: " + ", ".join(unmeasured)
+        why = f"one seed, no pooled seed variance ({', '.join(m.split(' ')[0] for m in unmeasured)})"
     elif sd is None or not sd > 0:
         why = "noise unknown or estimated as zero"
     return {

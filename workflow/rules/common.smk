@@ -75,34 +75,43 @@ def artifact_files(wildcards):
 
 
 def artifact_sources(name):
-    """The training runs a figure, table or the report is made from."""
+    """The training runs a figure, table or the report is made from (the report: every run, the
+    claims' extra seeds included)."""
     if name == "report":
-        return sorted({d for artifact in ARTIFACTS for d in run_dirs(artifact)})
+        return sorted({PLAN.run_dir(m, s) for m, s in PLAN.all_runs()})
     return run_dirs(name)
 
 
-# the artifacts that show more of a run than its training: a table its evaluations in one view, Figure 7
-# its layer responses; `track_shown` logs them into the runs, one job per artifact
-SHOWN = (*TABLES, "figure7")
+# what shows more of a run than its training: a table its evaluations in one view, Figure 7 its layer
+# responses, the claims (config `claim_seeds`) their runs' evaluations and responses; `track_shown` logs
+# them into the runs, one job each (resnet_repro.config.Plan.shown)
+SHOWN = tuple(PLAN.shown())
 
 
 def shown_stamp(name):
     return f"{MLFLOW_DIR}/shown/{name}.json"
 
 
+def shown_dirs(name):
+    return [PLAN.run_dir(m, s) for m, s in PLAN.shown()[name][0]]
+
+
 def shown_files(wildcards):
-    """The files of each run that an artifact shows beyond its training."""
-    name = wildcards.artifact
-    if name == "figure7":
-        return run_files(name, "responses.csv")
-    return run_files(name, f"eval/{TABLE_VIEW[name]}/metrics.json")
+    """The files of each run that an artifact (or the claims) shows beyond its training."""
+    view = PLAN.shown()[wildcards.artifact][1]
+    name = f"eval/{view}/metrics.json" if view else "responses.csv"
+    return [f"{d}/{name}" for d in shown_dirs(wildcards.artifact)]
+
+
+def shown_what(wildcards):
+    view = PLAN.shown()[wildcards.artifact][1]
+    return f"--view {view}" if view else "--responses"
 
 
 def seed_group_inputs(wildcards):
-    """A model's seeds, tracked with the evaluations the tables show."""
+    """A model's seeds, tracked with the evaluations the tables (and the claims) show."""
     dirs = [PLAN.run_dir(wildcards.model, s) for s in PLAN.seed_groups()[wildcards.model]]
-    tables = [t for t in TABLES if any(m == wildcards.model for m, _ in PLAN.runs(t))]
-    return [f"{d}/mlflow.json" for d in dirs] + [shown_stamp(t) for t in tables]
+    return [f"{d}/mlflow.json" for d in dirs] + [shown_stamp(n) for n in PLAN.seed_group_evaluations(wildcards.model)]
 
 
 def tracking_stamps():
@@ -222,6 +231,9 @@ def report_run_files(wildcards):
     for table in TABLES:  # the evaluations behind each table (the report reads their sizes)
         files += run_files(table, f"eval/{TABLE_VIEW[table]}/metrics.json")
     files += run_files("figure7", "responses.csv")
+    # what the claims read of each of their runs (config `claim_seeds`), and that it is in MLflow
+    files += [f"{PLAN.run_dir(m, s)}/{f}" for m, s in PLAN.claim_runs() for f in PLAN.claim_files(m)]
+    files += [shown_stamp(n) for n in PLAN.claims_shown()]
     # the figures and tables in MLflow first: the report links each to its run
     files += [f"{MLFLOW_DIR}/{a}.json" for a in ARTIFACTS]
     return sorted(set(files))

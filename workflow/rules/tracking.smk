@@ -1,11 +1,10 @@
 # MLflow: the store and the preset's experiments are set up once, before any job logs. Every number
 # reaches MLflow in a local rule of its own, after the job that made it: a training as one run (made
 # live by the training itself when the store is an http(s) server, completed here), the evaluations
-# (or layer responses) one table (or Figure 7) shows into their runs, in one job per table, each
-# model's seeds under a parent run, and each
-# figure, table and the report as a run of the reports experiment. Tables and figures depend on the
-# stamps of what they show, so it is in MLflow before they are made; a tracking failure never
-# deletes an artifact.
+# (or layer responses) one table (or Figure 7, or the claims' runs of config `claim_seeds`) shows into
+# their runs, in one job per table, each model's seeds under a parent run, and each figure, table and
+# the report as a run of the reports experiment. Tables, figures and the report depend on the stamps of
+# what they show, so it is in MLflow before they are made; a tracking failure never deletes an artifact.
 
 
 localrules:
@@ -59,7 +58,7 @@ rule track_train:
 
 rule track_shown:
     input:
-        tracked=lambda w: run_files(w.artifact, "mlflow.json"),
+        tracked=lambda w: [f"{d}/mlflow.json" for d in shown_dirs(w.artifact)],
         shown=shown_files,
     output:
         f"{MLFLOW_DIR}/shown/{{artifact}}.json",
@@ -68,8 +67,8 @@ rule track_shown:
     wildcard_constraints:
         artifact="|".join(SHOWN),
     params:
-        runs=lambda w: " ".join(run_dirs(w.artifact)),
-        what=lambda w: "--responses" if w.artifact == "figure7" else f"--view {TABLE_VIEW[w.artifact]}",
+        runs=lambda w: " ".join(shown_dirs(w.artifact)),
+        what=shown_what,
         uri=PLAN.tracking_uri,
     conda:
         CONDA_ENV
