@@ -1,8 +1,10 @@
 """Are the demo's verdicts stable across seeds? Train the CIFAR-family networks of the demo's Figures 1,
 6 and 7 (whatever config.yaml's `demo` preset lists there) with several seeds, exactly as `make demo`
 trains them (the same spec, through the same `resnet-repro train` command), then judge the CIFAR
-claims of the paper on each seed's runs alone with the report's own rule, and print, per claim, how
-many seeds give each verdict.
+claims of the paper with the report's own rule: on all seeds together (the report's view: the seeds are
+the unit of evidence) and on each seed's runs alone (one run of each net and no pool to borrow a seed
+variance from: the rule then says "too little data to say (one seed)", which is the point), and print,
+per claim, how many seeds give each verdict.
 
     python benchmarks/demo_claims.py                      # seeds 0,1,2; 2 trainings at a time
     python benchmarks/demo_claims.py --seeds 0,1,2,3,4 --jobs 2 --out /tmp/demo-claims

@@ -41,6 +41,7 @@ class Part:
     variance: float
     df: float | None
     what: str
+    kind: str = "seeds"  # seeds or images
 
 
 @dataclass(frozen=True)
@@ -211,10 +212,12 @@ def image_part(ms, ws):
             if wv is not None:
                 gamma = max(0.0, wv * 1e4 - statistics.variance(m.values)) * n / (n - 1)
                 v -= w * w * gamma / m.k
-        return Part(max(v, 0.0) / n, None, f"images: paired over the same {n:,}"), f"paired over the same {n:,} images"
+        return Part(
+            max(v, 0.0) / n, None, f"images: paired over the same {n:,}", "images"
+        ), f"paired over the same {n:,} images"
     v = sum(w * w * binomial_std(m.value, m.n) ** 2 for m, w in zip(ms, ws))
     what = ", ".join(f"{m.label.split(' ')[0]} binomial on n={m.n:,}" for m in ms)
-    return Part(v, None, f"images: {what}"), "unpaired"
+    return Part(v, None, f"images: {what}", "images"), "unpaired"
 
 
 def mcnemar_p(a, b):
@@ -257,7 +260,7 @@ def contrast(ms, ws):
     return estimate, parts, pairing, unmeasured
 
 
-def test(d, sd, df, op, margin):
+def p_values(d, sd, df, op, margin):
     """One-sided p-values (agrees, contradicts) of a claimed contrast `d op 0`, op '<' or '<=':
     '<'  agrees when d < 0 beyond noise; contradicts when the data exclude an effect of `margin` or more
          (d > -margin beyond noise): a true absence of the claimed effect can be named.
@@ -276,9 +279,9 @@ def compare(ms, ws, op, margin, label=None, unit=None, conditional=False):
     seeds' part is left out: an ensemble against its own members)."""
     d, parts, pairing, unmeasured = contrast(ms, ws)
     if conditional:
-        parts, unmeasured = [p for p in parts if not p.what.startswith("seeds:")], []
+        parts, unmeasured = [p for p in parts if p.kind != "seeds"], []
     sd, df = satterthwaite(parts) if parts and not unmeasured else (None, None)
-    p_agree, p_contra = test(d, sd, df, op, margin)
+    p_agree, p_contra = p_values(d, sd, df, op, margin)
     exact = len(ms) == 2 and all(m.k == 1 for m in ms) and paired(ms) and ws[0] == -ws[1] != 0
     if exact:  # one run each on the same images: the images' part judged exactly as well
         a, b = (ms[0], ms[1]) if ws[0] > 0 else (ms[1], ms[0])
