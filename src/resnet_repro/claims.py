@@ -115,13 +115,16 @@ class Evidence:
         self.claim, self.tables, self.runs = claim, tables, runs
         self.parts, self.missing, self.notes = [], [], []
         self.pools = {}
+        # the claim's margins: its own, or (a claim given by id alone) those reference.yaml declares
+        declared = claim.get("margins") or next(
+            (c.get("margins") for c in reference()["claims"] if c["id"] == claim["id"]), None
+        )
+        self.margins = declared or {}
 
     def margin(self, name):
-        declared = next((c for c in reference()["claims"] if c["id"] == self.claim["id"]), {})
-        margins = self.claim.get("margins") or declared.get("margins") or {}
-        if name not in margins:
+        if name not in self.margins:
             raise ReproError(f"reference.yaml: claim {self.claim['id']} declares no margin {name!r}")
-        return float(margins[name])
+        return float(self.margins[name])
 
     def need(self, m, what):
         if m is None:
