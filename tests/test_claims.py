@@ -19,6 +19,7 @@ from resnet_repro.claims import (
     error_measure,
     judge,
     log_response,
+    summary_line,
     train_error_measure,
 )
 from resnet_repro.files import write_text
@@ -286,6 +287,39 @@ def test_mcnemar_is_exact_for_one_run_each():
     assert compare([a, b], [1, -1], "<", 0.0)["outcome"] == "agrees"
 
 
+def test_the_exact_test_reads_the_weights_either_way():
+    """a - b written as [b, a] with weights [-1, 1] is the same comparison, McNemar included."""
+    a, b = one_run_pair(450, 1, 9)
+    a.pool = b.pool = Pool(1e-9, 100, ("x",), True)
+    ab, ba = compare([a, b], [1, -1], "<", 0.0), compare([b, a], [-1, 1], "<", 0.0)
+    assert ab["exact_mcnemar"] and ba["exact_mcnemar"]
+    assert (ab["p_agrees"], ab["outcome"]) == pytest.approx((ba["p_agrees"], ba["outcome"]))
+
+
+def test_an_error_rate_without_its_image_count_is_not_a_measured_noise(tmp_path):
+    """Evaluations that did not record n: per-image errors give the count; without them the images' part
+    is unmeasured, not left out (which would make the noise too small)."""
+    from resnet_repro.files import write_json
+
+    labels = np.arange(300) % 10
+    dirs = []
+    for seed in (0, 1):
+        wrong = np.zeros(300, bool)
+        wrong[: 30 + 3 * seed] = True
+        d = make_run(tmp_path, "resnet20", seed, final_train=1, final_test=10)
+        views = {"single": {"top1_error": 100 * wrong.mean(), "top5_error": 1.0}}  # no n
+        write_json(d / "eval" / "single" / "metrics.json", {"model": "resnet20", "views": views})
+        write_scores(d, "single", labels, wrong)
+        dirs.append(d)
+    assert error_measure("ResNet-20", Runs(dirs).list, "single").n == 300
+    for d in dirs:
+        (d / "eval" / "single" / "scores-single.npz").unlink()
+    bare = error_measure("ResNet-20", Runs(dirs).list, "single")
+    assert bare.n is None and bare.errors is None
+    c = compare([bare, Measure("b", [40.0, 41.0], n=900, over_images=True)], [1, -1], "<", 0.0)
+    assert c["outcome"] == "within noise" and "no image count" in c["unmeasured"]
+
+
 def test_compare_is_antisymmetric():
     """a < b agreeing is b < a contradicting (margin 0), with the same noise, paired or not."""
     rng = np.random.default_rng(5)
@@ -449,6 +483,10 @@ def test_a_true_absence_of_an_effect_is_named():
     a, b = Measure("a", [8.05, 8.06, 8.04], unit="log"), Measure("b", [8.0, 8.01, 7.99], unit="log")
     assert compare([a, b], [1, -1], "<=", 0.2)["outcome"] == "agrees"
     assert compare([a, b], [1, -1], "<=", 0.0)["outcome"] == "contradicts"
+    # '<': a consistent improvement smaller than the margin agrees, and says it is below the margin
+    c = compare([b, a], [1, -1], "<", 0.2)
+    assert c["outcome"] == "agrees" and c["below_margin"]
+    assert "smaller than the margin 0.2" in summary_line(dict(c, measures=[]))
 
 
 def test_every_rule_names_only_declared_margins(tmp_path):

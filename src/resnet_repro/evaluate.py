@@ -286,9 +286,10 @@ def ensemble(score_files):
             raise ReproError(f"cannot read scores {f}: {e}") from None
         if not isinstance(z, np.lib.npyio.NpzFile) or not {"scores", "labels"} <= set(z.files):
             raise ReproError(f"{f} is not a scores file from `evaluate` (an .npz with arrays scores and labels)")
+        images = str(z["images"]) if "images" in z.files else None
         if labels is None:
-            labels = z["labels"]
-        elif not np.array_equal(labels, z["labels"]):
+            labels, first_images = z["labels"], images
+        elif not np.array_equal(labels, z["labels"]) or None not in (images, first_images) and images != first_images:
             raise ReproError(f"{f} scores other examples (or another order) than {score_files[0]}")
         p = F.softmax(torch.from_numpy(z["scores"]).float(), 1)
         if probs is not None and p.shape != probs.shape:

@@ -66,6 +66,7 @@ class Measure:
     values: list  # one per run, in `unit`
     unit: str = "%"
     n: int | None = None  # the images each value is a rate over (test or validation error)
+    over_images: bool = False  # a test or validation error: without n its images' noise is unmeasured
     errors: object = None  # runs x images array of 0/1 errors: the same images, in the same order, in every run
     images: str | None = None  # those images' identity: two measures pair only on the same
     floor: float = 0.0  # a lower bound on the variance of one run's value (its own known noise)
@@ -81,20 +82,9 @@ class Measure:
     def k(self):
         return len(self.values)
 
-    @property
-    def rate(self):
-        return self.unit == "%"
-
 
 def threshold(label, value):
     return Measure(label, [value], fixed=True)
-
-
-def finite(v):
-    try:
-        return v is not None and math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
 
 
 def clamp_rate(p, n=None):
@@ -234,7 +224,7 @@ def mcnemar_p(a, b):
 
 
 def contrast(ms, ws):
-    """(estimate, noise parts, pairing in words, labels whose seed variance is unmeasured) of sum w_j m_j."""
+    """(estimate, noise parts, pairing in words, [(label, why its noise is unmeasured)]) of sum w_j m_j."""
     live = [(m, w) for m, w in zip(ms, ws) if w and not m.fixed]
     estimate = sum(w * m.value for m, w in zip(ms, ws))
     level = statistics.fmean(m.value for m, _ in live) if live else None
@@ -242,7 +232,7 @@ def contrast(ms, ws):
     for m, w in live:
         rv = run_variance(m, level)
         if rv is None:
-            unmeasured.append(m.label)
+            unmeasured.append((m.label, "one seed, no pooled seed variance"))
             continue
         v, df, words = rv
         if m.k == 1:  # one estimate of a variance, however many runs borrow it: one part, the pool's df
@@ -254,6 +244,7 @@ def contrast(ms, ws):
     for p, (v, labels) in borrowed.items():
         words = f"one run each, the pooled seed variance ({p.df} df, from {', '.join(p.models)})"
         parts.append(Part(v, p.df, f"seeds: {', '.join(labels)}: {words}"))
+    unmeasured += [(m.label, "no image count") for m, _ in live if m.over_images and not m.n]
     img, pairing = image_part([m for m, _ in live], [w for _, w in live]) if live else (None, "")
     if img is not None:
         parts.insert(0, img)
@@ -290,9 +281,14 @@ def compare(ms, ws, op, margin, label=None, unit=None, conditional=False):
         if op == "<" and margin == 0:
             p_contra = max(p_contra, mcnemar_p(b, a))
     outcome = "agrees" if p_agree <= ALPHA else "contradicts" if p_contra <= ALPHA else "within noise"
+    # '<' with a margin: both can reject (a consistent improvement smaller than the margin); it agrees, and says so
+    below_margin = outcome == "agrees" and p_contra <= ALPHA
     why = ""
     if unmeasured:
-        why = f"one seed, no pooled seed variance ({', '.join(m.split(' ')[0] for m in unmeasured)})"
+        reasons = {}
+        for label, reason in unmeasured:
+            reasons.setdefault(reason, []).append(label.split(" ")[0])
+        why = "; ".join(f"{reason} ({', '.join(labels)})" for reason, labels in reasons.items())
     elif sd is None or not sd > 0:
         why = "noise unknown or estimated as zero"
     return {
@@ -311,6 +307,7 @@ def compare(ms, ws, op, margin, label=None, unit=None, conditional=False):
         "unit": unit or ms[0].unit,
         "unmeasured": why,
         "outcome": outcome,
+        "below_margin": below_margin,
     }
 
 
