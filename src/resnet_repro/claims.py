@@ -319,8 +319,9 @@ def ensemble_measures(tables, runs):
     view = TABLE_VIEW["table5"]
     member_runs = [member_run(runs, row) for _, row in rows.iterrows()]
     labels = [f"{model_label(row['model'])} top-5 error" for _, row in rows.iterrows()]
+    ens_runs = [r for r in member_runs if r is not None]
     saved = [r.scores(view) if r is not None else None for r in member_runs]
-    identity = {r.scores_identity(view) for r, x in zip(member_runs, saved) if x is not None}
+    identity = {x[2] for x in saved if x is not None}
     if all(s is not None for s in saved) and len(identity) == 1 and None not in identity:
         y = saved[0][1]
         if all(np.array_equal(y, s[1]) for s in saved):
@@ -329,18 +330,16 @@ def ensemble_measures(tables, runs):
             per_image = lambda p: top5_errors(p, y)[None, :]
             ens_err = per_image(np.mean(probs, axis=0))
             ens = Measure("ensemble top-5 error", [100 * ens_err.mean()], n=len(y), errors=ens_err, images=images)
-            ens.runs = [r for r in member_runs if r is not None]
+            ens.runs = ens_runs
             members = []
             for label, r, p in zip(labels, member_runs, probs):
                 err = per_image(p)
                 members.append(Measure(label, [100 * err.mean()], n=len(y), errors=err, images=images, runs=[r]))
             return ens, members
-    ns = [r.evals.get(view, {}).get("n") for r in member_runs if r is not None]
-    n = min((x for x in ns if x), default=None)
-    ens = Measure("ensemble top-5 error", [float(ens_rows.iloc[0]["top5"])], n=n)
-    ens.runs = [r for r in member_runs if r is not None]
+    n = min((x for x in (r.evals.get(view, {}).get("n") for r in ens_runs) if x), default=None)
+    ens = Measure("ensemble top-5 error", [float(ens_rows.iloc[0]["top5"])], n=n, over_images=True, runs=ens_runs)
     members = [
-        Measure(label, [float(row["top5"])], n=n, runs=[r] if r else [])
+        Measure(label, [float(row["top5"])], n=n, over_images=True, runs=[r] if r else [])
         for label, r, (_, row) in zip(labels, member_runs, rows.iterrows())
         if finite(row.get("top5"))
     ]

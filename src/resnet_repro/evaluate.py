@@ -289,7 +289,7 @@ def ensemble(score_files):
         images = str(z["images"]) if "images" in z.files else None
         if labels is None:
             labels, first_images = z["labels"], images
-        elif not np.array_equal(labels, z["labels"]) or None not in (images, first_images) and images != first_images:
+        elif not np.array_equal(labels, z["labels"]) or (None not in (images, first_images) and images != first_images):
             raise ReproError(f"{f} scores other examples (or another order) than {score_files[0]}")
         p = F.softmax(torch.from_numpy(z["scores"]).float(), 1)
         if probs is not None and p.shape != probs.shape:

@@ -32,6 +32,7 @@ from scipy.stats import t as t_dist
 
 Z = 2.0  # the promised error rate: the normal tail beyond Z standard deviations, per direction
 ALPHA = float(norm.sf(Z))  # 0.0228
+NO_IMAGE_COUNT = "no image count"  # why an error rate's images' noise is unmeasured
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,7 @@ def contrast(ms, ws):
     for p, (v, labels) in borrowed.items():
         words = f"one run each, the pooled seed variance ({p.df} df, from {', '.join(p.models)})"
         parts.append(Part(v, p.df, f"seeds: {', '.join(labels)}: {words}"))
-    unmeasured += [(m.label, "no image count") for m, _ in live if m.over_images and not m.n]
+    unmeasured += [(m.label, NO_IMAGE_COUNT) for m, _ in live if m.over_images and not m.n]
     img, pairing = image_part([m for m, _ in live], [w for _, w in live]) if live else (None, "")
     if img is not None:
         parts.insert(0, img)
@@ -270,7 +271,8 @@ def compare(ms, ws, op, margin, label=None, unit=None, conditional=False):
     seeds' part is left out: an ensemble against its own members)."""
     d, parts, pairing, unmeasured = contrast(ms, ws)
     if conditional:
-        parts, unmeasured = [p for p in parts if p.kind != "seeds"], []
+        parts = [p for p in parts if p.kind != "seeds"]
+        unmeasured = [(label, why) for label, why in unmeasured if why == NO_IMAGE_COUNT]
     sd, df = satterthwaite(parts) if parts and not unmeasured else (None, None)
     p_agree, p_contra = p_values(d, sd, df, op, margin)
     exact = len(ms) == 2 and all(m.k == 1 for m in ms) and paired(ms) and ws[0] == -ws[1] != 0

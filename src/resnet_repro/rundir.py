@@ -162,10 +162,9 @@ class RunDir:
             if saved is None:
                 self._image_errors[view] = None
             else:
-                scores, labels = saved
+                scores, labels, images = saved
                 top = np.argsort(-scores, axis=1, kind="stable")[:, : min(5, scores.shape[1])]
                 hit = top == labels[:, None]
-                images = self.scores_identity(view)
                 self._image_errors[view] = {
                     "top1": ~hit[:, 0],
                     "top5": ~hit.any(axis=1),
@@ -178,7 +177,9 @@ class RunDir:
         return self.dir / "eval" / view / f"scores-{view}.npz"
 
     def scores(self, view):
-        """(scores, labels) as numpy arrays from eval/<view>/scores-<view>.npz (`evaluate`), None if absent."""
+        """(scores, labels, images) from eval/<view>/scores-<view>.npz (`evaluate`): numpy arrays, and the
+        identity of the images scored (evaluate.images_identity; None in files saved before it was
+        recorded); None if absent."""
         import numpy as np  # only the claims read scores: not at every import of rundir
 
         path = self.scores_path(view)
@@ -186,19 +187,9 @@ class RunDir:
             return None
         try:
             with np.load(path) as z:
-                return z["scores"].astype(np.float64), z["labels"]
+                images = str(z["images"]) if "images" in z.files else None
+                return z["scores"].astype(np.float64), z["labels"], images
         except (OSError, ValueError, KeyError) as e:
-            raise ReproError(f"{path} is malformed: {e.__class__.__name__}: {e}") from None
-
-    def scores_identity(self, view):
-        """The identity of the images `view` was scored on (evaluate.images_identity), None if not recorded."""
-        import numpy as np
-
-        path = self.scores_path(view)
-        try:
-            with np.load(path) as z:
-                return str(z["images"]) if "images" in z.files else None
-        except (OSError, ValueError) as e:
             raise ReproError(f"{path} is malformed: {e.__class__.__name__}: {e}") from None
 
     @cached_property
