@@ -301,9 +301,9 @@ def build_parser():
     ):
         add(sub)
     # the sub-commands other modules register themselves
-    from . import doctor, estimate, figures, report, tables, tracking_cli
+    from . import doctor, estimate, figures, report_cli, tables, tracking_cli
 
-    for module in (figures, tables, tracking_cli, report, estimate, doctor):
+    for module in (figures, tables, tracking_cli, report_cli, estimate, doctor):
         module.add_parser(sub)
     return p
 

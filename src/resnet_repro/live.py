@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from .files import write_json
+from .rundir import LIVE_FILE
 
-LIVE_FILE = "mlflow-live.json"
 SYSTEM_METRICS_EVERY_S = 10
 
 

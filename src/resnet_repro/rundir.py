@@ -16,6 +16,8 @@ from .names import parse_model_name
 from .paper import data_names
 
 HISTORY_COLUMNS = ["iteration", "train_error", "test_error"]
+# the MLflow run a training logged live names itself here (resnet_repro.live), for `track train`
+LIVE_FILE = "mlflow-live.json"
 
 
 def read_csv(path, columns):

@@ -30,7 +30,7 @@ from .mlflow_store import (
     run_dir_tag,
     tracking_uri,
 )
-from .rundir import RunDir
+from .rundir import LIVE_FILE, RunDir
 
 HISTORY_METRICS = ["train_error", "test_error", "train_loss", "test_loss", "lr", "holdout_error"]
 SUMMARY_METRICS = ["images_per_s", "s_per_1k_iters", "elapsed_s"]
@@ -167,8 +167,6 @@ def existing_run(c, run_dir, sha):
     """The run RUN/mlflow.json (or, for a training logged live, RUN/mlflow-live.json) names, if it is
     still in the store, is this run directory's and has this checkpoint (or none yet), else None."""
     from mlflow.exceptions import MlflowException
-
-    from .live import LIVE_FILE
 
     for name in ("mlflow.json", LIVE_FILE):
         path = Path(run_dir) / name

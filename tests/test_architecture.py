@@ -1,0 +1,202 @@
+"""The house's rules (../shared/design/HOUSE.md), as tests: no import circle, no import into a later
+layer, sizes that only shrink, a light command line, and benchmarks that still import."""
+
+import ast
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "resnet_repro"
+
+# HOUSE.md's layers in today's module names: a module imports only from its own layer or a lower one.
+LAYERS = [
+    ("errors", "files", "digest"),
+    ("names", "paper"),
+    ("models", "device"),
+    ("spec",),
+    ("rundir",),
+    ("config",),  # the plan; common.smk reads it: keep it light
+    ("mlflow_store", "tracking", "live"),  # a service below the stages
+    ("data",),
+    ("batches", "schedule", "parallel", "runlock", "train"),
+    ("evaluate", "analysis"),
+    ("figures", "tables", "noise", "claims", "report", "report_html", "report_pdf"),
+    ("doctor", "estimate"),
+    ("tracking_cli", "report_cli", "cli", "__main__", "__init__"),
+]
+LAYER = {m: i for i, group in enumerate(LAYERS) for m in group}
+# imports into a later layer that the seams of issue 33 remove; the list only shrinks
+LATER_LAYER_TODAY = {
+    ("batches", "evaluate"),  # predict_*, error_rates: one module below training
+    ("config", "mlflow_store"),  # the default tracking URI: where the plan lives
+    ("config", "tables"),  # the tables: the artifact catalogue
+    ("evaluate", "tables"),  # scores_metrics: rundir
+}
+
+# the size limits, and today's offenders: a new one fails, and so does a listed one that now complies
+MAX_MODULE, MAX_FUNCTION, MAX_CLASS = 400, 60, 150
+OVERSIZED_TODAY = {
+    "module claims",
+    "module cli",
+    "module data",
+    "module doctor",
+    "module tables",
+    "module tracking",
+    "module train",
+    "class config.Plan",
+    "class doctor.Doctor",
+    "function estimate.estimate",
+    "function evaluate.predict_view",
+    "function evaluate.evaluate_checkpoint",
+    "function tables.make_table",
+    "function tables._table5",
+}
+HEAVY = ("torch", "mlflow", "pandas", "matplotlib", "scipy")
+
+
+def modules():
+    return {p.stem: ast.parse(p.read_text(), str(p)) for p in sorted(PACKAGE.glob("*.py"))}
+
+
+def imported(tree):
+    """The package's modules a module imports, at its top or inside a function."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("resnet_repro")):
+            module = (node.module or "").removeprefix("resnet_repro").lstrip(".")
+            out |= {module.split(".")[0]} if module else {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("resnet_repro.")}
+    return out
+
+
+def graph():
+    trees = modules()
+    return {m: imported(t) & set(trees) - {m} for m, t in trees.items()}
+
+
+def circles(edges):
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = set()
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                part.add(w)
+                if w == v:
+                    break
+            if len(part) > 1:
+                out.append(sorted(part))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circle():
+    assert circles(graph()) == []
+
+
+def test_circle_finder_finds_a_function_local_circle():
+    a = ast.parse("def f():\n    from .b import x\n")
+    b = ast.parse("from resnet_repro import a\n")
+    assert imported(a) == {"b"} and imported(b) == {"a"}
+    assert circles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+
+
+def test_every_module_has_a_layer():
+    assert sorted(set(modules()) - set(LAYER)) == [], "place the new module in LAYERS (HOUSE.md's table)"
+
+
+def later_layer_imports():
+    return {(m, d) for m, deps in graph().items() for d in deps if LAYER[d] > LAYER[m]}
+
+
+def test_no_import_into_a_later_layer():
+    found = later_layer_imports()
+    assert sorted(found - LATER_LAYER_TODAY) == [], "an import into a later layer (HOUSE.md)"
+    assert sorted(LATER_LAYER_TODAY - found) == [], "gone: remove it from LATER_LAYER_TODAY"
+
+
+def oversized():
+    out = set()
+    for name, tree in modules().items():
+        lines = len((PACKAGE / f"{name}.py").read_text().splitlines())
+        if lines > MAX_MODULE:
+            out.add(f"module {name}")
+
+        def walk(node, prefix):
+            for c in ast.iter_child_nodes(node):
+                if isinstance(c, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    size = c.end_lineno - c.lineno + 1
+                    kind = "class" if isinstance(c, ast.ClassDef) else "function"
+                    if size > (MAX_CLASS if kind == "class" else MAX_FUNCTION):
+                        out.add(f"{kind} {name}.{prefix}{c.name}")
+                    walk(c, f"{prefix}{c.name}.")
+
+        walk(tree, "")
+    return out
+
+
+def test_sizes_only_shrink():
+    found = oversized()
+    assert sorted(found - OVERSIZED_TODAY) == [], (
+        f"over the limits (modules {MAX_MODULE} lines, functions {MAX_FUNCTION}, classes {MAX_CLASS})"
+    )
+    assert sorted(OVERSIZED_TODAY - found) == [], "within the limits now: remove it from OVERSIZED_TODAY"
+
+
+LIGHT = """
+import json, sys
+from resnet_repro.cli import main
+try:
+    main(["--help"])
+except SystemExit:
+    pass
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def test_the_command_line_imports_no_heavy_package():
+    """`resnet-repro --help` (every job builds the parser first) imports no torch, mlflow, pandas,
+    matplotlib or scipy: each sub-command imports what it needs when it runs."""
+    r = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(r.stdout.splitlines()[-1]))
+    assert sorted(loaded & set(HEAVY)) == []
+
+
+def benchmark_imports():
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("resnet_repro"):
+                for alias in node.names:
+                    yield path.name, node.module, alias.name
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("resnet_repro"):
+                        yield path.name, alias.name, None
+
+
+@pytest.mark.parametrize("script, module, name", list(benchmark_imports()))
+def test_benchmark_imports_resolve(script, module, name):
+    m = importlib.import_module(module)
+    if name is not None:
+        assert hasattr(m, name) or importlib.util.find_spec(f"{module}.{name}"), f"{script}: {module}.{name}"
