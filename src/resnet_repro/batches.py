@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from . import data as D
 from . import parallel
 from .errors import ReproError
-from .evaluate import error_rates, predict_tensor, predict_view
 from .models import parse_model_name
+from .views import error_rates, predict_tensor, predict_view
 
 
 def aug_seed(seed, rank):

@@ -166,7 +166,8 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from .evaluate import DEFAULT_SCALES, evaluate_checkpoint
+    from .evaluate import evaluate_checkpoint
+    from .views import DEFAULT_SCALES
 
     _set_threads(args)
     metrics = evaluate_checkpoint(

@@ -9,12 +9,14 @@ import os
 import yaml
 
 from .errors import ReproError
-from .mlflow_store import DEFAULT_TRACKING_URI
 from .names import parse_model_name
 from .paper import FIGURES, data_names
 from .rundir import run_path
 from .spec import deep_merge
 from .tables import TABLES as TABLE_SPECS
+
+# the MLflow store without --tracking-uri, $MLFLOW_TRACKING_URI or config.yaml's mlflow.tracking_uri
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 TABLES = tuple(TABLE_SPECS)
 ARTIFACTS = FIGURES + TABLES

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from . import data as D
 from .device import (
-    autocast,
     configure,
     memory_format,
     precision_name,
@@ -22,113 +21,8 @@ from .device import (
 from .errors import ReproError
 from .files import load_torch, write_json
 from .models import ResNet, parse_model_name
-from .tables import scores_metrics
-
-VIEWS = ("single", "center", "tencrop", "multiscale")
-# the mean each ImageNet view subtracts (recorded in metrics.json): crop-sized views the per-pixel mean image
-MEAN_KIND = {"center": "per-pixel", "tencrop": "per-pixel", "multiscale": "per-channel"}
-DEFAULT_SCALES = (224, 256, 384, 480, 640)
-
-
-def _forward(model, x_uint8, mean, device, bf16, channels_last):
-    x = D.normalize(x_uint8.to(device, non_blocking=True), mean).contiguous(memory_format=memory_format(channels_last))
-    with autocast(device, bf16):
-        return model(x).float()
-
-
-@torch.no_grad()
-def predict_tensor(model, x_uint8, mean, device, bf16=False, channels_last=False, batch_size=500):
-    """Logits (N, C) on the CPU for in-memory uint8 images: the single original view."""
-    model.eval()
-    out = [
-        _forward(model, x_uint8[i : i + batch_size], mean, device, bf16, channels_last).cpu()
-        for i in range(0, len(x_uint8), batch_size)
-    ]
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def predict_view(
-    model,
-    dataset,
-    view,
-    mean,
-    device,
-    bf16=False,
-    channels_last=False,
-    batch_size=250,
-    workers=4,
-    test_size=256,
-    crop=224,
-    scales=DEFAULT_SCALES,
-    flips=True,
-):
-    """Scores (N, C) for a streamed data set. center: logits of the centre crop. tencrop: log of the
-    softmax averaged over the 10 crops (the 5 unmirrored ones if not `flips`). multiscale: log of the
-    softmax averaged over every scale in `scales` (shorter side), each image whole (fully
-    convolutional), and its mirror image if `flips` (the paper's text does not mention flips there).
-    flips=False is for a model trained without mirrored images (augment.flip: false).
-    `mean` is the per-pixel mean image at the crop size: crops subtract it pixel by pixel, whole
-    images (multiscale) its per-channel mean (D.channel_mean)."""
-    model.eval()
-    loader = lambda tf, bs: torch.utils.data.DataLoader(
-        D.Transformed(dataset, tf), batch_size=bs, num_workers=workers, pin_memory=device.type == "cuda"
-    )
-    if view == "center":
-        return torch.cat(
-            [
-                _forward(model, x, mean, device, bf16, channels_last).cpu()
-                for x, _ in loader(D.eval_transform("center", test_size, crop), batch_size)
-            ]
-        )
-    if view == "tencrop":
-        out = []
-        for x, _ in loader(D.eval_transform("tencrop", test_size, crop, flips=flips), max(1, batch_size // 10)):
-            b, k = x.shape[:2]  # k = 10 crops, or 5 without flips
-            p = F.softmax(_forward(model, x.flatten(0, 1), mean, device, bf16, channels_last), 1)
-            out.append(p.view(b, k, -1).mean(1).cpu())
-        return torch.cat(out).clamp_min(1e-12).log()
-    if view == "multiscale":
-        mean = D.channel_mean(mean)  # whole images are not crop-sized: no per-pixel correspondence
-        total = None
-        for s in scales:
-            probs = []
-            # whole images differ in size: batch together the ones that share a size
-            # about as many pixels per forward pass as a centre-crop batch (flips included)
-            bs = max(1, int(batch_size * (crop / s) ** 2 / 2))
-            for batch in torch.utils.data.DataLoader(
-                D.Transformed(dataset, D.eval_transform("full", scale=s)),
-                batch_size=bs,
-                num_workers=workers,
-                collate_fn=lambda items: [x for x, _ in items],
-            ):
-                out = [None] * len(batch)
-                for shape in {x.shape for x in batch}:
-                    idx = [i for i, x in enumerate(batch) if x.shape == shape]
-                    x = torch.stack([batch[i] for i in idx])
-                    views = torch.cat([x, x.flip(3)]) if flips else x
-                    p = F.softmax(_forward(model, views, mean, device, bf16, channels_last), 1)
-                    p = p.view(-1, len(idx), p.shape[1]).mean(0).cpu()
-                    for j, i in enumerate(idx):
-                        out[i] = p[j]
-                probs.append(torch.stack(out))
-            probs = torch.cat(probs)
-            total = probs if total is None else total + probs
-        return (total / len(scales)).clamp_min(1e-12).log()
-    raise ReproError(f"unknown view {view!r}: choose one of {', '.join(VIEWS)}")
-
-
-def error_rates(scores, labels):
-    """Top-1 and top-5 error in percent."""
-    scores, labels = torch.as_tensor(scores), torch.as_tensor(labels)
-    k = min(5, scores.shape[1])
-    topk = scores.topk(k, dim=1).indices
-    hit = topk == labels[:, None]
-    return {
-        "top1_error": 100.0 * (1 - hit[:, 0].float().mean().item()),
-        "top5_error": 100.0 * (1 - hit.any(1).float().mean().item()),
-        "n": int(len(labels)),
-    }
+from .rundir import scores_metrics
+from .views import DEFAULT_SCALES, MEAN_KIND, error_rates, predict_tensor, predict_view
 
 
 def load_checkpoint(path, device="cpu"):

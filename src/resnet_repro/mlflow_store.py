@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from .config import DEFAULT_TRACKING_URI
 from .errors import ReproError
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # without --tracking-uri or $MLFLOW_TRACKING_URI
 TRAIN_EXPERIMENT = "resnet-repro"  # without --experiment; the workflow names one per preset (config.Plan)
 RETRIES = 10
 

@@ -1,6 +1,8 @@
 """The `resnet-repro report` sub-command: argparse only. The report's modules (claims: numpy, scipy)
 are imported when it runs, so building the command line stays light for every other job."""
 
+from .config import DEFAULT_TRACKING_URI
+
 
 def cmd_report(args):
     from .report import make_report
@@ -57,7 +59,7 @@ def add_parser(sub):
     s.add_argument("--runs", nargs="*", default=[], metavar="RUN_DIR", help="every training run directory behind them")
     s.add_argument(
         "--tracking-uri",
-        help="MLflow store to read run provenance from (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+        help=f"MLflow store to read run provenance from (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})",
     )
     s.add_argument(
         "--pdf-engine",

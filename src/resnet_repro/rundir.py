@@ -20,6 +20,15 @@ HISTORY_COLUMNS = ["iteration", "train_error", "test_error"]
 LIVE_FILE = "mlflow-live.json"
 
 
+def scores_metrics(scores_file):
+    """The metrics.json `evaluate` wrote beside a scores file, as a dict ({} if absent or unreadable)."""
+    try:
+        m = json.loads((Path(scores_file).parent / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return m if isinstance(m, dict) else {}
+
+
 def read_csv(path, columns):
     """Rows of a CSV as dicts, with `columns` required and parsed as floats (strings elsewhere)."""
     path = Path(path)

@@ -11,7 +11,7 @@ from pathlib import Path
 from .errors import ReproError
 from .names import parse_model_name
 from .paper import data_name, preset_note, reference
-from .rundir import RunDir, preset_of, run_of_file
+from .rundir import RunDir, preset_of, run_of_file, scores_metrics
 
 # name: (reference.yaml key, model family, eval view, metrics, shortcut of the paper's ResNets if unstated)
 TABLES = {
@@ -305,15 +305,6 @@ def _table5(ensemble, preset):
     df["n_runs"] = df["n_runs"].fillna(0).astype(int)
     df.attrs["preset"] = preset
     return df
-
-
-def scores_metrics(scores_file):
-    """The metrics.json `evaluate` wrote beside a scores file, as a dict ({} if absent or unreadable)."""
-    try:
-        m = json.loads((Path(scores_file).parent / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return m if isinstance(m, dict) else {}
 
 
 def member_precision(scores_file):

@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
+from .config import DEFAULT_TRACKING_URI
 from .errors import ReproError
 from .files import write_json
 from .mlflow_store import (
-    DEFAULT_TRACKING_URI,
     TRAIN_EXPERIMENT,
     experiment_arg,
     mlflow_errors,
