@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resnet_repro.config import ARTIFACTS, TABLES, Plan
+from resnet_repro.catalogue import ARTIFACT, ARTIFACTS, CATALOGUE, ENSEMBLE, TABLES, artifact_of
+from resnet_repro.config import Plan
 from resnet_repro.errors import ReproError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +26,40 @@ def plan(preset="paper", **changes):
 def test_every_preset_is_valid_and_names_every_artifact(preset):
     p = plan(preset)
     assert all(p.runs(a) for a in ARTIFACTS)
+
+
+def test_the_catalogue_describes_each_artifact_once():
+    """What each figure and table is and needs, as the paper's figures and tables are (the reference's
+    keys exist; a table reads one view; Figure 7 alone shows layer responses; Table 5 is the ensemble)."""
+    from resnet_repro.paper import reference
+
+    ref = reference()
+    assert len(ARTIFACT) == len(CATALOGUE) == 9 and ARTIFACTS == tuple(a.name for a in CATALOGUE)
+    for a in CATALOGUE:
+        assert a.family in ("cifar", "imagenet") and a.seeds in ("first", "all")
+        if a.kind == "table":
+            assert a.reference in ref and a.name in ref["tables"] and a.view and a.shows == "eval"
+            assert a.files() == (f"results/{a.name}.csv", f"results/{a.name}.md")
+        else:
+            assert a.name in ref["figures"] and a.view is None and a.seeds == "first"
+            assert a.files() == (f"reports/{a.name}.pdf", f"reports/{a.name}.png")
+    assert [a.name for a in CATALOGUE if a.shows == "responses"] == ["figure7"] and ENSEMBLE.name == "table5"
+
+
+@pytest.mark.parametrize(
+    "target, name",
+    [
+        ("table6", "table6"),
+        ("results/table6.csv", "table6"),
+        ("/x/reports/figure7.pdf", "figure7"),
+        ("results/mlflow/paper/table2.json", "table2"),
+        ("table7", None),
+        ("results/runs/paper", None),
+        ("all", None),
+    ],
+)
+def test_a_target_names_its_artifact(target, name):
+    assert getattr(artifact_of(target), "name", None) == name
 
 
 def test_paper_preset_follows_the_paper():

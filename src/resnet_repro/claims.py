@@ -13,7 +13,7 @@ import statistics
 import numpy as np
 import yaml
 
-from .config import TABLE_VIEW
+from .catalogue import ARTIFACT, ENSEMBLE
 from .errors import ReproError
 from .noise import Measure, binomial_std, combine, compare, contrast, pool, satterthwaite, slope_weights, threshold
 from .paper import data_names, model_label, reference
@@ -155,10 +155,9 @@ class Evidence:
 
     def table(self, table, model):
         """A model's reproduced error as `table` shows it: top-1 of the table's view, over the row's seeds."""
-        view = TABLE_VIEW[table]
-        what = "test error" if table == "table6" else "top-1 error"
+        view, family = ARTIFACT[table].view, ARTIFACT[table].family
+        what = "test error" if family == "cifar" else "top-1 error"
         m = error_measure(f"{model_label(model)} {what}", self.table_runs(table, model), view)
-        family = "cifar" if table == "table6" else "imagenet"
         build = lambda x: error_measure(x, self.runs.of_model(x), view)
         return self.need(self.borrow(m, f"error:{view}", family, build, True), f"{model_label(model)} in {table}")
 
@@ -310,13 +309,13 @@ def ensemble_measures(tables, runs):
     """(the ensemble's top-5 error, [each member's]) of table5's view: from the members' saved scores (the
     ensemble's errors from their mean softmax, the members' from their own, with one top-5 function), else
     from the table with the binomial noise of its counts."""
-    if "table5" not in tables:
+    if ENSEMBLE.name not in tables:
         return None, []
-    df = tables["table5"][1]
+    df = tables[ENSEMBLE.name][1]
     ens_rows, rows = df[df["source"] == "paper"], df[df["source"] == "ours (ensemble member)"]
     if ens_rows.empty or rows.empty or not finite(ens_rows.iloc[0].get("top5")):
         return None, []
-    view = TABLE_VIEW["table5"]
+    view = ENSEMBLE.view
     member_runs = [member_run(runs, row) for _, row in rows.iterrows()]
     labels = [f"{model_label(row['model'])} top-5 error" for _, row in rows.iterrows()]
     ens_runs = [r for r in member_runs if r is not None]

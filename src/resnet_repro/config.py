@@ -8,24 +8,16 @@ import os
 
 import yaml
 
+from .catalogue import ARTIFACT, ARTIFACTS, CATALOGUE, CLAIM_VIEW, TABLES
 from .errors import ReproError
 from .names import parse_model_name
-from .paper import FIGURES, data_names
+from .paper import data_names
 from .rundir import run_path
 from .spec import deep_merge
-from .tables import TABLES as TABLE_SPECS
 
 # the MLflow store without --tracking-uri, $MLFLOW_TRACKING_URI or config.yaml's mlflow.tracking_uri
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
-TABLES = tuple(TABLE_SPECS)
-ARTIFACTS = FIGURES + TABLES
-# the evaluation each table reads (figures read training histories and layer responses); Table 5's
-# ensemble averages its members' multi-scale scores
-TABLE_VIEW = {name: spec[2] or "multiscale" for name, spec in TABLE_SPECS.items()}
-# the evaluation the report's claims read of a family's runs (its per-image scores: paired comparisons):
-# the view of the family's headline table (CIFAR: Table 6's single view; ImageNet: Table 2's 10-crop)
-CLAIM_VIEW = {"cifar": TABLE_VIEW["table6"], "imagenet": TABLE_VIEW["table2"]}
 # the digits as an ImageFolder, made by the workflow (rule digits_imagefolder) for presets that name it
 DIGITS_IMAGEFOLDER = "data/digits-imagefolder"
 SETTINGS = (
@@ -115,13 +107,14 @@ class Plan:
         return sorted(set(self.cfg["seeds"]) | set(more))
 
     def runs(self, artifact):
-        """[(model, seed)] an artifact is made from: figures use the first seed, tables every seed."""
+        """[(model, seed)] an artifact is made from: each model's seed its `experiments` entry names, else
+        the first of `seeds` or every seed of the model (the catalogue's `seeds`)."""
         first = self.cfg["seeds"][0]
         out = []
         for model, seed in self.experiments[artifact]:
             if seed is not None:
                 seeds = [seed]
-            elif artifact in FIGURES or artifact == "table5":
+            elif ARTIFACT[artifact].seeds == "first":
                 seeds = [first]
             else:
                 seeds = self.seeds(model)
@@ -139,10 +132,10 @@ class Plan:
         a model of Figure 7 its layer responses."""
         view = CLAIM_VIEW[self.family(model)]
         files = ["history.csv", f"eval/{view}/metrics.json", f"eval/{view}/scores-{view}.npz"]
-        return files + (["responses.csv"] if model in self.figure7_models() else [])
+        return files + (["responses.csv"] if model in self.response_models() else [])
 
-    def figure7_models(self):
-        return {m for m, _ in self.experiments["figure7"]}
+    def response_models(self):
+        return {m for a in CATALOGUE if a.shows == "responses" for m, _ in self.experiments[a.name]}
 
     def all_runs(self):
         """Every run of the preset: the figures' and tables' and the claims' (the report reads them all)."""
@@ -152,8 +145,8 @@ class Plan:
         """{name: (runs, view)}: what MLflow shows in trainings' runs beyond the training, one tracking job
         each: each table's view of its runs' evaluations, Figure 7's layer responses (view None), and
         the claims' (claims_shown)."""
-        out = {t: (self.runs(t), TABLE_VIEW[t]) for t in TABLES}
-        out["figure7"] = (self.runs("figure7"), None)
+        shows = sorted((a for a in CATALOGUE if a.shows), key=lambda a: a.shows != "eval")  # evaluations first
+        out = {a.name: (self.runs(a.name), a.view if a.shows == "eval" else None) for a in shows}
         return {**out, **self.claims_shown()}
 
     def claims_shown(self):
@@ -162,7 +155,7 @@ class Plan:
         claims, out = self.claim_runs(), {}
         for view in sorted({CLAIM_VIEW[self.family(m)] for m, _ in claims}):
             out[f"claims-{view}"] = ([r for r in claims if CLAIM_VIEW[self.family(r[0])] == view], view)
-        responses = [r for r in claims if r[0] in self.figure7_models()]
+        responses = [r for r in claims if r[0] in self.response_models()]
         if responses:
             out["claims-responses"] = (responses, None)
         return out

@@ -14,17 +14,16 @@ Training iterations only: evaluation every log_every iterations and checkpoints 
 for ImageNet-family models the measurement assumes the DataLoader workers keep up with the step.
 """
 
-import re
 import time
 from pathlib import Path
 
 import yaml
 
-from .config import ARTIFACTS, Plan
+from .catalogue import artifact_of
+from .config import Plan
 from .errors import ReproError
 from .rundir import parse_run_path
 
-TARGET_RE = re.compile(r"(?:^|/)((?:figure|table)\d+)(?:\.\w+)?$")
 SMALL_SIZES = {"cifar10": 32, "digits": 8}
 
 
@@ -53,8 +52,8 @@ def runs_for(plan, targets):
             if preset != plan.preset:
                 raise ReproError(f"target {t} belongs to preset {preset!r}, not {plan.preset!r}: add --preset {preset}")
             need = [(model, seed)]
-        elif (m := TARGET_RE.search(t)) and m.group(1) in ARTIFACTS:
-            need = plan.runs(m.group(1))
+        elif artifact := artifact_of(t):
+            need = plan.runs(artifact.name)
         else:
             raise ReproError(
                 f"unknown target {t!r}: use all, a preset name, results/table2.csv ... results/table6.csv, "

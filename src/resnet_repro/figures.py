@@ -8,14 +8,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+from .catalogue import FIGURES
 from .errors import ReproError
 from .names import parse_model_name
-from .paper import (
-    FIGURES,
-    caption,
-    model_label,
-    preset_note,
-)
+from .paper import caption, model_label, preset_note
 from .rundir import RunDir, data_of_runs, preset_of, read_csv
 
 # One colour per depth, close to the paper's (20 orange, 56 red, 110 black); other depths take the

@@ -8,8 +8,6 @@ import yaml
 
 from .names import parse_model_name
 
-FIGURES = ("figure1", "figure4", "figure6", "figure7")
-FIGURE_FAMILY = {"figure1": "cifar", "figure4": "imagenet", "figure6": "cifar", "figure7": "cifar"}
 PAPER_DATA_NAMES = {"cifar10": "CIFAR-10", "imagenet": "ImageNet"}
 
 

@@ -11,9 +11,10 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
+from .catalogue import ARTIFACT
 from .claims import REDUCED_MARK, VERDICTS, compared_text, member_run, seeds_of, value_format
 from .noise import Z
-from .paper import FIGURE_FAMILY, caption, data_names
+from .paper import caption, data_names
 from .spec import PRECISION_POLICY
 
 
@@ -90,7 +91,7 @@ def row_run_ids(name, row, runs):
     """The MLflow run ids behind one table row (None for the literature's rows)."""
     if row["source"] == "literature":
         return None
-    if name == "table5":
+    if ARTIFACT[name].ensemble:
         if row["source"] == "ours (ensemble member)":
             r = member_run(runs, row)
             return [r.run_id if r else None]
@@ -151,9 +152,9 @@ def report_run_html(info):
 
 def figure_html(name, png, out_dir, report_run, runs):
     image = base64.b64encode(Path(png).read_bytes()).decode()
-    family = FIGURE_FAMILY.get(name)
-    data = data_names(r.spec.get("data") for r in runs.list if r.family == family)
-    text = caption(name, data or None) if name in FIGURE_FAMILY else ""
+    art = ARTIFACT.get(name)
+    data = data_names(r.spec.get("data") for r in runs.list if art and r.family == art.family)
+    text = caption(name, data or None) if art and art.kind == "figure" else ""
     pdf = Path(png).with_suffix(".pdf")
     link = f' <a href="{e(os.path.relpath(pdf, out_dir))}">PDF</a>' if pdf.is_file() else ""
     sources = ""

@@ -8,19 +8,22 @@ functions only: the CLI imports this module for every command."""
 import json
 from pathlib import Path
 
+from .catalogue import ARTIFACT, TABLES
 from .errors import ReproError
 from .names import parse_model_name
 from .paper import data_name, preset_note, reference
 from .rundir import RunDir, preset_of, run_of_file, scores_metrics
 
-# name: (reference.yaml key, model family, eval view, metrics, shortcut of the paper's ResNets if unstated)
-TABLES = {
-    "table2": ("table2_imagenet_top1_10crop", "imagenet", "tencrop", ["top1"], "A"),
-    "table3": ("table3_imagenet_10crop", "imagenet", "tencrop", ["top1", "top5"], None),
-    "table4": ("table4_imagenet_single_model", "imagenet", "multiscale", ["top1", "top5"], None),
-    "table5": ("table5_imagenet_ensembles", "imagenet", None, ["top5"], None),
-    "table6": ("table6_cifar10", "cifar", "single", ["error"], None),
+# each table's error columns (what it is and needs: catalogue.ARTIFACT)
+ERROR_COLUMNS = {
+    "table2": ["top1"],
+    "table3": ["top1", "top5"],
+    "table4": ["top1", "top5"],
+    "table5": ["top5"],
+    "table6": ["error"],
 }
+# the shortcut option of the paper's ResNets where its table does not state it
+PAPER_SHORTCUT = {"table2": "A"}
 NOTES = {
     "table2": "ImageNet val, 10-crop testing (our crops as each evaluation recorded them: column `views`). The paper's ResNets here use option A shortcuts (our resnet18-A, resnet34-A).",
     "table3": "ImageNet val, 10-crop testing (our crops as each evaluation recorded them: column `views`). Rows are matched by depth and shortcut option: resnet34-A, resnet34-C, and resnet34 (= option B, as resnet50/101/152).",
@@ -114,7 +117,7 @@ def read_runs(run_dirs, family, view):
 
 
 def _paper_rows(name):
-    ref_key, _, _, metrics, shortcut = TABLES[name]
+    ref_key, metrics, shortcut = ARTIFACT[name].reference, ERROR_COLUMNS[name], PAPER_SHORTCUT.get(name)
     rows = []
     for r in reference()[ref_key]:
         lit = bool(r.get("literature"))
@@ -170,7 +173,7 @@ def make_table(name, run_dirs=(), ensemble=None, preset=None):
 
     if name not in TABLES:
         raise ReproError(f"unknown table {name!r}: choose one of {', '.join(TABLES)}")
-    _, family, view, metrics, _ = TABLES[name]
+    family, view, metrics = ARTIFACT[name].family, ARTIFACT[name].view, ERROR_COLUMNS[name]
     if name == "table5":
         for run in run_dirs:  # the ensemble's runs: only checked; members are found from the JSON's paths
             RunDir(run)

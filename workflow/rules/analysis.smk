@@ -22,11 +22,11 @@ rule responses:
 
 rule ensemble:
     input:
-        run_files("table5", f"eval/{TABLE_VIEW['table5']}/scores-{TABLE_VIEW['table5']}.npz"),
+        run_files(ENSEMBLE.name, f"eval/{ENSEMBLE.view}/scores-{ENSEMBLE.view}.npz"),
     output:
-        f"results/ensembles/{PRESET}/table5.json",
+        f"results/ensembles/{PRESET}/{ENSEMBLE.name}.json",
     log:
-        f"{LOGS}/ensemble/table5.log",
+        f"{LOGS}/ensemble/{ENSEMBLE.name}.log",
     resources:
         attempt=attempt,
     conda:

@@ -5,7 +5,8 @@ import re
 import signal
 import sys
 
-from resnet_repro.config import ARTIFACTS, DIGITS_IMAGEFOLDER, FIGURES, TABLES, TABLE_VIEW, Plan
+from resnet_repro.catalogue import ARTIFACT, ARTIFACTS, CATALOGUE, ENSEMBLE, FIGURES, TABLES
+from resnet_repro.config import DIGITS_IMAGEFOLDER, Plan
 from resnet_repro.errors import ReproError
 from resnet_repro.rundir import run_path
 
@@ -66,11 +67,8 @@ def run_args(artifact):
 
 def artifact_files(wildcards):
     """The files of a figure, table or the report, as `track report` logs them."""
-    name = wildcards.artifact
-    if name in FIGURES:
-        return [f"reports/{name}.pdf", f"reports/{name}.png"]
-    if name in TABLES:
-        return [f"results/{name}.csv", f"results/{name}.md"]
+    if wildcards.artifact in ARTIFACT:
+        return list(ARTIFACT[wildcards.artifact].files())
     return ["reports/report.html", "reports/report.pdf", "reports/report.json"]
 
 
@@ -187,18 +185,18 @@ def node_threads(wildcards):
 
 def artifact_caption(wildcards):
     """The paper's caption of a figure (its data set replaced by the runs') or table."""
-    from resnet_repro.paper import FIGURE_FAMILY, caption, data_name, reference
+    from resnet_repro.paper import caption, data_name, reference
 
-    name = getattr(wildcards, "figure", None) or wildcards.table
-    if name in FIGURES:
-        return caption(name, data_name(PLAN.cfg["data"][FIGURE_FAMILY[name]]))
-    return reference()["tables"][name]
+    art = ARTIFACT[getattr(wildcards, "figure", None) or wildcards.table]
+    if art.kind == "figure":
+        return caption(art.name, data_name(PLAN.cfg["data"][art.family]))
+    return reference()["tables"][art.name]
 
 
 def figure_inputs(wildcards):
     name = wildcards.figure
     files = run_files(name, "mlflow.json") + run_files(name, "history.csv")
-    if name == "figure7":
+    if ARTIFACT[name].shows == "responses":
         files += run_files(name, "responses.csv") + [shown_stamp(name)]
     return files
 
@@ -206,31 +204,31 @@ def figure_inputs(wildcards):
 def figure_args(wildcards):
     name = wildcards.figure
     args = run_args(name)
-    if name == "figure7":
+    if ARTIFACT[name].shows == "responses":
         args += " " + " ".join(f"--responses {f}" for f in run_files(name, "responses.csv"))
     return args
 
 
 def table_inputs(wildcards):
-    name, view = wildcards.table, TABLE_VIEW[wildcards.table]
+    name, view = wildcards.table, ARTIFACT[wildcards.table].view
     files = run_files(name, f"eval/{view}/metrics.json") + [shown_stamp(name)]
-    if name == "table5":
+    if ARTIFACT[name].ensemble:
         files.append(rules.ensemble.output[0])
     return files
 
 
 def table_args(wildcards):
     args = run_args(wildcards.table)
-    if wildcards.table == "table5":
+    if ARTIFACT[wildcards.table].ensemble:
         args += f" --ensemble {rules.ensemble.output[0]}"
     return args
 
 
 def report_run_files(wildcards):
     files = [f"{d}/{name}" for d in artifact_sources("report") for name in ("mlflow.json", "history.csv")]
-    for table in TABLES:  # the evaluations behind each table (the report reads their sizes)
-        files += run_files(table, f"eval/{TABLE_VIEW[table]}/metrics.json")
-    files += run_files("figure7", "responses.csv")
+    for a in CATALOGUE:  # the evaluations behind each table (the report reads their sizes), Figure 7's responses
+        if a.shows:
+            files += run_files(a.name, f"eval/{a.view}/metrics.json" if a.shows == "eval" else "responses.csv")
     # what the claims read of each of their runs (config `claim_seeds`), and that it is in MLflow
     files += [f"{PLAN.run_dir(m, s)}/{f}" for m, s in PLAN.claim_runs() for f in PLAN.claim_files(m)]
     files += [shown_stamp(n) for n in PLAN.claims_shown()]
