@@ -228,3 +228,61 @@ def test_the_workflow_names_no_artifact():
         if re.search(r"(figure|table)\d", line.split("#")[0])
     ]
     assert found == []
+
+
+# the files of a run directory: rundir names each (SPEC, HISTORY, ..., view_metrics(view)); the trainer,
+# the evaluation, tracking, the report and the rules build their paths from those names
+RUN_FILES = {
+    "spec.yaml",
+    "history.csv",
+    "metrics.json",
+    "model.pt",
+    "checkpoint.pt",
+    "train.lock",
+    "mlflow.json",
+    "mlflow-live.json",
+    "responses.csv",
+}
+
+
+def run_file_literals(tree):
+    """Path-like strings (or f-string pieces) in a module that name a run directory's file or its eval/
+    directory: 'metrics.json', f"{run}/eval/{view}", "scores-", `run / "eval" / view`."""
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)) or " " in node.value:
+            continue
+        parts = node.value.split("/")
+        divided = isinstance(parents.get(node), ast.BinOp) and isinstance(parents[node].op, ast.Div)
+        if (
+            RUN_FILES & set(parts)
+            or node.value.startswith("scores-")
+            or ("eval" in parts and (len(parts) > 1 or divided))
+        ):
+            yield node.lineno, node.value
+
+
+def test_no_run_directory_file_name_outside_rundir():
+    found = [
+        f"{name}.py:{line}: {value!r}"
+        for name, tree in modules().items()
+        if name != "rundir"
+        for line, value in run_file_literals(tree)
+    ]
+    assert found == []
+    caught = ast.parse('a = run / "eval" / view / "metrics.json"\nb = f"{d}/eval/{v}"\nc = f"scores-{v}.npz"')
+    assert len(list(run_file_literals(caught))) == 4
+    assert list(run_file_literals(ast.parse('s.add_parser("eval", help="RUN/eval/<view>/metrics.json, each")'))) == []
+
+
+def test_the_workflow_names_no_run_directory_file():
+    """The rules name a run's files through common.smk (rundir's names), never by hand."""
+    pattern = re.compile("|".join(re.escape(n) for n in sorted(RUN_FILES)) + r"|/eval/|scores-")
+    smk = [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
+    found = [
+        f"{path.relative_to(ROOT)}:{i}: {line.strip()}"
+        for path in smk
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line.split("#")[0])
+    ]
+    assert found == []

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from resnet_repro import runlock
+from resnet_repro.rundir import LOCK
 from resnet_repro.runlock import RunLock, RunLocked
 from resnet_repro.spec import build_spec
 from resnet_repro.train import Interrupted, train
@@ -38,7 +39,7 @@ def spec(**over):
 
 def write_lock(out, **holder):
     out.mkdir(parents=True, exist_ok=True)
-    (out / runlock.LOCK_NAME).write_text(json.dumps(holder))
+    (out / LOCK).write_text(json.dumps(holder))
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ def test_a_live_holder_makes_a_second_training_fail_at_once_with_one_line(tmp_pa
     )
     assert f"pid {other_process.pid} on {socket.gethostname()}, Slurm job 4242" in errors[0]
     assert not (out / "checkpoint.pt").exists() and not (out / "spec.yaml").exists()  # nothing was touched
-    assert json.loads((out / runlock.LOCK_NAME).read_text())["pid"] == other_process.pid  # nor the lock
+    assert json.loads((out / LOCK).read_text())["pid"] == other_process.pid  # nor the lock
     assert time.monotonic() - t0 < 30
 
 
@@ -96,7 +97,7 @@ def test_stale_locks_are_taken_over(tmp_path, monkeypatch, capsys):
     with pytest.raises(RunLocked):
         RunLock(out).acquire()
     old = time.time() - runlock.STALE_S - 5
-    os.utime(out / runlock.LOCK_NAME, (old, old))
+    os.utime(out / LOCK, (old, old))
     with RunLock(out):
         pass
     # another host's Slurm job that squeue no longer lists
@@ -112,10 +113,10 @@ def test_stale_locks_are_taken_over(tmp_path, monkeypatch, capsys):
 def test_the_lock_is_released_however_the_training_ends(tmp_path):
     out = tmp_path / "run"
     train(spec(), out, log=lambda m: None)
-    assert not (out / runlock.LOCK_NAME).exists()
+    assert not (out / LOCK).exists()
     with pytest.raises(Interrupted):
         train(spec(max_iters=40), out / "stopped", stop_at=10, log=lambda m: None)
-    assert not (out / "stopped" / runlock.LOCK_NAME).exists()
+    assert not (out / "stopped" / LOCK).exists()
 
 
 def test_the_lock_is_held_while_training(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from .catalogue import ARTIFACT, ARTIFACTS, CATALOGUE, CLAIM_VIEW, TABLES
 from .errors import ReproError
 from .names import parse_model_name
 from .paper import data_names
-from .rundir import run_path
+from .rundir import HISTORY, RESPONSES, run_path, view_metrics, view_scores
 from .spec import deep_merge
 
 # the MLflow store without --tracking-uri, $MLFLOW_TRACKING_URI or config.yaml's mlflow.tracking_uri
@@ -131,8 +131,8 @@ class Plan:
         training history, its family's claim evaluation (CLAIM_VIEW) with its per-image scores, and for
         a model of Figure 7 its layer responses."""
         view = CLAIM_VIEW[self.family(model)]
-        files = ["history.csv", f"eval/{view}/metrics.json", f"eval/{view}/scores-{view}.npz"]
-        return files + (["responses.csv"] if model in self.response_models() else [])
+        files = [HISTORY, view_metrics(view), view_scores(view)]
+        return files + ([RESPONSES] if model in self.response_models() else [])
 
     def response_models(self):
         return {m for a in CATALOGUE if a.shows == "responses" for m, _ in self.experiments[a.name]}

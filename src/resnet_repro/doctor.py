@@ -33,6 +33,7 @@ from pathlib import Path
 
 from .errors import ReproError
 from .files import load_torch
+from .rundir import CHECKPOINT, HISTORY, MODEL
 
 CHECKS = (
     "device",
@@ -275,7 +276,7 @@ class Doctor:
         resumed = [line for line in log if "resumed from" in line]
         if not resumed or f"iteration {iters // 2}" not in resumed[0]:
             raise AssertionError(f"the run did not resume at iteration {iters // 2}: {resumed or 'no resume line'}")
-        ckpt = load_torch(out / "checkpoint.pt")
+        ckpt = load_torch(out / CHECKPOINT)
         iterations = [row["iteration"] for row in ckpt["history"]]
         if not (ckpt["done"] and ckpt["iteration"] == iters and iterations == sorted(set(iterations))):
             raise AssertionError(
@@ -363,7 +364,7 @@ class Doctor:
         out, _, _ = self.runs[run]
         scales = self.size["scales"]
         m = evaluate_checkpoint(
-            out / "model.pt",
+            out / MODEL,
             self.work / f"eval-{run}-{view}",
             [view],
             scales,
@@ -429,7 +430,7 @@ class Doctor:
             lines = [line for line in (r.stderr + r.stdout).splitlines() if line.strip()]
             errors = [line for line in lines if "Error" in line or "error:" in line]
             raise AssertionError(f"torchrun exited {r.returncode}: {(errors or lines or ['no output'])[-1]}")
-        ckpt = load_torch(out / "checkpoint.pt")
+        ckpt = load_torch(out / CHECKPOINT)
         if ckpt["world_size"] != n or ckpt["iteration"] != iters:
             raise AssertionError(f"checkpoint of {ckpt['world_size']} processes at iteration {ckpt['iteration']}")
         return f"torchrun, {n} processes, {backend}: {iters} DDP steps of resnet20 and a checkpoint"
@@ -545,7 +546,7 @@ def gflops(model):
 def metrics_history(out):
     import csv
 
-    with open(Path(out) / "history.csv") as f:
+    with open(Path(out) / HISTORY) as f:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
 

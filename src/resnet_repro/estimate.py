@@ -22,7 +22,7 @@ import yaml
 from .catalogue import artifact_of
 from .config import Plan
 from .errors import ReproError
-from .rundir import parse_run_path
+from .rundir import METRICS, parse_run_path, run_path
 
 SMALL_SIZES = {"cifar10": 32, "digits": 8}
 
@@ -129,7 +129,7 @@ def finished_throughput(root, preset, model):
     import json
 
     found = []
-    for f in sorted(Path(root, "results", "runs", preset, model).glob("seed*/metrics.json")):
+    for f in sorted(Path(root).glob(f"{run_path(preset, model, '*')}/{METRICS}")):
         try:
             m = json.loads(f.read_text())
         except (OSError, ValueError):

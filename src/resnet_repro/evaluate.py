@@ -21,7 +21,7 @@ from .device import (
 from .errors import ReproError
 from .files import load_torch, write_json
 from .models import ResNet, parse_model_name
-from .rundir import scores_metrics
+from .rundir import METRICS, scores_metrics, scores_name
 from .views import DEFAULT_SCALES, MEAN_KIND, error_rates, predict_tensor, predict_view
 
 
@@ -155,7 +155,7 @@ def evaluate_checkpoint(
         run, labels = runs[view]
         scores = run()
         np.savez_compressed(
-            out_dir / f"scores-{view}.npz", scores=scores.numpy(), labels=labels.numpy(), images=np.array(images)
+            out_dir / scores_name(view), scores=scores.numpy(), labels=labels.numpy(), images=np.array(images)
         )
         metrics["views"][view] = error_rates(scores, labels)
         if view == "multiscale":
@@ -164,7 +164,7 @@ def evaluate_checkpoint(
             metrics["views"][view]["flips"] = bool(flips[view])
         if family != "cifar":
             metrics["views"][view]["mean"] = MEAN_KIND[view]
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / METRICS, metrics)
     return metrics
 
 

@@ -12,7 +12,7 @@ from .catalogue import FIGURES
 from .errors import ReproError
 from .names import parse_model_name
 from .paper import caption, model_label, preset_note
-from .rundir import RunDir, data_of_runs, preset_of, read_csv
+from .rundir import HISTORY, RESPONSES, RunDir, data_of_runs, preset_of, read_csv
 
 # One colour per depth, close to the paper's (20 orange, 56 red, 110 black); other depths take the
 # colour-blind palette in turn (colour()).
@@ -58,7 +58,7 @@ def _curves(run_dirs):
     curves = []
     for path in dict.fromkeys(Path(r).resolve() for r in run_dirs):  # the same directory twice is one run
         run = RunDir(path)
-        run.require("history.csv")
+        run.require(HISTORY)
         history = {c: [r[c] for r in run.history] for c in ("iteration", "train_error", "test_error")}
         curves.append((run.model_spec, run.seed, history))
     return sorted(curves, key=lambda c: (c[0].residual, c[0].depth, c[0].shortcut, str(c[1])))
@@ -67,7 +67,7 @@ def _curves(run_dirs):
 def _response_columns(run_dirs, responses):
     """{model name: {"std": [...], "std_per_channel": [...] (absent from older CSVs)}} in layer order,
     from RUN/responses.csv and explicit CSV files."""
-    paths = [Path(r) / "responses.csv" for r in run_dirs] + [Path(p) for p in responses]
+    paths = [Path(r) / RESPONSES for r in run_dirs] + [Path(p) for p in responses]
     for r in run_dirs:
         if not Path(r).is_dir():
             raise ReproError(f"run directory {r} does not exist")

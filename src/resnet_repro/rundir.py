@@ -16,14 +16,50 @@ from .names import parse_model_name
 from .paper import data_names
 
 HISTORY_COLUMNS = ["iteration", "train_error", "test_error"]
-# the MLflow run a training logged live names itself here (resnet_repro.live), for `track train`
-LIVE_FILE = "mlflow-live.json"
+
+# Every file of a run directory, by name: the trainer, the evaluation, tracking, the report and the
+# workflow's rules (through common.smk) build their paths from these and nowhere else.
+SPEC = "spec.yaml"  # the resolved training spec
+HISTORY = "history.csv"  # the training curve: a row every log_every iterations
+METRICS = "metrics.json"  # the finished training's summary; each evaluation's, in its view's directory
+MODEL = "model.pt"  # the final model, without optimizer state
+CHECKPOINT = "checkpoint.pt"  # everything an exact resume needs (with optimizer state)
+LOCK = "train.lock"  # one trainer at a time in a run directory (runlock)
+MLFLOW = "mlflow.json"  # the training's MLflow run (`track train`)
+LIVE_FILE = "mlflow-live.json"  # the MLflow run a training logged live (live), for `track train`
+RESPONSES = "responses.csv"  # the layer responses (Figure 7)
+EVAL = "eval"  # one directory per evaluated view
+
+
+def eval_dir(view):
+    """A view's evaluation directory, relative to its run directory: eval/<view>."""
+    return f"{EVAL}/{view}"
+
+
+def scores_name(view):
+    """The per-image scores of a view's evaluation, in its directory: scores-<view>.npz."""
+    return f"scores-{view}.npz"
+
+
+def view_metrics(view):
+    """eval/<view>/metrics.json, relative to the run directory."""
+    return f"{eval_dir(view)}/{METRICS}"
+
+
+def view_scores(view):
+    """eval/<view>/scores-<view>.npz, relative to the run directory."""
+    return f"{eval_dir(view)}/{scores_name(view)}"
+
+
+def view_of_scores(path):
+    """The view a scores file holds, from its name (scores-<view>.npz)."""
+    return Path(path).stem.removeprefix("scores-")
 
 
 def scores_metrics(scores_file):
     """The metrics.json `evaluate` wrote beside a scores file, as a dict ({} if absent or unreadable)."""
     try:
-        m = json.loads((Path(scores_file).parent / "metrics.json").read_text())
+        m = json.loads((Path(scores_file).parent / METRICS).read_text())
     except (OSError, ValueError):
         return {}
     return m if isinstance(m, dict) else {}
@@ -63,7 +99,7 @@ def read_spec(run):
     run = Path(run)
     if not run.is_dir():
         raise ReproError(f"run directory {run} does not exist")
-    path = run / "spec.yaml"
+    path = run / SPEC
     try:
         spec = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -108,12 +144,12 @@ class RunDir:
     @cached_property
     def history(self):
         """history.csv rows, iteration/train_error/test_error as floats; [] before the first row is written."""
-        path = self.dir / "history.csv"
+        path = self.dir / HISTORY
         return read_csv(path, HISTORY_COLUMNS) if path.is_file() else []
 
     def eval_metrics(self, view):
         """eval/<view>/metrics.json as written by `evaluate`."""
-        path = self.dir / "eval" / view / "metrics.json"
+        path = self.dir / view_metrics(view)
         try:
             return json.loads(path.read_text())
         except FileNotFoundError:
@@ -125,7 +161,7 @@ class RunDir:
     def evals(self):
         """{view: {top1, top5, n}} over every eval/*/metrics.json (n: images evaluated, None if unrecorded)."""
         evals = {}
-        for path in sorted(self.dir.glob("eval/*/metrics.json")):
+        for path in sorted(self.dir.glob(view_metrics("*"))):
             try:
                 for view, v in json.loads(path.read_text())["views"].items():
                     n = int(v["n"]) if v.get("n") else None
@@ -137,7 +173,7 @@ class RunDir:
     @cached_property
     def metrics(self):
         """metrics.json (written when the training ends), {} before."""
-        path = self.dir / "metrics.json"
+        path = self.dir / METRICS
         metrics = read_json(path) if path.is_file() else {}
         if not isinstance(metrics, dict):
             raise ReproError(f"{path} is malformed: not a JSON object")
@@ -151,7 +187,7 @@ class RunDir:
     @cached_property
     def response_modules(self):
         """[(module, response std)] of each layer in layer order (responses.csv), None if not measured."""
-        path = self.dir / "responses.csv"
+        path = self.dir / RESPONSES
         if not path.is_file():
             return None
         rows = sorted(read_csv(path, ["layer", "std"]), key=lambda r: r["layer"])
@@ -185,7 +221,7 @@ class RunDir:
         return self._image_errors[view]
 
     def scores_path(self, view):
-        return self.dir / "eval" / view / f"scores-{view}.npz"
+        return self.dir / view_scores(view)
 
     def scores(self, view):
         """(scores, labels, images) from eval/<view>/scores-<view>.npz (`evaluate`): numpy arrays, and the
@@ -206,7 +242,7 @@ class RunDir:
     @cached_property
     def mlflow(self):
         """mlflow.json (run_id, experiment_id) once `track train` logged the run, else None."""
-        path = self.dir / "mlflow.json"
+        path = self.dir / MLFLOW
         return read_json(path) if path.is_file() else None
 
     @property
@@ -241,7 +277,7 @@ class Runs:
 def run_of_file(path):
     """The run directory holding a file such as RUN/eval/<view>/scores-<view>.npz (the nearest of its
     three parents with a spec.yaml), or None."""
-    return next((run for run in list(Path(path).parents)[:3] if (run / "spec.yaml").exists()), None)
+    return next((run for run in list(Path(path).parents)[:3] if (run / SPEC).exists()), None)
 
 
 def run_path(preset, model, seed):

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from .errors import ReproError
+from .rundir import LOCK
 
-LOCK_NAME = "train.lock"
 HEARTBEAT_S = 60
 STALE_S = 600
 
@@ -106,7 +106,7 @@ class RunLock:
     """with RunLock(out_dir): ... holds OUT/train.lock for the block (see the module's docstring)."""
 
     def __init__(self, out_dir):
-        self.path = Path(out_dir) / LOCK_NAME
+        self.path = Path(out_dir) / LOCK
         self.holder = None
         self._stop = threading.Event()
         self._thread = None
@@ -140,7 +140,7 @@ class RunLock:
                         f"If that process is gone for sure, delete {self.path}"
                     ) from None
                 # move the stale lock aside atomically: of several takers only one succeeds
-                aside = self.path.with_name(f"{LOCK_NAME}.stale.{holder['host']}.{holder['pid']}")
+                aside = self.path.with_name(f"{LOCK}.stale.{holder['host']}.{holder['pid']}")
                 try:
                     os.rename(self.path, aside)
                     os.unlink(aside)

@@ -12,7 +12,7 @@ from .catalogue import ARTIFACT, TABLES
 from .errors import ReproError
 from .names import parse_model_name
 from .paper import data_name, preset_note, reference
-from .rundir import RunDir, preset_of, run_of_file, scores_metrics
+from .rundir import RunDir, preset_of, run_of_file, scores_metrics, view_metrics, view_of_scores
 
 # each table's error columns (what it is and needs: catalogue.ARTIFACT)
 ERROR_COLUMNS = {
@@ -61,7 +61,7 @@ def read_metrics(run, view):
             "views": view_label(view, v),
         }
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        path = run.dir / "eval" / view / "metrics.json"
+        path = run.dir / view_metrics(view)
         raise ReproError(f"{path} is malformed: {e.__class__.__name__}: {e}") from None
 
 
@@ -319,7 +319,7 @@ def member_precision(scores_file):
 def member_views(scores_file):
     """What an ensemble member's scores averaged (view_label), from the evaluation's metrics.json
     beside its scores; the view is the file's name, scores-<view>.npz."""
-    view = Path(scores_file).stem.removeprefix("scores-")
+    view = view_of_scores(scores_file)
     v = scores_metrics(scores_file).get("views")
     if not isinstance(v, dict) or view not in v:
         return f"{view} (not recorded)"

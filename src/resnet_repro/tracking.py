@@ -30,11 +30,11 @@ from .mlflow_store import (
     run_dir_tag,
     tracking_uri,
 )
-from .rundir import LIVE_FILE, RunDir
+from .rundir import HISTORY, LIVE_FILE, METRICS, MLFLOW, MODEL, RESPONSES, SPEC, RunDir, eval_dir, view_metrics
 
 HISTORY_METRICS = ["train_error", "test_error", "train_loss", "test_loss", "lr", "holdout_error"]
 SUMMARY_METRICS = ["images_per_s", "s_per_1k_iters", "elapsed_s"]
-TRAIN_FILES = ["model.pt", "history.csv", "spec.yaml", "metrics.json"]  # model.pt: the final model, no optimizer state
+TRAIN_FILES = [MODEL, HISTORY, SPEC, METRICS]  # the finished training (MODEL: the final model, no optimizer state)
 COMMIT_TAGS = ("git_commit", "mlflow.source.git.commit")
 BATCH = 1000  # MLflow's limit of metrics per log_batch
 
@@ -128,7 +128,7 @@ def eval_metrics(run_dir, step, views=None):
     from mlflow.entities import Metric
 
     points, files = [], {}
-    for path in sorted(Path(run_dir).glob("eval/*/metrics.json")):
+    for path in sorted(Path(run_dir).glob(view_metrics("*"))):
         if views is not None and path.parent.name not in views:
             continue
         stamp = _ms(path.stat().st_mtime)  # fixed per file, so relogging is a no-op in MLflow
@@ -154,12 +154,12 @@ def log_eval(c, run, run_dir, step, views=None, responses=True):
     new = [m for m in points if have.get(m.key) != m.value]
     log_metrics(c, run.info.run_id, new)
     for path, precision in files.items():
-        c.log_artifact(run.info.run_id, str(path), f"eval/{path.parent.name}")
+        c.log_artifact(run.info.run_id, str(path), eval_dir(path.parent.name))
         # the arithmetic of that evaluation (fp32 unless asked otherwise), beside its numbers
         if run.data.tags.get(f"{path.parent.name}_precision") != precision:
             c.set_tag(run.info.run_id, f"{path.parent.name}_precision", precision)
-    if responses and (Path(run_dir) / "responses.csv").is_file():  # Figure 7's layer responses, when computed
-        c.log_artifact(run.info.run_id, str(Path(run_dir) / "responses.csv"))
+    if responses and (Path(run_dir) / RESPONSES).is_file():  # Figure 7's layer responses, when computed
+        c.log_artifact(run.info.run_id, str(Path(run_dir) / RESPONSES))
     return len(new)
 
 
@@ -168,7 +168,7 @@ def existing_run(c, run_dir, sha):
     still in the store, is this run directory's and has this checkpoint (or none yet), else None."""
     from mlflow.exceptions import MlflowException
 
-    for name in ("mlflow.json", LIVE_FILE):
+    for name in (MLFLOW, LIVE_FILE):
         path = Path(run_dir) / name
         if not path.exists():
             continue
@@ -216,7 +216,7 @@ def track_train(run_dir, preset, uses=(), config_hash=None, uri=None, experiment
     run_dir = Path(run_dir)
     spec, history, summary = read_run_dir(run_dir)
     uri = tracking_uri(uri)
-    sha = sha256(run_dir / "model.pt")
+    sha = sha256(run_dir / MODEL)
     c = client(uri)
     exp_id = experiment_id(c, experiment_arg(experiment), uri)
     last_step = int(history[-1]["iteration"]) if history else 0
@@ -261,13 +261,13 @@ def track_train(run_dir, preset, uses=(), config_hash=None, uri=None, experiment
     n = log_eval(c, run, run_dir, last_step)
     if n:
         log(f"added {n} evaluation metrics")
-    write_json(run_dir / "mlflow.json", {"run_id": run.info.run_id, "experiment_id": exp_id, "tracking_uri": uri})
+    write_json(run_dir / MLFLOW, {"run_id": run.info.run_id, "experiment_id": exp_id, "tracking_uri": uri})
     return run.info.run_id
 
 
 def _create_train_run(c, exp_id, run_dir, spec, summary):
     # the run's clock is the training's: it ended when metrics.json was written
-    end_ms = _ms((run_dir / "metrics.json").stat().st_mtime)
+    end_ms = _ms((run_dir / METRICS).stat().st_mtime)
     start_ms = end_ms - _ms(float(summary.get("elapsed_s") or 0.0))
     tags = {**run_tags(spec, summary), "run_dir": run_dir_tag(run_dir)}
     # a run a crashed attempt left RUNNING for this run directory is marked FAILED, not reused
@@ -283,7 +283,7 @@ def _complete_train_run(c, run, run_dir, spec, history, summary, sha, last_step,
     from mlflow.entities import Param
 
     run_id, done = run.info.run_id, []
-    end_ms = _ms((run_dir / "metrics.json").stat().st_mtime)
+    end_ms = _ms((run_dir / METRICS).stat().st_mtime)
     start_ms = run.info.start_time or end_ms - _ms(float(summary.get("elapsed_s") or 0.0))
     have_steps = {m.step for m in c.get_metric_history(run_id, "train_error")}
     points = [m for m in history_metrics(history, start_ms) if m.step not in have_steps]
@@ -375,12 +375,12 @@ def log_model(run_id, run_dir, spec, params, uri):
     from .models import ResNet, parse_model_name
 
     try:
-        ckpt = load_torch(run_dir / "model.pt")
+        ckpt = load_torch(run_dir / MODEL)
         model = ResNet(parse_model_name(spec["model"]), ckpt["num_classes"])
         model.load_state_dict(ckpt["model"])
     except (ReproError, KeyError, TypeError, RuntimeError) as e:
         log(
-            f"warning: {run_dir / 'model.pt'} is not a final model of {spec['model']} ({str(e).splitlines()[0]}); "
+            f"warning: {run_dir / MODEL} is not a final model of {spec['model']} ({str(e).splitlines()[0]}); "
             f"no LoggedModel"
         )
         return None
@@ -428,14 +428,10 @@ def check_eval_inputs(run_dirs, views=None):
         if not run_dir.is_dir():
             raise ReproError(f"run directory {run_dir} does not exist")
         for view in views or ():
-            if not (run_dir / "eval" / view / "metrics.json").is_file():
-                raise ReproError(
-                    f"{run_dir / 'eval' / view / 'metrics.json'} does not exist (run `resnet-repro evaluate`)"
-                )
-        if not (run_dir / "mlflow.json").is_file():
-            raise ReproError(
-                f"{run_dir / 'mlflow.json'} does not exist: run `resnet-repro track train {run_dir}` first"
-            )
+            if not (run_dir / view_metrics(view)).is_file():
+                raise ReproError(f"{run_dir / view_metrics(view)} does not exist (run `resnet-repro evaluate`)")
+        if not (run_dir / MLFLOW).is_file():
+            raise ReproError(f"{run_dir / MLFLOW} does not exist: run `resnet-repro track train {run_dir}` first")
 
 
 def track_eval(run_dir, uri=None, views=None, responses=True):
@@ -443,7 +439,7 @@ def track_eval(run_dir, uri=None, views=None, responses=True):
     RUN/mlflow.json names; return (run id, how many metrics were new)."""
     run_dir = Path(run_dir)
     check_eval_inputs([run_dir], views)
-    info = read_json(run_dir / "mlflow.json", "tracking file")
+    info = read_json(run_dir / MLFLOW, "tracking file")
     uri = tracking_uri(uri)
     c = client(uri)
     run = c.get_run(info["run_id"])
@@ -462,7 +458,7 @@ def track_seeds(run_dirs, model, preset, uri=None):
 
     from mlflow.entities import Metric
 
-    infos = [read_json(Path(d) / "mlflow.json", "tracking file") for d in run_dirs]
+    infos = [read_json(Path(d) / MLFLOW, "tracking file") for d in run_dirs]
     uri = tracking_uri(uri)
     c = client(uri)
     children = [c.get_run(i["run_id"]) for i in infos]
@@ -509,7 +505,7 @@ def track_report(artifacts, name, sources, preset, uri=None):
         raise ReproError(f"artifact file(s) not found: {', '.join(missing)}")
     source_ids = []
     for src in sources:
-        path = Path(src) / "mlflow.json"
+        path = Path(src) / MLFLOW
         if not path.is_file():
             raise ReproError(f"{path} does not exist: run `resnet-repro track train {src}` first")
         source_ids.append(read_json(path, "tracking file")["run_id"])
@@ -517,7 +513,7 @@ def track_report(artifacts, name, sources, preset, uri=None):
     uri = tracking_uri(uri)
     c = client(uri)
     # the reports experiment beside the trainings' experiment (one per preset and data)
-    train_exp = read_json(Path(sources[0]) / "mlflow.json", "tracking file").get("experiment_id")
+    train_exp = read_json(Path(sources[0]) / MLFLOW, "tracking file").get("experiment_id")
     exp_id = experiment_id(c, reports_experiment(c.get_experiment(train_exp).name), uri)
     key = {"artifact": name, "preset": preset, "artifacts_sha256": digest, "source_run_ids": ",".join(source_ids)}
     found = find_finished(c, exp_id, key)

@@ -13,6 +13,7 @@ from .mlflow_store import (
     tracking_uri,
     ui_path,
 )
+from .rundir import RESPONSES
 from .tracking import check_eval_inputs, track_eval, track_report, track_seeds, track_train
 
 URI_HELP = f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})"
@@ -39,8 +40,8 @@ def cmd_train(args):
 def cmd_eval(args):
     if args.responses:
         for run in args.runs:
-            if not (Path(run) / "responses.csv").is_file():
-                raise ReproError(f"{Path(run) / 'responses.csv'} does not exist (run `resnet-repro responses`)")
+            if not (Path(run) / RESPONSES).is_file():
+                raise ReproError(f"{Path(run) / RESPONSES} does not exist (run `resnet-repro responses`)")
     views = args.view or ([] if args.responses else None)
     check_eval_inputs(args.runs, views)  # every run's files first: nothing is logged for one if another lacks its own
     logged = {}

@@ -44,6 +44,7 @@ from .errors import ReproError
 from .files import load_torch, save_torch, write_json, write_text
 from .live import LiveRun
 from .models import ResNet, count_params, parse_model_name
+from .rundir import CHECKPOINT, HISTORY, METRICS, MODEL, SPEC
 from .schedule import LearningRate, warmup_capped
 
 HISTORY_COLUMNS = [
@@ -352,7 +353,7 @@ class History:
         }
         self.rows.append(row)
         if parallel.WORLD.main:
-            write_text(self.out_dir / "history.csv", history_csv(self.rows))
+            write_text(self.out_dir / HISTORY, history_csv(self.rows))
         if self.live:
             self.live.row(row, LIVE_METRICS)
         return row
@@ -465,9 +466,9 @@ def _train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, 
     if not world.main:
         log = lambda msg: None  # noqa: E731
     out_dir = Path(out_dir)
-    ckpt = read_checkpoint(out_dir / "checkpoint.pt", spec) if resume else None
+    ckpt = read_checkpoint(out_dir / CHECKPOINT, spec) if resume else None
     if world.main:
-        write_text(out_dir / "spec.yaml", yaml.safe_dump(spec, sort_keys=False))
+        write_text(out_dir / SPEC, yaml.safe_dump(spec, sort_keys=False))
     check_batch_split(spec)
     device = parallel.start(resolve_device(spec["device"]))
     # the test-error curve is a reported number: fp32 by default, whichever precision trains
@@ -482,12 +483,12 @@ def _train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, 
     if ckpt is not None:
         rows, iteration, elapsed, processes = restore(ckpt, step, lr, data.batches, spec["seed"])
         log(
-            f"[{spec['model']}] resumed from {out_dir / 'checkpoint.pt'} at iteration {iteration}"
+            f"[{spec['model']}] resumed from {out_dir / CHECKPOINT} at iteration {iteration}"
             + (f" ({processes} process(es) then, {world.size} now)" if processes != world.size else "")
         )
     reset_peak_memory(device)
     live = LiveRun.start(out_dir, spec, *tracking, resume=ckpt is not None, log=log) if world.main else None
-    checkpoints = Checkpoints(out_dir / "checkpoint.pt", spec, data, num_classes)
+    checkpoints = Checkpoints(out_dir / CHECKPOINT, spec, data, num_classes)
     history = History(rows, elapsed, out_dir, live)
     try:
         with StopFlag(stop_at, spec["max_iters"], device) as stop:
@@ -504,10 +505,10 @@ def _train(spec, out_dir, resume=False, log=None, stop_at=None, tracking=(None, 
     parallel.finish()
     if not world.main:
         return None
-    write_text(out_dir / "history.csv", history_csv(history.rows))
-    save_model(out_dir / "model.pt", spec, step, data, num_classes, iteration, history.rows)
+    write_text(out_dir / HISTORY, history_csv(history.rows))
+    save_model(out_dir / MODEL, spec, step, data, num_classes, iteration, history.rows)
     metrics = final_metrics(spec, step, lr, data, history, iteration, eval_bf16)
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / METRICS, metrics)
     if live:
         live.end("FINISHED")
     return metrics

@@ -3,9 +3,9 @@
 
 rule responses:
     input:
-        model=f"{RUN}/model.pt",
+        model=f"{RUN}/{MODEL}",
     output:
-        f"{RUN}/responses.csv",
+        f"{RUN}/{RESPONSES}",
     log:
         f"{LOGS}/responses/{{model}}-seed{{seed}}.log",
     threads: one_gpu("threads")
@@ -22,7 +22,7 @@ rule responses:
 
 rule ensemble:
     input:
-        run_files(ENSEMBLE.name, f"eval/{ENSEMBLE.view}/scores-{ENSEMBLE.view}.npz"),
+        run_files(ENSEMBLE.name, view_scores(ENSEMBLE.view)),
     output:
         f"results/ensembles/{PRESET}/{ENSEMBLE.name}.json",
     log:

@@ -8,7 +8,7 @@ import sys
 from resnet_repro.catalogue import ARTIFACT, ARTIFACTS, CATALOGUE, ENSEMBLE, FIGURES, TABLES
 from resnet_repro.config import DIGITS_IMAGEFOLDER, Plan
 from resnet_repro.errors import ReproError
-from resnet_repro.rundir import run_path
+from resnet_repro.rundir import HISTORY, METRICS, MLFLOW, MODEL, RESPONSES, eval_dir, run_path, view_metrics, view_scores
 
 try:
     PLAN = Plan(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
@@ -97,7 +97,7 @@ def shown_dirs(name):
 def shown_files(wildcards):
     """The files of each run that an artifact (or the claims) shows beyond its training."""
     view = PLAN.shown()[wildcards.artifact][1]
-    name = f"eval/{view}/metrics.json" if view else "responses.csv"
+    name = view_metrics(view) if view else RESPONSES
     return [f"{d}/{name}" for d in shown_dirs(wildcards.artifact)]
 
 
@@ -109,7 +109,7 @@ def shown_what(wildcards):
 def seed_group_inputs(wildcards):
     """A model's seeds, tracked with the evaluations the tables (and the claims) show."""
     dirs = [PLAN.run_dir(wildcards.model, s) for s in PLAN.seed_groups()[wildcards.model]]
-    return [f"{d}/mlflow.json" for d in dirs] + [shown_stamp(n) for n in PLAN.seed_group_evaluations(wildcards.model)]
+    return [f"{d}/{MLFLOW}" for d in dirs] + [shown_stamp(n) for n in PLAN.seed_group_evaluations(wildcards.model)]
 
 
 def tracking_stamps():
@@ -195,9 +195,9 @@ def artifact_caption(wildcards):
 
 def figure_inputs(wildcards):
     name = wildcards.figure
-    files = run_files(name, "mlflow.json") + run_files(name, "history.csv")
+    files = run_files(name, MLFLOW) + run_files(name, HISTORY)
     if ARTIFACT[name].shows == "responses":
-        files += run_files(name, "responses.csv") + [shown_stamp(name)]
+        files += run_files(name, RESPONSES) + [shown_stamp(name)]
     return files
 
 
@@ -205,13 +205,13 @@ def figure_args(wildcards):
     name = wildcards.figure
     args = run_args(name)
     if ARTIFACT[name].shows == "responses":
-        args += " " + " ".join(f"--responses {f}" for f in run_files(name, "responses.csv"))
+        args += " " + " ".join(f"--responses {f}" for f in run_files(name, RESPONSES))
     return args
 
 
 def table_inputs(wildcards):
     name, view = wildcards.table, ARTIFACT[wildcards.table].view
-    files = run_files(name, f"eval/{view}/metrics.json") + [shown_stamp(name)]
+    files = run_files(name, view_metrics(view)) + [shown_stamp(name)]
     if ARTIFACT[name].ensemble:
         files.append(rules.ensemble.output[0])
     return files
@@ -225,10 +225,10 @@ def table_args(wildcards):
 
 
 def report_run_files(wildcards):
-    files = [f"{d}/{name}" for d in artifact_sources("report") for name in ("mlflow.json", "history.csv")]
+    files = [f"{d}/{name}" for d in artifact_sources("report") for name in (MLFLOW, HISTORY)]
     for a in CATALOGUE:  # the evaluations behind each table (the report reads their sizes), Figure 7's responses
         if a.shows:
-            files += run_files(a.name, f"eval/{a.view}/metrics.json" if a.shows == "eval" else "responses.csv")
+            files += run_files(a.name, view_metrics(a.view) if a.shows == "eval" else RESPONSES)
     # what the claims read of each of their runs (config `claim_seeds`), and that it is in MLflow
     files += [f"{PLAN.run_dir(m, s)}/{f}" for m, s in PLAN.claim_runs() for f in PLAN.claim_files(m)]
     files += [shown_stamp(n) for n in PLAN.claims_shown()]

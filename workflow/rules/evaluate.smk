@@ -3,16 +3,16 @@
 
 rule evaluate:
     input:
-        model=f"{RUN}/model.pt",
+        model=f"{RUN}/{MODEL}",
     output:
-        metrics=f"{RUN}/eval/{{view}}/metrics.json",
-        scores=f"{RUN}/eval/{{view}}/scores-{{view}}.npz",
+        metrics=f"{RUN}/{view_metrics('{view}')}",
+        scores=f"{RUN}/{view_scores('{view}')}",
     log:
         f"{LOGS}/evaluate/{{model}}-seed{{seed}}-{{view}}.log",
     wildcard_constraints:
         view="single|center|tencrop|multiscale",
     params:
-        out=f"{RUN}/eval/{{view}}",
+        out=f"{RUN}/{eval_dir('{view}')}",
         scales=",".join(str(s) for s in PLAN.cfg["evaluation"]["scales"]),
     threads: one_gpu("threads")
     resources:

@@ -33,11 +33,11 @@ rule mlflow_setup:
 rule track_train:
     input:
         setup=ancient(MLFLOW_STAMP),  # orders the jobs only: a new stamp makes no run stale
-        model=f"{RUN}/model.pt",
-        history=f"{RUN}/history.csv",
-        metrics=f"{RUN}/metrics.json",
+        model=f"{RUN}/{MODEL}",
+        history=f"{RUN}/{HISTORY}",
+        metrics=f"{RUN}/{METRICS}",
     output:
-        f"{RUN}/mlflow.json",
+        f"{RUN}/{MLFLOW}",
     log:
         f"{LOGS}/mlflow/{{model}}-seed{{seed}}.log",
     params:
@@ -58,7 +58,7 @@ rule track_train:
 
 rule track_shown:
     input:
-        tracked=lambda w: [f"{d}/mlflow.json" for d in shown_dirs(w.artifact)],
+        tracked=lambda w: [f"{d}/{MLFLOW}" for d in shown_dirs(w.artifact)],
         shown=shown_files,
     output:
         f"{MLFLOW_DIR}/shown/{{artifact}}.json",
@@ -97,7 +97,7 @@ rule track_seeds:
 rule track_artifact:
     input:
         files=artifact_files,
-        tracked=lambda w: [f"{d}/mlflow.json" for d in artifact_sources(w.artifact)],
+        tracked=lambda w: [f"{d}/{MLFLOW}" for d in artifact_sources(w.artifact)],
     output:
         f"{MLFLOW_DIR}/{{artifact}}.json",
     log:

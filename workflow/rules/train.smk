@@ -11,9 +11,9 @@ rule train_cifar:
     input:
         data=ancient(data_stamp),
     output:
-        model=protected(f"{RUN}/model.pt"),
-        history=f"{RUN}/history.csv",
-        metrics=f"{RUN}/metrics.json",
+        model=protected(f"{RUN}/{MODEL}"),
+        history=f"{RUN}/{HISTORY}",
+        metrics=f"{RUN}/{METRICS}",
     log:
         f"{LOGS}/train/{{model}}-seed{{seed}}.log",
     benchmark:
