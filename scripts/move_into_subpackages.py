@@ -52,11 +52,11 @@ MOVES = {
 DATA = {"reference.yaml": "paper/reference.yaml", "specs": "spec/specs", "templates": "report/templates"}
 # paths to package data written in code and docs
 PATHS = {
-    "src/resnet_repro/spec/specs/": "src/resnet_repro/spec/specs/",
-    "src/resnet_repro/paper/reference.yaml": "src/resnet_repro/paper/reference.yaml",
+    "src/resnet_repro/" + "specs/": "src/resnet_repro/spec/specs/",
+    "src/resnet_repro/" + "reference.yaml": "src/resnet_repro/paper/reference.yaml",
 }
 PACKAGES = sorted({new.split(".")[0] for new in MOVES.values() if "." in new})
-# a package's new modules: `resnet_repro.data.views` is new, `resnet_repro.data.sets.jpeg_decoder` is old
+# a package's new modules: `resnet_repro.data.views` is new, `resnet_repro.data.jpeg_decoder` (then) is old
 SUBMODULES = {p: {new.split(".")[1] for new in MOVES.values() if new.startswith(p + ".")} for p in PACKAGES}
 INIT = {
     "paper": "What the paper says: the names it gives models, its numbers and captions, the artifact catalogue.",
@@ -99,8 +99,8 @@ def files():
     out += subprocess.run(
         ["git", "ls-files", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
-    paths = [ROOT / p for p in out if (ROOT / p).is_file()]
-    return [p for p in paths if any(p.match(g) for g in TEXT) and "shared" not in p.parts]
+    paths = [ROOT / p for p in out if (ROOT / p).is_file() and ROOT / p != Path(__file__).resolve()]
+    return [p for p in paths if any(p.match(g) for g in TEXT) and "shared" not in p.parts]  # never itself
 
 
 def absolute(text):

@@ -1,0 +1,1 @@
+"""Data sets (in memory and streamed) and the test views of a trained network."""

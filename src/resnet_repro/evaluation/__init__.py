@@ -1,0 +1,1 @@
+"""A trained network evaluated: test views, ensembles, layer responses."""

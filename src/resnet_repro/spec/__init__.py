@@ -1,0 +1,1 @@
+"""Training specs: the family defaults (the paper's protocol), the schema, merging."""
