@@ -1,5 +1,5 @@
 """The report's promised error rates, measured with more trials than the test suite can afford: the same
-simulations as tests/test_claims.py (through the project's own noise.compare, pool and combine), printing
+simulations as tests/report/test_claims.py (through the project's own noise.compare, pool and combine), printing
 the rate of false 'agrees' and false 'contradicts' per setting, paired and unpaired.
 
     python benchmarks/calibration.py --trials 3000      # about 4 minutes on 2 cores
@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests" / "report")]
 
 from test_claims import error_rates  # noqa: E402
 
-from resnet_repro.noise import ALPHA  # noqa: E402
+from resnet_repro.report.noise import ALPHA  # noqa: E402
 
 
 def main():

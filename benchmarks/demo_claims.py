@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from resnet_repro import report  # noqa: E402
-from resnet_repro.config import Plan  # noqa: E402
-from resnet_repro.paper import reference  # noqa: E402
+from resnet_repro.paper.text import reference  # noqa: E402
+from resnet_repro.plan import Plan  # noqa: E402
 
 CLAIMS = ["degradation_cifar", "residual_fix_cifar", "depth_gain_cifar", "small_responses"]
 
@@ -63,7 +63,7 @@ def train_and_measure(plan, model, seed, out):
 def verdicts_of(runs_dirs, name, out):
     """The report's verdict on each CIFAR claim from these runs (Table 6 built from them): one seed's
     runs, or every seed's together (the seeds' spread then enters the noise, as in the report)."""
-    from resnet_repro.tables import make_table, write_table
+    from resnet_repro.report.tables import make_table, write_table
 
     table = out / name / "table6.csv"
     write_table(make_table("table6", [d for d in runs_dirs if "resnet" in d.parent.name]), "table6", table, "demo")

@@ -13,11 +13,11 @@ import time
 
 import torch
 
-from resnet_repro import data as D
+from resnet_repro.data import sets as D
 from resnet_repro.device import configure, make_sgd
-from resnet_repro.doctor import write_jpegs
 from resnet_repro.models import build_model
-from resnet_repro.train import Step
+from resnet_repro.preflight.doctor import write_jpegs
+from resnet_repro.training.loop import Step
 
 
 def timed(fn, device, n):
@@ -77,7 +77,7 @@ def main():
                     step(x, y)
                 torch.cuda.synchronize(dev)
             print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12), flush=True)
-        from resnet_repro.batches import StreamBatches
+        from resnet_repro.training.batches import StreamBatches
 
         mean = torch.full((3, 224, 224), 0.5, device=dev)
         for workers in (8, args.workers):

@@ -4,7 +4,7 @@
     Dataset of PIL images, RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize,
     a DataLoader with 2 workers, an eager fp32 NCHW model, loss.item() and the accuracy read back
     every step.
-(b) project: resnet_repro.train's own data path and step: uint8 images resident on the device,
+(b) project: resnet_repro.training.loop's own data path and step: uint8 images resident on the device,
     normalised and pad-crop-flipped a whole batch at a time (SmallBatches), then train.Step
     (channels_last / bf16 autocast / torch.compile as device.py's `auto` decides for this device,
     loss and errors summed on the device, no host sync per step).
@@ -30,8 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from resnet_repro import data as D
-from resnet_repro.batches import SmallBatches
+from resnet_repro.data import sets as D
 from resnet_repro.device import (
     configure,
     describe,
@@ -43,7 +42,8 @@ from resnet_repro.device import (
     use_cuda_graph,
 )
 from resnet_repro.models import build_model
-from resnet_repro.train import Step
+from resnet_repro.training.batches import SmallBatches
+from resnet_repro.training.loop import Step
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # as in the reference repos
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install Debian's headless-capable Chromium for the browser tests (tests/test_browser.py) and for
+# Install Debian's headless-capable Chromium for the browser tests (tests/tracking/test_browser.py) and for
 # rendering reports/report.pdf. Idempotent: exits 0 at once if /usr/bin/chromium is there.
 # Playwright (PyPI) drives this browser; it never downloads one of its own.
 set -euo pipefail

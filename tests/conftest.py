@@ -40,7 +40,8 @@ def free_port():
 
 
 def _log_data_set(uri, run_id, barrier, results):
-    from resnet_repro import mlflow_store, tracking
+    from resnet_repro.tracking import record as tracking
+    from resnet_repro.tracking import store as mlflow_store
 
     c = mlflow_store.client(uri)
     spec = {"data": {"kind": "digits"}, "schedule": {"kind": "multistep"}}
@@ -59,7 +60,7 @@ def log_one_data_set_at_once(uri, jobs=6):
     import multiprocessing
     import uuid
 
-    from resnet_repro import mlflow_store
+    from resnet_repro.tracking import store as mlflow_store
 
     ctx = multiprocessing.get_context("fork")
     c = mlflow_store.client(uri)

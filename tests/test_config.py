@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resnet_repro.catalogue import ARTIFACT, ARTIFACTS, CATALOGUE, ENSEMBLE, TABLES, artifact_of
-from resnet_repro.config import Plan
 from resnet_repro.errors import ReproError
+from resnet_repro.paper.catalogue import ARTIFACT, ARTIFACTS, CATALOGUE, ENSEMBLE, TABLES, artifact_of
+from resnet_repro.plan import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -31,7 +31,7 @@ def test_every_preset_is_valid_and_names_every_artifact(preset):
 def test_the_catalogue_describes_each_artifact_once():
     """What each figure and table is and needs, as the paper's figures and tables are (the reference's
     keys exist; a table reads one view; Figure 7 alone shows layer responses; Table 5 is the ensemble)."""
-    from resnet_repro.paper import reference
+    from resnet_repro.paper.text import reference
 
     ref = reference()
     assert len(ARTIFACT) == len(CATALOGUE) == 9 and ARTIFACTS == tuple(a.name for a in CATALOGUE)

@@ -14,11 +14,11 @@ from torch import nn
 from resnet_repro.errors import ReproError
 from resnet_repro.models import ZeroPadShortcut, build_model, count_gflops, count_params, parse_model_name
 
-REFERENCE = yaml.safe_load(resources.files("resnet_repro").joinpath("reference.yaml").read_text())
+REFERENCE = yaml.safe_load(resources.files("resnet_repro.paper").joinpath("reference.yaml").read_text())
 
 
 def test_reference_is_the_papers_file():
-    with open(__file__.rsplit("/tests/", 1)[0] + "/src/resnet_repro/reference.yaml") as f:
+    with open(__file__.rsplit("/tests/", 1)[0] + "/src/resnet_repro/paper/reference.yaml") as f:
         assert yaml.safe_load(f) == REFERENCE
     assert REFERENCE["table6_cifar10"][-1]["model"] == "resnet1202"
 

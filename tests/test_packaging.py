@@ -1,6 +1,10 @@
 """The conda environment and pyproject.toml name the same dependencies with the same pins."""
 
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import yaml
@@ -36,8 +40,29 @@ def test_torch_is_pinned():
 def test_readme_layout_names_every_module_and_workflow_folder():
     layout = (ROOT / "README.md").read_text().split("## Layout", 1)[1]
     words = set(layout.replace(",", " ").replace("/", " ").split())
-    modules = {p.stem for p in (ROOT / "src" / "resnet_repro").glob("*.py")} - {"__init__", "__main__"}
+    package = ROOT / "src" / "resnet_repro"
+    modules = {p.stem for p in package.rglob("*.py")} - {"__init__"}
     assert modules <= words, sorted(modules - words)
+    subpackages = {f"{p.parent.name}/" for p in package.glob("*/__init__.py")}
+    assert subpackages <= set(layout.split()), sorted(subpackages - set(layout.split()))
     folders = {p.name for p in (ROOT / "workflow").iterdir() if p.is_dir()}
     named = [w for w in layout.split() if w.startswith("workflow/")]
     assert all(any(w.startswith(f"workflow/{f}/") for w in named) for f in folders), (folders, named)
+
+
+def test_the_wheel_holds_the_package_data_and_every_subpackage(tmp_path):
+    """A wheel, not the editable install (which hides a wrong package-data glob): reference.yaml, the
+    spec YAMLs, the report's templates and every module of every subpackage are in it."""
+    # built from a copy: setuptools leaves build/ in the tree it builds, and a stale one would hide a miss
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tree / name)
+    wheel = [sys.executable, "-m", "pip", "wheel", str(tree), "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*wheel, "-w", str(tmp_path)], check=True, cwd=tree)
+    names = set(zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist())
+    package = ROOT / "src" / "resnet_repro"
+    data = ["paper/reference.yaml", "spec/specs/cifar.yaml", "spec/specs/imagenet.yaml"]
+    data += ["spec/specs/train_spec.schema.yaml", "report/templates/report.html", "report/templates/report.css"]
+    modules = [str(p.relative_to(package.parent)) for p in package.rglob("*.py")]
+    assert sorted(({f"resnet_repro/{d}" for d in data} | set(modules)) - names) == []

@@ -237,7 +237,7 @@ def test_tiny_run_makes_the_report_and_snakemake_report(tiny_run):
 
     from mlflow import MlflowClient
 
-    from resnet_repro.claims import VERDICTS
+    from resnet_repro.report.claims import VERDICTS
 
     summary = json.loads((tiny_run / "reports" / "report.json").read_text())
     assert summary["preset"] == "tiny" and not summary["comparable_with_paper"]

@@ -7,7 +7,7 @@ import sys
 
 import yaml
 
-from .errors import ReproError
+from resnet_repro.errors import ReproError
 
 
 def _csv_ints(text):
@@ -18,7 +18,7 @@ def _csv_ints(text):
 
 
 def cmd_models(args):
-    from .models import canonical_models, describe_models
+    from resnet_repro.models import canonical_models, describe_models
 
     names = args.names or canonical_models()
     rows = describe_models(names)
@@ -36,7 +36,7 @@ def cmd_models(args):
 
 
 def _spec_from_args(args):
-    from .spec import build_spec, parse_assignment
+    from resnet_repro.spec.build import build_spec, parse_assignment
 
     flags = {}
     if args.model:
@@ -86,7 +86,7 @@ def _spec_from_args(args):
 
 
 def add_spec_args(p):
-    p.add_argument("--spec", help="YAML training spec (see src/resnet_repro/specs/ for every key and its default)")
+    p.add_argument("--spec", help="YAML training spec (see src/resnet_repro/spec/specs/ for every key and its default)")
     p.add_argument(
         "--overrides",
         metavar="YAML",
@@ -145,17 +145,17 @@ def cmd_spec(args):
 
 def _set_threads(args):
     if getattr(args, "threads", None):
-        from .device import set_threads
+        from resnet_repro.device import set_threads
 
         set_threads(args.threads)
 
 
 def cmd_train(args):
-    from .train import train
+    from resnet_repro.training.loop import train
 
     spec = _spec_from_args(args)
     _set_threads(args)
-    from .mlflow_store import experiment_arg
+    from resnet_repro.tracking.store import experiment_arg
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     metrics = train(
@@ -166,8 +166,8 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from .evaluate import evaluate_checkpoint
-    from .views import DEFAULT_SCALES
+    from resnet_repro.data.views import DEFAULT_SCALES
+    from resnet_repro.evaluation.evaluate import evaluate_checkpoint
 
     _set_threads(args)
     metrics = evaluate_checkpoint(
@@ -186,8 +186,8 @@ def cmd_evaluate(args):
 
 
 def cmd_ensemble(args):
-    from .evaluate import ensemble
-    from .files import write_json
+    from resnet_repro.evaluation.evaluate import ensemble
+    from resnet_repro.files import write_json
 
     result = ensemble(args.scores)
     if args.out:
@@ -196,7 +196,7 @@ def cmd_ensemble(args):
 
 
 def cmd_responses(args):
-    from .analysis import responses_from_checkpoint
+    from resnet_repro.evaluation.responses import responses_from_checkpoint
 
     _set_threads(args)
     rows = responses_from_checkpoint(
@@ -206,8 +206,8 @@ def cmd_responses(args):
 
 
 def cmd_check_data(args):
-    from .data import describe_data
-    from .files import write_json
+    from resnet_repro.data.sets import describe_data
+    from resnet_repro.files import write_json
 
     spec = _spec_from_args(args)
     summary = describe_data(spec)
@@ -217,7 +217,7 @@ def cmd_check_data(args):
 
 
 def cmd_make_imagefolder(args):
-    from .data import make_digits_imagefolder
+    from resnet_repro.data.sets import make_digits_imagefolder
 
     out = make_digits_imagefolder(args.out, args.size)
     print(f"digits written as an image folder under {out}")
@@ -302,7 +302,10 @@ def build_parser():
     ):
         add(sub)
     # the sub-commands other modules register themselves
-    from . import doctor, estimate, figures, report_cli, tables, tracking_cli
+    from resnet_repro.preflight import doctor, estimate
+    from resnet_repro.report import commands as report_cli
+    from resnet_repro.report import figures, tables
+    from resnet_repro.tracking import commands as tracking_cli
 
     for module in (figures, tables, tracking_cli, report_cli, estimate, doctor):
         module.add_parser(sub)
@@ -468,7 +471,7 @@ def main(argv=None):
     try:
         args.func(args)
     except ReproError as e:
-        from .train import Interrupted
+        from resnet_repro.training.loop import Interrupted
 
         print(f"resnet-repro: error: {e}", file=sys.stderr)
         return 3 if isinstance(e, Interrupted) else 2

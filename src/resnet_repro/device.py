@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from .errors import ReproError
+from resnet_repro.errors import ReproError
 
 
 def resolve_device(name="auto"):

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import ReproError
+from resnet_repro.errors import ReproError
 
 
 def _umask():

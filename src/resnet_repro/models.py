@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .names import CIFAR_DEPTHS, IMAGENET_BLOCKS, ModelSpec, canonical_models, parse_model_name  # noqa: F401 (re-exported)
+from resnet_repro.paper.names import CIFAR_DEPTHS, IMAGENET_BLOCKS, ModelSpec, canonical_models, parse_model_name  # noqa: F401 (re-exported)
 
 
 class BatchNorm2d(nn.BatchNorm2d):

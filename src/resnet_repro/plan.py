@@ -8,12 +8,12 @@ import os
 
 import yaml
 
-from .catalogue import ARTIFACT, ARTIFACTS, CATALOGUE, CLAIM_VIEW, TABLES
-from .errors import ReproError
-from .names import parse_model_name
-from .paper import data_names
-from .rundir import HISTORY, RESPONSES, run_path, view_metrics, view_scores
-from .spec import deep_merge
+from resnet_repro.errors import ReproError
+from resnet_repro.paper.catalogue import ARTIFACT, ARTIFACTS, CATALOGUE, CLAIM_VIEW, TABLES
+from resnet_repro.paper.names import parse_model_name
+from resnet_repro.paper.text import data_names
+from resnet_repro.rundir import HISTORY, RESPONSES, run_path, view_metrics, view_scores
+from resnet_repro.spec.build import deep_merge
 
 # the MLflow store without --tracking-uri, $MLFLOW_TRACKING_URI or config.yaml's mlflow.tracking_uri
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"

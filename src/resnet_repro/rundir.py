@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ReproError
-from .names import parse_model_name
-from .paper import data_names
+from resnet_repro.errors import ReproError
+from resnet_repro.paper.names import parse_model_name
+from resnet_repro.paper.text import data_names
 
 HISTORY_COLUMNS = ["iteration", "train_error", "test_error"]
 

@@ -1,4 +1,4 @@
-"""Tests for resnet_repro.data: in-memory small-image data sets (digits, a fake CIFAR-10 in the real
+"""Tests for resnet_repro.data.sets: in-memory small-image data sets (digits, a fake CIFAR-10 in the real
 on-disk format, image folders), the batch augmentations, and the streamed ImageNet-style path."""
 
 import hashlib
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from resnet_repro import data as D
+from resnet_repro.data import sets as D
 from resnet_repro.errors import ReproError
 
 DIGIT_CLASSES = [str(c) for c in range(10)]
@@ -105,7 +105,7 @@ def test_digits_cache_gives_sklearns_split_and_is_remade_when_damaged(tmp_path, 
     cache.write_bytes(cache.read_bytes()[:100])  # cut short
     for a, b in zip(fresh[:4], D.load_digits_arrays()[:4]):
         assert np.array_equal(a, b)
-    code = "import sys; from resnet_repro import data; data.load_digits_arrays(); print('sklearn' in sys.modules)"
+    code = "import sys; from resnet_repro.data import sets; sets.load_digits_arrays(); print('sklearn' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr[-2000:]
     assert D.digits_cache(0.2, 0) != cache  # another split, another file
@@ -860,8 +860,8 @@ def test_scale_crop_on_the_device():
 
 
 def test_training_decodes_jpegs_on_the_device(jpeg_folder, tmp_path):
-    from resnet_repro.spec import build_spec
-    from resnet_repro.train import train
+    from resnet_repro.spec.build import build_spec
+    from resnet_repro.training.loop import train
 
     spec = build_spec(
         None,

@@ -1,4 +1,4 @@
-"""Tests for resnet_repro.analysis: which BN layers are the 3x3 layers' responses, their std
+"""Tests for resnet_repro.evaluation.responses: which BN layers are the 3x3 layers' responses, their std
 (Figure 7), from a checkpoint and through the CLI."""
 
 import csv
@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_repro import data as D
-from resnet_repro.analysis import bn_after_3x3, layer_responses, responses_from_checkpoint
+from resnet_repro.data import sets as D
 from resnet_repro.errors import ReproError
-from resnet_repro.evaluate import load_checkpoint
+from resnet_repro.evaluation.evaluate import load_checkpoint
+from resnet_repro.evaluation.responses import bn_after_3x3, layer_responses, responses_from_checkpoint
 from resnet_repro.models import IMAGENET_BLOCKS, ResNet, build_model, parse_model_name
-from resnet_repro.spec import build_spec
-from resnet_repro.train import train
+from resnet_repro.spec.build import build_spec
+from resnet_repro.training.loop import train
 
 CPU = torch.device("cpu")
 

@@ -1,4 +1,4 @@
-"""Tests for resnet_repro.evaluate: error rates, the ImageNet test views (centre crop, 10-crop,
+"""Tests for resnet_repro.evaluation.evaluate: error rates, the ImageNet test views (centre crop, 10-crop,
 fully-convolutional multi-scale), end-to-end checkpoint evaluation, ensembles and the CLI."""
 
 import json
@@ -16,9 +16,9 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms import TenCrop
 from torchvision.transforms.v2 import functional as TF
 
-from resnet_repro import data as D
+from resnet_repro.data import sets as D
 from resnet_repro.errors import ReproError
-from resnet_repro.evaluate import (
+from resnet_repro.evaluation.evaluate import (
     ensemble,
     error_rates,
     evaluate_checkpoint,
@@ -27,8 +27,8 @@ from resnet_repro.evaluate import (
     predict_view,
 )
 from resnet_repro.models import ResNet, parse_model_name
-from resnet_repro.spec import build_spec
-from resnet_repro.train import train
+from resnet_repro.spec.build import build_spec
+from resnet_repro.training.loop import train
 
 CPU = torch.device("cpu")
 CROP, TEST_SIZE, SCALES = 16, 20, (16, 24)
@@ -544,7 +544,7 @@ def test_multiscale_flips_option(imnet_run, imnet_eval, tmp_path, monkeypatch):
         "tencrop": "per-pixel",
         "multiscale": "per-channel",
     }
-    from resnet_repro import evaluate as E
+    from resnet_repro.evaluation import evaluate as E
 
     asked = {}  # the flips each view was computed with (this tiny model's scores saturate: they cannot tell)
 

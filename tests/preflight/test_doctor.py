@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from resnet_repro import cli
-from resnet_repro import doctor as doc
+from resnet_repro.preflight import doctor as doc
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def check_lines(lines):

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from test_report import N_CIFAR, make_run
 
-from resnet_repro.claims import (
+from resnet_repro.files import write_text
+from resnet_repro.paper.text import reference
+from resnet_repro.report.claims import (
     CIFAR_DEPTHS,
     RULES,
     Evidence,
@@ -22,8 +24,7 @@ from resnet_repro.claims import (
     summary_line,
     train_error_measure,
 )
-from resnet_repro.files import write_text
-from resnet_repro.noise import (
+from resnet_repro.report.noise import (
     ALPHA,
     Measure,
     Part,
@@ -37,9 +38,8 @@ from resnet_repro.noise import (
     satterthwaite,
     threshold,
 )
-from resnet_repro.paper import reference
+from resnet_repro.report.tables import make_table
 from resnet_repro.rundir import Runs
-from resnet_repro.tables import make_table
 
 LIMIT = 0.035  # the promised rate per direction is ALPHA (2.28%); a rule may reach at most this in simulation
 
@@ -390,7 +390,7 @@ def test_ensemble_is_judged_against_every_member_paired_from_the_same_arrays(tmp
     """Table 5 with the members' saved scores: the ensemble (mean softmax) against each member, paired on the
     same images, its difference and noise from the same per-image arrays, no seed part (these trained nets);
     it holds only if it beats every member."""
-    from resnet_repro.claims import ensemble_measures
+    from resnet_repro.report.claims import ensemble_measures
 
     rng = np.random.default_rng(4)
     n = 4000
@@ -408,7 +408,7 @@ def test_ensemble_is_judged_against_every_member_paired_from_the_same_arrays(tmp
         )
         dirs.append(d)
         files.append(str(d / "eval" / "multiscale" / "scores-multiscale.npz"))
-    from resnet_repro.evaluate import ensemble
+    from resnet_repro.evaluation.evaluate import ensemble
     from resnet_repro.files import write_json
 
     write_json(tmp_path / "ensemble.json", ensemble(files))
@@ -499,7 +499,7 @@ def test_every_rule_names_only_declared_margins(tmp_path):
 def test_a_measures_own_noise_is_its_images_and_its_seeds():
     """The seeds' variance / k adds to the images' binomial, never replaces it; one seed has no measured
     seed variance (nothing decisive rests on it without a pool)."""
-    from resnet_repro.claims import measure_json
+    from resnet_repro.report.claims import measure_json
 
     m = measure_json(Measure("a", [7.0, 13.0], n=900), 1)
     assert m["std"] == pytest.approx(math.sqrt(1.0 + 18.0 / 2)) and "seed sd 4.24 over 2 runs" in m["noise"]

@@ -1,4 +1,4 @@
-"""Tests for resnet_repro.figures and resnet_repro.tables on synthetic run directories written by hand
+"""Tests for resnet_repro.report.figures and resnet_repro.report.tables on synthetic run directories written by hand
 (history.csv, spec.yaml, eval/<view>/metrics.json, responses.csv): no training here."""
 
 import json
@@ -13,8 +13,8 @@ import yaml
 
 from resnet_repro.cli import main
 from resnet_repro.errors import ReproError
-from resnet_repro.figures import _response_columns, _responses, draw_figure, responses_note
-from resnet_repro.tables import make_table, write_table
+from resnet_repro.report.figures import _response_columns, _responses, draw_figure, responses_note
+from resnet_repro.report.tables import make_table, write_table
 
 PRESET = "demo"
 

@@ -12,20 +12,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from resnet_repro import mlflow_store, report, report_pdf, tracking
-from resnet_repro.claims import RULES, VERDICTS, check_rules, judge, protocol_notes
 from resnet_repro.cli import main
 from resnet_repro.errors import ReproError
-from resnet_repro.figures import draw_figure
 from resnet_repro.files import write_json, write_text
-from resnet_repro.noise import binomial_std
-from resnet_repro.paper import reference
+from resnet_repro.paper.text import reference
+from resnet_repro.report import build as report
+from resnet_repro.report import pdf as report_pdf
+from resnet_repro.report.claims import RULES, VERDICTS, check_rules, judge, protocol_notes
+from resnet_repro.report.figures import draw_figure
+from resnet_repro.report.noise import binomial_std
+from resnet_repro.report.tables import make_table, write_table
 from resnet_repro.rundir import Runs
-from resnet_repro.spec import build_spec, paper_differences
-from resnet_repro.tables import make_table, write_table
-from resnet_repro.train import history_csv
+from resnet_repro.spec.build import build_spec, paper_differences
+from resnet_repro.tracking import record as tracking
+from resnet_repro.tracking import store as mlflow_store
+from resnet_repro.training.loop import history_csv
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CHROMIUM = report_pdf.find_chromium()
 N_CIFAR, N_IMAGENET = 10000, 50000  # evaluation split sizes: binomial noise ~0.25 and ~0.2 points
@@ -251,7 +254,7 @@ def verdicts(summary):
 
 def test_every_claim_gets_a_verdict_computed_from_the_numbers(paper_report):
     _, summary = paper_report
-    ids = [c["id"] for c in yaml.safe_load((ROOT / "src/resnet_repro/reference.yaml").read_text())["claims"]]
+    ids = [c["id"] for c in yaml.safe_load((ROOT / "src/resnet_repro/paper/reference.yaml").read_text())["claims"]]
     assert [c["id"] for c in summary["claims"]] == ids
     assert verdicts(summary) == {
         "degradation_cifar": "holds",

@@ -18,7 +18,7 @@ from conftest import free_port
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CHROMIUM = Path(os.environ.get("RESNET_REPRO_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -198,7 +198,7 @@ def test_experiment_opens_on_the_runs_table(server, store, page):
     """The address the project prints for an experiment (track setup, the live log, README) opens its
     runs table with the Dataset column filled, not MLflow 3's GenAI overview (traces); the experiment
     is also tagged as model training."""
-    from resnet_repro.mlflow_store import ui_path
+    from resnet_repro.tracking.store import ui_path
 
     assert store["train"].tags["mlflow.experimentKind"] == "custom_model_development"
     page.goto(server + ui_path(store["train"].experiment_id))
@@ -227,7 +227,7 @@ def test_each_verdict_of_a_reduced_report_fits_in_three_lines_at_1400_px(page, t
     1400 px (the comparisons folded under it), and the protocol differences once, collapsed."""
     from test_report import build
 
-    from resnet_repro import report
+    from resnet_repro.report import build as report
 
     made = build(tmp_path, preset="demo")
     out = tmp_path / "reports" / "report.html"

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.concurrency
 
 from mlflow import MlflowClient  # noqa: E402
 
-from resnet_repro.tracking import HISTORY_METRICS, SUMMARY_METRICS  # noqa: E402
+from resnet_repro.tracking.record import HISTORY_METRICS, SUMMARY_METRICS  # noqa: E402
 
 BIN = Path(sys.executable).parent
 N = 8

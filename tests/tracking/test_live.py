@@ -46,7 +46,7 @@ ARGS = [
 EXPERIMENT = "resnet-repro · live test"
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SCRIPT = ROOT / "scripts" / "mlflow-server.sh"
 USER = "resnet-test"
@@ -399,7 +399,7 @@ def test_an_auth_error_names_what_to_set(no_credentials):
     from types import SimpleNamespace
 
     from resnet_repro.errors import ReproError
-    from resnet_repro.mlflow_store import auth_error, mlflow_errors
+    from resnet_repro.tracking.store import auth_error, mlflow_errors
 
     uri = "http://mlflow.example:5000"
     assert auth_error(mlflow_error("UNAUTHENTICATED"), uri) == (
@@ -423,7 +423,7 @@ def test_an_auth_error_names_what_to_set(no_credentials):
 
 
 def test_live_tracking_warns_in_one_line_when_refused(no_credentials):
-    from resnet_repro.live import LiveRun
+    from resnet_repro.tracking.live import LiveRun
 
     uri, lines = "http://mlflow.example:5000", []
 

@@ -11,12 +11,13 @@ import torch
 import yaml
 from conftest import log_one_data_set_at_once
 
-from resnet_repro import digest, mlflow_store
+from resnet_repro import digest
 from resnet_repro.cli import main
 from resnet_repro.files import write_json, write_text
 from resnet_repro.models import ResNet, parse_model_name
-from resnet_repro.spec import build_spec
-from resnet_repro.train import history_csv
+from resnet_repro.spec.build import build_spec
+from resnet_repro.tracking import store as mlflow_store
+from resnet_repro.training.loop import history_csv
 
 pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
@@ -246,6 +247,10 @@ def test_train_run_shows_data_model_user_and_source(store, tmp_path, monkeypatch
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     net = mlflow.pytorch.load_model(f"models:/{t['logged_model_id']}")
     assert net(torch.zeros(3, 3, 8, 8)).shape == (3, 10)
+    # the model's code is the whole package (pickled as resnet_repro.models.*), whatever module logs it
+    code = Path(mlflow.artifacts.download_artifacts(f"models:/{t['logged_model_id']}", dst_path=str(tmp_path / "m")))
+    assert (code / "code" / "resnet_repro" / "models.py").is_file()
+    assert (code / "code" / "resnet_repro" / "paper" / "names.py").is_file()
     exp = c.get_experiment(run.info.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs table
     # completing the run again adds nothing (no second model, no second inputs)

@@ -13,11 +13,11 @@ import torch
 import torch.multiprocessing as mp
 from conftest import free_port
 
-from resnet_repro import data as D
-from resnet_repro import parallel
-from resnet_repro.batches import SmallBatches
+from resnet_repro.data import sets as D
 from resnet_repro.models import ResNet, parse_model_name
-from resnet_repro.train import Step
+from resnet_repro.training import parallel
+from resnet_repro.training.batches import SmallBatches
+from resnet_repro.training.loop import Step
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "resnet_repro"]
 CLI = [sys.executable, "-m", "resnet_repro"]
@@ -157,7 +157,7 @@ def test_ghost_batchnorm_equals_per_process_batchnorm_under_ddp(tmp_path):
 
 def test_bn_batch_must_divide_the_batch():
     from resnet_repro.errors import ReproError
-    from resnet_repro.spec import build_spec
+    from resnet_repro.spec.build import build_spec
 
     assert build_spec(None, [{"model": "resnet20"}])["bn_batch"] == 64  # the paper's 128 on two GPUs
     assert build_spec(None, [{"model": "resnet50"}])["bn_batch"] is None
@@ -211,9 +211,9 @@ def test_multi_node_launch_line_with_two_torchrun_agents_on_loopback(tmp_path):
 
     import yaml
 
-    from resnet_repro.config import Plan
+    from resnet_repro.plan import Plan
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     config = yaml.safe_load((root / "config.yaml").read_text())
     config["resources"] = copy.deepcopy(config["resources"])
     config["resources"]["imagenet"].update(gpus=2, nodes=2, threads=2)

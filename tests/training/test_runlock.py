@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from resnet_repro import runlock
 from resnet_repro.rundir import LOCK
-from resnet_repro.runlock import RunLock, RunLocked
-from resnet_repro.spec import build_spec
-from resnet_repro.train import Interrupted, train
+from resnet_repro.spec.build import build_spec
+from resnet_repro.training import runlock
+from resnet_repro.training.loop import Interrupted, train
+from resnet_repro.training.runlock import RunLock, RunLocked
 
 CLI = [sys.executable, "-m", "resnet_repro"]
 

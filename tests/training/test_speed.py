@@ -1,7 +1,7 @@
 """The fast training path computes what a plain fp32 step computes; peak memory is recorded; and
 `resnet-repro estimate` plans and prices a target. Speed itself is measured only by
 benchmarks/train_throughput.py, never asserted here. The batch augmentation (pad-crop-flip) is
-tested thoroughly in tests/test_data.py; here only that the trainer's batches are made by it."""
+tested thoroughly in tests/data/test_data.py; here only that the trainer's batches are made by it."""
 
 import argparse
 import json
@@ -12,17 +12,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnet_repro import data as D
 from resnet_repro import device as dev
-from resnet_repro import estimate as E
-from resnet_repro.batches import SmallBatches
+from resnet_repro.data import sets as D
 from resnet_repro.errors import ReproError
 from resnet_repro.models import build_model
-from resnet_repro.spec import build_spec
-from resnet_repro.train import Step, train
+from resnet_repro.preflight import estimate as E
+from resnet_repro.spec.build import build_spec
+from resnet_repro.training.batches import SmallBatches
+from resnet_repro.training.loop import Step, train
 
 CPU = torch.device("cpu")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import yaml
 
 from resnet_repro.errors import ReproError
 from resnet_repro.files import load_torch
-from resnet_repro.schedule import LearningRate
-from resnet_repro.spec import build_spec
-from resnet_repro.train import Diverged, Interrupted, train
+from resnet_repro.spec.build import build_spec
+from resnet_repro.training.loop import Diverged, Interrupted, train
+from resnet_repro.training.schedule import LearningRate
 
 CLI = [sys.executable, "-m", "resnet_repro"]
 TIMING = {"images_per_s", "elapsed_s"}
@@ -326,7 +326,7 @@ def test_plateau_decides_on_held_out_training_images(tmp_path):
 
 
 def test_held_out_split_is_disjoint_and_seeded():
-    from resnet_repro import data as D
+    from resnet_repro.data import sets as D
 
     kept, held = D.held_out_indices(100, 10, seed=3)
     assert len(held) == 10 and sorted(kept.tolist() + held.tolist()) == list(range(100))

@@ -1,12 +1,12 @@
-# Config resolution and input functions. The logic lives in resnet_repro.config (tested there).
+# Config resolution and input functions. The logic lives in resnet_repro.plan (tested there).
 import json
 import os
 import re
 import signal
 import sys
 
-from resnet_repro.catalogue import ARTIFACT, ARTIFACTS, CATALOGUE, ENSEMBLE, FIGURES, TABLES
-from resnet_repro.config import DIGITS_IMAGEFOLDER, Plan
+from resnet_repro.paper.catalogue import ARTIFACT, ARTIFACTS, CATALOGUE, ENSEMBLE, FIGURES, TABLES
+from resnet_repro.plan import DIGITS_IMAGEFOLDER, Plan
 from resnet_repro.errors import ReproError
 from resnet_repro.rundir import HISTORY, METRICS, MLFLOW, MODEL, RESPONSES, eval_dir, run_path, view_metrics, view_scores
 
@@ -82,7 +82,7 @@ def artifact_sources(name):
 
 # what shows more of a run than its training: a table its evaluations in one view, Figure 7 its layer
 # responses, the claims (config `claim_seeds`) their runs' evaluations and responses; `track_shown` logs
-# them into the runs, one job each (resnet_repro.config.Plan.shown)
+# them into the runs, one job each (resnet_repro.plan.Plan.shown)
 SHOWN = tuple(PLAN.shown())
 
 
@@ -133,7 +133,7 @@ def train_overrides(wildcards):
 
 def launcher(wildcards):
     """torchrun in front of a training on several GPUs (DDP, one process per GPU), srun + torchrun
-    on several nodes; nothing for one GPU or the CPU (resnet_repro.config.Plan.launcher)."""
+    on several nodes; nothing for one GPU or the CPU (resnet_repro.plan.Plan.launcher)."""
     return PLAN.launcher(wildcards.model)
 
 
@@ -185,7 +185,7 @@ def node_threads(wildcards):
 
 def artifact_caption(wildcards):
     """The paper's caption of a figure (its data set replaced by the runs') or table."""
-    from resnet_repro.paper import caption, data_name, reference
+    from resnet_repro.paper.text import caption, data_name, reference
 
     art = ARTIFACT[getattr(wildcards, "figure", None) or wildcards.table]
     if art.kind == "figure":

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ReproError
-from .files import write_with
+from resnet_repro.errors import ReproError
+from resnet_repro.files import write_with
 
 SMALL_KINDS = ("cifar10", "digits", "imagefolder")
 STREAM_KINDS = ("imagenet", "imagefolder")
@@ -547,7 +547,7 @@ def make_digits_imagefolder(out, size=32, fmt="png"):
 
 def describe_data(spec):
     """Open the spec's data set the way training will, and summarise it (sizes, classes)."""
-    from .models import parse_model_name
+    from resnet_repro.models import parse_model_name
 
     d = spec["data"]
     if parse_model_name(spec["model"]).family == "cifar":

@@ -5,9 +5,9 @@ fully-convolutional multi-scale testing (ImageNet), and the top-1/top-5 error of
 import torch
 import torch.nn.functional as F
 
-from . import data as D
-from .device import autocast, memory_format
-from .errors import ReproError
+from resnet_repro.data import sets as D
+from resnet_repro.device import autocast, memory_format
+from resnet_repro.errors import ReproError
 
 VIEWS = ("single", "center", "tencrop", "multiscale")
 # the mean each ImageNet view subtracts (recorded in metrics.json): crop-sized views the per-pixel mean image

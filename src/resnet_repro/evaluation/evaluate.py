@@ -8,8 +8,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import data as D
-from .device import (
+from resnet_repro.data import sets as D
+from resnet_repro.data.views import DEFAULT_SCALES, MEAN_KIND, error_rates, predict_tensor, predict_view
+from resnet_repro.device import (
     configure,
     memory_format,
     precision_name,
@@ -18,11 +19,10 @@ from .device import (
     use_bf16,
     use_channels_last,
 )
-from .errors import ReproError
-from .files import load_torch, write_json
-from .models import ResNet, parse_model_name
-from .rundir import METRICS, scores_metrics, scores_name
-from .views import DEFAULT_SCALES, MEAN_KIND, error_rates, predict_tensor, predict_view
+from resnet_repro.errors import ReproError
+from resnet_repro.files import load_torch, write_json
+from resnet_repro.models import ResNet, parse_model_name
+from resnet_repro.rundir import METRICS, scores_metrics, scores_name
 
 
 def load_checkpoint(path, device="cpu"):

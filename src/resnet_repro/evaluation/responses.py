@@ -10,12 +10,12 @@ import io
 import torch
 from torch import nn
 
-from . import data as D
-from .device import autocast, configure, precision_name, resolve_device, use_bf16
-from .errors import ReproError
-from .evaluate import load_checkpoint
-from .files import write_text
-from .models import parse_model_name
+from resnet_repro.data import sets as D
+from resnet_repro.device import autocast, configure, precision_name, resolve_device, use_bf16
+from resnet_repro.errors import ReproError
+from resnet_repro.evaluation.evaluate import load_checkpoint
+from resnet_repro.files import write_text
+from resnet_repro.models import parse_model_name
 
 
 def bn_after_3x3(model):

@@ -4,7 +4,7 @@ workflow (which parses every configured name) starts fast."""
 import re
 from dataclasses import dataclass
 
-from .errors import ReproError
+from resnet_repro.errors import ReproError
 
 IMAGENET_BLOCKS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
 CIFAR_DEPTHS = [20, 32, 44, 56, 110, 1202]  # the depths the paper trains; any 6n+2 works

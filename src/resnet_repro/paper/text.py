@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from .names import parse_model_name
+from resnet_repro.paper.names import parse_model_name
 
 PAPER_DATA_NAMES = {"cifar10": "CIFAR-10", "imagenet": "ImageNet"}
 

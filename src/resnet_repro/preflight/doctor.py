@@ -31,9 +31,10 @@ import time
 import traceback
 from pathlib import Path
 
-from .errors import ReproError
-from .files import load_torch
-from .rundir import CHECKPOINT, HISTORY, MODEL
+import resnet_repro
+from resnet_repro.errors import ReproError
+from resnet_repro.files import load_torch
+from resnet_repro.rundir import CHECKPOINT, HISTORY, MODEL
 
 CHECKS = (
     "device",
@@ -119,7 +120,7 @@ class Doctor:
     def __init__(self, device="auto", compile="auto", out=print, show_traceback=False, config="config.yaml", work=None):
         import torch
 
-        from .device import resolve_device
+        from resnet_repro.device import resolve_device
 
         self.torch = torch
         self.device = resolve_device(device)
@@ -158,7 +159,7 @@ class Doctor:
 
     def paper_compile(self, family):
         """What `auto` picks for a paper-length run of this family (the settings the GPU-hours go to)."""
-        from .device import use_compile
+        from resnet_repro.device import use_compile
 
         setting = self.compile_setting
         if setting == "auto":
@@ -168,8 +169,8 @@ class Doctor:
     def c_device(self):
         import torch
 
-        from .data import jpeg_decoder
-        from .device import describe, use_bf16, use_channels_last, use_cuda_graph
+        from resnet_repro.data.sets import jpeg_decoder
+        from resnet_repro.device import describe, use_bf16, use_channels_last, use_cuda_graph
 
         d = self.device
         extra = ""
@@ -188,7 +189,7 @@ class Doctor:
     def c_jpeg_decode(self):
         import torch
 
-        from . import data as D
+        from resnet_repro.data import sets as D
 
         folder = self.jpegs()
         files = sorted((folder / "train").rglob("*.jpg"))[:16]
@@ -228,8 +229,8 @@ class Doctor:
         return folder
 
     def c_cifar_train(self):
-        from .spec import build_spec
-        from .train import Interrupted, train
+        from resnet_repro.spec.build import build_spec
+        from resnet_repro.training.loop import Interrupted, train
 
         s, iters = self.size, self.size["cifar_iters"]
         spec = build_spec(
@@ -285,8 +286,8 @@ class Doctor:
         return f"stopped at {iters // 2} with a checkpoint, resumed there, finished at {iters}; history {iterations}"
 
     def c_cifar_speed(self):
-        from .estimate import measure
-        from .spec import build_spec
+        from resnet_repro.preflight.estimate import measure
+        from resnet_repro.spec.build import build_spec
 
         s = self.size
         spec = build_spec(None, [{"model": "resnet56", "compile": self.paper_compile("cifar")}])
@@ -300,8 +301,8 @@ class Doctor:
         )
 
     def c_imagenet_train(self):
-        from .spec import build_spec
-        from .train import train
+        from resnet_repro.spec.build import build_spec
+        from resnet_repro.training.loop import train
 
         s = self.size
         folder = self.jpegs()
@@ -332,7 +333,7 @@ class Doctor:
                 }
             ],
         )
-        from . import data as D
+        from resnet_repro.data import sets as D
 
         decode = D.decode_where("auto", D.stream_datasets("imagefolder", folder)[0], self.device)
         out = self.work / "imagenet"
@@ -358,7 +359,7 @@ class Doctor:
         )
 
     def evaluate(self, run, view):
-        from .evaluate import evaluate_checkpoint
+        from resnet_repro.evaluation.evaluate import evaluate_checkpoint
 
         self.need({"cifar": "cifar-train", "imagenet": "imagenet-train"}[run])
         out, _, _ = self.runs[run]
@@ -383,7 +384,7 @@ class Doctor:
         import torch
 
         env = dict(os.environ)
-        src = str(Path(__file__).resolve().parents[1])
+        src = str(Path(resnet_repro.__file__).resolve().parents[1])  # the package's parent: src/
         env["PYTHONPATH"] = os.pathsep.join([src] + [p for p in [env.get("PYTHONPATH")] if p])
         if self.device.type == "cuda":
             n = torch.cuda.device_count()
@@ -442,7 +443,7 @@ class Doctor:
         import torch.distributed as dist
         import torch.nn.functional as F
 
-        from .models import build_model
+        from resnet_repro.models import build_model
 
         dist.init_process_group(
             "nccl", store=dist.HashStore(), rank=0, world_size=1, device_id=torch.device("cuda", self.device.index or 0)
@@ -466,8 +467,8 @@ class Doctor:
         )
 
     def c_estimate(self):
-        from .estimate import estimate, load_plan, runs_for
-        from .names import parse_model_name
+        from resnet_repro.paper.names import parse_model_name
+        from resnet_repro.preflight.estimate import estimate, load_plan, runs_for
 
         if not Path(self.config).exists():
             raise Skip(f"no workflow config {self.config} here (run doctor from the project's directory, or --config)")
@@ -535,8 +536,8 @@ def gflops(model):
     """Forward multiply-adds at the model's input size, counted on the meta device (no arithmetic)."""
     import torch
 
-    from .models import ResNet, count_gflops
-    from .names import parse_model_name
+    from resnet_repro.models import ResNet, count_gflops
+    from resnet_repro.paper.names import parse_model_name
 
     spec = parse_model_name(model)
     with torch.device("meta"):
@@ -560,7 +561,7 @@ def doctor(device="auto", compile="auto", out=print, show_traceback=False, confi
 
 def cmd_doctor(args):
     if args.threads:
-        from .device import set_threads
+        from resnet_repro.device import set_threads
 
         set_threads(args.threads)
     results = doctor(args.device, args.compile, show_traceback=args.traceback, config=args.config, work=args.work)

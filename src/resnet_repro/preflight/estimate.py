@@ -1,7 +1,7 @@
 """`resnet-repro estimate`: expected device-hours (GPU-hours on CUDA) of a workflow target, from
 measured training throughput.
 
-For every training the target needs (resnet_repro.config.Plan: the same runs Snakemake would
+For every training the target needs (resnet_repro.plan.Plan: the same runs Snakemake would
 make), images = max_iters x batch_size of its spec; hours = images / images-per-second, where the
 throughput of a model is, in order of preference:
   1. given: --images-per-s MODEL=N;
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from .catalogue import artifact_of
-from .config import Plan
-from .errors import ReproError
-from .rundir import METRICS, parse_run_path, run_path
+from resnet_repro.errors import ReproError
+from resnet_repro.paper.catalogue import artifact_of
+from resnet_repro.plan import Plan
+from resnet_repro.rundir import METRICS, parse_run_path, run_path
 
 SMALL_SIZES = {"cifar10": 32, "digits": 8}
 
@@ -65,7 +65,7 @@ def runs_for(plan, targets):
 
 def input_size(spec):
     """The side of the images the model trains on."""
-    from .names import parse_model_name
+    from resnet_repro.paper.names import parse_model_name
 
     d = spec["data"]
     if parse_model_name(spec["model"]).family == "imagenet":
@@ -78,10 +78,10 @@ def measure(spec, device, iters=5, warmup=2, batch_size=None):
     synthetic data of the spec's input size (timed after warm-up, results read back at the end)."""
     import torch
 
-    from . import data as D
-    from .batches import SmallBatches
-    from .models import parse_model_name
-    from .train import GRAPH_WARMUP, make_training, set_lr
+    from resnet_repro.data import sets as D
+    from resnet_repro.models import parse_model_name
+    from resnet_repro.training.batches import SmallBatches
+    from resnet_repro.training.loop import GRAPH_WARMUP, make_training, set_lr
 
     m = parse_model_name(spec["model"])
     size, batch = input_size(spec), batch_size or spec["batch_size"]
@@ -157,7 +157,7 @@ def parse_given(items):
 def model_rows(plan, runs):
     """{model: row} of the trainings `runs` (model, seed): their count, images, iterations, batch sizes
     and the spec of the first (what a measurement times)."""
-    from .spec import build_spec
+    from resnet_repro.spec.build import build_spec
 
     per_model = {}
     for model, seed in runs:
@@ -183,7 +183,7 @@ def estimate(
     log=print,
 ):
     """Rows (one per model) and the total; prints the table through `log`."""
-    from .device import resolve_device
+    from resnet_repro.device import resolve_device
 
     plan = load_plan(config, preset)
     root = Path(config).parent
@@ -252,14 +252,14 @@ def _count(n):
 
 
 def _describe(dev):
-    from .device import describe
+    from resnet_repro.device import describe
 
     return describe(dev)
 
 
 def cmd_estimate(args):
     if args.threads:
-        from .device import set_threads
+        from resnet_repro.device import set_threads
 
         set_threads(args.threads)
     result = estimate(
@@ -274,7 +274,7 @@ def cmd_estimate(args):
         args.measure_batch,
     )
     if args.json:
-        from .files import write_json
+        from resnet_repro.files import write_json
 
         write_json(args.json, result)
         print(f"written {args.json}")

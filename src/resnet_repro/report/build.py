@@ -21,15 +21,15 @@ every command."""
 import datetime
 from pathlib import Path
 
-from .claims import judge, protocol_notes, reduced
-from .digest import artifacts_digest
-from .errors import ReproError
-from .mlflow_store import git_commit, quote
-from .paper import preset_note, reference
-from .report_html import render_html
-from .report_pdf import pdf_note_html, write_pdf
-from .rundir import Runs
-from .spec import PRECISION_POLICY
+from resnet_repro.digest import artifacts_digest
+from resnet_repro.errors import ReproError
+from resnet_repro.paper.text import preset_note, reference
+from resnet_repro.report.claims import judge, protocol_notes, reduced
+from resnet_repro.report.html import render_html
+from resnet_repro.report.pdf import pdf_note_html, write_pdf
+from resnet_repro.rundir import Runs
+from resnet_repro.spec.build import PRECISION_POLICY
+from resnet_repro.tracking.store import git_commit, quote
 
 # ---------------------------------------------------------------- inputs
 
@@ -69,7 +69,7 @@ def read_store(uri, runs, artifacts):
     """Look the runs and the figure/table report runs up in the MLflow store (read only).
     `artifacts`: {name: [files as `track report` logged them]}. Returns (reachable, note, {name: report
     run info}); fills run.store."""
-    from .mlflow_store import client, experiment_arg, reports_experiment
+    from resnet_repro.tracking.store import client, experiment_arg, reports_experiment
 
     try:
         c = client(uri)
@@ -149,8 +149,8 @@ def make_report(
     chromium=None,
 ):
     """Write the HTML report (and PDF, JSON); return the JSON summary as a dict."""
-    from .files import write_json, write_text
-    from .mlflow_store import tracking_uri
+    from resnet_repro.files import write_json, write_text
+    from resnet_repro.tracking.store import tracking_uri
 
     out = Path(out)
     check_outputs(out, pdf, pdf_engine)

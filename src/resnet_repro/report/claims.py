@@ -13,12 +13,22 @@ import statistics
 import numpy as np
 import yaml
 
-from .catalogue import ARTIFACT, ENSEMBLE
-from .errors import ReproError
-from .noise import Measure, binomial_std, combine, compare, contrast, pool, satterthwaite, slope_weights, threshold
-from .paper import data_names, model_label, reference
-from .rundir import run_of_file
-from .spec import built_in_departures, paper_differences, protocol_differences, stated
+from resnet_repro.errors import ReproError
+from resnet_repro.paper.catalogue import ARTIFACT, ENSEMBLE
+from resnet_repro.paper.text import data_names, model_label, reference
+from resnet_repro.report.noise import (
+    Measure,
+    binomial_std,
+    combine,
+    compare,
+    contrast,
+    pool,
+    satterthwaite,
+    slope_weights,
+    threshold,
+)
+from resnet_repro.rundir import run_of_file
+from resnet_repro.spec.build import built_in_departures, paper_differences, protocol_differences, stated
 
 VERDICTS = ("holds", "does not hold", "not tested in this run", "too little data to say")
 TRAIN_ERROR_LIMIT = 0.1  # overfit_1202: "training error < 0.1%"

@@ -1,11 +1,11 @@
 """The `resnet-repro report` sub-command: argparse only. The report's modules (claims: numpy, scipy)
 are imported when it runs, so building the command line stays light for every other job."""
 
-from .config import DEFAULT_TRACKING_URI
+from resnet_repro.plan import DEFAULT_TRACKING_URI
 
 
 def cmd_report(args):
-    from .report import make_report
+    from resnet_repro.report.build import make_report
 
     s = make_report(
         args.out,

@@ -8,11 +8,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .catalogue import FIGURES
-from .errors import ReproError
-from .names import parse_model_name
-from .paper import caption, model_label, preset_note
-from .rundir import HISTORY, RESPONSES, RunDir, data_of_runs, preset_of, read_csv
+from resnet_repro.errors import ReproError
+from resnet_repro.paper.catalogue import FIGURES
+from resnet_repro.paper.names import parse_model_name
+from resnet_repro.paper.text import caption, model_label, preset_note
+from resnet_repro.rundir import HISTORY, RESPONSES, RunDir, data_of_runs, preset_of, read_csv
 
 # One colour per depth, close to the paper's (20 orange, 56 red, 110 black); other depths take the
 # colour-blind palette in turn (colour()).
@@ -236,7 +236,7 @@ def draw_figure(name, run_dirs=(), responses=(), out=None, preset=None):
     import seaborn
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
-    from .files import write_with
+    from resnet_repro.files import write_with
 
     palette = seaborn.color_palette("colorblind")  # for depths the paper gives no colour
     rc = {"font.size": 9, "legend.fontsize": 8, "legend.frameon": False, "pdf.fonttype": 42}

@@ -11,11 +11,11 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from .catalogue import ARTIFACT
-from .claims import REDUCED_MARK, VERDICTS, compared_text, member_run, seeds_of, value_format
-from .noise import Z
-from .paper import caption, data_names
-from .spec import PRECISION_POLICY
+from resnet_repro.paper.catalogue import ARTIFACT
+from resnet_repro.paper.text import caption, data_names
+from resnet_repro.report.claims import REDUCED_MARK, VERDICTS, compared_text, member_run, seeds_of, value_format
+from resnet_repro.report.noise import Z
+from resnet_repro.spec.build import PRECISION_POLICY
 
 
 def template(name):
@@ -108,7 +108,7 @@ def markdown_html(text):
 
 
 def table_html(name, path, df, runs, report_run):
-    from .tables import DIFF_NOTE, NOTES, table_data
+    from resnet_repro.report.tables import DIFF_NOTE, NOTES, table_data
 
     cols = list(df.columns)
     head = "".join(f'<th class="{column_class(c)}">{e(c)}</th>' for c in cols) + "<th>MLflow runs</th>"

@@ -10,8 +10,8 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from .errors import ReproError
-from .report_html import cell, comparison_html, e, render_html, row_run_ids, short_id
+from resnet_repro.errors import ReproError
+from resnet_repro.report.html import cell, comparison_html, e, render_html, row_run_ids, short_id
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_FLAGS = [
@@ -55,7 +55,7 @@ def chromium_version(exe):
 
 def pdf_with_chromium(exe, html_text, pdf, timeout=180):
     """Print html_text to pdf with headless Chromium; raises ReproError on failure."""
-    from .files import write_with
+    from resnet_repro.files import write_with
 
     pdf = Path(pdf)
     with tempfile.TemporaryDirectory(prefix="resnet-repro-chromium-") as tmp:
@@ -161,7 +161,7 @@ def pdf_with_matplotlib(ctx, pdf, reason):
     import matplotlib
     from matplotlib.backends.backend_pdf import PdfPages
 
-    from .files import write_with
+    from resnet_repro.files import write_with
 
     pages = summary_pages(ctx, reason)
     pages += [table_page(ctx, name, path, df) for name, (path, df) in ctx["tables"].items()]

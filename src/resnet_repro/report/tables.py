@@ -8,11 +8,11 @@ functions only: the CLI imports this module for every command."""
 import json
 from pathlib import Path
 
-from .catalogue import ARTIFACT, TABLES
-from .errors import ReproError
-from .names import parse_model_name
-from .paper import data_name, preset_note, reference
-from .rundir import RunDir, preset_of, run_of_file, scores_metrics, view_metrics, view_of_scores
+from resnet_repro.errors import ReproError
+from resnet_repro.paper.catalogue import ARTIFACT, TABLES
+from resnet_repro.paper.names import parse_model_name
+from resnet_repro.paper.text import data_name, preset_note, reference
+from resnet_repro.rundir import RunDir, preset_of, run_of_file, scores_metrics, view_metrics, view_of_scores
 
 # each table's error columns (what it is and needs: catalogue.ARTIFACT)
 ERROR_COLUMNS = {
@@ -169,7 +169,7 @@ def make_table(name, run_dirs=(), ensemble=None, preset=None):
     """The table as a DataFrame: paper rows, reproduced cells beside them, differences."""
     import pandas as pd
 
-    from .models import build_model, count_params
+    from resnet_repro.models import build_model, count_params
 
     if name not in TABLES:
         raise ReproError(f"unknown table {name!r}: choose one of {', '.join(TABLES)}")
@@ -379,7 +379,7 @@ def to_markdown(df, name, preset=None):
 
 def write_table(df, name, out, preset=None):
     """Write out (.csv) and the Markdown beside it (.md); returns both paths."""
-    from .files import write_text
+    from resnet_repro.files import write_text
 
     out = Path(out)
     if out.suffix != ".csv":

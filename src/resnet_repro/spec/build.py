@@ -7,13 +7,13 @@ from importlib import resources
 
 import yaml
 
-from .errors import ReproError
-from .names import parse_model_name
-from .paper import reference
+from resnet_repro.errors import ReproError
+from resnet_repro.paper.names import parse_model_name
+from resnet_repro.paper.text import reference
 
 
 def _package_yaml(name):
-    return yaml.safe_load(resources.files("resnet_repro").joinpath("specs", name).read_text())
+    return yaml.safe_load(resources.files(__package__).joinpath("specs", name).read_text())
 
 
 def deep_merge(base, override):
@@ -75,7 +75,7 @@ def validate(spec, source="spec"):
         if missing:
             raise ReproError(
                 f"{source}: a plateau schedule needs {', '.join('schedule.' + k for k in missing)} "
-                f"(see src/resnet_repro/specs/imagenet.yaml)"
+                f"(see src/resnet_repro/spec/specs/imagenet.yaml)"
             )
     bn, batch = spec.get("bn_batch"), spec["batch_size"]
     if bn and batch > bn and batch % bn:

@@ -2,10 +2,12 @@
 
 from pathlib import Path
 
-from .config import DEFAULT_TRACKING_URI
-from .errors import ReproError
-from .files import write_json
-from .mlflow_store import (
+from resnet_repro.errors import ReproError
+from resnet_repro.files import write_json
+from resnet_repro.plan import DEFAULT_TRACKING_URI
+from resnet_repro.rundir import RESPONSES
+from resnet_repro.tracking.record import check_eval_inputs, track_eval, track_report, track_seeds, track_train
+from resnet_repro.tracking.store import (
     TRAIN_EXPERIMENT,
     experiment_arg,
     mlflow_errors,
@@ -13,8 +15,6 @@ from .mlflow_store import (
     tracking_uri,
     ui_path,
 )
-from .rundir import RESPONSES
-from .tracking import check_eval_inputs, track_eval, track_report, track_seeds, track_train
 
 URI_HELP = f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI})"
 EXPERIMENT_HELP = f"the trainings' experiment (default: $MLFLOW_EXPERIMENT_NAME, else {TRAIN_EXPERIMENT!r})"

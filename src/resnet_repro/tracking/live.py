@@ -14,8 +14,8 @@ import os
 import time
 from pathlib import Path
 
-from .files import write_json
-from .rundir import LIVE_FILE
+from resnet_repro.files import write_json
+from resnet_repro.rundir import LIVE_FILE
 
 SYSTEM_METRICS_EVERY_S = 10
 
@@ -51,8 +51,8 @@ class LiveRun:
         from mlflow import MlflowClient
         from mlflow.entities import Param
 
-        from .mlflow_store import run_dir_tag, setup, ui_path
-        from .tracking import run_tags, train_params
+        from resnet_repro.tracking.record import run_tags, train_params
+        from resnet_repro.tracking.store import run_dir_tag, setup, ui_path
 
         client = MlflowClient(tracking_uri=uri)
         exp_id = setup(uri, experiment)[experiment]
@@ -125,7 +125,7 @@ def _system_metrics(run_id, uri, resume):
 
 
 def _auth_error(e, uri):
-    from .mlflow_store import auth_error
+    from resnet_repro.tracking.store import auth_error
 
     try:
         return auth_error(e, uri)

@@ -13,10 +13,23 @@ import os
 import time
 from pathlib import Path
 
-from .digest import artifacts_digest, sha256
-from .errors import ReproError
-from .files import write_json
-from .mlflow_store import (
+import resnet_repro
+from resnet_repro.digest import artifacts_digest, sha256
+from resnet_repro.errors import ReproError
+from resnet_repro.files import write_json
+from resnet_repro.rundir import (
+    HISTORY,
+    LIVE_FILE,
+    METRICS,
+    MLFLOW,
+    MODEL,
+    RESPONSES,
+    SPEC,
+    RunDir,
+    eval_dir,
+    view_metrics,
+)
+from resnet_repro.tracking.store import (
     client,
     experiment_arg,
     experiment_id,
@@ -30,7 +43,6 @@ from .mlflow_store import (
     run_dir_tag,
     tracking_uri,
 )
-from .rundir import HISTORY, LIVE_FILE, METRICS, MLFLOW, MODEL, RESPONSES, SPEC, RunDir, eval_dir, view_metrics
 
 HISTORY_METRICS = ["train_error", "test_error", "train_loss", "test_loss", "lr", "holdout_error"]
 SUMMARY_METRICS = ["images_per_s", "s_per_1k_iters", "elapsed_s"]
@@ -71,7 +83,7 @@ def _warmup_param(w):
 
 
 def train_params(spec, preset, config_hash, commit):
-    from .names import parse_model_name
+    from resnet_repro.paper.names import parse_model_name
 
     m = parse_model_name(spec["model"])
     sched = spec["schedule"]
@@ -333,7 +345,7 @@ def dataset_inputs(spec, summary):
     curve was measured on, each with its size (metrics.json) and where the images came from."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    from .paper import data_name
+    from resnet_repro.paper.text import data_name
 
     d = spec["data"]
     if d.get("root") and d["kind"] != "digits":
@@ -371,8 +383,8 @@ def log_model(run_id, run_dir, spec, params, uri):
     import torch
     from mlflow.models import infer_signature
 
-    from .files import load_torch
-    from .models import ResNet, parse_model_name
+    from resnet_repro.files import load_torch
+    from resnet_repro.models import ResNet, parse_model_name
 
     try:
         ckpt = load_torch(run_dir / MODEL)
@@ -414,7 +426,7 @@ def _log_model_in_run(mlflow, run_id, model, signature, params, ckpt):
             name="model",
             signature=signature,
             serialization_format="pickle",
-            code_paths=[str(Path(__file__).resolve().parent)],
+            code_paths=[str(Path(resnet_repro.__file__).resolve().parent)],  # the whole package
             params={k: str(v) for k, v in params.items()},
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],  # no slow inference
             step=int(ckpt.get("iteration", 0)),
@@ -522,7 +534,7 @@ def track_report(artifacts, name, sources, preset, uri=None):
         log(f"{name} ({preset}) is already tracked as run {run_id}; nothing to do")
     else:
         commit = git_commit()
-        from .rundir import data_of_runs
+        from resnet_repro.rundir import data_of_runs
 
         data = data_of_runs([Path(src) for src in sources]) if sources else "unknown"
         run_id = c.create_run(

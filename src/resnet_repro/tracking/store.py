@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from .config import DEFAULT_TRACKING_URI
-from .errors import ReproError
+import resnet_repro
+from resnet_repro.errors import ReproError
+from resnet_repro.plan import DEFAULT_TRACKING_URI
 
 TRAIN_EXPERIMENT = "resnet-repro"  # without --experiment; the workflow names one per preset (config.Plan)
 RETRIES = 10
@@ -169,7 +170,7 @@ def git_commit():
     the package's own checkout, not the cwd (Snakemake may run with --directory outside the repository)."""
 
     def git(*args):
-        where = Path(__file__).resolve().parent
+        where = Path(resnet_repro.__file__).resolve().parent
         return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=where)
 
     try:

@@ -15,11 +15,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import data as D
-from . import parallel
-from .errors import ReproError
-from .models import parse_model_name
-from .views import error_rates, predict_tensor, predict_view
+from resnet_repro.data import sets as D
+from resnet_repro.data.views import error_rates, predict_tensor, predict_view
+from resnet_repro.errors import ReproError
+from resnet_repro.models import parse_model_name
+from resnet_repro.training import parallel
 
 
 def aug_seed(seed, rank):

@@ -21,11 +21,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from . import parallel, runlock
-
-# SmallBatches and StreamBatches also under their old address: benchmarks/ import them from here
-from .batches import aug_seed, open_data
-from .device import (
+from resnet_repro.device import (
     autocast,
     configure,
     make_sgd,
@@ -40,12 +36,16 @@ from .device import (
     use_compile,
     use_cuda_graph,
 )
-from .errors import ReproError
-from .files import load_torch, save_torch, write_json, write_text
-from .live import LiveRun
-from .models import ResNet, count_params, parse_model_name
-from .rundir import CHECKPOINT, HISTORY, METRICS, MODEL, SPEC
-from .schedule import LearningRate, warmup_capped
+from resnet_repro.errors import ReproError
+from resnet_repro.files import load_torch, save_torch, write_json, write_text
+from resnet_repro.models import ResNet, count_params, parse_model_name
+from resnet_repro.rundir import CHECKPOINT, HISTORY, METRICS, MODEL, SPEC
+from resnet_repro.tracking.live import LiveRun
+from resnet_repro.training import parallel, runlock
+
+# SmallBatches and StreamBatches also under their old address: benchmarks/ import them from here
+from resnet_repro.training.batches import aug_seed, open_data
+from resnet_repro.training.schedule import LearningRate, warmup_capped
 
 HISTORY_COLUMNS = [
     "iteration",

@@ -15,7 +15,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from .errors import ReproError
+from resnet_repro.errors import ReproError
 
 
 class World:

@@ -19,8 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import ReproError
-from .rundir import LOCK
+from resnet_repro.errors import ReproError
+from resnet_repro.rundir import LOCK
 
 HEARTBEAT_S = 60
 STALE_S = 600
