@@ -17,6 +17,7 @@ from resnet_repro.data import sets as D
 from resnet_repro.errors import ReproError
 from resnet_repro.models import build_model
 from resnet_repro.preflight import estimate as E
+from resnet_repro.preflight.commands import add_estimate
 from resnet_repro.spec.build import build_spec
 from resnet_repro.training.batches import SmallBatches
 from resnet_repro.training.loop import Step, train
@@ -166,7 +167,7 @@ def test_metrics_record_peak_memory(tmp_path):
 
 def run_estimate(*argv):
     p = argparse.ArgumentParser()
-    E.add_parser(p.add_subparsers())
+    add_estimate(p.add_subparsers())
     args = p.parse_args(["estimate", *map(str, argv)])
     args.func(args)
 

@@ -32,7 +32,6 @@ import traceback
 from pathlib import Path
 
 import resnet_repro
-from resnet_repro.errors import ReproError
 from resnet_repro.files import load_torch
 from resnet_repro.rundir import CHECKPOINT, HISTORY, MODEL
 
@@ -557,40 +556,3 @@ def doctor(device="auto", compile="auto", out=print, show_traceback=False, confi
         return Doctor(device, compile, out, show_traceback, config, work).run()
     with tempfile.TemporaryDirectory(prefix="resnet-repro-doctor-") as tmp:
         return Doctor(device, compile, out, show_traceback, config, tmp).run()
-
-
-def cmd_doctor(args):
-    if args.threads:
-        from resnet_repro.device import set_threads
-
-        set_threads(args.threads)
-    results = doctor(args.device, args.compile, show_traceback=args.traceback, config=args.config, work=args.work)
-    if any(s == "failed" for s in results.values()):
-        raise ReproError("doctor: some checks failed (lines marked failed above)")
-
-
-def add_parser(sub):
-    """Register `doctor` on the `resnet-repro` argparse sub-parsers."""
-    s = sub.add_parser(
-        "doctor",
-        help="check, in a few minutes, every code path the pipeline uses on this node",
-        description="Run every code path of the pipeline on this node briefly and for real, with the "
-        "settings `auto` picks here: ResNet-56 training at CIFAR shapes (stopped, "
-        "checkpointed, resumed), ResNet-50 training from generated JPEG files, the JPEG "
-        "decoder, every evaluation view, a DDP step under torchrun over every visible GPU, "
-        "and the GPU-hours of the paper preset from the measured images/s. One line per "
-        "check (ok / failed / skipped, and why); exit status 2 if any failed. On a CPU "
-        "the same checks run at tiny sizes.",
-    )
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    s.add_argument(
-        "--compile",
-        default="auto",
-        choices=["auto", "true", "false"],
-        help="torch.compile for the training checks (default: what auto picks for the paper's runs)",
-    )
-    s.add_argument("--config", default="config.yaml", help="the workflow config the estimate plans with")
-    s.add_argument("--work", help="keep the generated files and runs in this directory (default: a temporary one)")
-    s.add_argument("--threads", type=int, help="CPU threads for PyTorch")
-    s.add_argument("--traceback", action="store_true", help="print the traceback of each failed check")
-    s.set_defaults(func=cmd_doctor)

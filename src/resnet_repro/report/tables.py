@@ -387,38 +387,3 @@ def write_table(df, name, out, preset=None):
     write_text(out, df.to_csv(index=False, float_format="%.4g"))  # 4 significant digits: the paper gives 3-4
     write_text(out.with_suffix(".md"), to_markdown(df, name, preset))
     return out, out.with_suffix(".md")
-
-
-def cmd_table(args):
-    preset = args.preset or preset_of(args.run)
-    df = make_table(args.name, args.run, args.ensemble, preset)
-    for path in write_table(df, args.name, args.out, preset):
-        print(path)
-
-
-def add_parser(sub):
-    """Register this module's sub-command(s) on the `resnet-repro` argparse sub-parsers."""
-    s = sub.add_parser(
-        "table",
-        help="table2 ... table6 of the paper with reproduced numbers beside the paper's",
-        description="Build one of the paper's tables from evaluated runs (RUN/spec.yaml, "
-        "RUN/eval/<view>/metrics.json) or, for table5, an ensemble JSON. Writes OUT "
-        "(.csv) and a Markdown rendering beside it (.md).",
-    )
-    s.add_argument("name", metavar="NAME", help="table2 | table3 | table4 | table5 | table6")
-    s.add_argument(
-        "--run",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="RUN_DIR",
-        help="evaluated training run directory (repeatable; several seeds of a model are averaged)",
-    )
-    s.add_argument("--ensemble", metavar="JSON", help="ensemble result from `resnet-repro ensemble --out` (table5)")
-    s.add_argument("--out", required=True, help="CSV to write, e.g. results/table6.csv")
-    s.add_argument(
-        "--preset",
-        help="preset that produced the runs (default: from results/runs/<preset>/...); "
-        "anything but 'paper' is marked as not comparable with the paper",
-    )
-    s.set_defaults(func=cmd_table)

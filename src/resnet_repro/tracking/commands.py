@@ -74,7 +74,7 @@ def cmd_report(args):
 # ---------------------------------------------------------------- CLI
 
 
-def add_parser(sub):
+def add_track(sub):
     """Register `track` and its actions on the `resnet-repro` argparse sub-parsers."""
     p = sub.add_parser(
         "track",
@@ -173,3 +173,7 @@ def add_report(actions):
     s.add_argument("--tracking-uri", help=URI_HELP)
     s.add_argument("--out", metavar="STAMP", help="write a JSON stamp with the run id here")
     s.set_defaults(func=cmd_report)
+
+
+# sub-command: its parser (cli.COMMANDS lists them in order)
+PARSERS = {"track": add_track}
