@@ -16,7 +16,7 @@ import torch
 from resnet_repro.data import sets as D
 from resnet_repro.device import configure, make_sgd
 from resnet_repro.models import build_model
-from resnet_repro.preflight.doctor import write_jpegs
+from resnet_repro.preflight.fixtures import write_jpegs
 from resnet_repro.training.loop import Step
 
 

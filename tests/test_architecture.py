@@ -40,11 +40,9 @@ MAX_MODULE, MAX_FUNCTION, MAX_CLASS = 400, 60, 150
 OVERSIZED_TODAY = {
     "module report.claims",
     "module data.sets",
-    "module preflight.doctor",
     "module tracking.record",
     "module training.loop",
     "class plan.Plan",
-    "class preflight.doctor.Doctor",
     "function preflight.estimate.estimate",
     "function data.views.predict_view",
     "function evaluation.evaluate.evaluate_checkpoint",
