@@ -17,7 +17,7 @@ from resnet_repro.data import sets as D
 from resnet_repro.device import configure, make_sgd
 from resnet_repro.models import build_model
 from resnet_repro.preflight.fixtures import write_jpegs
-from resnet_repro.training.loop import Step
+from resnet_repro.training.step import Step
 
 
 def timed(fn, device, n):

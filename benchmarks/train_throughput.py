@@ -43,7 +43,7 @@ from resnet_repro.device import (
 )
 from resnet_repro.models import build_model
 from resnet_repro.training.batches import SmallBatches
-from resnet_repro.training.loop import Step
+from resnet_repro.training.step import Step
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # as in the reference repos
 

@@ -41,7 +41,6 @@ OVERSIZED_TODAY = {
     "module report.claims",
     "module data.sets",
     "module tracking.record",
-    "module training.loop",
     "class plan.Plan",
     "function preflight.estimate.estimate",
     "function data.views.predict_view",

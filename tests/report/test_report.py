@@ -26,7 +26,7 @@ from resnet_repro.rundir import Runs
 from resnet_repro.spec.build import build_spec, paper_differences
 from resnet_repro.tracking import record as tracking
 from resnet_repro.tracking import store as mlflow_store
-from resnet_repro.training.loop import history_csv
+from resnet_repro.training.history import history_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -17,7 +17,7 @@ from resnet_repro.files import write_json, write_text
 from resnet_repro.models import ResNet, parse_model_name
 from resnet_repro.spec.build import build_spec
 from resnet_repro.tracking import store as mlflow_store
-from resnet_repro.training.loop import history_csv
+from resnet_repro.training.history import history_csv
 
 pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402

@@ -17,7 +17,7 @@ from resnet_repro.data import sets as D
 from resnet_repro.models import ResNet, parse_model_name
 from resnet_repro.training import parallel
 from resnet_repro.training.batches import SmallBatches
-from resnet_repro.training.loop import Step
+from resnet_repro.training.step import Step
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "resnet_repro"]
 CLI = [sys.executable, "-m", "resnet_repro"]

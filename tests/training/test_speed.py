@@ -20,7 +20,8 @@ from resnet_repro.preflight import estimate as E
 from resnet_repro.preflight.commands import add_estimate
 from resnet_repro.spec.build import build_spec
 from resnet_repro.training.batches import SmallBatches
-from resnet_repro.training.loop import Step, train
+from resnet_repro.training.loop import train
+from resnet_repro.training.step import Step
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[2]

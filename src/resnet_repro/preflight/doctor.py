@@ -6,11 +6,11 @@ on this node, briefly and for real, with the settings `auto` picks here.
 Checks, one line each (ok / failed: the error / skipped: why):
   device            the device, torch and the `auto` choices (precision, layout, compile, CUDA graph)
   jpeg-decode       the training path's JPEG decoder on this device (TorchCodec: nvJPEG on CUDA) against the CPU's
-  cifar-train       train.train of ResNet-56 at CIFAR's shapes (32x32, batch 128 on a GPU) on the bundled digits,
+  cifar-train       training.loop.train of ResNet-56 at CIFAR's shapes (32x32, batch 128 on a GPU) on the bundled digits,
                     stopped half-way by stop_at (a checkpoint), then resumed to the end
   checkpoint-resume the resumed run continued from the checkpoint's iteration and finished
   cifar-speed       images/s of the trainer's step for ResNet-56 (estimate.measure, synchronised)
-  imagenet-train    train.train of ResNet-50 at ImageNet's shapes from generated JPEG files (224 crops of
+  imagenet-train    training.loop.train of ResNet-50 at ImageNet's shapes from generated JPEG files (224 crops of
                     ~500x375 images, batch 256 on a GPU): loader, decoding, augmentation and step timed together
   eval-single, eval-center, eval-tencrop, eval-multiscale
                     every evaluation view on the two trained checkpoints (evaluate.evaluate_checkpoint)

@@ -7,7 +7,7 @@ throughput of a model is, in order of preference:
   1. given: --images-per-s MODEL=N;
   2. read from finished runs: results/runs/<preset>/<model>/seed<k>/metrics.json `images_per_s`
      (the device that run used; --measure skips this);
-  3. measured now: a few iterations of the trainer's own step (train.Step, with on-device CIFAR
+  3. measured now: a few iterations of the trainer's own step (training.step.Step, with on-device CIFAR
      augmentation for CIFAR-family models) on this machine's device, after warm-up, at the
      model's input size; once per model.
 Training iterations only: evaluation every log_every iterations and checkpoints add a little, and
@@ -81,7 +81,7 @@ def measure(spec, device, iters=5, warmup=2, batch_size=None):
     from resnet_repro.data import sets as D
     from resnet_repro.models import parse_model_name
     from resnet_repro.training.batches import SmallBatches
-    from resnet_repro.training.loop import GRAPH_WARMUP, make_training, set_lr
+    from resnet_repro.training.step import GRAPH_WARMUP, make_training, set_lr
 
     m = parse_model_name(spec["model"])
     size, batch = input_size(spec), batch_size or spec["batch_size"]
