@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from resnet_repro.data import sets as D
+from resnet_repro.data import decode, stream
 from resnet_repro.device import configure, make_sgd
 from resnet_repro.models import build_model
 from resnet_repro.preflight.fixtures import write_jpegs
@@ -42,19 +42,19 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         folder = write_jpegs(tmp, 2 * b, 4, 4, (500, 375))
-        train, _ = D.stream_datasets("imagefolder", folder)
+        train, _ = stream.stream_datasets("imagefolder", folder)
         print(f"wrote {2 * b} JPEGs in {time.perf_counter() - t:.1f}s", flush=True)
-        enc = [D.read_bytes(path) for path, _ in train.samples[:b]]
+        enc = [decode.read_bytes(path) for path, _ in train.samples[:b]]
         print(f"mean JPEG size {sum(len(e) for e in enc) / b / 1024:.0f} KiB", flush=True)
-        D.decode_on_device(enc, dev)
-        s = timed(lambda: D.decode_on_device(enc, dev), dev, 5)
+        decode.decode_on_device(enc, dev)
+        s = timed(lambda: decode.decode_on_device(enc, dev), dev, 5)
         print(f"decode (torchcodec nvJPEG, batch of {b}): {s * 1000:.0f} ms = {b / s:.0f} img/s", flush=True)
-        imgs = D.decode_on_device(enc, dev)
+        imgs = decode.decode_on_device(enc, dev)
         g = torch.Generator().manual_seed(0)
-        D.scale_crop(imgs, (256, 480), 224, g)
-        s = timed(lambda: D.scale_crop(imgs, (256, 480), 224, g), dev, 5)
+        stream.scale_crop(imgs, (256, 480), 224, g)
+        s = timed(lambda: stream.scale_crop(imgs, (256, 480), 224, g), dev, 5)
         print(f"scale_crop on the device (per image, batch of {b}): {s * 1000:.0f} ms = {b / s:.0f} img/s", flush=True)
-        s = timed(lambda: [D._decode_pil(e) for e in enc[:32]], dev, 3)
+        s = timed(lambda: [decode._decode_pil(e) for e in enc[:32]], dev, 3)
         print(f"PIL decode on one CPU core: {32 / s:.0f} img/s", flush=True)
         for name in ("resnet50",):
             model = build_model(name, 1000).to(dev, memory_format=torch.channels_last)
@@ -102,7 +102,7 @@ def main():
             print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=10), flush=True)
             batches.it = None
         loader = torch.utils.data.DataLoader(
-            D.Transformed(train, D.train_transform((256, 480), 224)),
+            stream.Transformed(train, stream.train_transform((256, 480), 224)),
             batch_size=b,
             num_workers=args.workers,
             shuffle=True,

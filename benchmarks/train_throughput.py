@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from resnet_repro.data import sets as D
+from resnet_repro.data import small
 from resnet_repro.device import (
     configure,
     describe,
@@ -122,7 +122,7 @@ class Textbook:
 class Project:
     def __init__(self, name, data, device, batch_size, bf16, channels_last, compile, fused=True, graph=False):
         torch.manual_seed(0)
-        mean = D.pixel_mean(data.train_x).to(device)
+        mean = small.pixel_mean(data.train_x).to(device)
         self.batches = SmallBatches(data, batch_size, mean, {"pad": 4, "flip": True}, device, seed=0)
         model = build_model(name).to(
             device, memory_format=torch.channels_last if channels_last else torch.contiguous_format
@@ -248,7 +248,7 @@ def main(argv=None):
     )
 
     images, labels = synthetic_cifar(args.images)
-    data = D.TensorData(
+    data = small.TensorData(
         torch.from_numpy(images.transpose(0, 3, 1, 2).copy()),
         torch.tensor(labels),
         torch.zeros(0, 3, 32, 32, dtype=torch.uint8),

@@ -1,4 +1,4 @@
-"""Tests for resnet_repro.data.sets: in-memory small-image data sets (digits, a fake CIFAR-10 in the real
+"""Tests for resnet_repro.data (small, stream, decode, digits): in-memory small-image data sets (digits, a fake CIFAR-10 in the real
 on-disk format, image folders), the batch augmentations, and the streamed ImageNet-style path."""
 
 import hashlib
@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from resnet_repro.data import sets as D
+from resnet_repro.data import decode, stream
+from resnet_repro.data import digits as data_digits
+from resnet_repro.data import small as data_small
 from resnet_repro.errors import ReproError
 
 DIGIT_CLASSES = [str(c) for c in range(10)]
@@ -23,13 +25,13 @@ DIGIT_CLASSES = [str(c) for c in range(10)]
 
 @pytest.fixture(scope="module")
 def digits():
-    return D.load_small("digits")
+    return data_small.load_small("digits")
 
 
 @pytest.fixture(scope="module")
 def digits_folder(tmp_path_factory):
     """The digits data set written as train/ and val/ class folders of 16x16 PNGs."""
-    return D.make_digits_imagefolder(tmp_path_factory.mktemp("digits_if"), size=16)
+    return data_digits.make_digits_imagefolder(tmp_path_factory.mktemp("digits_if"), size=16)
 
 
 def _write_png(path, array):
@@ -71,7 +73,7 @@ def test_digits_shapes_labels_and_values(digits):
 
 
 def test_digits_split_is_deterministic_and_disjoint_from_sklearn(digits):
-    again = D.load_small("digits")
+    again = data_small.load_small("digits")
     for a, b in (
         (digits.train_x, again.train_x),
         (digits.train_y, again.train_y),
@@ -96,19 +98,21 @@ def test_digits_cache_gives_sklearns_split_and_is_remade_when_damaged(tmp_path, 
     import sys
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    cache = D.digits_cache(0.25, 0)
+    cache = data_digits.digits_cache(0.25, 0)
     assert cache.parent == tmp_path / "resnet-repro"
-    fresh = D.load_digits_arrays()  # no cache yet: scikit-learn's split, then kept
+    fresh = data_digits.load_digits_arrays()  # no cache yet: scikit-learn's split, then kept
     assert cache.is_file()
-    for a, b in zip(fresh[:4], D.load_digits_arrays()[:4]):
+    for a, b in zip(fresh[:4], data_digits.load_digits_arrays()[:4]):
         assert a.dtype == b.dtype and np.array_equal(a, b)
     cache.write_bytes(cache.read_bytes()[:100])  # cut short
-    for a, b in zip(fresh[:4], D.load_digits_arrays()[:4]):
+    for a, b in zip(fresh[:4], data_digits.load_digits_arrays()[:4]):
         assert np.array_equal(a, b)
-    code = "import sys; from resnet_repro.data import sets; sets.load_digits_arrays(); print('sklearn' in sys.modules)"
+    code = (
+        "import sys; from resnet_repro.data import digits; digits.load_digits_arrays(); print('sklearn' in sys.modules)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr[-2000:]
-    assert D.digits_cache(0.2, 0) != cache  # another split, another file
+    assert data_digits.digits_cache(0.2, 0) != cache  # another split, another file
 
 
 def test_tensordata_to_keeps_everything(digits):
@@ -118,7 +122,7 @@ def test_tensordata_to_keeps_everything(digits):
 
 
 def test_digits_image_size_resizes(digits):
-    big = D.load_small("digits", image_size=32)
+    big = data_small.load_small("digits", image_size=32)
     assert big.train_x.shape == (1347, 3, 32, 32) and big.test_x.shape == (450, 3, 32, 32)
     assert big.train_x.dtype == torch.uint8
     assert torch.equal(big.train_y, digits.train_y) and torch.equal(big.test_y, digits.test_y)
@@ -135,12 +139,12 @@ def test_digits_image_size_resizes(digits):
     )
     assert torch.equal(big.test_x, ref)
     # image_size equal to the native size changes nothing
-    same = D.load_small("digits", image_size=8)
+    same = data_small.load_small("digits", image_size=8)
     assert torch.equal(same.train_x, digits.train_x)
 
 
 def test_digits_val_split_carves_validation_out_of_train(digits):
-    held = D.load_small("digits", val_split=300, split_seed=3)
+    held = data_small.load_small("digits", val_split=300, split_seed=3)
     assert held.test_split == "val"
     assert held.test_x.shape == (300, 3, 8, 8) and held.test_y.shape == (300,)
     assert held.train_x.shape == (1347 - 300, 3, 8, 8) and held.train_y.shape == (1047,)
@@ -156,26 +160,26 @@ def test_digits_val_split_carves_validation_out_of_train(digits):
         lookup.setdefault(img.numpy().tobytes(), set()).add(int(l))
     assert all(int(l) in lookup[img.numpy().tobytes()] for img, l in zip(held.test_x, held.test_y))
     # same seed -> same split; another seed -> another split
-    again = D.load_small("digits", val_split=300, split_seed=3)
+    again = data_small.load_small("digits", val_split=300, split_seed=3)
     assert torch.equal(again.test_x, held.test_x) and torch.equal(again.train_y, held.train_y)
-    other = D.load_small("digits", val_split=300, split_seed=4)
+    other = data_small.load_small("digits", val_split=300, split_seed=4)
     assert not torch.equal(other.test_x, held.test_x)
     # works together with resizing
-    both = D.load_small("digits", val_split=300, split_seed=3, image_size=16)
+    both = data_small.load_small("digits", val_split=300, split_seed=3, image_size=16)
     assert both.test_x.shape == (300, 3, 16, 16) and torch.equal(both.test_y, held.test_y)
 
 
 @pytest.mark.parametrize("bad", [-1, 1347, 5000])
 def test_digits_bad_val_split_raises(bad):
     with pytest.raises(ReproError, match="val_split"):
-        D.load_small("digits", val_split=bad)
+        data_small.load_small("digits", val_split=bad)
 
 
 def test_unknown_small_kind_and_imagefolder_without_root():
     with pytest.raises(ReproError, match="unknown small-image dataset kind"):
-        D.load_small("mnist")
+        data_small.load_small("mnist")
     with pytest.raises(ReproError, match="needs a root"):
-        D.load_small("imagefolder")
+        data_small.load_small("imagefolder")
 
 
 # ---------------------------------------------------------------- pad_crop_flip
@@ -197,15 +201,15 @@ def _all_augmentations(x, pad):
 def test_pad_crop_flip_shape_and_identity():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(7, 3, 12, 10, generator=g)
-    out = D.pad_crop_flip(x, 4, torch.Generator().manual_seed(1))
+    out = data_small.pad_crop_flip(x, 4, torch.Generator().manual_seed(1))
     assert out.shape == x.shape and out.dtype == x.dtype
-    assert torch.equal(D.pad_crop_flip(x, 0, torch.Generator().manual_seed(1), flip=False), x)
+    assert torch.equal(data_small.pad_crop_flip(x, 0, torch.Generator().manual_seed(1), flip=False), x)
 
 
 def test_pad_crop_flip_outputs_are_padded_crops_brute_force():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(12, 3, 16, 16, generator=g) + 0.5  # no zeros inside the images
-    out = D.pad_crop_flip(x, 4, torch.Generator().manual_seed(5))
+    out = data_small.pad_crop_flip(x, 4, torch.Generator().manual_seed(5))
     found = []
     for i in range(len(x)):
         matches = [k for k, v in _all_augmentations(x[i], 4).items() if torch.equal(v, out[i])]
@@ -213,7 +217,7 @@ def test_pad_crop_flip_outputs_are_padded_crops_brute_force():
         found.append(matches[0])
     assert len(set(found)) > 3  # the shifts really are random
     # without flips, no output is a (non-trivial) flip
-    out = D.pad_crop_flip(x, 4, torch.Generator().manual_seed(6), flip=False)
+    out = data_small.pad_crop_flip(x, 4, torch.Generator().manual_seed(6), flip=False)
     for i in range(len(x)):
         matches = [k for k, v in _all_augmentations(x[i], 4).items() if torch.equal(v, out[i])]
         assert len(matches) == 1 and matches[0][2] is False
@@ -241,7 +245,7 @@ def _read_shift_flip(out):
 def test_pad_crop_flip_shift_and_flip_distribution():
     n, pad = 4000, 4
     x = _marker_batch(n, 32, 32)
-    out = D.pad_crop_flip(x, pad, torch.Generator().manual_seed(0))
+    out = data_small.pad_crop_flip(x, pad, torch.Generator().manual_seed(0))
     sy, sx, flipped = _read_shift_flip(out)
     # the readout is consistent: recomputing each crop from its read-off parameters reproduces it
     padded = F.pad(x[:50], (pad,) * 4)
@@ -260,23 +264,25 @@ def test_pad_crop_flip_shift_and_flip_distribution():
     # the flip is independent of the shift
     assert abs(flipped[sx > 0].float().mean().item() - flipped[sx < 0].float().mean().item()) < 0.08
     # flip=False never flips, but still shifts
-    sy2, sx2, flipped2 = _read_shift_flip(D.pad_crop_flip(x[:500], pad, torch.Generator().manual_seed(1), flip=False))
+    sy2, sx2, flipped2 = _read_shift_flip(
+        data_small.pad_crop_flip(x[:500], pad, torch.Generator().manual_seed(1), flip=False)
+    )
     assert not flipped2.any() and len(set(sx2.tolist())) == 9
     # pad=0 with flips only flips
-    sy3, sx3, flipped3 = _read_shift_flip(D.pad_crop_flip(x[:500], 0, torch.Generator().manual_seed(2)))
+    sy3, sx3, flipped3 = _read_shift_flip(data_small.pad_crop_flip(x[:500], 0, torch.Generator().manual_seed(2)))
     assert (sy3 == 0).all() and (sx3 == 0).all() and 0.4 < flipped3.float().mean() < 0.6
 
 
 def test_pad_crop_flip_seeded():
     x = torch.randn(64, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    a = D.pad_crop_flip(x, 4, torch.Generator().manual_seed(7))
-    b = D.pad_crop_flip(x, 4, torch.Generator().manual_seed(7))
-    c = D.pad_crop_flip(x, 4, torch.Generator().manual_seed(8))
+    a = data_small.pad_crop_flip(x, 4, torch.Generator().manual_seed(7))
+    b = data_small.pad_crop_flip(x, 4, torch.Generator().manual_seed(7))
+    c = data_small.pad_crop_flip(x, 4, torch.Generator().manual_seed(8))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     # the generator advances: two calls on one generator differ
     g = torch.Generator().manual_seed(7)
-    assert not torch.equal(D.pad_crop_flip(x, 4, g), D.pad_crop_flip(x, 4, g))
+    assert not torch.equal(data_small.pad_crop_flip(x, 4, g), data_small.pad_crop_flip(x, 4, g))
     # the input is not modified
     assert torch.equal(x, torch.randn(64, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
 
@@ -286,30 +292,30 @@ def test_pad_crop_flip_seeded():
 
 def test_pixel_mean_and_normalize(digits):
     x = digits.train_x
-    mean = D.pixel_mean(x, batch=100)  # 1347 is not a multiple of the batch
+    mean = data_small.pixel_mean(x, batch=100)  # 1347 is not a multiple of the batch
     assert mean.shape == (3, 8, 8) and mean.dtype == torch.float32
     assert torch.allclose(mean, x.double().mean(0).float() / 255, atol=1e-6)
-    assert torch.allclose(mean, D.pixel_mean(x), atol=1e-7)
+    assert torch.allclose(mean, data_small.pixel_mean(x), atol=1e-7)
     assert 0 <= mean.min() and mean.max() <= 1
-    z = D.normalize(x, mean)
+    z = data_small.normalize(x, mean)
     assert z.dtype == torch.float32 and z.shape == x.shape
     assert z.mean(0).abs().max() < 1e-5  # ~0 at every pixel
     assert torch.allclose(z, x.float() / 255 - mean, atol=1e-6)
     assert x.dtype == torch.uint8  # input untouched
     # the test set is normalised with the training mean, so its mean is not exactly zero
-    assert D.normalize(digits.test_x, mean).mean(0).abs().max() > 1e-4
+    assert data_small.normalize(digits.test_x, mean).mean(0).abs().max() > 1e-4
 
 
 def test_normalize_resizes_mean_for_other_input_sizes():
     x = torch.randint(0, 256, (4, 3, 16, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     const = torch.tensor([0.2, 0.5, 0.7])[:, None, None].expand(3, 8, 8).contiguous()
-    z = D.normalize(x, const)
+    z = data_small.normalize(x, const)
     assert z.shape == (4, 3, 16, 12)
     assert torch.allclose(z, x.float() / 255 - torch.tensor([0.2, 0.5, 0.7])[:, None, None], atol=1e-6)
     # a non-constant mean is bilinearly resized to the input's size
     mean = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(1))
     ref = F.interpolate(mean[None], size=(16, 12), mode="bilinear", align_corners=False)[0]
-    assert torch.allclose(D.normalize(x, mean), x.float() / 255 - ref, atol=1e-6)
+    assert torch.allclose(data_small.normalize(x, mean), x.float() / 255 - ref, atol=1e-6)
 
 
 # ---------------------------------------------------------------- flip_and_lighting
@@ -317,13 +323,13 @@ def test_normalize_resizes_mean_for_other_input_sizes():
 
 def test_flip_and_lighting_identity():
     x = torch.randn(5, 3, 6, 7)
-    assert torch.equal(D.flip_and_lighting(x, torch.Generator().manual_seed(0), flip=False, lighting_std=0), x)
+    assert torch.equal(stream.flip_and_lighting(x, torch.Generator().manual_seed(0), flip=False, lighting_std=0), x)
 
 
 def test_lighting_is_a_per_image_constant_rgb_offset():
     n = 3000
     x = torch.randn(n, 3, 4, 5, generator=torch.Generator().manual_seed(0))
-    out = D.flip_and_lighting(x, torch.Generator().manual_seed(1), flip=False, lighting_std=0.1)
+    out = stream.flip_and_lighting(x, torch.Generator().manual_seed(1), flip=False, lighting_std=0.1)
     diff = out - x
     offset = diff[:, :, :1, :1]
     assert torch.allclose(diff, offset.expand_as(diff), atol=1e-6)  # same RGB offset at every pixel
@@ -331,21 +337,21 @@ def test_lighting_is_a_per_image_constant_rgb_offset():
     assert (offset.abs().sum(1) > 0).all()
     assert len(set(offset[:, 0].tolist())) > n // 2  # differs between images
     # the offset is AlexNet's PCA noise: eigvec @ (alpha * eigval) with alpha ~ N(0, 0.1)
-    alpha = torch.linalg.solve(D.PCA_EIGVEC, offset.T).T / D.PCA_EIGVAL
+    alpha = torch.linalg.solve(stream.PCA_EIGVEC, offset.T).T / stream.PCA_EIGVAL
     assert torch.allclose(alpha.std(0), torch.full((3,), 0.1), rtol=0.08)
     assert alpha.mean(0).abs().max() < 0.01
     # per-channel spread: std_i = 0.1 * sqrt(sum_j (eigvec_ij * eigval_j)^2), ~0.0126 in [0, 1] units
-    expected = 0.1 * (D.PCA_EIGVEC * D.PCA_EIGVAL).pow(2).sum(1).sqrt()
+    expected = 0.1 * (stream.PCA_EIGVEC * stream.PCA_EIGVAL).pow(2).sum(1).sqrt()
     assert torch.allclose(offset.std(0), expected, rtol=0.08)
     assert ((expected > 0.012) & (expected < 0.013)).all()
     # seeded
-    again = D.flip_and_lighting(x, torch.Generator().manual_seed(1), flip=False, lighting_std=0.1)
+    again = stream.flip_and_lighting(x, torch.Generator().manual_seed(1), flip=False, lighting_std=0.1)
     assert torch.equal(again, out)
 
 
 def test_flip_and_lighting_flips_half():
     x = torch.randn(2000, 3, 4, 5, generator=torch.Generator().manual_seed(0))
-    out = D.flip_and_lighting(x, torch.Generator().manual_seed(2), flip=True, lighting_std=0)
+    out = stream.flip_and_lighting(x, torch.Generator().manual_seed(2), flip=True, lighting_std=0)
     same = (out == x).flatten(1).all(1)
     flipped = (out == x.flip(3)).flatten(1).all(1)
     assert (same ^ flipped).all()  # each image is either untouched or mirrored
@@ -422,7 +428,7 @@ def test_cifar10_missing_raises_one_line_error(tmp_path, exists):
     if exists:
         root.mkdir()
     with pytest.raises(ReproError) as e:
-        D.load_small("cifar10", root=root)
+        data_small.load_small("cifar10", root=root)
     msg = str(e.value)
     assert "\n" not in msg
     assert "cifar-10-python.tar.gz" in msg and str(root) in msg
@@ -433,19 +439,19 @@ def test_cifar10_fake_batches_load(tmp_path, monkeypatch):
     folder, batches = _write_fake_cifar(tmp_path)
     # the real MD5s do not match the fake files: reported as not found/corrupt
     with pytest.raises(ReproError, match="cifar-10-python.tar.gz"):
-        D.load_small("cifar10", root=tmp_path)
+        data_small.load_small("cifar10", root=tmp_path)
     _patch_cifar_md5(monkeypatch, folder)
-    d = D.load_small("cifar10", root=tmp_path)
+    d = data_small.load_small("cifar10", root=tmp_path)
     _check_fake_cifar(d, batches)
-    d2 = D.load_small("cifar10", root=str(tmp_path))
+    d2 = data_small.load_small("cifar10", root=str(tmp_path))
     assert torch.equal(d2.train_x, d.train_x)
 
 
 def test_cifar10_fake_val_split(tmp_path, monkeypatch):
     folder, batches = _write_fake_cifar(tmp_path)
     _patch_cifar_md5(monkeypatch, folder)
-    full = D.load_small("cifar10", root=tmp_path)
-    held = D.load_small("cifar10", root=tmp_path, val_split=10, split_seed=0)  # 90/10, as 45k/5k
+    full = data_small.load_small("cifar10", root=tmp_path)
+    held = data_small.load_small("cifar10", root=tmp_path, val_split=10, split_seed=0)  # 90/10, as 45k/5k
     assert held.test_split == "val"
     assert held.train_x.shape == (90, 3, 32, 32) and held.test_x.shape == (10, 3, 32, 32)
     # random images are all distinct: val and train are disjoint and together the training set
@@ -457,9 +463,11 @@ def test_cifar10_fake_val_split(tmp_path, monkeypatch):
     label_of = {key(i): int(l) for i, l in zip(full.train_x, full.train_y)}
     assert all(label_of[key(i)] == int(l) for i, l in zip(held.test_x, held.test_y))
     assert all(label_of[key(i)] == int(l) for i, l in zip(held.train_x, held.train_y))
-    again = D.load_small("cifar10", root=tmp_path, val_split=10, split_seed=0)
+    again = data_small.load_small("cifar10", root=tmp_path, val_split=10, split_seed=0)
     assert torch.equal(again.test_x, held.test_x)
-    assert not torch.equal(D.load_small("cifar10", root=tmp_path, val_split=10, split_seed=1).test_x, held.test_x)
+    assert not torch.equal(
+        data_small.load_small("cifar10", root=tmp_path, val_split=10, split_seed=1).test_x, held.test_x
+    )
 
 
 def _make_archive(tmp_path):
@@ -477,20 +485,20 @@ def test_cifar10_archive_is_extracted_and_loaded(tmp_path, monkeypatch):
     root, archive, folder, batches = _make_archive(tmp_path)
     _patch_cifar_md5(monkeypatch, folder, archive)
     assert not (root / "cifar-10-batches-py").exists()
-    d = D.load_small("cifar10", root=root)
+    d = data_small.load_small("cifar10", root=root)
     _check_fake_cifar(d, batches)
     for name in CIFAR_FILES + ["batches.meta"]:
         assert (root / "cifar-10-batches-py" / name).read_bytes() == (folder / name).read_bytes()
     # once extracted, the archive is no longer needed
     archive.unlink()
-    _check_fake_cifar(D.load_small("cifar10", root=root), batches)
+    _check_fake_cifar(data_small.load_small("cifar10", root=root), batches)
 
 
 def test_cifar10_archive_md5_mismatch_is_corrupt(tmp_path, monkeypatch):
     root, archive, folder, _ = _make_archive(tmp_path)
     _patch_cifar_md5(monkeypatch, folder)  # tgz_md5 stays the real one: the fake archive does not match
     with pytest.raises(ReproError, match="corrupt") as e:
-        D.load_small("cifar10", root=root)
+        data_small.load_small("cifar10", root=root)
     assert str(archive) in str(e.value) and "\n" not in str(e.value)
     assert not (root / "cifar-10-batches-py").exists()
 
@@ -500,7 +508,7 @@ def test_cifar10_garbage_archive_is_corrupt(tmp_path):
     root.mkdir()
     (root / "cifar-10-python.tar.gz").write_bytes(b"this is not a gzip file" * 100)
     with pytest.raises(ReproError, match="corrupt") as e:
-        D.load_small("cifar10", root=root)
+        data_small.load_small("cifar10", root=root)
     assert "cifar-10-python.tar.gz" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -512,14 +520,14 @@ def test_cifar10_archive_with_wrong_content_is_reported(tmp_path, monkeypatch):
 
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", "0" * 32]])
     with pytest.raises(ReproError, match="cifar-10-python.tar.gz"):
-        D.load_small("cifar10", root=root)
+        data_small.load_small("cifar10", root=root)
 
 
 # ---------------------------------------------------------------- image folders, in memory
 
 
 def test_imagefolder_in_memory(digits, digits_folder):
-    d = D.load_small("imagefolder", digits_folder)
+    d = data_small.load_small("imagefolder", digits_folder)
     assert d.classes == DIGIT_CLASSES and d.test_split == "test"
     assert d.train_x.shape == (len(digits.train_x), 3, 16, 16) and d.train_x.dtype == torch.uint8
     assert d.test_x.shape == (len(digits.test_x), 3, 16, 16)
@@ -535,7 +543,7 @@ def test_imagefolder_in_memory(digits, digits_folder):
 
 
 def test_imagefolder_image_size(digits, digits_folder):
-    d = D.load_small("imagefolder", digits_folder, image_size=8, val_split=100)
+    d = data_small.load_small("imagefolder", digits_folder, image_size=8, val_split=100)
     assert d.train_x.shape == (len(digits.train_x) - 100, 3, 8, 8) and d.test_x.shape == (100, 3, 8, 8)
     assert d.test_split == "val"
 
@@ -547,27 +555,27 @@ def test_imagefolder_missing_val_and_other_errors(tmp_path):
         _write_png(root / "train" / "a" / f"{i}.png", _rand_image(rng, 6, 6))
         _write_png(root / "train" / "b" / f"{i}.png", _rand_image(rng, 6, 6))
     with pytest.raises(ReproError, match="val/"):
-        D.load_small("imagefolder", root)
+        data_small.load_small("imagefolder", root)
     # val/ without images
     (root / "val" / "a").mkdir(parents=True)
     with pytest.raises(ReproError, match="no images"):
-        D.load_small("imagefolder", root)
+        data_small.load_small("imagefolder", root)
     # non-image files are ignored; a class missing from val/ is fine
     _write_png(root / "val" / "a" / "0.png", _rand_image(rng, 6, 6))
     (root / "val" / "a" / "notes.txt").write_text("not an image")
-    d = D.load_small("imagefolder", root)
+    d = data_small.load_small("imagefolder", root)
     assert d.classes == ["a", "b"] and d.train_y.tolist() == [0, 0, 1, 1] and d.test_y.tolist() == [0]
     # images of different sizes need image_size
     _write_png(root / "train" / "b" / "big.png", _rand_image(rng, 9, 7))
     with pytest.raises(ReproError, match="differ in size"):
-        D.load_small("imagefolder", root)
-    assert D.load_small("imagefolder", root, image_size=5).train_x.shape == (5, 3, 5, 5)
+        data_small.load_small("imagefolder", root)
+    assert data_small.load_small("imagefolder", root, image_size=5).train_x.shape == (5, 3, 5, 5)
     # train/ with no class folders
     empty = tmp_path / "empty"
     (empty / "train").mkdir(parents=True)
     (empty / "val").mkdir()
     with pytest.raises(ReproError, match="no class folders"):
-        D.load_small("imagefolder", empty)
+        data_small.load_small("imagefolder", empty)
 
 
 # ---------------------------------------------------------------- streaming
@@ -577,13 +585,13 @@ def test_stream_imagefolder_and_plain_imagenet(digits, digits_folder):
     from torchvision.datasets import ImageFolder, ImageNet
 
     for kind in ("imagefolder", "imagenet"):
-        train, val = D.stream_datasets(kind, digits_folder)
+        train, val = stream.stream_datasets(kind, digits_folder)
         assert isinstance(train, ImageFolder) and not isinstance(train, ImageNet)
         assert train.classes == val.classes == DIGIT_CLASSES
         assert len(train) == len(digits.train_x) and len(val) == len(digits.test_x)
         img, label = val[0]
         assert isinstance(img, Image.Image) and img.size == (16, 16) and label == 0
-    train, _ = D.stream_datasets("imagefolder", str(digits_folder))
+    train, _ = stream.stream_datasets("imagefolder", str(digits_folder))
     assert len(train) == len(digits.train_x)
 
 
@@ -605,7 +613,7 @@ def test_stream_imagenet_parsed_archive_layout(tmp_path):
             _write_png(tmp_path / "val" / w / f"ILSVRC2012_val_{len(val_wnids):08d}.png", _rand_image(rng, 10, 12))
             val_wnids.append(w)
     torch.save((wnid_to_classes, val_wnids), tmp_path / "meta.bin")
-    train, val = D.stream_datasets("imagenet", tmp_path)
+    train, val = stream.stream_datasets("imagenet", tmp_path)
     assert isinstance(train, ImageNet) and isinstance(val, ImageNet)
     assert train.wnids == val.wnids == wnids
     assert train.classes == val.classes == [wnid_to_classes[w] for w in wnids]
@@ -616,33 +624,33 @@ def test_stream_imagenet_parsed_archive_layout(tmp_path):
     assert isinstance(img, Image.Image) and img.size == (12, 10) and label == 2
     # the same folders without meta.bin are a plain image folder, classes are the wnids
     (tmp_path / "meta.bin").unlink()
-    train, _ = D.stream_datasets("imagenet", tmp_path)
+    train, _ = stream.stream_datasets("imagenet", tmp_path)
     assert not isinstance(train, ImageNet) and train.classes == wnids
 
 
 def test_stream_imagenet_bad_devkit_is_reported(tmp_path):
     (tmp_path / "ILSVRC2012_devkit_t12.tar.gz").write_bytes(b"garbage")
     with pytest.raises(ReproError, match="ImageNet under"):
-        D.stream_datasets("imagenet", tmp_path)
+        stream.stream_datasets("imagenet", tmp_path)
 
 
 def test_stream_errors(tmp_path):
     with pytest.raises(ReproError, match="not a directory"):
-        D.stream_datasets("imagenet", tmp_path / "missing")
+        stream.stream_datasets("imagenet", tmp_path / "missing")
     with pytest.raises(ReproError, match="not a directory"):
-        D.stream_datasets("imagefolder", None)
+        stream.stream_datasets("imagefolder", None)
     (tmp_path / "file").write_text("x")
     with pytest.raises(ReproError, match="not a directory"):
-        D.stream_datasets("imagefolder", tmp_path / "file")
+        stream.stream_datasets("imagefolder", tmp_path / "file")
     with pytest.raises(ReproError, match="cannot be streamed"):
-        D.stream_datasets("cifar10", tmp_path)
+        stream.stream_datasets("cifar10", tmp_path)
     rng = np.random.default_rng(0)
     _write_png(tmp_path / "r" / "train" / "a" / "0.png", _rand_image(rng, 4, 4))
     with pytest.raises(ReproError, match="val/"):
-        D.stream_datasets("imagefolder", tmp_path / "r")
+        stream.stream_datasets("imagefolder", tmp_path / "r")
     _write_png(tmp_path / "r" / "val" / "b" / "0.png", _rand_image(rng, 4, 4))
     with pytest.raises(ReproError, match="different class folders"):
-        D.stream_datasets("imagefolder", tmp_path / "r")
+        stream.stream_datasets("imagefolder", tmp_path / "r")
 
 
 # ---------------------------------------------------------------- transforms and sampler
@@ -671,7 +679,7 @@ def test_train_transform_is_a_crop_of_a_random_rescale():
         }
         for s in range(20, 29)
     }
-    t = D.train_transform(scale=(20, 28), crop=16)
+    t = stream.train_transform(scale=(20, 28), crop=16)
     torch.manual_seed(0)
     scales = set()
     for _ in range(40):
@@ -683,9 +691,9 @@ def test_train_transform_is_a_crop_of_a_random_rescale():
     assert len(scales) >= 4
     # non-square images and images smaller than the crop (padded) give the same shape
     for h, w in ((40, 25), (12, 30), (6, 6)):
-        out = D.train_transform(scale=(20, 28), crop=16)(_pil(rng, h, w))
+        out = stream.train_transform(scale=(20, 28), crop=16)(_pil(rng, h, w))
         assert out.shape == (3, 16, 16) and out.dtype == torch.uint8
-    out = D.train_transform(scale=(8, 10), crop=16)(_pil(rng, 20, 20))
+    out = stream.train_transform(scale=(8, 10), crop=16)(_pil(rng, 20, 20))
     assert out.shape == (3, 16, 16)
 
 
@@ -697,11 +705,11 @@ def test_eval_transform_center_and_tencrop():
     resized = TF.resize(TF.pil_to_tensor(img), 20, antialias=True)
     assert min(resized.shape[1:]) == 20
     h, w = resized.shape[1:]
-    center = D.eval_transform("center", test_size=20, crop=16)(img)
+    center = stream.eval_transform("center", test_size=20, crop=16)(img)
     assert center.shape == (3, 16, 16) and center.dtype == torch.uint8
     top, left = int(round((h - 16) / 2)), int(round((w - 16) / 2))
     assert torch.equal(center, resized[:, top : top + 16, left : left + 16])
-    ten = D.eval_transform("tencrop", test_size=20, crop=16)(img)
+    ten = stream.eval_transform("tencrop", test_size=20, crop=16)(img)
     assert isinstance(ten, torch.Tensor) and ten.shape == (10, 3, 16, 16) and ten.dtype == torch.uint8
     assert torch.equal(ten[0], resized[:, :16, :16])
     assert torch.equal(ten[1], resized[:, :16, -16:])
@@ -714,7 +722,7 @@ def test_eval_transform_center_and_tencrop():
         assert torch.equal(ten[5 + k], ten[j].flip(2))
     assert len({ten[k].numpy().tobytes() for k in range(10)}) == 10
     # batched by a DataLoader as evaluate.py does: (B, 10, 3, crop, crop)
-    ds = D.Transformed([(img, 1), (_pil(rng, 22, 40), 2)], D.eval_transform("tencrop", test_size=20, crop=16))
+    ds = stream.Transformed([(img, 1), (_pil(rng, 22, 40), 2)], stream.eval_transform("tencrop", test_size=20, crop=16))
     x, y = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
     assert x.shape == (2, 10, 3, 16, 16) and y.tolist() == [1, 2]
 
@@ -722,49 +730,49 @@ def test_eval_transform_center_and_tencrop():
 def test_eval_transform_full_and_unknown_view():
     rng = np.random.default_rng(2)
     for h, w in ((30, 25), (20, 50), (24, 24)):
-        out = D.eval_transform("full", scale=24)(_pil(rng, h, w))
+        out = stream.eval_transform("full", scale=24)(_pil(rng, h, w))
         assert out.dtype == torch.uint8 and out.shape[0] == 3
         assert min(out.shape[1:]) == 24
         assert abs(out.shape[1] / out.shape[2] - h / w) < 0.05  # aspect ratio kept, no crop
     with pytest.raises(ReproError, match="unknown view"):
-        D.eval_transform("fivecrop")
+        stream.eval_transform("fivecrop")
 
 
 def test_transformed_converts_to_rgb():
     grey = Image.fromarray(np.full((8, 8), 77, dtype=np.uint8))  # mode "L"
-    ds = D.Transformed([(grey, 4)], D.eval_transform("center", test_size=8, crop=8))
+    ds = stream.Transformed([(grey, 4)], stream.eval_transform("center", test_size=8, crop=8))
     x, y = ds[0]
     assert len(ds) == 1 and y == 4 and x.shape == (3, 8, 8) and (x == 77).all()
 
 
 def test_stream_pixel_mean(digits_folder):
-    train, _ = D.stream_datasets("imagefolder", digits_folder)
-    mean = D.stream_pixel_mean(train, test_size=16, crop=12)
+    train, _ = stream.stream_datasets("imagefolder", digits_folder)
+    mean = stream.stream_pixel_mean(train, test_size=16, crop=12)
     assert mean.shape == (3, 12, 12) and mean.dtype == torch.float32
     assert 0 <= mean.min() and mean.max() <= 1
     # all 1347 images (< max_images): the centre 12x12 of the in-memory per-pixel mean
-    mem = D.load_small("imagefolder", digits_folder)
-    assert torch.allclose(mean, D.pixel_mean(mem.train_x)[:, 2:14, 2:14], atol=1e-5)
+    mem = data_small.load_small("imagefolder", digits_folder)
+    assert torch.allclose(mean, data_small.pixel_mean(mem.train_x)[:, 2:14, 2:14], atol=1e-5)
     # a seeded sample
-    small = D.stream_pixel_mean(train, test_size=16, crop=12, max_images=50, seed=3)
+    small = stream.stream_pixel_mean(train, test_size=16, crop=12, max_images=50, seed=3)
     assert small.shape == (3, 12, 12) and not torch.allclose(small, mean, atol=1e-3)
-    assert torch.equal(small, D.stream_pixel_mean(train, test_size=16, crop=12, max_images=50, seed=3))
+    assert torch.equal(small, stream.stream_pixel_mean(train, test_size=16, crop=12, max_images=50, seed=3))
 
 
 def test_epoch_sampler():
     n = 100
-    s = D.EpochSampler(n, seed=3, epoch=0)
+    s = stream.EpochSampler(n, seed=3, epoch=0)
     a = list(s)
     assert len(s) == n and sorted(a) == list(range(n)) and a != list(range(n))
-    assert list(D.EpochSampler(n, seed=3, epoch=0)) == a  # reproducible
-    b = list(D.EpochSampler(n, seed=3, epoch=1))
+    assert list(stream.EpochSampler(n, seed=3, epoch=0)) == a  # reproducible
+    b = list(stream.EpochSampler(n, seed=3, epoch=1))
     assert sorted(b) == list(range(n)) and b != a
-    assert list(D.EpochSampler(n, seed=4, epoch=0)) != a
+    assert list(stream.EpochSampler(n, seed=4, epoch=0)) != a
     for k in (0, 1, 37, 99, 100):
-        r = D.EpochSampler(n, seed=3, epoch=1, start=k)
+        r = stream.EpochSampler(n, seed=3, epoch=1, start=k)
         assert list(r) == b[k:] and len(r) == n - k
     # usable as a DataLoader sampler: a resumed epoch sees the rest of the same order
-    loader = torch.utils.data.DataLoader(list(range(n)), batch_size=10, sampler=D.EpochSampler(n, 3, 1, start=40))
+    loader = torch.utils.data.DataLoader(list(range(n)), batch_size=10, sampler=stream.EpochSampler(n, 3, 1, start=40))
     assert torch.cat(list(loader)).tolist() == b[40:]
 
 
@@ -773,20 +781,20 @@ def test_epoch_sampler():
 
 @pytest.fixture(scope="module")
 def jpeg_folder(tmp_path_factory):
-    return D.make_digits_imagefolder(tmp_path_factory.mktemp("digits_jpg"), size=40, fmt="jpg")
+    return data_digits.make_digits_imagefolder(tmp_path_factory.mktemp("digits_jpg"), size=40, fmt="jpg")
 
 
 def test_decode_where(jpeg_folder, digits_folder):
-    jpegs, _ = D.stream_datasets("imagefolder", jpeg_folder)
-    pngs, _ = D.stream_datasets("imagefolder", digits_folder)
+    jpegs, _ = stream.stream_datasets("imagefolder", jpeg_folder)
+    pngs, _ = stream.stream_datasets("imagefolder", digits_folder)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
-    assert D.decode_where("auto", jpegs, cuda) == "device"
-    assert D.decode_where("auto", jpegs, cpu) == "workers"
-    assert D.decode_where("auto", pngs, cuda) == "workers"  # nvJPEG decodes JPEG only
-    assert D.decode_where("device", jpegs, cpu) == "device"
-    assert D.decode_where("workers", jpegs, cuda) == "workers"
+    assert decode.decode_where("auto", jpegs, cuda) == "device"
+    assert decode.decode_where("auto", jpegs, cpu) == "workers"
+    assert decode.decode_where("auto", pngs, cuda) == "workers"  # nvJPEG decodes JPEG only
+    assert decode.decode_where("device", jpegs, cpu) == "device"
+    assert decode.decode_where("workers", jpegs, cuda) == "workers"
     with pytest.raises(ReproError, match="needs JPEG files"):
-        D.decode_where("device", pngs, cpu)
+        decode.decode_where("device", pngs, cpu)
 
 
 def test_decode_on_device_matches_pil(jpeg_folder):
@@ -794,13 +802,13 @@ def test_decode_on_device_matches_pil(jpeg_folder):
     from torchvision.transforms.v2 import functional as TF
 
     ds = ImageFolder(str(jpeg_folder / "train"))
-    enc = D.EncodedImages(ds)
+    enc = decode.EncodedImages(ds)
     batch = [enc[i] for i in range(0, 400, 50)]
-    flat, lengths, labels = D.collate_encoded(batch)
+    flat, lengths, labels = decode.collate_encoded(batch)
     assert labels.tolist() == [ds.samples[i][1] for i in range(0, 400, 50)]
-    encoded = D.split_encoded(flat, lengths)
+    encoded = decode.split_encoded(flat, lengths)
     assert all(torch.equal(e, b[0]) for e, b in zip(encoded, batch))
-    images = D.decode_on_device(encoded, torch.device("cpu"))
+    images = decode.decode_on_device(encoded, torch.device("cpu"))
     for i, img in zip(range(0, 400, 50), images):
         ref = TF.pil_to_tensor(Image.open(ds.samples[i][0]).convert("RGB"))
         assert img.dtype == torch.uint8 and img.shape == ref.shape == (3, 40, 40)
@@ -813,8 +821,8 @@ def test_decode_on_device_falls_back_for_what_the_batch_decoder_refuses(tmp_path
     _write_png(tmp_path / "fake.JPEG", _rand_image(rng, 12, 10))
     Image.fromarray(_rand_image(rng, 9, 11)).save(tmp_path / "real.jpg")
     Image.fromarray(_rand_image(rng, 7, 5)).convert("CMYK").save(tmp_path / "cmyk.jpg")
-    files = [D.read_bytes(tmp_path / f) for f in ("real.jpg", "fake.JPEG", "cmyk.jpg")]
-    images = D.decode_on_device(files, torch.device("cpu"))
+    files = [decode.read_bytes(tmp_path / f) for f in ("real.jpg", "fake.JPEG", "cmyk.jpg")]
+    images = decode.decode_on_device(files, torch.device("cpu"))
     assert [tuple(i.shape) for i in images] == [(3, 9, 11), (3, 12, 10), (3, 7, 5)]
     assert all(i.dtype == torch.uint8 for i in images)
     assert torch.equal(images[1], torch.from_numpy(np.array(Image.open(tmp_path / "fake.JPEG"))).permute(2, 0, 1))
@@ -830,13 +838,13 @@ def test_decoding_uses_torchcodec_not_torchvision_io(jpeg_folder, monkeypatch):
 
     for name in ("read_file", "decode_jpeg", "decode_image", "decode_png", "read_image"):
         monkeypatch.setattr(torchvision.io, name, deprecated)
-    assert D.jpeg_decoder() == "torchcodec"
+    assert decode.jpeg_decoder() == "torchcodec"
     files = sorted((jpeg_folder / "train").rglob("*.jpg"))[:5]
-    ds = D.EncodedImages(type("Folder", (), {"samples": [(str(f), 0) for f in files]})())
+    ds = decode.EncodedImages(type("Folder", (), {"samples": [(str(f), 0) for f in files]})())
     encoded = [ds[i][0] for i in range(len(ds))]
-    images = D.decode_on_device(encoded, torch.device("cpu"))
-    monkeypatch.setattr(D, "jpeg_decoder", lambda: "pil")
-    via_pil = D.decode_on_device(encoded, torch.device("cpu"))
+    images = decode.decode_on_device(encoded, torch.device("cpu"))
+    monkeypatch.setattr(decode, "jpeg_decoder", lambda: "pil")
+    via_pil = decode.decode_on_device(encoded, torch.device("cpu"))
     for a, b in zip(images, via_pil):
         assert a.shape == b.shape and (a.int() - b.int()).abs().max() <= 1
 
@@ -845,17 +853,17 @@ def test_scale_crop_on_the_device():
     g = torch.Generator().manual_seed(0)
     img = torch.arange(3 * 20 * 30, dtype=torch.float32).reshape(3, 20, 30).to(torch.uint8)
     # shorter side already at the scale: no resize, so every crop is a window of the image
-    out = D.scale_crop([img] * 50, (20, 20), 16, g)
+    out = stream.scale_crop([img] * 50, (20, 20), 16, g)
     assert out.shape == (50, 3, 16, 16) and out.dtype == torch.uint8
     windows = {(y, x): img[:, y : y + 16, x : x + 16] for y in range(5) for x in range(15)}
     found = [next(k for k, w in windows.items() if torch.equal(w, o)) for o in out]
     assert len({k[0] for k in found}) > 2 and len({k[1] for k in found}) > 5  # the offsets vary
     # random shorter side in [24, 40]: resized (aspect kept) before the crop
     flat = torch.full((3, 20, 30), 200, dtype=torch.uint8)
-    out = D.scale_crop([flat] * 20, (24, 40), 24, g)
+    out = stream.scale_crop([flat] * 20, (24, 40), 24, g)
     assert out.shape == (20, 3, 24, 24) and (out == 200).all()
     # a crop larger than the scaled image is zero-padded, as RandomCrop(pad_if_needed=True) does
-    out = D.scale_crop([flat], (8, 8), 16, g)
+    out = stream.scale_crop([flat], (8, 8), 16, g)
     assert out.shape == (1, 3, 16, 16) and (out == 0).any() and (out == 200).any()
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_repro.data import sets as D
+from resnet_repro.data import small
 from resnet_repro.errors import ReproError
 from resnet_repro.evaluation.evaluate import load_checkpoint
 from resnet_repro.evaluation.responses import bn_after_3x3, layer_responses, responses_from_checkpoint
@@ -166,7 +166,7 @@ def direct_stds(model, images, mean, names, chunk=4, per_channel=False):
 def images():
     g = torch.Generator().manual_seed(7)
     x = torch.randint(0, 256, (11, 3, 16, 16), dtype=torch.uint8, generator=g)
-    return x, D.pixel_mean(x)
+    return x, small.pixel_mean(x)
 
 
 @pytest.mark.parametrize("name", ["resnet20", "plain20"])
@@ -305,7 +305,7 @@ def test_responses_from_checkpoint(checkpoint, tmp_path):
     stds = [float(r["std"]) for r in csv_rows]
     assert stds == pytest.approx([r["std"] for r in rows], rel=1e-12)
     # the std over the digits test split, with the checkpoint's mean
-    test_x = D.load_small("digits").test_x
+    test_x = small.load_small("digits").test_x
     assert len(test_x) == 450
     assert stds == pytest.approx(direct_stds(model, test_x, ckpt["mean"], names, chunk=500), rel=1e-5)
     per_channel = [float(r["std_per_channel"]) for r in csv_rows]
@@ -319,7 +319,7 @@ def test_responses_from_checkpoint_max_images(checkpoint, tmp_path):
     full = [r["std"] for r in responses_from_checkpoint(checkpoint, tmp_path / "a.csv", device="cpu")]
     part = [r["std"] for r in responses_from_checkpoint(checkpoint, tmp_path / "b.csv", device="cpu", max_images=40)]
     ckpt, model = load_checkpoint(checkpoint)
-    want = [r["std"] for r in layer_responses(model, D.load_small("digits").test_x[:40], ckpt["mean"], CPU)]
+    want = [r["std"] for r in layer_responses(model, small.load_small("digits").test_x[:40], ckpt["mean"], CPU)]
     assert part == pytest.approx(want, rel=1e-6)
     assert part != pytest.approx(full, rel=1e-4)
     assert len(read_csv(tmp_path / "b.csv")[1]) == 19

@@ -16,7 +16,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms import TenCrop
 from torchvision.transforms.v2 import functional as TF
 
-from resnet_repro.data import sets as D
+from resnet_repro.data import digits, small, stream
 from resnet_repro.errors import ReproError
 from resnet_repro.evaluation.evaluate import (
     ensemble,
@@ -69,7 +69,7 @@ def one_thread():
 def folder(tmp_path_factory):
     """The digits as a 24x24 ImageFolder, pruned to 12 training and 3 validation images per class
     so that training and every view stay fast."""
-    root = D.make_digits_imagefolder(tmp_path_factory.mktemp("digits24") / "folder", size=24)
+    root = digits.make_digits_imagefolder(tmp_path_factory.mktemp("digits24") / "folder", size=24)
     for split, keep in (("train", 12), ("val", 3)):
         for class_dir in (root / split).iterdir():
             for f in sorted(class_dir.iterdir())[keep:]:
@@ -401,7 +401,7 @@ def test_multiscale_subtracts_the_per_channel_mean_of_whole_images():
     assert len(model.inputs) == 2
     per_channel = mean.mean((1, 2))
     for s, x in zip((16, 24), model.inputs):
-        whole = D.eval_transform("full", scale=s)(img)
+        whole = stream.eval_transform("full", scale=s)(img)
         assert whole.shape == (3, s, s * 3 // 2)  # the whole image, shorter side s
         torch.testing.assert_close(x[0], whole.float() / 255 - per_channel[:, None, None], rtol=0, atol=1e-6)
 
@@ -414,8 +414,8 @@ def test_crop_views_subtract_the_per_pixel_mean():
     img = Image.fromarray(torch.randint(0, 256, (TEST_SIZE, 25, 3), dtype=torch.uint8, generator=g).numpy())
     mean = gradient_mean()
     for view, tf in (
-        ("center", D.eval_transform("center", TEST_SIZE, CROP)),
-        ("tencrop", D.eval_transform("tencrop", TEST_SIZE, CROP)),
+        ("center", stream.eval_transform("center", TEST_SIZE, CROP)),
+        ("tencrop", stream.eval_transform("tencrop", TEST_SIZE, CROP)),
     ):
         model = Recorder()
         predict_view(model, [(img, 0)], view, mean, CPU, workers=0, test_size=TEST_SIZE, crop=CROP)
@@ -450,7 +450,7 @@ def test_cifar_checkpoint_default_view(cifar_run, cifar_eval, cpu_kind):
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "scores-single.npz"]
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     v = metrics["views"]["single"]
-    td = D.load_small("digits")
+    td = small.load_small("digits")
     z = np.load(out / "scores-single.npz")
     np.testing.assert_array_equal(z["labels"], td.test_y.numpy())
     assert z["scores"].shape == (len(td.test_y), 10) and v["n"] == len(td.test_y) == 450

@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 from conftest import free_port
 
-from resnet_repro.data import sets as D
+from resnet_repro.data import small, stream
 from resnet_repro.models import ResNet, parse_model_name
 from resnet_repro.training import parallel
 from resnet_repro.training.batches import SmallBatches
@@ -57,7 +57,7 @@ def test_world_reads_torchruns_environment():
 def test_small_batches_split_one_batch_over_processes():
     """Without augmentation, the processes' slices put together are the single process's batch."""
     x = torch.randint(0, 256, (100, 3, 8, 8), dtype=torch.uint8)
-    data = D.TensorData(x, torch.arange(100), x[:10], torch.arange(10), [str(i) for i in range(10)], "test")
+    data = small.TensorData(x, torch.arange(100), x[:10], torch.arange(10), [str(i) for i in range(10)], "test")
     mean = torch.zeros(3, 8, 8)
     aug = {"pad": 0, "flip": False}
     one = SmallBatches(data, 32, mean, aug, torch.device("cpu"), seed=5)
@@ -73,11 +73,11 @@ def test_small_batches_split_one_batch_over_processes():
 
 def test_epoch_sampler_shards_cover_the_epoch_once():
     n, world = 103, 2
-    shards = [list(D.EpochSampler(n, seed=1, epoch=0, start=11, rank=r, world=world)) for r in range(world)]
-    single = list(D.EpochSampler(n, seed=1, epoch=0, start=11))
+    shards = [list(stream.EpochSampler(n, seed=1, epoch=0, start=11, rank=r, world=world)) for r in range(world)]
+    single = list(stream.EpochSampler(n, seed=1, epoch=0, start=11))
     assert len(shards[0]) == len(shards[1]) == (n - 11) // world  # every process makes as many batches
     assert [i for pair in zip(*shards) for i in pair] == single[: len(shards[0]) * world]
-    assert len(D.EpochSampler(n, 1, 0, 11, 0, world)) == len(shards[0])
+    assert len(stream.EpochSampler(n, 1, 0, 11, 0, world)) == len(shards[0])
 
 
 def _ddp_step(rank, port, x, y, state, out, train_mode=False):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_repro import device as dev
-from resnet_repro.data import sets as D
+from resnet_repro.data import small
 from resnet_repro.errors import ReproError
 from resnet_repro.models import build_model
 from resnet_repro.preflight import estimate as E
@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def digits():
-    return D.load_small("digits")
+    return small.load_small("digits")
 
 
 def batch_from(digits, n=64, seed=0):
-    mean = D.pixel_mean(digits.train_x)
+    mean = small.pixel_mean(digits.train_x)
     return SmallBatches(digits, n, mean, {"pad": 2, "flip": True}, CPU, seed).next()
 
 
@@ -93,11 +93,11 @@ def test_step_counts_errors_like_argmax(digits):
 
 
 def test_trainer_batches_are_normalised_pad_crop_flips(digits):
-    """SmallBatches = index by a seeded permutation, normalize, D.pad_crop_flip (tested in test_data.py)."""
-    mean = D.pixel_mean(digits.train_x)
+    """SmallBatches = index by a seeded permutation, normalize, small.pad_crop_flip (tested in test_data.py)."""
+    mean = small.pixel_mean(digits.train_x)
     x, y = SmallBatches(digits, 32, mean, {"pad": 4, "flip": True}, CPU, seed=3).next()
     idx = torch.randperm(len(digits.train_x), generator=torch.Generator().manual_seed(3))[:32]
-    want = D.pad_crop_flip(D.normalize(digits.train_x[idx], mean), 4, torch.Generator().manual_seed(4))
+    want = small.pad_crop_flip(small.normalize(digits.train_x[idx], mean), 4, torch.Generator().manual_seed(4))
     assert torch.equal(x, want) and torch.equal(y, digits.train_y[idx])
 
 
@@ -105,7 +105,7 @@ def test_trainer_batches_are_normalised_pad_crop_flips(digits):
 def test_no_host_device_sync_per_step_on_cuda(digits):
     cuda = torch.device("cuda")
     data = digits.to(cuda)
-    batches = SmallBatches(data, 64, D.pixel_mean(digits.train_x).to(cuda), {"pad": 2}, cuda, 0)
+    batches = SmallBatches(data, 64, small.pixel_mean(digits.train_x).to(cuda), {"pad": 2}, cuda, 0)
     model = build_model("resnet8").to(cuda, memory_format=torch.channels_last)
     step = Step(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), cuda, True, True)
     step(*batches.next())  # first call: lazy initialisation may synchronise

@@ -326,22 +326,22 @@ def test_plateau_decides_on_held_out_training_images(tmp_path):
 
 
 def test_held_out_split_is_disjoint_and_seeded():
-    from resnet_repro.data import sets as D
+    from resnet_repro.data import small, stream
 
-    kept, held = D.held_out_indices(100, 10, seed=3)
+    kept, held = small.held_out_indices(100, 10, seed=3)
     assert len(held) == 10 and sorted(kept.tolist() + held.tolist()) == list(range(100))
-    assert torch.equal(held, D.held_out_indices(100, 10, seed=3)[1])
+    assert torch.equal(held, small.held_out_indices(100, 10, seed=3)[1])
 
     class Folder:
         samples = [(f"img{i}.png", i % 3) for i in range(30)]
         targets = [i % 3 for i in range(30)]
         classes = ["a", "b", "c"]
 
-    rest, out = D.hold_out_samples(Folder(), 5, seed=0)
+    rest, out = stream.hold_out_samples(Folder(), 5, seed=0)
     assert len(rest.samples) == 25 and len(out.samples) == 5 and out.targets == [label for _, label in out.samples]
     assert not {p for p, _ in rest.samples} & {p for p, _ in out.samples} and len(Folder.samples) == 30
     with pytest.raises(ReproError, match="schedule.holdout=30 must be between 1 and the training set size 30"):
-        D.held_out_indices(30, 30, seed=0)
+        small.held_out_indices(30, 30, seed=0)
 
 
 def test_plateau_needs_its_settings():

@@ -7,7 +7,7 @@ from resnet_repro.spec.commands import add_spec_args, spec_from_args
 
 
 def cmd_check_data(args):
-    from resnet_repro.data.sets import describe_data
+    from resnet_repro.data.stream import describe_data
     from resnet_repro.files import write_json
 
     spec = spec_from_args(args)
@@ -32,7 +32,7 @@ def add_check_data(sub):
 
 
 def cmd_make_imagefolder(args):
-    from resnet_repro.data.sets import make_digits_imagefolder
+    from resnet_repro.data.digits import make_digits_imagefolder
 
     out = make_digits_imagefolder(args.out, args.size)
     print(f"digits written as an image folder under {out}")

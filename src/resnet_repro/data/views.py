@@ -5,7 +5,7 @@ fully-convolutional multi-scale testing (ImageNet), and the top-1/top-5 error of
 import torch
 import torch.nn.functional as F
 
-from resnet_repro.data import sets as D
+from resnet_repro.data import small, stream
 from resnet_repro.device import autocast, memory_format
 from resnet_repro.errors import ReproError
 
@@ -16,7 +16,9 @@ DEFAULT_SCALES = (224, 256, 384, 480, 640)
 
 
 def _forward(model, x_uint8, mean, device, bf16, channels_last):
-    x = D.normalize(x_uint8.to(device, non_blocking=True), mean).contiguous(memory_format=memory_format(channels_last))
+    x = small.normalize(x_uint8.to(device, non_blocking=True), mean).contiguous(
+        memory_format=memory_format(channels_last)
+    )
     with autocast(device, bf16):
         return model(x).float()
 
@@ -54,27 +56,27 @@ def predict_view(
     convolutional), and its mirror image if `flips` (the paper's text does not mention flips there).
     flips=False is for a model trained without mirrored images (augment.flip: false).
     `mean` is the per-pixel mean image at the crop size: crops subtract it pixel by pixel, whole
-    images (multiscale) its per-channel mean (D.channel_mean)."""
+    images (multiscale) its per-channel mean (small.channel_mean)."""
     model.eval()
     loader = lambda tf, bs: torch.utils.data.DataLoader(
-        D.Transformed(dataset, tf), batch_size=bs, num_workers=workers, pin_memory=device.type == "cuda"
+        stream.Transformed(dataset, tf), batch_size=bs, num_workers=workers, pin_memory=device.type == "cuda"
     )
     if view == "center":
         return torch.cat(
             [
                 _forward(model, x, mean, device, bf16, channels_last).cpu()
-                for x, _ in loader(D.eval_transform("center", test_size, crop), batch_size)
+                for x, _ in loader(stream.eval_transform("center", test_size, crop), batch_size)
             ]
         )
     if view == "tencrop":
         out = []
-        for x, _ in loader(D.eval_transform("tencrop", test_size, crop, flips=flips), max(1, batch_size // 10)):
+        for x, _ in loader(stream.eval_transform("tencrop", test_size, crop, flips=flips), max(1, batch_size // 10)):
             b, k = x.shape[:2]  # k = 10 crops, or 5 without flips
             p = F.softmax(_forward(model, x.flatten(0, 1), mean, device, bf16, channels_last), 1)
             out.append(p.view(b, k, -1).mean(1).cpu())
         return torch.cat(out).clamp_min(1e-12).log()
     if view == "multiscale":
-        mean = D.channel_mean(mean)  # whole images are not crop-sized: no per-pixel correspondence
+        mean = small.channel_mean(mean)  # whole images are not crop-sized: no per-pixel correspondence
         total = None
         for s in scales:
             probs = []
@@ -82,7 +84,7 @@ def predict_view(
             # about as many pixels per forward pass as a centre-crop batch (flips included)
             bs = max(1, int(batch_size * (crop / s) ** 2 / 2))
             for batch in torch.utils.data.DataLoader(
-                D.Transformed(dataset, D.eval_transform("full", scale=s)),
+                stream.Transformed(dataset, stream.eval_transform("full", scale=s)),
                 batch_size=bs,
                 num_workers=workers,
                 collate_fn=lambda items: [x for x, _ in items],

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from resnet_repro.data import sets as D
+from resnet_repro.data import small, stream
 from resnet_repro.data.views import DEFAULT_SCALES, MEAN_KIND, error_rates, predict_tensor, predict_view
 from resnet_repro.device import (
     configure,
@@ -65,7 +65,7 @@ def check_views(family, views):
 def streamed_runs(model, spec, d, views, mean, device, bf16, cl, batch_size, workers, scales, multiscale_flips):
     """({view: (a function computing its scores, labels)}, {view: mirrors or not}) for a streamed
     (ImageNet-style) evaluation split."""
-    _, val = D.stream_datasets(d["kind"], d["root"])
+    _, val = stream.stream_datasets(d["kind"], d["root"])
     labels = torch.tensor(val.targets)
     trained_flips = spec.get("augment", {}).get("flip", True)  # test-time mirrors only for a model trained on them
     flips = {
@@ -140,7 +140,7 @@ def evaluate_checkpoint(
         "train_precision": ckpt.get("precision", "unknown"),
     }
     if family == "cifar":
-        td = D.small_data(d)
+        td = small.small_data(d)
         metrics["split"] = td.test_split
         runs = {"single": (lambda: predict_tensor(model, td.test_x, mean, device, bf16, cl, batch_size), td.test_y)}
         flips = {}

@@ -10,7 +10,7 @@ import io
 import torch
 from torch import nn
 
-from resnet_repro.data import sets as D
+from resnet_repro.data import small
 from resnet_repro.device import autocast, configure, precision_name, resolve_device, use_bf16
 from resnet_repro.errors import ReproError
 from resnet_repro.evaluation.evaluate import load_checkpoint
@@ -52,7 +52,7 @@ def layer_responses(model, images_uint8, mean, device, batch_size=500, bf16=Fals
     try:
         for i in range(0, len(images_uint8), batch_size):
             with autocast(device, bf16):
-                model(D.normalize(images_uint8[i : i + batch_size].to(device), mean))
+                model(small.normalize(images_uint8[i : i + batch_size].to(device), mean))
     finally:
         for h in handles:
             h.remove()
@@ -77,7 +77,7 @@ def responses_from_checkpoint(checkpoint, out_csv, device="auto", data_root=None
         raise ReproError(
             f"layer responses are the paper's CIFAR analysis (Figure 7); {spec['model']} is an ImageNet model"
         )
-    td = D.small_data(d)
+    td = small.small_data(d)
     images = td.test_x[:max_images] if max_images else td.test_x
     bf16 = use_bf16(precision or spec.get("eval_precision", "fp32"), device)
     rows = layer_responses(model, images, ckpt["mean"].to(device), device, bf16=bf16)

@@ -64,7 +64,7 @@ def jpeg_folder(ctx):
 def device_check(ctx):
     import torch
 
-    from resnet_repro.data.sets import jpeg_decoder
+    from resnet_repro.data.decode import jpeg_decoder
     from resnet_repro.device import describe, use_bf16, use_channels_last, use_cuda_graph
 
     d = ctx.device
@@ -85,18 +85,18 @@ def device_check(ctx):
 def jpeg_decode(ctx):
     import torch
 
-    from resnet_repro.data import sets as D
+    from resnet_repro.data import decode as data_decode
 
     folder = jpeg_folder(ctx)
     files = sorted((folder / "train").rglob("*.jpg"))[:16]
-    encoded = [D.read_bytes(f) for f in files]
-    library = D.jpeg_decoder()
+    encoded = [data_decode.read_bytes(f) for f in files]
+    library = data_decode.jpeg_decoder()
     t = time.perf_counter()
-    images = D.decode_on_device(encoded, ctx.device)
+    images = data_decode.decode_on_device(encoded, ctx.device)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
     took = time.perf_counter() - t
-    reference = [D._decode_pil(e) for e in encoded]
+    reference = [data_decode._decode_pil(e) for e in encoded]
     worst = 0.0
     for img, ref in zip(images, reference):
         if img.device.type != ctx.device.type or img.dtype != torch.uint8 or img.shape != ref.shape:
@@ -225,9 +225,10 @@ def imagenet_train(ctx):
             }
         ],
     )
-    from resnet_repro.data import sets as D
+    from resnet_repro.data import decode as data_decode
+    from resnet_repro.data import stream
 
-    decode = D.decode_where("auto", D.stream_datasets("imagefolder", folder)[0], ctx.device)
+    decode = data_decode.decode_where("auto", stream.stream_datasets("imagefolder", folder)[0], ctx.device)
     out = ctx.work / "imagenet"
     t = time.perf_counter()
     fresh_compiler()

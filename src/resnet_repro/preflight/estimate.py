@@ -78,7 +78,7 @@ def measure(spec, device, iters=5, warmup=2, batch_size=None):
     synthetic data of the spec's input size (timed after warm-up, results read back at the end)."""
     import torch
 
-    from resnet_repro.data import sets as D
+    from resnet_repro.data import small
     from resnet_repro.models import parse_model_name
     from resnet_repro.training.batches import SmallBatches
     from resnet_repro.training.step import GRAPH_WARMUP, make_training, set_lr
@@ -92,7 +92,7 @@ def measure(spec, device, iters=5, warmup=2, batch_size=None):
     gen = torch.Generator().manual_seed(0)
     if m.family == "cifar":  # the real data path: uint8 on the device, batched pad-crop-flip
         n = 2 * batch
-        td = D.TensorData(
+        td = small.TensorData(
             torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=gen),
             torch.randint(0, num_classes, (n,), generator=gen),
             None,

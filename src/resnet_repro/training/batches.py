@@ -15,7 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from resnet_repro.data import sets as D
+from resnet_repro.data import decode as data_decode
+from resnet_repro.data import small, stream
 from resnet_repro.data.views import error_rates, predict_tensor, predict_view
 from resnet_repro.errors import ReproError
 from resnet_repro.models import parse_model_name
@@ -50,8 +51,8 @@ class SmallBatches:
         self.pos += self.batch_size
         local = len(idx) // self.world
         idx = idx[self.rank * local : (self.rank + 1) * local]
-        x = D.normalize(self.x[idx], self.mean)
-        return D.pad_crop_flip(x, self.pad, self.aug_gen, self.flip), self.y[idx]
+        x = small.normalize(self.x[idx], self.mean)
+        return small.pad_crop_flip(x, self.pad, self.aug_gen, self.flip), self.y[idx]
 
     def state_dict(self):
         return {
@@ -87,19 +88,22 @@ class StreamBatches:
         )
         self.rank, self.world = rank, world
         self.flip = augment.get("flip", True)
-        self.decode = D.decode_where(d.get("decode", "auto"), dataset, device)
+        self.decode = data_decode.decode_where(d.get("decode", "auto"), dataset, device)
         self.aug_gen = torch.Generator(device=device).manual_seed(aug_seed(seed, rank))
         self.crop_gen = torch.Generator()  # scale and crop draws when decoding on the device
         self.epoch, self.consumed, self.it = 0, 0, None  # consumed: images of this epoch, all processes
 
     def _start(self):
-        sampler = D.EpochSampler(len(self.dataset), self.seed, self.epoch, self.consumed, self.rank, self.world)
+        sampler = stream.EpochSampler(len(self.dataset), self.seed, self.epoch, self.consumed, self.rank, self.world)
         seed = self.seed * 7919 + self.epoch * 31 + self.consumed + 104729 * self.rank
         if self.decode == "device":
-            images, collate = D.EncodedImages(self.dataset), D.collate_encoded
+            images, collate = data_decode.EncodedImages(self.dataset), data_decode.collate_encoded
             self.crop_gen.manual_seed(seed)
         else:
-            images, collate = D.Transformed(self.dataset, D.train_transform(self.d["scale"], self.d["crop"])), None
+            images, collate = (
+                stream.Transformed(self.dataset, stream.train_transform(self.d["scale"], self.d["crop"])),
+                None,
+            )
         loader = torch.utils.data.DataLoader(
             images,
             batch_size=self.batch_size // self.world,
@@ -124,12 +128,12 @@ class StreamBatches:
             *x, y = next(self.it)
         self.consumed += len(y) * self.world
         if self.decode == "device":
-            images = D.decode_on_device(D.split_encoded(*x), self.device)
-            x = D.scale_crop(images, self.d["scale"], self.d["crop"], self.crop_gen)
+            images = data_decode.decode_on_device(data_decode.split_encoded(*x), self.device)
+            x = stream.scale_crop(images, self.d["scale"], self.d["crop"], self.crop_gen)
         else:
             (x,) = x
-        x = D.normalize(x.to(self.device, non_blocking=True), self.mean)
-        x = D.flip_and_lighting(x, self.aug_gen, self.flip, self.d.get("lighting", 0.1))
+        x = small.normalize(x.to(self.device, non_blocking=True), self.mean)
+        x = stream.flip_and_lighting(x, self.aug_gen, self.flip, self.d.get("lighting", 0.1))
         return x, y.to(self.device, non_blocking=True)
 
     def state_dict(self):
@@ -168,16 +172,20 @@ class InMemoryData(TrainingData):
 
     def __init__(self, spec, device, world):
         d, n_held = spec["data"], holdout_size(spec)
-        if d["kind"] not in D.SMALL_KINDS:
+        if d["kind"] not in small.SMALL_KINDS:
             raise ReproError(
                 f"CIFAR-family model {spec['model']} needs a small-image data set "
-                f"({', '.join(D.SMALL_KINDS)}), not {d['kind']}"
+                f"({', '.join(small.SMALL_KINDS)}), not {d['kind']}"
             )
-        td, holdout = D.small_data(d), None
+        td, holdout = small.small_data(d), None
         if n_held:
-            td, holdout = D.hold_out_small(td, n_held, d.get("split_seed", 0))
+            td, holdout = small.hold_out_small(td, n_held, d.get("split_seed", 0))
         self.spec, self.device = spec, device
-        self.mean, self.classes, self.test_split = D.pixel_mean(td.train_x).to(device), list(td.classes), td.test_split
+        self.mean, self.classes, self.test_split = (
+            small.pixel_mean(td.train_x).to(device),
+            list(td.classes),
+            td.test_split,
+        )
         self.data = td.to(device)
         self.holdout = None if holdout is None else tuple(t.to(device) for t in holdout)
         self.batches = SmallBatches(
@@ -213,12 +221,14 @@ class StreamData(TrainingData):
 
     def __init__(self, spec, device, world):
         d, n_held = spec["data"], holdout_size(spec)
-        train_ds, self.val = D.stream_datasets(d["kind"], d.get("root"))
-        D.decode_where(d.get("decode", "auto"), train_ds, device)  # a wrong setting fails before the mean is computed
+        train_ds, self.val = stream.stream_datasets(d["kind"], d.get("root"))
+        data_decode.decode_where(
+            d.get("decode", "auto"), train_ds, device
+        )  # a wrong setting fails before the mean is computed
         self.holdout = None
         if n_held:
-            train_ds, self.holdout = D.hold_out_samples(train_ds, n_held, d.get("split_seed", 0))
-        mean = D.stream_pixel_mean(train_ds, d["test_size"], d["crop"], d.get("mean_images", 10000), spec["seed"])
+            train_ds, self.holdout = stream.hold_out_samples(train_ds, n_held, d.get("split_seed", 0))
+        mean = stream.stream_pixel_mean(train_ds, d["test_size"], d["crop"], d.get("mean_images", 10000), spec["seed"])
         self.spec, self.device, self.train = spec, device, train_ds
         self.mean, self.classes = mean.to(device), list(train_ds.classes)
         self.batches = StreamBatches(
