@@ -30,9 +30,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from resnet_repro import report  # noqa: E402
 from resnet_repro.paper.text import reference  # noqa: E402
 from resnet_repro.plan import Plan  # noqa: E402
+from resnet_repro.report import build as report  # noqa: E402
 
 CLAIMS = ["degradation_cifar", "residual_fix_cifar", "depth_gain_cifar", "small_responses"]
 

@@ -1,6 +1,6 @@
 """Where an ImageNet step's time goes on a GPU: each stage of the trainer's JPEG path timed alone on
 a batch of 256 generated ~500x375 JPEGs (doctor.write_jpegs): TorchCodec's nvJPEG decode, the
-per-image scale-and-crop on the device, the ResNet-50 step (train.Step, eager), and the
+per-image scale-and-crop on the device, the ResNet-50 step (training.step.Step, eager), and the
 alternative worker path (PIL decode + scale + crop in DataLoader processes).
 
     python benchmarks/imagenet_stages.py [--workers 15] [--batch 256]

@@ -5,7 +5,7 @@
     a DataLoader with 2 workers, an eager fp32 NCHW model, loss.item() and the accuracy read back
     every step.
 (b) project: resnet_repro.training.loop's own data path and step: uint8 images resident on the device,
-    normalised and pad-crop-flipped a whole batch at a time (SmallBatches), then train.Step
+    normalised and pad-crop-flipped a whole batch at a time (SmallBatches), then training.step.Step
     (channels_last / bf16 autocast / torch.compile as device.py's `auto` decides for this device,
     loss and errors summed on the device, no host sync per step).
 
@@ -263,7 +263,7 @@ def main(argv=None):
         f"DataLoader({args.workers} workers), fp32 NCHW eager, loss.item() and accuracy .item() every step"
     )
     print(
-        f"project: uint8 on {device.type}, batched pad-crop-flip, train.Step: {'bf16 autocast' if choice[0] else 'fp32'}, "
+        f"project: uint8 on {device.type}, batched pad-crop-flip, training.step.Step: {'bf16 autocast' if choice[0] else 'fp32'}, "
         f"{'channels_last' if choice[1] else 'NCHW'}, {'torch.compile' if choice[2] else 'eager'}, {'fused SGD' if choice[3] else 'SGD'}, "
         f"{'CUDA graph of the step' if choice[4] else 'no graph'}, sums on the device"
     )

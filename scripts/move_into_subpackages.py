@@ -118,8 +118,9 @@ def is_new(old, rest):
 
 
 def from_package(match):
-    """`from resnet_repro import a, b as c`: each moved name from its new package, under its old name."""
-    indent, names = match.group(1), match.group(2)
+    """`from resnet_repro import a, b as c  # noqa`: each moved name from its new package, under its old
+    name (a trailing comment stays with each line)."""
+    indent, names, comment = match.group(1), match.group(2), (match.group(3) or "").rstrip()
     lines, kept = [], []
     for item in (n.strip() for n in names.replace("(", "").replace(")", "").split(",")):
         name, _, alias = (p.strip() for p in item.partition(" as "))
@@ -131,9 +132,9 @@ def from_package(match):
             continue
         package, _, module = new.rpartition(".")
         source = f"resnet_repro.{package}" if package else "resnet_repro"
-        lines.append(f"{indent}from {source} import {module}" + (f" as {alias}" if alias != module else ""))
+        lines.append(f"{indent}from {source} import {module}" + (f" as {alias}" if alias != module else "") + comment)
     if kept:
-        lines.insert(0, f"{indent}from resnet_repro import {', '.join(kept)}")
+        lines.insert(0, f"{indent}from resnet_repro import {', '.join(kept)}" + comment)
     return "\n".join(lines)
 
 
@@ -142,7 +143,7 @@ def rewrite(text, old):
     old` and the dotted `resnet_repro.old[.name]` (imports, patch targets, comments)."""
     new = MOVES[old]
     text = re.sub(
-        r"^([ \t]*)from resnet_repro import (\([^)]*\)|[^\n(]*)$",
+        r"^([ \t]*)from resnet_repro import (\([^)]*\)|[^\n(#]*?)(\s*#[^\n]*)?$",
         lambda m: from_package(m) if old in re.findall(r"(?<![\w.])(\w+)(?: as \w+)?", m.group(2)) else m.group(0),
         text,
         flags=re.M,

@@ -202,3 +202,12 @@ def test_models_cli_bad_name():
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("resnet-repro: error: unknown model 'resnet21'")
+
+
+def test_models_logged_before_the_move_find_their_model_spec():
+    """MLflow models logged before the move pickled ResNet.spec as resnet_repro.names.ModelSpec."""
+    import pickle
+
+    from resnet_repro.paper.names import ModelSpec
+
+    assert pickle.loads(b"cresnet_repro.names\nModelSpec\n.") is ModelSpec

@@ -656,7 +656,7 @@ def two_nodes(slurm_cluster):
 def test_two_node_gloo_training_finishes_and_its_checkpoint_resumes_on_one_node(two_nodes, cluster_run, tmp_path):
     """The tiny preset's ResNet-20 with `resources: {cifar: {gpus: 2, nodes: 2}}` through `snakemake --profile
     slurm`: one job on node1 and node2 (the plugin's multi-node submission), whose shell runs the workflow's
-    launch line (config.Plan.launcher: srun, one torchrun agent per node, c10d rendezvous on the first node,
+    launch line (plan.Plan.launcher: srun, one torchrun agent per node, c10d rendezvous on the first node,
     one gloo process each). Mid-run the job gets Slurm's early warning (SIGUSR1, as `--signal=USR1@N` sends
     it to the job's steps): the two processes checkpoint and stop; Snakemake resubmits, and the next
     attempt resumes on both nodes and finishes. The checkpoint the warning left then resumes in a single

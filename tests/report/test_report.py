@@ -596,3 +596,13 @@ def test_run_directory_layout_is_written_and_read_in_one_place(tmp_path):
     assert parse_run_path("results/table6.csv") is None and parse_run_path("seed1") is None
     assert preset_of([tmp_path / path, tmp_path / run_path("demo", "plain20", 0) / "history.csv"]) == "demo"
     assert preset_of([tmp_path / path, tmp_path / run_path("tiny", "plain20", 0)]) is None
+
+
+def test_a_table_named_outside_the_catalogue_is_read_as_one_model_per_row():
+    """A table file the catalogue does not name (results/table6-fp32.csv) is not an ensemble: its rows
+    link to their runs (none here) instead of failing on the name."""
+    from resnet_repro.report.html import row_run_ids
+
+    row = {"source": "ours", "model": "resnet20", "seeds": "0,1"}
+    assert row_run_ids("table6-fp32", row, Runs([])) == [None, None]
+    assert row_run_ids("table5", {"source": "ours (ensemble member)", "model": "resnet50"}, Runs([])) == [None]

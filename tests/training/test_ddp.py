@@ -202,7 +202,7 @@ def test_torchrun_trains_stops_on_sigterm_and_resumes_in_one_process(tmp_path):
 
 
 def test_multi_node_launch_line_with_two_torchrun_agents_on_loopback(tmp_path):
-    """The exact torchrun part of the workflow's multi-node launch line (config.Plan.launcher, nodes: 2),
+    """The exact torchrun part of the workflow's multi-node launch line (plan.Plan.launcher, nodes: 2),
     run as two agents on this machine (the two 'nodes'), meeting at a c10d rendezvous on loopback,
     one gloo process each; then the checkpoint resumes in a single process."""
     import copy

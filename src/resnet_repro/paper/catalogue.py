@@ -1,5 +1,5 @@
 """The figures and tables the pipeline makes, one record each: what an artifact is and needs. The plan
-(config.Plan), the workflow (common.smk and its rules), the tables, the figures, the report, tracking
+(plan.Plan), the workflow (common.smk and its rules), the tables, the figures, the report, tracking
 and estimate read it here. Adding an artifact is one record and its drawing (figures.PANELS, or a
 table's columns in tables.py); its runs are listed in config.yaml's `experiments`."""
 

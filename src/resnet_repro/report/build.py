@@ -7,16 +7,15 @@ reports/figure*.png (from `figure`), and the training run directories (spec.yaml
 eval/<view>/metrics.json, responses.csv, mlflow.json). The MLflow store, when reachable, adds each
 run's git commit, config hash and status, and the report run of each figure and table.
 
-The claims and their verdicts are in claims.py, the HTML in report_html.py (and templates/),
-the PDF in report_pdf.py; this module gathers the inputs and writes the three files.
+The claims and their verdicts are in claims.py, the HTML in html.py (and templates/), the PDF in
+pdf.py; this module gathers the inputs and writes the three files.
 
 Verdicts (holds / does not hold / not tested in this run / too little data to say) follow one rule,
 written out in the report itself (templates/report.html): a claim is a set of comparisons; a difference counts
 only when it exceeds a critical multiple (Z, or a t-quantile for few seeds) of its noise; a verdict names the data and scale of the runs it rests on
 and says when they are reduced (not the paper's setting).
 
-pandas, matplotlib and mlflow are imported inside functions only: the CLI imports this module for
-every command."""
+pandas, matplotlib and mlflow are imported inside the functions that use them."""
 
 import datetime
 from pathlib import Path

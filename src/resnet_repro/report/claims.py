@@ -1,6 +1,6 @@
 """The paper's claims (reference.yaml `claims:`) judged on a run: each claim's rule builds measures from
 the runs and compares them (noise.py: the estimand, the noise, the tests and how a claim's comparisons
-combine), and a verdict per claim, as plain data (report_html renders them).
+combine), and a verdict per claim, as plain data (html.py renders them).
 
 Every claim has a rule in RULES (claim id -> function); the table is checked against reference.yaml
 when this module loads, so a claim without a rule, or a rule without a claim, fails at once. Every

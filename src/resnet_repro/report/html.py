@@ -1,6 +1,6 @@
 """The reproduction report as one self-contained HTML page: the page and its style are templates
 (templates/report.html, report.css, filled with string.Template); this module renders the pieces
-that go into them (claims, tables, figures, runs, provenance) from report.py's context."""
+that go into them (claims, tables, figures, runs, provenance) from build.py's context."""
 
 import base64
 import html
@@ -91,7 +91,7 @@ def row_run_ids(name, row, runs):
     """The MLflow run ids behind one table row (None for the literature's rows)."""
     if row["source"] == "literature":
         return None
-    if ARTIFACT[name].ensemble:
+    if getattr(ARTIFACT.get(name), "ensemble", False):  # a table file named otherwise: none
         if row["source"] == "ours (ensemble member)":
             r = member_run(runs, row)
             return [r.run_id if r else None]

@@ -2,8 +2,8 @@
 
 Every table lists the paper's rows (its own models: source `paper`; other work: `literature`), then
 any model we ran that the paper does not list (source `ours`). Reproduced cells come only from the
-given runs; a row without runs has them empty. pandas, .models and .files (torch) are imported inside
-functions only: the CLI imports this module for every command."""
+given runs; a row without runs has them empty. pandas, models and files (torch) are imported inside
+the functions that use them."""
 
 import json
 from pathlib import Path

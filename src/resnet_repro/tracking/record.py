@@ -2,9 +2,9 @@
 and model), a parent run over one model's seeds, one run per figure/table.
 
 Every command is idempotent: rerunning it finds the run it made before (by mlflow.json, or by tags)
-instead of making a duplicate. The store itself (URI, retried client, setup) is mlflow_store's;
-the `track` sub-command is tracking_cli's. mlflow (and torch, via .files) is imported inside
-functions only, so `resnet-repro --help` stays fast.
+instead of making a duplicate. The store itself (URI, retried client, setup) is store.py's; the
+`track` sub-command is commands.py's. mlflow (and torch, via files) is imported inside functions
+only, so `track`'s parser stays light.
 """
 
 import hashlib

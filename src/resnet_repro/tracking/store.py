@@ -18,7 +18,7 @@ import resnet_repro
 from resnet_repro.errors import ReproError
 from resnet_repro.plan import DEFAULT_TRACKING_URI
 
-TRAIN_EXPERIMENT = "resnet-repro"  # without --experiment; the workflow names one per preset (config.Plan)
+TRAIN_EXPERIMENT = "resnet-repro"  # without --experiment; the workflow names one per preset (plan.Plan)
 RETRIES = 10
 
 
