@@ -40,15 +40,15 @@ def free_port():
 
 
 def _log_data_set(uri, run_id, barrier, results):
-    from resnet_repro.tracking import record as tracking
+    from resnet_repro.tracking import inputs
     from resnet_repro.tracking import store as mlflow_store
 
     c = mlflow_store.client(uri)
     spec = {"data": {"kind": "digits"}, "schedule": {"kind": "multistep"}}
-    inputs = tracking.dataset_inputs(spec, {"train_images": 10, "test_images": 5})
+    found = inputs.dataset_inputs(spec, {"train_images": 10, "test_images": 5})
     barrier.wait()  # every job looks the data set up at the same moment: none finds it
     try:
-        c.log_inputs(run_id, datasets=inputs)
+        c.log_inputs(run_id, datasets=found)
         results.put("ok")
     except Exception as e:
         results.put(str(e).splitlines()[0])

@@ -26,6 +26,7 @@ from resnet_repro.rundir import Runs
 from resnet_repro.spec.build import build_spec, paper_differences
 from resnet_repro.tracking import record as tracking
 from resnet_repro.tracking import store as mlflow_store
+from resnet_repro.tracking.runs import track_report
 from resnet_repro.training.history import history_csv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,13 +187,13 @@ def build(root, preset="paper"):
     def table(name, models, ensemble=None):
         sel = [d for (m, _), d in dirs.items() if m in models]
         csv, md = write_table(make_table(name, sel, ensemble, preset), name, root / "results" / f"{name}.csv", preset)
-        tracking.track_report([csv, md], name, sel, preset, uri)
+        track_report([csv, md], name, sel, preset, uri)
         return csv
 
     def figure(name, models):
         sel = [d for (m, s), d in dirs.items() if m in models and s == 0]
         pdf, png = draw_figure(name, sel, out=root / "reports" / f"{name}.pdf", preset=preset)
-        tracking.track_report([pdf, png], name, sel, preset, uri)
+        track_report([pdf, png], name, sel, preset, uri)
         return png
 
     members = ["resnet34-B", "resnet34-C", "resnet50"]

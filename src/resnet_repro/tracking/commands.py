@@ -6,7 +6,8 @@ from resnet_repro.errors import ReproError
 from resnet_repro.files import write_json
 from resnet_repro.plan import DEFAULT_TRACKING_URI
 from resnet_repro.rundir import RESPONSES
-from resnet_repro.tracking.record import check_eval_inputs, track_eval, track_report, track_seeds, track_train
+from resnet_repro.tracking.record import check_eval_inputs, track_eval, track_train
+from resnet_repro.tracking.runs import track_report, track_seeds
 from resnet_repro.tracking.store import (
     TRAIN_EXPERIMENT,
     experiment_arg,

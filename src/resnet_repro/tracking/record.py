@@ -1,5 +1,5 @@
-"""MLflow tracking after the fact: one run per finished training (its curves, evaluations, data set
-and model), a parent run over one model's seeds, one run per figure/table.
+"""MLflow tracking after the fact: one run per finished training (its curves and evaluations; its data
+set and model: inputs.py); runs over runs (a model's seeds, figures, tables: runs.py).
 
 Every command is idempotent: rerunning it finds the run it made before (by mlflow.json, or by tags)
 instead of making a duplicate. The store itself (URI, retried client, setup) is store.py's; the
@@ -7,14 +7,9 @@ instead of making a duplicate. The store itself (URI, retried client, setup) is 
 only, so `track`'s parser stays light.
 """
 
-import hashlib
-import json
-import os
-import time
 from pathlib import Path
 
-import resnet_repro
-from resnet_repro.digest import artifacts_digest, sha256
+from resnet_repro.digest import sha256
 from resnet_repro.errors import ReproError
 from resnet_repro.files import write_json
 from resnet_repro.rundir import (
@@ -29,6 +24,7 @@ from resnet_repro.rundir import (
     eval_dir,
     view_metrics,
 )
+from resnet_repro.tracking.inputs import dataset_inputs, log_model
 from resnet_repro.tracking.store import (
     client,
     experiment_arg,
@@ -38,8 +34,6 @@ from resnet_repro.tracking.store import (
     log,
     quote,
     read_json,
-    reports_experiment,
-    retry,
     run_dir_tag,
     tracking_uri,
 )
@@ -54,7 +48,7 @@ BATCH = 1000  # MLflow's limit of metrics per log_batch
 # ---------------------------------------------------------------- training runs
 
 
-def _ms(seconds):
+def millis(seconds):
     return int(round(seconds * 1000))
 
 
@@ -115,7 +109,7 @@ def history_metrics(history, start_ms):
     points = []
     for row in history:
         step = int(row["iteration"])
-        stamp = start_ms + _ms(_float(row.get("elapsed_s")) or 0.0)
+        stamp = start_ms + millis(_float(row.get("elapsed_s")) or 0.0)
         for key in HISTORY_METRICS:
             value = _float(row.get(key))
             if value is not None:
@@ -143,7 +137,7 @@ def eval_metrics(run_dir, step, views=None):
     for path in sorted(Path(run_dir).glob(view_metrics("*"))):
         if views is not None and path.parent.name not in views:
             continue
-        stamp = _ms(path.stat().st_mtime)  # fixed per file, so relogging is a no-op in MLflow
+        stamp = millis(path.stat().st_mtime)  # fixed per file, so relogging is a no-op in MLflow
         evaluation = read_json(path, "evaluation")
         for view, res in evaluation.get("views", {}).items():
             for key in ("top1_error", "top5_error"):
@@ -279,8 +273,8 @@ def track_train(run_dir, preset, uses=(), config_hash=None, uri=None, experiment
 
 def _create_train_run(c, exp_id, run_dir, spec, summary):
     # the run's clock is the training's: it ended when metrics.json was written
-    end_ms = _ms((run_dir / METRICS).stat().st_mtime)
-    start_ms = end_ms - _ms(float(summary.get("elapsed_s") or 0.0))
+    end_ms = millis((run_dir / METRICS).stat().st_mtime)
+    start_ms = end_ms - millis(float(summary.get("elapsed_s") or 0.0))
     tags = {**run_tags(spec, summary), "run_dir": run_dir_tag(run_dir)}
     # a run a crashed attempt left RUNNING for this run directory is marked FAILED, not reused
     stale = c.search_runs([exp_id], f"tags.run_dir = {quote(tags['run_dir'])} and attributes.status = 'RUNNING'")
@@ -295,8 +289,8 @@ def _complete_train_run(c, run, run_dir, spec, history, summary, sha, last_step,
     from mlflow.entities import Param
 
     run_id, done = run.info.run_id, []
-    end_ms = _ms((run_dir / METRICS).stat().st_mtime)
-    start_ms = run.info.start_time or end_ms - _ms(float(summary.get("elapsed_s") or 0.0))
+    end_ms = millis((run_dir / METRICS).stat().st_mtime)
+    start_ms = run.info.start_time or end_ms - millis(float(summary.get("elapsed_s") or 0.0))
     have_steps = {m.step for m in c.get_metric_history(run_id, "train_error")}
     points = [m for m in history_metrics(history, start_ms) if m.step not in have_steps]
     points += [m for m in summary_metrics(summary, last_step, end_ms) if m.key not in run.data.metrics]
@@ -333,107 +327,6 @@ def _complete_train_run(c, run, run_dir, spec, history, summary, sha, last_step,
     return done
 
 
-DATA_SOURCES = {
-    "digits": "https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
-    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar.html",
-    "imagenet": "https://image-net.org/",
-}
-
-
-def dataset_inputs(spec, summary):
-    """The data set a training used, as MLflow run inputs: its training split and the split its test
-    curve was measured on, each with its size (metrics.json) and where the images came from."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    from resnet_repro.paper.text import data_name
-
-    d = spec["data"]
-    if d.get("root") and d["kind"] != "digits":
-        source_type, source = "local", Path(d["root"]).resolve().as_uri()
-    else:  # digits: scikit-learn's bundled copy of the UCI set
-        source_type, source = "http", DATA_SOURCES.get(d["kind"], d["kind"])
-    inputs = []
-    for context, split, n in (
-        ("training", "train", summary.get("train_images")),
-        ("evaluation", summary.get("test_split", "test"), summary.get("test_images")),
-    ):
-        key = {k: d.get(k) for k in ("kind", "root", "image_size", "val_split", "split_seed")}
-        key.update(
-            split=split,
-            images=n,
-            holdout=spec["schedule"].get("holdout") if spec["schedule"]["kind"] == "plateau" else None,
-        )
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        entity = Dataset(
-            name=f"{data_name(d)} · {split}",
-            digest=digest,
-            source_type=source_type,
-            source=json.dumps({"url" if source_type == "http" else "uri": source}),
-            profile=json.dumps({"split": split, "images": n}),
-        )
-        inputs.append(DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)]))
-    return inputs
-
-
-def log_model(run_id, run_dir, spec, params, uri):
-    """RUN/model.pt as an MLflow LoggedModel of the run (Models page; registrable), with its input
-    signature (mean-subtracted images at the training's size) and the training's params."""
-    import mlflow
-    import mlflow.pytorch
-    import torch
-    from mlflow.models import infer_signature
-
-    from resnet_repro.files import load_torch
-    from resnet_repro.models import ResNet, parse_model_name
-
-    try:
-        ckpt = load_torch(run_dir / MODEL)
-        model = ResNet(parse_model_name(spec["model"]), ckpt["num_classes"])
-        model.load_state_dict(ckpt["model"])
-    except (ReproError, KeyError, TypeError, RuntimeError) as e:
-        log(
-            f"warning: {run_dir / MODEL} is not a final model of {spec['model']} ({str(e).splitlines()[0]}); "
-            f"no LoggedModel"
-        )
-        return None
-    model.eval()
-    size = ckpt["mean"].shape[-1]
-    x = torch.zeros(2, 3, size, size)
-    with torch.no_grad():
-        signature = infer_signature(x.numpy(), model(x).numpy())
-    # the fluent API (the only way to log a model) sets the process's tracking URI and with it
-    # $MLFLOW_TRACKING_URI; MLflow's own context manager puts both back afterwards
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    try:
-        with _use_tracking_uri(uri):
-            return _log_model_in_run(mlflow, run_id, model, signature, params, ckpt)
-    finally:  # (which unsets the variable when no URI was set in this process: the user's stays)
-        if env is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = env
-
-
-def _log_model_in_run(mlflow, run_id, model, signature, params, ckpt):
-    import torch
-
-    with retry(mlflow.start_run, run_id=run_id):
-        # pickled, with this package's code beside it so that mlflow.pytorch.load_model works anywhere
-        # (torch.export's pt2 needs no code but took 4-11 s a model on 2 CPU cores, pickling 0.2 s)
-        info = retry(
-            mlflow.pytorch.log_model,
-            model,
-            name="model",
-            signature=signature,
-            serialization_format="pickle",
-            code_paths=[str(Path(resnet_repro.__file__).resolve().parent)],  # the whole package
-            params={k: str(v) for k, v in params.items()},
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],  # no slow inference
-            step=int(ckpt.get("iteration", 0)),
-        )
-    return info.model_id
-
-
 def check_eval_inputs(run_dirs, views=None):
     """Each run directory exists, has the evaluations `views` names and has been tracked (mlflow.json)."""
     for run_dir in map(Path, run_dirs):
@@ -457,101 +350,3 @@ def track_eval(run_dir, uri=None, views=None, responses=True):
     run = c.get_run(info["run_id"])
     step = int(run.data.params.get("max_iters", 0))
     return run.info.run_id, log_eval(c, run, run_dir, step, views, responses)
-
-
-# ---------------------------------------------------------------- seeds of one model
-
-
-def track_seeds(run_dirs, model, preset, uri=None):
-    """Group the runs of one model's seeds under a parent run that carries, for the final test error
-    and every evaluation's top-1/top-5 error, the best, mean and std over the seeds (Table 6's "best
-    (mean +- std)"); each seed's run becomes its child. Idempotent; returns the parent's run id."""
-    import statistics
-
-    from mlflow.entities import Metric
-
-    infos = [read_json(Path(d) / MLFLOW, "tracking file") for d in run_dirs]
-    uri = tracking_uri(uri)
-    c = client(uri)
-    children = [c.get_run(i["run_id"]) for i in infos]
-    exp_id = children[0].info.experiment_id
-    ids = ",".join(r.info.run_id for r in children)
-    key = {"seed_group": model, "preset": preset, "child_run_ids": ids}
-    found = find_finished(c, exp_id, key)
-    if found:
-        parent = found[0].info.run_id
-    else:
-        seeds = ",".join(r.data.params.get("seed", "?") for r in children)
-        parent = c.create_run(
-            exp_id, tags={**key, "model": model, "seeds": seeds}, run_name=f"{model} · {len(children)} seeds ({seeds})"
-        ).info.run_id
-    keys = [k for k in children[0].data.metrics if k == "test_error" or k.endswith(("_top1_error", "_top5_error"))]
-    stamp, points = int(time.time() * 1000), []
-    for k in sorted(keys):
-        values = [r.data.metrics[k] for r in children if k in r.data.metrics]
-        if len(values) == len(children):
-            points += [
-                Metric(f"{k}_best", min(values), stamp, 0),
-                Metric(f"{k}_mean", statistics.fmean(values), stamp, 0),
-                Metric(f"{k}_std", statistics.stdev(values) if len(values) > 1 else 0.0, stamp, 0),
-            ]
-    log_metrics(c, parent, points)
-    for r in children:
-        if r.data.tags.get("mlflow.parentRunId") != parent:
-            c.set_tag(r.info.run_id, "mlflow.parentRunId", parent)
-    if not found:
-        c.set_terminated(parent, "FINISHED")
-    log(f"{model}: {len(children)} seeds under parent run {parent} ({len(points)} summary metrics)")
-    return parent
-
-
-# ---------------------------------------------------------------- figures and tables
-
-
-def track_report(artifacts, name, sources, preset, uri=None):
-    """Log a figure/table (its files) as one run of the reports experiment, linked both ways to
-    the training runs it was made from (idempotent); return (run id, experiment id)."""
-    files = [Path(a) for a in artifacts]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise ReproError(f"artifact file(s) not found: {', '.join(missing)}")
-    source_ids = []
-    for src in sources:
-        path = Path(src) / MLFLOW
-        if not path.is_file():
-            raise ReproError(f"{path} does not exist: run `resnet-repro track train {src}` first")
-        source_ids.append(read_json(path, "tracking file")["run_id"])
-    digest = artifacts_digest(files)  # the report finds this run by the same digest
-    uri = tracking_uri(uri)
-    c = client(uri)
-    # the reports experiment beside the trainings' experiment (one per preset and data)
-    train_exp = read_json(Path(sources[0]) / MLFLOW, "tracking file").get("experiment_id")
-    exp_id = experiment_id(c, reports_experiment(c.get_experiment(train_exp).name), uri)
-    key = {"artifact": name, "preset": preset, "artifacts_sha256": digest, "source_run_ids": ",".join(source_ids)}
-    found = find_finished(c, exp_id, key)
-    if found:
-        run_id = found[0].info.run_id
-        log(f"{name} ({preset}) is already tracked as run {run_id}; nothing to do")
-    else:
-        commit = git_commit()
-        from resnet_repro.rundir import data_of_runs
-
-        data = data_of_runs([Path(src) for src in sources]) if sources else "unknown"
-        run_id = c.create_run(
-            exp_id,
-            tags={
-                **key,
-                "git_commit": commit,
-                "mlflow.source.git.commit": commit,
-                "files": ",".join(f.name for f in files),
-                "dataset": data,
-            },
-            run_name=f"{name} · {preset} · {data}",
-        ).info.run_id
-        for f in files:
-            c.log_artifact(run_id, str(f))
-        for sid in dict.fromkeys(source_ids):  # a reader can go from a training to what used it
-            c.set_tag(sid, f"used_by_{name}", run_id)
-        c.set_terminated(run_id, "FINISHED")
-        log(f"logged {name} ({preset}) as run {run_id} from {len(source_ids)} training runs")
-    return run_id, exp_id
