@@ -44,8 +44,6 @@ OVERSIZED_TODAY = {
     "function preflight.estimate.estimate",
     "function data.views.predict_view",
     "function evaluation.evaluate.evaluate_checkpoint",
-    "function report.tables.make_table",
-    "function report.tables._table5",
 }
 HEAVY = ("torch", "mlflow", "pandas", "matplotlib", "scipy")
 

@@ -165,22 +165,26 @@ def _ours(group, name, metrics):
     return out
 
 
-def make_table(name, run_dirs=(), ensemble=None, preset=None):
-    """The table as a DataFrame: paper rows, reproduced cells beside them, differences."""
-    import pandas as pd
+TABLE6_COLUMNS = ["model", "source", "layers", "params_m_paper", "params_m", "error_paper", "mean_paper"]
+TABLE6_COLUMNS += ["std_paper", "error_best", "error_mean", "error_std", "diff"]
+TABLE5_COLUMNS = ["model", "source", "top5_paper", "top5", "top5_diff", "top1", "n_runs", "seeds", "paper_split"]
+TABLE5_COLUMNS += ["split", "members", "data", "precision", "views"]
 
+
+def columns(name, metrics):
+    """A table's columns, in order (Table 5's: TABLE5_COLUMNS)."""
+    if name == "table6":
+        cols = TABLE6_COLUMNS
+    else:
+        cols = ["model", "source"] + [f"{m}{s}" for m in metrics for s in ("_paper", "", "_std", "_diff")]
+    extra = ["views"] if name != "table6" else []
+    return cols + ["n_runs", "seeds", "paper_split", "split", "data", "precision"] + extra
+
+
+def table_rows(name, runs, metrics):
+    """The paper's rows with our numbers beside them, then a row for each model we ran that it lacks."""
     from resnet_repro.models import build_model, count_params
 
-    if name not in TABLES:
-        raise ReproError(f"unknown table {name!r}: choose one of {', '.join(TABLES)}")
-    family, view, metrics = ARTIFACT[name].family, ARTIFACT[name].view, ERROR_COLUMNS[name]
-    if name == "table5":
-        for run in run_dirs:  # the ensemble's runs: only checked; members are found from the JSON's paths
-            RunDir(run)
-        return _table5(ensemble, preset)
-    if ensemble:
-        raise ReproError(f"--ensemble is for table5 only, not {name}")
-    runs = read_runs(run_dirs, family, view)
     groups = {}
     for r in runs:
         groups.setdefault(r["model"], []).append(r)
@@ -188,41 +192,32 @@ def make_table(name, run_dirs=(), ensemble=None, preset=None):
     known = {r["model"] for r in rows if r["source"] == "paper"}
     for model in groups:
         if model not in known:
-            m = parse_model_name(model)
-            rows.append(
-                {
-                    "model": model,
-                    "source": "ours",
-                    "paper_split": None,
-                    **({"layers": m.depth} if name == "table6" else {}),
-                }
-            )
+            m = parse_model_name(model)  # a name the project does not know fails here, in every table
+            layers = {"layers": m.depth} if name == "table6" else {}
+            rows.append({"model": model, "source": "ours", "paper_split": None, **layers})
     for row in rows:
         if row["source"] != "literature" and row["model"] in groups:
             row.update(_ours(groups[row["model"]], name, metrics))
             if name == "table6":
                 row["params_m"] = count_params(build_model(row["model"])) / 1e6
-    if name == "table6":
-        cols = [
-            "model",
-            "source",
-            "layers",
-            "params_m_paper",
-            "params_m",
-            "error_paper",
-            "mean_paper",
-            "std_paper",
-            "error_best",
-            "error_mean",
-            "error_std",
-            "diff",
-        ]
-    else:
-        cols = ["model", "source"] + [f"{m}{s}" for m in metrics for s in ("_paper", "", "_std", "_diff")]
-    extra = ["views"] if name != "table6" else []
-    df = pd.DataFrame(rows).reindex(
-        columns=cols + ["n_runs", "seeds", "paper_split", "split", "data", "precision"] + extra
-    )
+    return rows
+
+
+def make_table(name, run_dirs=(), ensemble=None, preset=None):
+    """The table as a DataFrame: paper rows, reproduced cells beside them, differences."""
+    import pandas as pd
+
+    if name not in TABLES:
+        raise ReproError(f"unknown table {name!r}: choose one of {', '.join(TABLES)}")
+    family, view, metrics = ARTIFACT[name].family, ARTIFACT[name].view, ERROR_COLUMNS[name]
+    if ARTIFACT[name].ensemble:
+        for run in run_dirs:  # the ensemble's runs: only checked; members are found from the JSON's paths
+            RunDir(run)
+        return _table5(ensemble, preset)
+    if ensemble:
+        raise ReproError(f"--ensemble is for table5 only, not {name}")
+    rows = table_rows(name, read_runs(run_dirs, family, view), metrics)
+    df = pd.DataFrame(rows).reindex(columns=columns(name, metrics))
     if name == "table6":
         df["diff"] = df["error_mean"] - df["mean_paper"].fillna(df["error_paper"])
         df["layers"] = df["layers"].astype("Int64")
@@ -234,21 +229,26 @@ def make_table(name, run_dirs=(), ensemble=None, preset=None):
     return df
 
 
-def _table5(ensemble, preset):
-    import pandas as pd
-
+def read_ensemble(ensemble):
+    """(ensemble's top-5, top-1, {member scores file: (top-5, top-1)}) from `resnet-repro ensemble --out`."""
     if not ensemble:
         raise ReproError("table5 needs --ensemble JSON (from `resnet-repro ensemble --out`)")
     path = Path(ensemble)
     try:
         e = json.loads(path.read_text())
         ens, members = e["ensemble"], e["members"]
-        ens_top5, ens_top1 = float(ens["top5_error"]), float(ens["top1_error"])
         members = {f: (float(v["top5_error"]), float(v["top1_error"])) for f, v in members.items()}
+        return float(ens["top5_error"]), float(ens["top1_error"]), members
     except FileNotFoundError:
         raise ReproError(f"{path} does not exist") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise ReproError(f"{path} is malformed: {err.__class__.__name__}: {err}") from None
+
+
+def _table5(ensemble, preset):
+    import pandas as pd
+
+    ens_top5, ens_top1, members = read_ensemble(ensemble)
     preset = preset or preset_of(members)  # the members' paths say which preset trained them
     rows = _paper_rows("table5")
     runs = {f: RunDir(run_of_file(f)) if run_of_file(f) else None for f in members}
@@ -271,40 +271,14 @@ def _table5(ensemble, preset):
     )
     for f, (top5, top1) in members.items():
         model, seed = info[f]
+        seed = "" if seed is None else str(seed)
         rows.append(
-            {
-                "model": model,
-                "source": "ours (ensemble member)",
-                "top5": top5,
-                "top1": top1,
-                "n_runs": 1,
-                "seeds": "" if seed is None else str(seed),
-                "split": "val",
-                "members": f,
-                "data": data[f],
-                "precision": precision[f],
-                "views": views[f],
-            }
+            dict(model=model, source="ours (ensemble member)", top5=top5, top1=top1, n_runs=1, seeds=seed)
+            | dict(split="val", members=f, data=data[f], precision=precision[f], views=views[f])
         )
     df = pd.DataFrame(rows)
     df["top5_diff"] = df["top5"] - df["top5_paper"]
-    cols = [
-        "model",
-        "source",
-        "top5_paper",
-        "top5",
-        "top5_diff",
-        "top1",
-        "n_runs",
-        "seeds",
-        "paper_split",
-        "split",
-        "members",
-        "data",
-        "precision",
-        "views",
-    ]
-    df = df.reindex(columns=cols)
+    df = df.reindex(columns=TABLE5_COLUMNS)
     df["n_runs"] = df["n_runs"].fillna(0).astype(int)
     df.attrs["preset"] = preset
     return df
