@@ -42,8 +42,6 @@ OVERSIZED_TODAY = {
     "module report.claims",
     "class plan.Plan",
     "function preflight.estimate.estimate",
-    "function data.views.predict_view",
-    "function evaluation.evaluate.evaluate_checkpoint",
 }
 HEAVY = ("torch", "mlflow", "pandas", "matplotlib", "scipy")
 

@@ -58,51 +58,58 @@ def predict_view(
     `mean` is the per-pixel mean image at the crop size: crops subtract it pixel by pixel, whole
     images (multiscale) its per-channel mean (small.channel_mean)."""
     model.eval()
-    loader = lambda tf, bs: torch.utils.data.DataLoader(
-        stream.Transformed(dataset, tf), batch_size=bs, num_workers=workers, pin_memory=device.type == "cuda"
-    )
+    forward = lambda x, m=mean: _forward(model, x, m, device, bf16, channels_last)  # noqa: E731
     if view == "center":
-        return torch.cat(
-            [
-                _forward(model, x, mean, device, bf16, channels_last).cpu()
-                for x, _ in loader(stream.eval_transform("center", test_size, crop), batch_size)
-            ]
-        )
+        batches = _loader(dataset, stream.eval_transform("center", test_size, crop), batch_size, workers, device)
+        return torch.cat([forward(x).cpu() for x, _ in batches])
     if view == "tencrop":
+        tf = stream.eval_transform("tencrop", test_size, crop, flips=flips)
         out = []
-        for x, _ in loader(stream.eval_transform("tencrop", test_size, crop, flips=flips), max(1, batch_size // 10)):
+        for x, _ in _loader(dataset, tf, max(1, batch_size // 10), workers, device):
             b, k = x.shape[:2]  # k = 10 crops, or 5 without flips
-            p = F.softmax(_forward(model, x.flatten(0, 1), mean, device, bf16, channels_last), 1)
-            out.append(p.view(b, k, -1).mean(1).cpu())
+            out.append(F.softmax(forward(x.flatten(0, 1)), 1).view(b, k, -1).mean(1).cpu())
         return torch.cat(out).clamp_min(1e-12).log()
     if view == "multiscale":
-        mean = small.channel_mean(mean)  # whole images are not crop-sized: no per-pixel correspondence
-        total = None
-        for s in scales:
-            probs = []
-            # whole images differ in size: batch together the ones that share a size
-            # about as many pixels per forward pass as a centre-crop batch (flips included)
-            bs = max(1, int(batch_size * (crop / s) ** 2 / 2))
-            for batch in torch.utils.data.DataLoader(
-                stream.Transformed(dataset, stream.eval_transform("full", scale=s)),
-                batch_size=bs,
-                num_workers=workers,
-                collate_fn=lambda items: [x for x, _ in items],
-            ):
-                out = [None] * len(batch)
-                for shape in {x.shape for x in batch}:
-                    idx = [i for i, x in enumerate(batch) if x.shape == shape]
-                    x = torch.stack([batch[i] for i in idx])
-                    views = torch.cat([x, x.flip(3)]) if flips else x
-                    p = F.softmax(_forward(model, views, mean, device, bf16, channels_last), 1)
-                    p = p.view(-1, len(idx), p.shape[1]).mean(0).cpu()
-                    for j, i in enumerate(idx):
-                        out[i] = p[j]
-                probs.append(torch.stack(out))
-            probs = torch.cat(probs)
-            total = probs if total is None else total + probs
+        # whole images are not crop-sized: no per-pixel correspondence with the mean image
+        channel_mean = small.channel_mean(mean)
+        whole = lambda x: forward(x, channel_mean)  # noqa: E731
+        total = sum(_whole_images(whole, dataset, s, batch_size, crop, workers, flips) for s in scales)
         return (total / len(scales)).clamp_min(1e-12).log()
     raise ReproError(f"unknown view {view!r}: choose one of {', '.join(VIEWS)}")
+
+
+def _loader(dataset, transform, batch_size, workers, device):
+    return torch.utils.data.DataLoader(
+        stream.Transformed(dataset, transform),
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def _whole_images(forward, dataset, scale, batch_size, crop, workers, flips):
+    """Softmax (N, C) of every image whole at shorter side `scale` (and its mirror if `flips`): images
+    of one size go through the network together."""
+    probs = []
+    # about as many pixels per forward pass as a centre-crop batch (flips included)
+    bs = max(1, int(batch_size * (crop / scale) ** 2 / 2))
+    for batch in torch.utils.data.DataLoader(
+        stream.Transformed(dataset, stream.eval_transform("full", scale=scale)),
+        batch_size=bs,
+        num_workers=workers,
+        collate_fn=lambda items: [x for x, _ in items],
+    ):
+        out = [None] * len(batch)
+        for shape in {x.shape for x in batch}:
+            idx = [i for i, x in enumerate(batch) if x.shape == shape]
+            x = torch.stack([batch[i] for i in idx])
+            views = torch.cat([x, x.flip(3)]) if flips else x
+            p = F.softmax(forward(views), 1)
+            p = p.view(-1, len(idx), p.shape[1]).mean(0).cpu()
+            for j, i in enumerate(idx):
+                out[i] = p[j]
+        probs.append(torch.stack(out))
+    return torch.cat(probs)
 
 
 def error_rates(scores, labels):

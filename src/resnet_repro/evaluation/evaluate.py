@@ -152,20 +152,27 @@ def evaluate_checkpoint(
             model, spec, d, views, mean, device, bf16, cl, batch_size, w, scales, multiscale_flips
         )
     for view in views:
-        run, labels = runs[view]
-        scores = run()
-        np.savez_compressed(
-            out_dir / scores_name(view), scores=scores.numpy(), labels=labels.numpy(), images=np.array(images)
-        )
-        metrics["views"][view] = error_rates(scores, labels)
-        if view == "multiscale":
-            metrics["views"][view]["scales"] = list(scales)
-        if view in ("tencrop", "multiscale"):
-            metrics["views"][view]["flips"] = bool(flips[view])
-        if family != "cifar":
-            metrics["views"][view]["mean"] = MEAN_KIND[view]
+        metrics["views"][view] = evaluate_view(out_dir, view, runs[view], images, family, scales, flips.get(view))
     write_json(out_dir / METRICS, metrics)
     return metrics
+
+
+def evaluate_view(out_dir, view, run, images, family, scales, flips):
+    """One view: its scores (with the labels and the images' identity) saved as scores-<view>.npz, and
+    its errors with what the view averaged (scales, mirrors, the mean subtracted)."""
+    predict, labels = run
+    scores = predict()
+    np.savez_compressed(
+        out_dir / scores_name(view), scores=scores.numpy(), labels=labels.numpy(), images=np.array(images)
+    )
+    result = error_rates(scores, labels)
+    if view == "multiscale":
+        result["scales"] = list(scales)
+    if view in ("tencrop", "multiscale"):
+        result["flips"] = bool(flips)
+    if family != "cifar":
+        result["mean"] = MEAN_KIND[view]
+    return result
 
 
 def ensemble(score_files):
