@@ -41,7 +41,6 @@ MAX_MODULE, MAX_FUNCTION, MAX_CLASS = 400, 60, 150
 OVERSIZED_TODAY = {
     "module report.claims",
     "class plan.Plan",
-    "function preflight.estimate.estimate",
 }
 HEAVY = ("torch", "mlflow", "pandas", "matplotlib", "scipy")
 

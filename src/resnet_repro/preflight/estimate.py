@@ -183,35 +183,12 @@ def estimate(
     log=print,
 ):
     """Rows (one per model) and the total; prints the table through `log`."""
-    from resnet_repro.device import resolve_device
-
     plan = load_plan(config, preset)
-    root = Path(config).parent
     runs = runs_for(plan, targets)
-    given = parse_given(given)
     per_model = model_rows(plan, runs)
-    dev, measured_note = None, None
-    for model, row in per_model.items():
-        if model in given:
-            row["ips"], row["source"], row["device"] = given[model], "given", "given"
-            continue
-        done = None if measure_now else finished_throughput(root, plan.preset, model)
-        if done:
-            row["ips"], row["device"] = done
-            row["source"] = "finished runs"
-            continue
-        if dev is None:
-            dev = resolve_device(device)
-        spec = row["spec"]
-        batch = measure_batch or spec["batch_size"]
-        if measure_batch is None and dev.type == "cpu" and input_size(spec) >= 128:
-            batch = min(batch, 32)  # a 256-image ImageNet batch takes minutes per step on a CPU
-        row["ips"] = measure(spec, dev, iters, warmup, batch)
-        row["source"], row["device"] = f"measured (batch {batch})", dev.type
-        measured_note = (
-            f"measured now on {_describe(dev)}: {warmup} warm-up + {iters} timed iterations of the "
-            f"training step per model, synthetic data at the model's input size"
-        )
+    measured_note = throughputs(
+        per_model, plan, Path(config).parent, parse_given(given), measure_now, device, iters, warmup, measure_batch
+    )
     rows = list(per_model.values())
     for r in rows:
         r["hours"] = r["images"] / r["ips"] / 3600
@@ -243,6 +220,36 @@ def estimate(
         "unit": unit,
         "rows": [{k: (sorted(v) if isinstance(v, set) else v) for k, v in r.items() if k != "spec"} for r in rows],
     }
+
+
+def throughputs(per_model, plan, root, given, measure_now, device, iters, warmup, measure_batch):
+    """Each model's images/s (row "ips", "source", "device"): given, else that of its finished runs,
+    else measured now; returns a line saying how it was measured, or None."""
+    from resnet_repro.device import resolve_device
+
+    dev, measured_note = None, None
+    for model, row in per_model.items():
+        if model in given:
+            row["ips"], row["source"], row["device"] = given[model], "given", "given"
+            continue
+        done = None if measure_now else finished_throughput(root, plan.preset, model)
+        if done:
+            row["ips"], row["device"] = done
+            row["source"] = "finished runs"
+            continue
+        if dev is None:
+            dev = resolve_device(device)
+        spec = row["spec"]
+        batch = measure_batch or spec["batch_size"]
+        if measure_batch is None and dev.type == "cpu" and input_size(spec) >= 128:
+            batch = min(batch, 32)  # a 256-image ImageNet batch takes minutes per step on a CPU
+        row["ips"] = measure(spec, dev, iters, warmup, batch)
+        row["source"], row["device"] = f"measured (batch {batch})", dev.type
+        measured_note = (
+            f"measured now on {_describe(dev)}: {warmup} warm-up + {iters} timed iterations of the "
+            f"training step per model, synthetic data at the model's input size"
+        )
+    return measured_note
 
 
 def _count(n):
