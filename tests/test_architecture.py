@@ -40,7 +40,6 @@ LATER_LAYER_TODAY = set()
 MAX_MODULE, MAX_FUNCTION, MAX_CLASS = 400, 60, 150
 OVERSIZED_TODAY = {
     "module report.claims",
-    "class plan.Plan",
 }
 HEAVY = ("torch", "mlflow", "pandas", "matplotlib", "scipy")
 

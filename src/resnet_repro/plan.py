@@ -47,53 +47,84 @@ def validate(config, schema_path):
         raise ReproError(f"config: {where}: {error.message}")
 
 
+def resolve(config):
+    """The chosen preset merged over the top-level settings, its model names and resources checked."""
+    preset = config["preset"]
+    if preset not in config["presets"]:
+        raise ReproError(f"config: preset {preset!r} is not defined; choose one of {', '.join(config['presets'])}")
+    cfg = deep_merge({k: config[k] for k in SETTINGS if k in config}, config["presets"][preset])
+    for key in ("model_training", "extra_seeds", "claim_seeds"):
+        cfg.setdefault(key, {})
+    for key in ("extra_seeds", "claim_seeds"):
+        for model in cfg[key]:
+            try:
+                parse_model_name(model)
+            except ReproError as err:
+                raise ReproError(f"config: {key}: {err}") from None
+    for fam, r in cfg["resources"].items():
+        nodes = r.get("nodes", 1)
+        if nodes > 1 and (r["gpus"] < nodes or r["gpus"] % nodes):
+            raise ReproError(
+                f"config: resources.{fam}: {r['gpus']} gpus do not split evenly over {nodes} nodes "
+                f"(gpus is the total over all nodes)"
+            )
+    return cfg
+
+
+def experiments(cfg):
+    """{artifact: [(model, seed or None)]} from `experiments`; every artifact lists a model."""
+    out = {}
+    for name in ARTIFACTS:
+        entries = []
+        for e in cfg["experiments"].get(name, []):
+            model, seed = (e, None) if isinstance(e, str) else (e["model"], e.get("seed"))
+            try:
+                parse_model_name(model)
+            except ReproError as err:
+                raise ReproError(f"config: experiments.{name}: {err}") from None
+            entries.append((model, seed))
+        if not entries:
+            raise ReproError(f"config: experiments.{name} lists no models")
+        out[name] = entries
+    return out
+
+
+def config_hash(cfg):
+    """The hash of the settings that make the runs, recorded with each run and checked by the report;
+    `claim_seeds` is left out: asking for more seeds of a model leaves the runs made before, their
+    MLflow runs and the figures drawn from them as they were (the new runs are new jobs)."""
+    made = {k: v for k, v in cfg.items() if k != "claim_seeds"}
+    return hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def launch_line(r, per_node):
+    """What goes in front of `resnet-repro train` for a training with resources `r`: nothing for one
+    process; torchrun with one process per GPU on one node; on several nodes, srun (one task per node)
+    and torchrun agents that meet at a c10d rendezvous on the job's first node (where the rule's shell
+    runs). srun starts the agents with default signal handling, so each ignores SIGUSR1 itself (`trap ""
+    USR1`, as the job's shell does on one node): Slurm's early warning then reaches only the trainers,
+    which checkpoint."""
+    if r["nodes"] > 1:
+        return (
+            f"srun --nodes={r['nodes']} --ntasks-per-node=1 --cpus-per-task={r['threads'] // r['nodes']} "
+            f'--kill-on-bad-exit=1 sh -c \'trap "" USR1; exec "$0" "$@"\' '
+            f"torchrun --nnodes={r['nodes']} --nproc_per_node={per_node} "
+            f"--rdzv_backend=c10d --rdzv_endpoint=$(hostname):29400 --rdzv_id=${{SLURM_JOB_ID:-0}} "
+            f"--no-python "
+        )
+    return f"torchrun --standalone --nproc_per_node={per_node} --no-python " if r["gpus"] > 1 else ""
+
+
 class Plan:
     def __init__(self, config, schema_path):
         validate(config, schema_path)
         self.preset = config["preset"]
-        if self.preset not in config["presets"]:
-            raise ReproError(
-                f"config: preset {self.preset!r} is not defined; choose one of {', '.join(config['presets'])}"
-            )
-        top = {k: config[k] for k in SETTINGS if k in config}
-        self.cfg = deep_merge(top, config["presets"][self.preset])
-        self.cfg.setdefault("model_training", {})
-        self.cfg.setdefault("extra_seeds", {})
-        self.cfg.setdefault("claim_seeds", {})
-        for key in ("extra_seeds", "claim_seeds"):
-            for model in self.cfg[key]:
-                try:
-                    parse_model_name(model)
-                except ReproError as err:
-                    raise ReproError(f"config: {key}: {err}") from None
+        self.cfg = resolve(config)
         self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or config["mlflow"].get(
             "tracking_uri", DEFAULT_TRACKING_URI
         )
-        self.experiments = {}
-        for name in ARTIFACTS:
-            entries = []
-            for e in self.cfg["experiments"].get(name, []):
-                model, seed = (e, None) if isinstance(e, str) else (e["model"], e.get("seed"))
-                try:
-                    parse_model_name(model)
-                except ReproError as err:
-                    raise ReproError(f"config: experiments.{name}: {err}") from None
-                entries.append((model, seed))
-            if not entries:
-                raise ReproError(f"config: experiments.{name} lists no models")
-            self.experiments[name] = entries
-        for fam, r in self.cfg["resources"].items():
-            nodes = r.get("nodes", 1)
-            if nodes > 1 and (r["gpus"] < nodes or r["gpus"] % nodes):
-                raise ReproError(
-                    f"config: resources.{fam}: {r['gpus']} gpus do not split evenly over {nodes} nodes "
-                    f"(gpus is the total over all nodes)"
-                )
-        # the hash of the settings that make the runs, recorded with each run and checked by the report;
-        # `claim_seeds` is left out: asking for more seeds of a model leaves the runs made before, their
-        # MLflow runs and the figures drawn from them as they were (the new runs are new jobs)
-        made = {k: v for k, v in self.cfg.items() if k != "claim_seeds"}
-        self.config_hash = hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:12]
+        self.experiments = experiments(self.cfg)
+        self.config_hash = config_hash(self.cfg)
         # the MLflow experiment of this preset's trainings: one per preset and data, so the list of
         # experiments reads as a list of reproductions (figures and tables: its reports experiment)
         self.mlflow_experiment = f"resnet-repro · {self.preset} · {data_names(self.cfg['data'].values())}"
@@ -226,22 +257,8 @@ class Plan:
         }
 
     def launcher(self, model):
-        """What goes in front of `resnet-repro train`: nothing for one process; torchrun with one process
-        per GPU on one node; on several nodes, srun (one task per node) and torchrun agents that meet
-        at a c10d rendezvous on the job's first node (where the rule's shell runs). srun starts the agents
-        with default signal handling, so each ignores SIGUSR1 itself (`trap "" USR1`, as the job's shell
-        does on one node): Slurm's early warning then reaches only the trainers, which checkpoint."""
-        r = self.resources(model)
-        per_node = self.processes_per_node(model)
-        if r["nodes"] > 1:
-            return (
-                f"srun --nodes={r['nodes']} --ntasks-per-node=1 --cpus-per-task={r['threads'] // r['nodes']} "
-                f'--kill-on-bad-exit=1 sh -c \'trap "" USR1; exec "$0" "$@"\' '
-                f"torchrun --nnodes={r['nodes']} --nproc_per_node={per_node} "
-                f"--rdzv_backend=c10d --rdzv_endpoint=$(hostname):29400 --rdzv_id=${{SLURM_JOB_ID:-0}} "
-                f"--no-python "
-            )
-        return f"torchrun --standalone --nproc_per_node={per_node} --no-python " if r["gpus"] > 1 else ""
+        """torchrun (and srun on several nodes) in front of a training of `model` (launch_line)."""
+        return launch_line(self.resources(model), self.processes_per_node(model))
 
     def data_dirs(self):
         """Data directories the workflow itself makes (the digits image folder), by family."""
