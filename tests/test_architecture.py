@@ -36,11 +36,10 @@ LAYER = {m: i for i, group in enumerate(LAYERS) for m in group}
 # imports into a later layer, listed while a step of the move removes them; the list only shrinks
 LATER_LAYER_TODAY = set()
 
-# the size limits, and today's offenders: a new one fails, and so does a listed one that now complies
+# the size limits, and the offenders listed while they were split: a new one fails, and so does a
+# listed one that now complies
 MAX_MODULE, MAX_FUNCTION, MAX_CLASS = 400, 60, 150
-OVERSIZED_TODAY = {
-    "module report.claims",
-}
+OVERSIZED_TODAY = set()  # none left (issue 35): a new offender fails the test
 HEAVY = ("torch", "mlflow", "pandas", "matplotlib", "scipy")
 
 

@@ -13,17 +13,8 @@ from test_report import N_CIFAR, make_run
 
 from resnet_repro.files import write_text
 from resnet_repro.paper.text import reference
-from resnet_repro.report.claims import (
-    CIFAR_DEPTHS,
-    RULES,
-    Evidence,
-    depth,
-    error_measure,
-    judge,
-    log_response,
-    summary_line,
-    train_error_measure,
-)
+from resnet_repro.report.claims import CIFAR_DEPTHS, RULES, judge, summary_line
+from resnet_repro.report.evidence import Evidence, depth, error_measure, log_response, train_error_measure
 from resnet_repro.report.noise import (
     ALPHA,
     Measure,
@@ -390,7 +381,7 @@ def test_ensemble_is_judged_against_every_member_paired_from_the_same_arrays(tmp
     """Table 5 with the members' saved scores: the ensemble (mean softmax) against each member, paired on the
     same images, its difference and noise from the same per-image arrays, no seed part (these trained nets);
     it holds only if it beats every member."""
-    from resnet_repro.report.claims import ensemble_measures
+    from resnet_repro.report.evidence import ensemble_measures
 
     rng = np.random.default_rng(4)
     n = 4000
@@ -499,7 +490,7 @@ def test_every_rule_names_only_declared_margins(tmp_path):
 def test_a_measures_own_noise_is_its_images_and_its_seeds():
     """The seeds' variance / k adds to the images' binomial, never replaces it; one seed has no measured
     seed variance (nothing decisive rests on it without a pool)."""
-    from resnet_repro.report.claims import measure_json
+    from resnet_repro.report.evidence import measure_json
 
     m = measure_json(Measure("a", [7.0, 13.0], n=900), 1)
     assert m["std"] == pytest.approx(math.sqrt(1.0 + 18.0 / 2)) and "seed sd 4.24 over 2 runs" in m["noise"]

@@ -13,7 +13,8 @@ from string import Template
 
 from resnet_repro.paper.catalogue import ARTIFACT
 from resnet_repro.paper.text import caption, data_names
-from resnet_repro.report.claims import REDUCED_MARK, VERDICTS, compared_text, member_run, seeds_of, value_format
+from resnet_repro.report.claims import REDUCED_MARK, VERDICTS, compared_text, value_format
+from resnet_repro.report.evidence import member_run, seeds_of
 from resnet_repro.report.noise import Z
 from resnet_repro.spec.build import PRECISION_POLICY
 
