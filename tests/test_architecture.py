@@ -58,10 +58,9 @@ def layer(module):
     return LAYER["commands" if module.endswith(".commands") else module.split(".")[0]]
 
 
-def imported(tree, known=None):
+def imported(tree, known):
     """The package's modules a module imports, at its top or inside a function: `from resnet_repro.a
-    import b` is a.b where that is a module (known), else a."""
-    known = known if known is not None else set(modules())
+    import b` is a.b where that is a module (one of `known`), else a."""
     out = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("resnet_repro"):

@@ -24,6 +24,7 @@ check's line. The exit status is 2 if any check failed (the command's one-line e
 import tempfile
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 
 from resnet_repro.preflight import checks
@@ -77,7 +78,6 @@ def doctor(device="auto", compile="auto", out=print, show_traceback=False, confi
     from resnet_repro.device import resolve_device  # torch: imported when doctor runs, not with the CLI
 
     d = resolve_device(device)
-    if work is not None:
-        return run(Context(d, compile, config, Path(work), sizes(d), out), show_traceback)
-    with tempfile.TemporaryDirectory(prefix="resnet-repro-doctor-") as tmp:
-        return run(Context(d, compile, config, Path(tmp), sizes(d), out), show_traceback)
+    place = nullcontext(work) if work is not None else tempfile.TemporaryDirectory(prefix="resnet-repro-doctor-")
+    with place as folder:
+        return run(Context(d, compile, config, Path(folder), sizes(d), out), show_traceback)
