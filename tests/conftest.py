@@ -76,3 +76,38 @@ def log_one_data_set_at_once(uri, jobs=6):
     inputs = [c.get_run(r).inputs.dataset_inputs for r in runs]
     assert all(len(i) == 2 for i in inputs)
     assert len({(i.dataset.name, i.dataset.digest) for ins in inputs for i in ins}) == 2
+
+
+def _tag_one_run(uri, run_id, keys, barrier, results):
+    from resnet_repro.tracking import store as mlflow_store
+
+    c = mlflow_store.client(uri)
+    barrier.wait()  # every job sets the same new tags at the same moment: each looks a tag up, misses it
+    try:
+        for key in keys:
+            c.set_tag(run_id, key, "same value")
+        results.put("ok")
+    except Exception as e:
+        results.put(str(e).splitlines()[0])
+
+
+def tag_one_run_at_once(uri, jobs=6, keys=20):
+    """`jobs` processes set the same `keys` new tags of one run at the same moment through the project's
+    MLflow client (as two `track eval` jobs of tables that share a training do); each must succeed."""
+    import multiprocessing
+
+    from resnet_repro.tracking import store as mlflow_store
+
+    ctx = multiprocessing.get_context("fork")
+    c = mlflow_store.client(uri)
+    run = c.create_run(c.create_experiment("tags-race")).info.run_id
+    names = [f"view{i}_precision" for i in range(keys)]
+    barrier, results = ctx.Barrier(jobs), ctx.Queue()
+    procs = [ctx.Process(target=_tag_one_run, args=(uri, run, names, barrier, results)) for _ in range(jobs)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    said = [results.get(timeout=5) for _ in range(jobs)]
+    assert said == ["ok"] * jobs, said
+    assert {k: v for k, v in c.get_run(run).data.tags.items() if k in names} == dict.fromkeys(names, "same value")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import log_one_data_set_at_once
+from conftest import log_one_data_set_at_once, tag_one_run_at_once
 
 from resnet_repro import digest
 from resnet_repro.cli import main
@@ -474,9 +474,26 @@ def test_jobs_logging_one_data_set_at_once_share_it(tmp_path):
         log_one_data_set_at_once(uri)
 
 
-def test_only_a_data_set_conflict_is_retried_besides_a_locked_store():
-    sqlite = "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name"
-    postgres = 'duplicate key value violates unique constraint "dataset_pk" (table datasets)'
-    assert mlflow_store.is_dataset_race(Exception(sqlite)) and mlflow_store.is_dataset_race(Exception(postgres))
-    assert not mlflow_store.is_dataset_race(Exception("UNIQUE constraint failed: runs.run_uuid"))
-    assert not mlflow_store.is_dataset_race(Exception("RESOURCE_DOES_NOT_EXIST: dataset"))
+def test_jobs_setting_one_tag_at_once_all_succeed(tmp_path):
+    """Two `track eval` jobs of tables that share a training set the same tags of its run at once (CI saw
+    "UNIQUE constraint failed: tags.key, tags.run_uuid" from this race in the tiny workflow; the race
+    failed 4 of 4 trials before the fix)."""
+    for trial in range(3):
+        uri = f"sqlite:///{tmp_path / f'tags{trial}.db'}"
+        mlflow_store.client(uri, create=True)
+        tag_one_run_at_once(uri)
+
+
+def test_only_a_lookup_then_insert_conflict_is_retried_besides_a_locked_store():
+    races = (
+        "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name",
+        "(sqlite3.IntegrityError) UNIQUE constraint failed: tags.key, tags.run_uuid",
+        "(sqlite3.IntegrityError) UNIQUE constraint failed: params.key, params.run_uuid",
+        'duplicate key value violates unique constraint "tag_pk"',
+        'duplicate key value violates unique constraint "dataset_pk" (table datasets)',
+        "(pymysql.err.IntegrityError) (1062, \"Duplicate entry 'a-b' for key 'input_tags.PRIMARY'\")",
+    )
+    assert all(mlflow_store.is_upsert_race(Exception(text)) for text in races)
+    assert not mlflow_store.is_upsert_race(Exception("UNIQUE constraint failed: runs.run_uuid"))
+    assert not mlflow_store.is_upsert_race(Exception("UNIQUE constraint failed: experiments.name"))
+    assert not mlflow_store.is_upsert_race(Exception("RESOURCE_DOES_NOT_EXIST: dataset"))

@@ -67,27 +67,33 @@ def is_locked(exc):
     return False
 
 
-def is_dataset_race(exc):
-    # log_inputs looks the data set up, then inserts it: two jobs logging the same data set at once
-    # both miss it and the second insert breaks the unique key. Retried, the lookup finds the row.
-    # (SQLite: "UNIQUE constraint failed: datasets...."; PostgreSQL and MySQL servers: "duplicate key".)
+# The rows MLflow writes as "look up, then insert": a data set and a run's inputs (log_inputs), a tag
+# (set_tag), a parameter (log_param). Two jobs writing the same row at once (two trainings that log one
+# data set, two `track eval` jobs of tables that share a training) both miss it and the second insert
+# breaks the unique key. Retried, the lookup finds the row and the write is an update (or, for a
+# parameter, the usual check that its value is unchanged). SQLite says "UNIQUE constraint failed:
+# tags.key, tags.run_uuid"; PostgreSQL and MySQL servers "duplicate key ... tag_pk".
+UPSERT_ROWS = ("dataset", "input", "tag", "param")
+
+
+def is_upsert_race(exc):
     text = str(exc).lower()
-    return ("unique constraint" in text or "duplicate" in text) and "dataset" in text
+    return ("unique constraint" in text or "duplicate" in text) and any(row in text for row in UPSERT_ROWS)
 
 
 def retry(fn, *args, **kwargs):
     """fn(*args, **kwargs), retried with jittered exponential backoff while SQLite says "locked" or
-    another job has just inserted the same data set. Safe because MLflow rolls a failed transaction
-    back and dedupes identical metric points and data sets."""
+    another job has just inserted the same row (is_upsert_race). Safe because MLflow rolls a failed
+    transaction back and dedupes identical metric points, data sets, tags and parameters."""
     for attempt in range(RETRIES):
         try:
             return fn(*args, **kwargs)
         except Exception as e:
-            if not (is_locked(e) or is_dataset_race(e)):
+            if not (is_locked(e) or is_upsert_race(e)):
                 raise
             if attempt == RETRIES - 1:
                 raise ReproError(
-                    f"tracking store stayed locked after {RETRIES} attempts "
+                    f"tracking store stayed busy after {RETRIES} attempts "
                     f"({getattr(fn, '__name__', fn)}): {str(e).splitlines()[0]}"
                 ) from None
             time.sleep(min(20.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.5))
