@@ -18,25 +18,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "tests" / "dag"
 PRESETS = ("paper", "demo", "tiny")
+# how each preset is chosen: the user's from config.yaml, the tests' from a config file merged over it
+CHOOSE = {
+    "paper": ["--configfile", ROOT / "config.yaml", "--config", "preset=paper"],
+    "demo": ["--configfile", ROOT / "config.yaml", "--config", "preset=demo"],
+    "tiny": ["--configfile", ROOT / "config.yaml", ROOT / "tests" / "config" / "tiny.yaml"],
+}
 # the fields of a job that decide what runs and what reruns (jobid, reason and the date do not)
 FIELDS = ("input", "output", "log", "benchmark", "wildcards", "resources")
 LISTS = ("input", "output", "resources")  # order within them is Snakemake's, not the workflow's
 
 
-def dry_run(preset, workdir):
+def dry_run(preset, workdir, target="all"):
     # a user's site settings or tracking server would change the lines: plan as a fresh machine would
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RESNET_", "MLFLOW_", "SLURM_"))}
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     r = subprocess.run(
-        [Path(sys.executable).parent / "snakemake", "-n", "-p", "all", "--config", f"preset={preset}"]
-        + ["-s", ROOT / "Snakefile", "--directory", workdir, "--configfile", ROOT / "config.yaml"],
+        [Path(sys.executable).parent / "snakemake", "-n", "-p", target, "-s", ROOT / "Snakefile"]
+        + ["--directory", workdir, *CHOOSE[preset]],
         capture_output=True,
         text=True,
         env=env,
         cwd=workdir,
     )
     if r.returncode != 0:
-        sys.exit(f"dag_lines: snakemake -n all (preset {preset}) failed:\n{r.stderr[-3000:]}")
+        sys.exit(f"dag_lines: snakemake -n {target} (preset {preset}) failed:\n{r.stderr[-3000:]}")
     return r.stdout
 
 

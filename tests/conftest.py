@@ -1,8 +1,13 @@
 """Shared pytest hooks, fixtures and helpers (tests import the helpers: `from conftest import free_port`)."""
 
 import socket
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# the tests' preset, merged over config.yaml as Snakemake merges --configfile files in order
+TINY_CONFIG = ROOT / "tests" / "config" / "tiny.yaml"
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -5,18 +5,21 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY_CONFIG
 
 from resnet_repro.errors import ReproError
 from resnet_repro.paper.catalogue import ARTIFACT, ARTIFACTS, CATALOGUE, ENSEMBLE, TABLES, artifact_of
-from resnet_repro.plan import Plan
+from resnet_repro.plan import Plan, read_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
+# config.yaml with the tests' preset merged over it, as `snakemake --configfile tests/config/tiny.yaml` has it
+WITH_TINY = read_config([ROOT / "config.yaml", TINY_CONFIG])
 
 
 def plan(preset="paper", **changes):
-    c = copy.deepcopy(CONFIG)
+    c = copy.deepcopy(WITH_TINY if preset == "tiny" else CONFIG)
     c["preset"] = preset
     c.update(changes)
     return Plan(c, SCHEMA)
@@ -190,3 +193,12 @@ def test_launchers_for_one_process_one_node_and_several_nodes():
     resources["imagenet"].update(nodes=3)
     with pytest.raises(ReproError, match="8 gpus do not split evenly over 3 nodes"):
         plan(resources=resources)
+
+
+def test_the_tests_preset_lives_outside_the_users_config():
+    """config.yaml holds the user's presets only; tests/config/tiny.yaml adds the tests' and selects it
+    when merged over config.yaml (`snakemake --configfile tests/config/tiny.yaml`), as the
+    snakemake-workflows catalog keeps its .test/ configs out of the user's."""
+    assert set(CONFIG["presets"]) == {"paper", "demo"} and CONFIG["preset"] == "paper"
+    assert set(WITH_TINY["presets"]) == {"paper", "demo", "tiny"} and WITH_TINY["preset"] == "tiny"
+    assert WITH_TINY["presets"]["demo"] == CONFIG["presets"]["demo"]  # merged over, nothing else changed

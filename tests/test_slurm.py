@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -402,11 +403,10 @@ def snakemake_on_cluster(work, targets, tiny):
         str(ROOT / "Snakefile"),
         "--configfile",
         str(ROOT / "config.yaml"),
+        str(TINY_CONFIG),
         str(extra),
         "--directory",
         str(work),
-        "--config",
-        "preset=tiny",
     ]
 
 

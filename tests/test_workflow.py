@@ -13,17 +13,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import ROOT, TINY_CONFIG
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 FIGURES = ["figure1", "figure4", "figure6", "figure7"]
 TABLES = ["table2", "table3", "table4", "table5", "table6"]
-FIGURE7 = ["plain20", "plain56", "resnet20", "resnet56", "resnet110"]  # the tiny preset's (config.yaml)
-TINY_CLAIM_SEEDS = {"plain20": ["0", "1"]}  # the tiny preset's claim_seeds (config.yaml)
+FIGURE7 = ["plain20", "plain56", "resnet20", "resnet56", "resnet110"]  # the tiny preset's (TINY_CONFIG)
+TINY_CLAIM_SEEDS = {"plain20": ["0", "1"]}  # the tiny preset's claim_seeds (TINY_CONFIG)
 TINY_RUNS = 22  # every (model, seed) of the tiny preset: its artifacts' 21 and plain20's second seed
 
 
-def snakemake(workdir, *args, check=True):
+def snakemake(workdir, *args, tiny=False, check=True):
+    """`snakemake ARGS` on config.yaml, with the tests' preset merged over it where `tiny`."""
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
     env.pop("MLFLOW_TRACKING_URI", None)
     # targets first: --configfile and --config take every word after them
@@ -37,6 +38,7 @@ def snakemake(workdir, *args, check=True):
             str(workdir),
             "--configfile",
             str(ROOT / "config.yaml"),
+            *([str(TINY_CONFIG)] if tiny else []),
         ],
         capture_output=True,
         text=True,
@@ -148,14 +150,14 @@ def test_config_error_is_one_line_before_any_job(tmp_path):
     r = snakemake(tmp_path, "-n", "all", "--config", "preset=tinyy", check=False)
     assert r.returncode != 0
     errors = [l for l in (r.stdout + r.stderr).splitlines() if "resnet-repro:" in l]
-    assert errors == ["resnet-repro: config: preset 'tinyy' is not defined; choose one of paper, demo, tiny"]
+    assert errors == ["resnet-repro: config: preset 'tinyy' is not defined; choose one of paper, demo"]
     assert not (tmp_path / "results").exists()
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("tiny")
-    snakemake(work, "all", "--config", "preset=tiny", "--cores", "2")
+    snakemake(work, "all", "--cores", "2", tiny=True)
     return work
 
 
@@ -266,7 +268,7 @@ def test_tiny_run_makes_the_report_and_snakemake_report(tiny_run):
     (run,) = c.search_runs([exp.experiment_id], "tags.artifact = 'report'")
     assert len(run.data.tags["source_run_ids"].split(",")) == TINY_RUNS
     assert {a.path for a in c.list_artifacts(run.info.run_id)} == {"report.html", "report.pdf", "report.json"}
-    r = snakemake(tiny_run, "all", "--report", str(tiny_run / "smk.html"), "--config", "preset=tiny")
+    r = snakemake(tiny_run, "all", "--report", str(tiny_run / "smk.html"), tiny=True)
     log = r.stdout + r.stderr
     assert "Adding report.html" in log and all(f"Adding {n}" in log for n in ("figure1.pdf", "table6.csv"))
     page = html.unescape((tiny_run / "smk.html").read_text())
@@ -282,7 +284,7 @@ def test_workflow_lint_is_clean(tmp_path):
 def test_rerun_does_no_work_and_adds_no_runs(tiny_run):
     from mlflow import MlflowClient
 
-    r = snakemake(tiny_run, "all", "--config", "preset=tiny", "--cores", "2")
+    r = snakemake(tiny_run, "all", "--cores", "2", tiny=True)
     assert "Nothing to be done" in r.stdout + r.stderr
     client = MlflowClient(f"sqlite:///{tiny_run / 'mlflow.db'}")
     assert len(training_runs(client, client.get_experiment_by_name(TINY_EXPERIMENT))) == TINY_RUNS
@@ -293,7 +295,7 @@ def test_order_only_stamps_make_nothing_stale_and_models_are_protected(tiny_run)
     training, tracking, figure or table; a finished model.pt is write-protected."""
     for stamp in ["results/data/tiny/cifar.json", "results/data/tiny/imagenet.json", "results/mlflow/tiny.json"]:
         (tiny_run / stamp).touch()
-    r = snakemake(tiny_run, "-n", "all", "--config", "preset=tiny")
+    r = snakemake(tiny_run, "-n", "all", tiny=True)
     assert "Nothing to be done" in r.stdout + r.stderr, r.stdout[-3000:]
     model = tiny_run / "results/runs/tiny/resnet20/seed0/model.pt"
     assert model.stat().st_mode & 0o222 == 0
@@ -324,7 +326,7 @@ def slow_training(work):
             }
         )
     )
-    return [f"{SLOW_RUN}/model.pt", "--config", "preset=tiny", "--configfile", str(ROOT / "config.yaml"), str(extra)]
+    return [f"{SLOW_RUN}/model.pt", "--configfile", str(ROOT / "config.yaml"), str(TINY_CONFIG), str(extra)]
 
 
 def user_command(work, args, **env_extra):

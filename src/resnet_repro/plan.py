@@ -33,6 +33,24 @@ SETTINGS = (
 )
 
 
+def read_config(paths):
+    """The config Snakemake builds from `--configfile` files (the Snakefile's config.yaml first): each
+    file merged over those before it, mappings key by key, anything else replaced."""
+    config = {}
+    for path in paths:
+        try:
+            with open(path) as f:
+                loaded = yaml.safe_load(f)
+        except OSError as e:
+            raise ReproError(f"cannot read workflow config {path}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ReproError(f"workflow config {path} is not YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise ReproError(f"workflow config {path}: expected a mapping of settings, got {type(loaded).__name__}")
+        config = deep_merge(config, loaded)
+    return config
+
+
 def validate(config, schema_path):
     import jsonschema
 

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import TINY_CONFIG, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -61,8 +61,7 @@ def store(tmp_path_factory):
             str(work),
             "--configfile",
             str(ROOT / "config.yaml"),
-            "--config",
-            "preset=tiny",
+            str(TINY_CONFIG),
             "--cores",
             "2",
         ],

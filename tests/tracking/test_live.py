@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port, log_one_data_set_at_once
+from conftest import TINY_CONFIG, free_port, log_one_data_set_at_once
 
 pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
@@ -350,7 +350,7 @@ def test_the_pipeline_logs_to_the_server_with_credentials(server, credentials, t
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", MLFLOW_TRACKING_URI=server, OMP_NUM_THREADS="1")
     r = subprocess.run(
         [str(BIN / "snakemake"), "results/mlflow/tiny/figure1.json", "--cores", "2", "-s", str(ROOT / "Snakefile")]
-        + ["--directory", str(tmp_path), "--configfile", str(ROOT / "config.yaml"), "--config", "preset=tiny"],
+        + ["--directory", str(tmp_path), "--configfile", str(ROOT / "config.yaml"), str(TINY_CONFIG)],
         capture_output=True,
         text=True,
         env=env,

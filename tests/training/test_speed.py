@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_CONFIG
 
 from resnet_repro import device as dev
 from resnet_repro.data import small
@@ -186,8 +187,8 @@ def test_estimate_arithmetic_with_given_throughput(project, capsys):
     # tiny preset: figure1 needs plain20 and plain56, 6 iterations of batch 16 each
     r = E.estimate(
         ["reports/figure1.pdf"],
-        project / "config.yaml",
-        "tiny",
+        [project / "config.yaml", TINY_CONFIG],
+        None,
         given=["plain20=0.0096", "plain56=0.0048"],
         log=lambda m: None,
     )
@@ -217,7 +218,7 @@ def test_estimate_reads_finished_runs(project):
     run = project / "results" / "runs" / "tiny" / "plain20" / "seed0"
     run.mkdir(parents=True)
     (run / "metrics.json").write_text(json.dumps({"images_per_s": 12.0, "device": "cuda:0"}))
-    r = E.estimate(["figure1"], project / "config.yaml", "tiny", given=["plain56=24"], log=lambda m: None)
+    r = E.estimate(["figure1"], [project / "config.yaml", TINY_CONFIG], None, given=["plain56=24"], log=lambda m: None)
     rows = {row["model"]: row for row in r["rows"]}
     assert rows["plain20"]["source"] == "finished runs" and rows["plain20"]["device"] == "cuda:0"
     assert rows["plain20"]["hours"] == pytest.approx(96 / 12 / 3600) and rows["plain56"]["source"] == "given"
@@ -228,8 +229,8 @@ def test_estimate_measures_the_step(project, capsys):
         "results/runs/tiny/resnet20/seed0",
         "--config",
         project / "config.yaml",
-        "--preset",
-        "tiny",
+        "--configfile",
+        TINY_CONFIG,
         "--iters",
         1,
         "--warmup",
@@ -243,7 +244,7 @@ def test_estimate_measures_the_step(project, capsys):
 
 
 def test_estimate_targets_and_errors(project):
-    plan = E.load_plan(project / "config.yaml", "tiny")
+    plan = E.load_plan([project / "config.yaml", TINY_CONFIG])
     assert E.runs_for(plan, ["all"]) == E.runs_for(plan, ["tiny"]) == plan.all_runs()
     assert E.runs_for(plan, ["results/table6.md", "table6"]) == plan.runs("table6")
     with pytest.raises(ReproError, match="unknown target"):
@@ -255,3 +256,35 @@ def test_estimate_targets_and_errors(project):
         E.parse_given(["resnet20"])
     with pytest.raises(ReproError, match="not defined"):
         E.load_plan(project / "config.yaml", "nosuch")
+    with pytest.raises(ReproError, match="preset 'tiny' is not defined; choose one of paper, demo"):
+        E.load_plan(project / "config.yaml", "tiny")  # the tests' preset is not in the user's config
+    with pytest.raises(ReproError, match="cannot read workflow config .*nosuch.yaml: No such file"):
+        E.load_plan([project / "config.yaml", project / "nosuch.yaml"])
+    (project / "list.yaml").write_text("- preset\n")
+    with pytest.raises(ReproError, match="list.yaml: expected a mapping of settings, got list"):
+        E.load_plan([project / "config.yaml", project / "list.yaml"])
+
+
+def test_estimate_merges_config_files_in_order_as_snakemake(project, capsys):
+    """Each --configfile is merged over those before it (mappings key by key, lists replaced), and its
+    `preset` selects the preset unless --preset says otherwise."""
+    (project / "more.yaml").write_text("presets: {tiny: {training: {cifar: {max_iters: 10}}}}\n")
+    plan = E.load_plan([project / "config.yaml", TINY_CONFIG, project / "more.yaml"])
+    spec = plan.train_overrides("resnet20", 0)
+    assert plan.preset == "tiny" and spec["max_iters"] == 10 and spec["batch_size"] == 16  # tiny.yaml's, kept
+    assert E.load_plan([project / "config.yaml", TINY_CONFIG], "paper").preset == "paper"
+    run_estimate(
+        "table6",
+        "--configfile",
+        TINY_CONFIG,
+        project / "more.yaml",
+        "--config",
+        project / "config.yaml",
+        "--images-per-s=resnet20=1",
+        "--images-per-s=resnet56=1",
+        "--images-per-s=resnet110=1",
+        "--images-per-s=resnet32=1",
+        "--images-per-s=resnet44=1",
+        "--images-per-s=resnet1202=1",
+    )
+    assert "(preset tiny)" in capsys.readouterr().out

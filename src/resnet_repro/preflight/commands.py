@@ -10,7 +10,7 @@ def cmd_estimate(args):
     set_threads(args)
     result = estimate(
         args.targets,
-        args.config,
+        [args.config, *args.configfile],
         args.preset,
         args.images_per_s,
         args.measure,
@@ -49,7 +49,16 @@ def add_estimate(sub):
         help="the workflow config (default config.yaml; its schema is "
         "workflow/schemas/config.schema.yaml beside it, finished runs under results/ beside it)",
     )
-    s.add_argument("--preset", help="preset to plan with (default: config.yaml's `preset`, as Snakemake)")
+    s.add_argument(
+        "--configfile",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="FILE",
+        help="config files merged in order over --config's, as `snakemake --configfile` merges them over "
+        "the Snakefile's config.yaml (e.g. tests/config/tiny.yaml, the tests' preset)",
+    )
+    s.add_argument("--preset", help="preset to plan with (default: the configs' `preset`, as Snakemake)")
     s.add_argument(
         "--images-per-s",
         action="append",

@@ -17,27 +17,23 @@ for ImageNet-family models the measurement assumes the DataLoader workers keep u
 import time
 from pathlib import Path
 
-import yaml
-
 from resnet_repro.errors import ReproError
 from resnet_repro.paper.catalogue import artifact_of
-from resnet_repro.plan import Plan
+from resnet_repro.plan import Plan, read_config
 from resnet_repro.rundir import METRICS, parse_run_path, run_path
 
 SMALL_SIZES = {"cifar10": 32, "digits": 8}
 
 
-def load_plan(config_path, preset=None):
-    """Plan for config.yaml (its schema is workflow/schemas/ beside it), with `preset` chosen as
-    `snakemake --config preset=...` would."""
-    config_path = Path(config_path)
-    try:
-        config = yaml.safe_load(config_path.read_text())
-    except OSError as e:
-        raise ReproError(f"cannot read workflow config {config_path}: {e.strerror}") from None
+def load_plan(configs, preset=None):
+    """Plan for the workflow config `configs` (a path, or paths merged in order as `snakemake
+    --configfile` merges them; the schema is workflow/schemas/ beside the first), with `preset`
+    chosen as `snakemake --config preset=...` would."""
+    paths = [Path(configs)] if isinstance(configs, (str, Path)) else [Path(c) for c in configs]
+    config = read_config(paths)
     if preset:
         config["preset"] = preset
-    return Plan(config, config_path.parent / "workflow" / "schemas" / "config.schema.yaml")
+    return Plan(config, paths[0].parent / "workflow" / "schemas" / "config.schema.yaml")
 
 
 def runs_for(plan, targets):
@@ -50,7 +46,10 @@ def runs_for(plan, targets):
         elif run := parse_run_path(t):
             preset, model, seed = run
             if preset != plan.preset:
-                raise ReproError(f"target {t} belongs to preset {preset!r}, not {plan.preset!r}: add --preset {preset}")
+                raise ReproError(
+                    f"target {t} belongs to preset {preset!r}, not {plan.preset!r}: add --preset {preset} "
+                    f"(and the --configfile that defines it, if config.yaml does not)"
+                )
             need = [(model, seed)]
         elif artifact := artifact_of(t):
             need = plan.runs(artifact.name)
@@ -182,12 +181,14 @@ def estimate(
     measure_batch=None,
     log=print,
 ):
-    """Rows (one per model) and the total; prints the table through `log`."""
+    """Rows (one per model) and the total; prints the table through `log`. `config`: a path, or paths
+    merged in order (load_plan); finished runs are read under results/ beside the first."""
     plan = load_plan(config, preset)
+    root = Path(config if isinstance(config, (str, Path)) else config[0]).parent
     runs = runs_for(plan, targets)
     per_model = model_rows(plan, runs)
     measured_note = throughputs(
-        per_model, plan, Path(config).parent, parse_given(given), measure_now, device, iters, warmup, measure_batch
+        per_model, plan, root, parse_given(given), measure_now, device, iters, warmup, measure_batch
     )
     rows = list(per_model.values())
     for r in rows:
