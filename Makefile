@@ -44,7 +44,7 @@ mlflow: venv
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///mlflow.db \
 		--host 127.0.0.1 --port $${MLFLOW_PORT:-5000} --workers 1
 
-# a tracking server for a cluster (README, MLflow): trainings log to it live; its SQLite store and
+# a tracking server for a cluster (docs/tracking.md): trainings log to it live; its SQLite store and
 # artifacts on this host's local disk (./mlflow-server/, or MLFLOW_SERVER_DIR). MLflow's basic auth:
 # your MLFLOW_TRACKING_USERNAME/PASSWORD (or ~/.mlflow/credentials) make its admin account on the first
 # start, and no credentials, no server. Loopback only unless MLFLOW_HOST is set (0.0.0.0: compute nodes).

@@ -5,7 +5,7 @@
 #   bash benchmarks/demo_time.sh                # as this CPU trains (precision: auto)
 #   bash benchmarks/demo_time.sh --emulate-avx2 # oneDNN and ATen held to AVX2, every training in fp32:
 #                                               # an emulation of a CPU without AVX512-BF16 (a real
-#                                               # AVX2-only CPU may be slower; see README "How long")
+#                                               # AVX2-only CPU may be slower; see docs/speed.md)
 # Prints the CPU kind, the two times, and where the clone is (delete it when done).
 set -euo pipefail
 emulate=false

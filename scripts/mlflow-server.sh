@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# An MLflow tracking server with MLflow's own authentication (`make mlflow-server`; README, MLflow):
+# An MLflow tracking server with MLflow's own authentication (`make mlflow-server`; docs/tracking.md):
 # every request needs a user name and password (HTTP basic auth); trainings log to it live.
 #
 #   credentials  MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, else ~/.mlflow/credentials: the
 #                places the MLflow client reads them from, so the jobs that log authenticate with
 #                them too. On the first start (an empty user store) they create the server's admin
 #                account; after that they only have to match it (a changed password is refused here:
-#                change it with the auth API, README). None set: an error, and nothing starts.
+#                change it with the auth API, docs/tracking.md). None set: an error, and nothing starts.
 #   MLFLOW_HOST  the interface to listen on: 127.0.0.1 (this host only) unless set; MLFLOW_HOST=0.0.0.0
 #                for the compute nodes of a cluster
 #   MLFLOW_PORT, MLFLOW_WORKERS   5000 and 4 unless set
@@ -58,7 +58,7 @@ except ImportError:
 user, password = read_mlflow_creds()
 if not user or not password:
     die("no credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or write them to "
-        "~/.mlflow/credentials (README: the tracking server); they are the server's admin account")
+        "~/.mlflow/credentials (docs/tracking.md: the tracking server); they are the server's admin account")
 if len(password) < 12 or "\n" in password or "\n" in user:
     die("the password must be at least 12 characters, on one line (MLflow's rule)")
 db = Path(os.environ["MLFLOW_SERVER_DIR"]) / "basic_auth.db"
@@ -69,7 +69,7 @@ if db.is_file():  # the admin account exists: the password must be its own (else
     store.init_db(f"sqlite:///{db}")
     if store.has_user(user) and not store.authenticate_user(user, password):
         die(f"user {user!r} of {db} has another password: set the current one "
-            "(to change it: MLflow's auth API, README)")
+            "(to change it: MLflow's auth API, docs/tracking.md)")
 print(user)
 print(password)
 EOF

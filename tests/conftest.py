@@ -116,3 +116,20 @@ def tag_one_run_at_once(uri, jobs=6, keys=20):
     said = [results.get(timeout=5) for _ in range(jobs)]
     assert said == ["ok"] * jobs, said
     assert {k: v for k, v in c.get_run(run).data.tags.items() if k in names} == dict.fromkeys(names, "same value")
+
+
+def doc_commands():
+    """{command: [page names]}: every line of the ```sh blocks of README.md and docs/*.md but the
+    generated recipes page (tests/test_docs.py checks that one against the plan), its `# comment` cut."""
+    import re
+
+    out = {}
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        if page.name == "recipes.md":
+            continue
+        for block in re.findall(r"^```sh\n(.*?)^```", page.read_text(), re.S | re.M):
+            for line in block.splitlines():
+                command = re.sub(r"\s+#\s.*$", "", line).strip()
+                if command:
+                    out.setdefault(command, []).append(page.name)
+    return out

@@ -1,4 +1,4 @@
-"""The house's rules (../shared/design/HOUSE.md), as tests: no import circle, no import into a later
+"""The house's rules (docs/layout.md), as tests: no import circle, no import into a later
 layer, sizes that only shrink, a light command line, and benchmarks that still import."""
 
 import ast
@@ -15,23 +15,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "resnet_repro"
 
-# HOUSE.md's layers, by package (or top-level module): a module imports only from its own layer or a
+
+def layer_table(path):
+    """The layers of docs/layout.md's table, lowest first: a tuple of package or module names per row
+    (`paper/` is paper, `*/commands.py` every package's command line)."""
+    section = path.read_text().split("## Layers", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\d+) \| (.+?) \|", section, re.M)
+    assert [int(n) for n, _ in rows] == list(range(len(rows))), f"{path}: layers not numbered 0, 1, ..."
+    names = lambda cell: tuple(
+        "commands" if n == "*/commands.py" else n.rstrip("/") for n in re.findall(r"`([^`]+)`", cell)
+    )
+    return [names(cell) for _, cell in rows]
+
+
+# docs/layout.md's layers, by package (or top-level module): a module imports only from its own layer or a
 # lower one. Every package's command line (`*/commands.py`, argparse only) sits with cli at the top.
-LAYERS = [
-    ("errors", "files", "digest"),
-    ("paper", "names"),  # names, the paper's text and numbers, the artifact catalogue (names: old pickles)
-    ("models", "device"),
-    ("spec",),
-    ("rundir",),
-    ("plan",),  # common.smk reads it: keep it light
-    ("tracking",),  # a service below the stages
-    ("data",),
-    ("training",),
-    ("evaluation",),
-    ("report",),
-    ("preflight",),
-    ("commands", "arguments", "cli", "__main__", "__init__"),
-]
+LAYERS = layer_table(ROOT / "docs" / "layout.md")
 LAYER = {m: i for i, group in enumerate(LAYERS) for m in group}
 # imports into a later layer, listed while a step of the move removes them; the list only shrinks
 LATER_LAYER_TODAY = set()
@@ -122,7 +121,7 @@ def test_circle_finder_finds_a_function_local_circle():
 
 def test_every_module_has_a_layer():
     missing = [m for m in modules() if m.split(".")[0] not in LAYER and not m.endswith(".commands")]
-    assert missing == [], "place the new module or package in LAYERS (HOUSE.md's table)"
+    assert missing == [], "place the new module or package in docs/layout.md's layer table"
 
 
 def later_layer_imports():

@@ -37,19 +37,6 @@ def test_torch_is_pinned():
     assert "torch==2.14.1" in deps and "torchvision==0.29.1" in deps
 
 
-def test_readme_layout_names_every_module_and_workflow_folder():
-    layout = (ROOT / "README.md").read_text().split("## Layout", 1)[1]
-    words = set(layout.replace(",", " ").replace("/", " ").split())
-    package = ROOT / "src" / "resnet_repro"
-    modules = {p.stem for p in package.rglob("*.py")} - {"__init__"}
-    assert modules <= words, sorted(modules - words)
-    subpackages = {f"{p.parent.name}/" for p in package.glob("*/__init__.py")}
-    assert subpackages <= set(layout.split()), sorted(subpackages - set(layout.split()))
-    folders = {p.name for p in (ROOT / "workflow").iterdir() if p.is_dir()}
-    named = [w for w in layout.split() if w.startswith("workflow/")]
-    assert all(any(w.startswith(f"workflow/{f}/") for w in named) for f in folders), (folders, named)
-
-
 def test_the_wheel_holds_the_package_data_and_every_subpackage(tmp_path):
     """A wheel, not the editable install (which hides a wrong package-data glob): reference.yaml, the
     spec YAMLs, the report's templates and every module of every subpackage are in it."""

@@ -359,7 +359,7 @@ def start_and_wait_for_iteration(work, args, iteration, **env_extra):
 
 
 def test_same_command_after_sigkill_resumes_the_training(tmp_path):
-    """Snakemake and its training killed with SIGKILL (a reboot); then the README's recovery: `snakemake
+    """Snakemake and its training killed with SIGKILL (a reboot); then docs/cluster.md's recovery: `snakemake
     --unlock` with the same arguments, then the same command. The training resumes from its last
     checkpoint, and its log of all attempts holds both (Snakemake itself deletes a job's `log:`
     before rerunning it)."""
@@ -367,7 +367,7 @@ def test_same_command_after_sigkill_resumes_the_training(tmp_path):
     proc, seen = start_and_wait_for_iteration(tmp_path, args, 300)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    # without the unlock, Snakemake refuses (its lock outlived it): hence the README's order
+    # without the unlock, Snakemake refuses (its lock outlived it): hence docs/cluster.md's order
     r = run_user_command(tmp_path, *args)
     assert r.returncode != 0 and "cannot be locked" in r.stdout + r.stderr, r.stdout[-3000:] + r.stderr[-3000:]
     r = run_user_command(tmp_path, "--unlock", *args)

@@ -194,7 +194,7 @@ def test_report_run_figure_artifact_opens(server, store, page):
 
 
 def test_experiment_opens_on_the_runs_table(server, store, page):
-    """The address the project prints for an experiment (track setup, the live log, README) opens its
+    """The address the project prints for an experiment (track setup, the live log, docs/tracking.md) opens its
     runs table with the Dataset column filled, not MLflow 3's GenAI overview (traces); the experiment
     is also tagged as model training."""
     from resnet_repro.tracking.store import ui_path

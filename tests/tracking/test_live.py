@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import TINY_CONFIG, free_port, log_one_data_set_at_once
+from conftest import TINY_CONFIG, doc_commands, free_port, log_one_data_set_at_once
 
 pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
@@ -450,3 +450,17 @@ def test_live_tracking_warns_in_one_line_when_refused(no_credentials):
     live.end("FINISHED")  # nor an error
     assert len(lines) == 1 and f"(MLflow server {uri} refused user 'ann' a permission (403)" in lines[0]
     assert live.client is None
+
+
+def test_the_admin_adds_a_person_as_the_docs_say(server, credentials):
+    """docs/tracking.md's command that adds a person to the server (its address replaced by this
+    server's), run as the admin: the new person's credentials are then accepted."""
+    [command] = [c for c in doc_commands() if "AuthServiceClient" in c]
+    assert "http://10.1.2.3:5000" in command
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")  # the admin's credentials: the server fixture's
+    r = subprocess.run(
+        command.replace("http://10.1.2.3:5000", server), shell=True, capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert status(server, "GET", auth=("bob", "a-password-for-bob")) == 200
+    assert status(server, "GET", auth=("bob", "a-password-for-bobx")) == 401

@@ -144,7 +144,7 @@ def auth_error(exc, uri):
     if code == "PERMISSION_DENIED":
         return (
             f"MLflow server {uri} refused user {user!r} a permission (403): its admin grants it "
-            f"(README: the tracking server), or log as another user"
+            f"(docs/tracking.md: the tracking server), or log as another user"
         )
     given = "refused the credentials" if user and password else "asks for credentials, and none are set"
     return (
