@@ -5,6 +5,7 @@ import subprocess
 import sys
 from importlib import resources
 
+import ghost_bn
 import pytest
 import torch
 import torchvision
@@ -12,7 +13,7 @@ import yaml
 from torch import nn
 
 from resnet_repro.errors import ReproError
-from resnet_repro.models import ZeroPadShortcut, build_model, count_gflops, count_params, parse_model_name
+from resnet_repro.models import BatchNorm2d, ZeroPadShortcut, build_model, count_gflops, count_params, parse_model_name
 
 REFERENCE = yaml.safe_load(resources.files("resnet_repro.paper").joinpath("reference.yaml").read_text())
 
@@ -211,3 +212,47 @@ def test_models_logged_before_the_move_find_their_model_spec():
     from resnet_repro.paper.names import ModelSpec
 
     assert pickle.loads(b"cresnet_repro.names\nModelSpec\n.") is ModelSpec
+
+
+class VectorisedGhostBatchNorm(BatchNorm2d):
+    """benchmarks/ghost_bn.py's candidate for the model's ghost BatchNorm (a loop over the groups)."""
+
+    forward = ghost_bn.vectorised_forward
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_vectorised_ghost_batchnorm_equals_one_batchnorm_per_group(channels_last, momentum):
+    """Forward, backward (input, weight and bias) and running statistics over three steps: the candidate
+    against the model's loop, each normalising groups of 8 of a batch of 32 and following the first."""
+    torch.manual_seed(0)
+    ours, loop = VectorisedGhostBatchNorm(6, momentum=momentum), BatchNorm2d(6, momentum=momentum)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5), ours.bias.uniform_(-0.5, 0.5)
+    loop.load_state_dict(ours.state_dict())
+    ours.group = loop.group = 8
+    for step in range(3):
+        x = torch.randn(32, 6, 5, 7) * (step + 1) + step
+        x = x.to(memory_format=torch.channels_last) if channels_last else x
+        grad = torch.randn(32, 6, 5, 7)
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = ours(a), loop(b)
+        (ya * grad).sum().backward()
+        (yb * grad).sum().backward()
+        torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, loop.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.bias.grad, loop.bias.grad, rtol=1e-4, atol=1e-4)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(ours, name), getattr(loop, name), rtol=1e-5, atol=1e-6)
+    assert ya.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_vectorised_ghost_batchnorm_keeps_bf16_and_matches():
+    ours, loop = VectorisedGhostBatchNorm(4), BatchNorm2d(4)
+    ours.group = loop.group = 4
+    x = torch.randn(16, 4, 3, 3).bfloat16()
+    ya, yb = ours(x), loop(x)
+    assert ya.dtype == torch.bfloat16
+    torch.testing.assert_close(ya.float(), yb.float(), rtol=2e-2, atol=2e-2)  # bf16's rounding
+    torch.testing.assert_close(ours.running_var, loop.running_var, rtol=1e-4, atol=1e-5)
