@@ -130,7 +130,7 @@ def later_layer_imports():
 
 def test_no_import_into_a_later_layer():
     found = later_layer_imports()
-    assert sorted(found - LATER_LAYER_TODAY) == [], "an import into a later layer (HOUSE.md)"
+    assert sorted(found - LATER_LAYER_TODAY) == [], "an import into a later layer (docs/layout.md)"
     assert sorted(LATER_LAYER_TODAY - found) == [], "gone: remove it from LATER_LAYER_TODAY"
 
 

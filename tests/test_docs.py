@@ -25,13 +25,28 @@ def test_readme_fits_a_screen_and_links_every_doc():
     assert all(f"(docs/{d.name})" in readme for d in DOCS), [d.name for d in DOCS if f"(docs/{d.name})" not in readme]
 
 
-def test_every_relative_link_resolves():
+def anchors(page):
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_relative_link_and_anchor_resolves():
     broken = []
     for page in PAGES:
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
-            if not re.match(r"\w+://", target) and not (page.parent / target).exists():
-                broken.append(f"{page.relative_to(ROOT)}: {target}")
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", page.read_text()):
+            if re.match(r"\w+://", target):
+                continue
+            path = page.parent / target if target else page
+            if not path.exists() or (anchor and path.suffix == ".md" and anchor not in anchors(path)):
+                broken.append(f"{page.relative_to(ROOT)}: {target}#{anchor}")
     assert broken == []
+
+
+def test_commands_sit_in_sh_blocks_only():
+    """test_doc_commands runs the ```sh blocks: a command in a block of another language would escape it."""
+    fences = {lang for page in PAGES for lang in re.findall(r"^```(\w*)$", page.read_text(), re.M)} - {""}
+    assert fences <= {"sh", "ini"}, fences
 
 
 def test_layout_lists_every_module_and_each_exists():

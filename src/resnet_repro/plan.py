@@ -69,7 +69,10 @@ def resolve(config):
     """The chosen preset merged over the top-level settings, its model names and resources checked."""
     preset = config["preset"]
     if preset not in config["presets"]:
-        raise ReproError(f"config: preset {preset!r} is not defined; choose one of {', '.join(config['presets'])}")
+        raise ReproError(
+            f"config: preset {preset!r} is not defined; choose one of {', '.join(config['presets'])}"
+            + (" (the tests' preset: --configfile tests/config/tiny.yaml)" if preset == "tiny" else "")
+        )
     cfg = deep_merge({k: config[k] for k in SETTINGS if k in config}, config["presets"][preset])
     for key in ("model_training", "extra_seeds", "claim_seeds"):
         cfg.setdefault(key, {})

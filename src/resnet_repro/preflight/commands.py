@@ -61,11 +61,10 @@ def add_estimate(sub):
     s.add_argument("--preset", help="preset to plan with (default: the configs' `preset`, as Snakemake)")
     s.add_argument(
         "--images-per-s",
-        nargs="+",
-        action="extend",
+        action="append",
         default=[],
         metavar="MODEL=N",
-        help="use these throughputs (one or more, repeatable), e.g. resnet56=2500 resnet110=1250",
+        help="use this throughput for MODEL (repeatable), e.g. resnet56=2500",
     )
     s.add_argument("--measure", action="store_true", help="measure now even where finished runs have a throughput")
     s.add_argument("--device", default="auto", help="device to measure on: auto, cpu, cuda, cuda:N")
