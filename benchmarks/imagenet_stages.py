@@ -50,10 +50,14 @@ def main():
         s = timed(lambda: decode.decode_on_device(enc, dev), dev, 5)
         print(f"decode (torchcodec nvJPEG, batch of {b}): {s * 1000:.0f} ms = {b / s:.0f} img/s", flush=True)
         imgs = decode.decode_on_device(enc, dev)
-        g = torch.Generator().manual_seed(0)
-        stream.scale_crop(imgs, (256, 480), 224, g)
-        s = timed(lambda: stream.scale_crop(imgs, (256, 480), 224, g), dev, 5)
-        print(f"scale_crop on the device (per image, batch of {b}): {s * 1000:.0f} ms = {b / s:.0f} img/s", flush=True)
+        u = stream.keyed_uniforms(0, 0, range(b))
+        windows = stream.crop_windows(u, [img.shape[-2:] for img in imgs], (256, 480), 224)
+        stream.scale_crop(imgs, windows, 224)
+        s = timed(lambda: stream.scale_crop(imgs, windows, 224), dev, 5)
+        print(
+            f"scale_crop on the device (roi_align per shape, batch of {b}): {s * 1000:.0f} ms = {b / s:.0f} img/s",
+            flush=True,
+        )
         s = timed(lambda: [decode._decode_pil(e) for e in enc[:32]], dev, 3)
         print(f"PIL decode on one CPU core: {32 / s:.0f} img/s", flush=True)
         for name in ("resnet50",):
@@ -102,7 +106,7 @@ def main():
             print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=10), flush=True)
             batches.it = None
         loader = torch.utils.data.DataLoader(
-            stream.Transformed(train, stream.train_transform((256, 480), 224)),
+            stream.KeyedCrops(train, 0, 0, (256, 480), 224),
             batch_size=b,
             num_workers=args.workers,
             shuffle=True,

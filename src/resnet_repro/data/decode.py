@@ -10,7 +10,8 @@ JPEG_EXTENSIONS = (".jpg", ".jpeg")
 
 
 class EncodedImages(torch.utils.data.Dataset):
-    """(the file's bytes as a uint8 tensor, label): workers only read, the device decodes."""
+    """(the file's bytes as a uint8 tensor, label, index): workers only read, the device decodes (and
+    draws the sample's augmentation from its index: stream.keyed_uniforms)."""
 
     def __init__(self, base):
         self.samples = base.samples
@@ -20,7 +21,7 @@ class EncodedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         path, label = self.samples[i]
-        return read_bytes(path), label
+        return read_bytes(path), label, i
 
 
 def read_bytes(path):
@@ -30,12 +31,14 @@ def read_bytes(path):
 
 
 def collate_encoded(batch):
-    """One flat byte tensor and the files' lengths: one shared-memory block per batch between the
-    worker and the trainer (a tensor per file would cost a file descriptor each)."""
+    """One flat byte tensor and the files' lengths (then the labels and indices): one shared-memory
+    block per batch between the worker and the trainer (a tensor per file would cost a file descriptor
+    each)."""
     return (
         torch.cat([b[0] for b in batch]),
         torch.tensor([len(b[0]) for b in batch]),
         torch.tensor([b[1] for b in batch]),
+        torch.tensor([b[2] for b in batch]),
     )
 
 

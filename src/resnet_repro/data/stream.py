@@ -6,6 +6,7 @@ import copy
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,17 +33,100 @@ def hold_out_samples(dataset, n, seed):
     return tuple(parts)
 
 
-def flip_and_lighting(x, generator, flip=True, lighting_std=0.1):
-    """The on-device part of the ImageNet augmentation, for a normalised batch."""
-    n, dev = x.shape[0], x.device
+def flip_and_lighting(x, u, flip=True, lighting_std=0.1):
+    """The on-device part of the ImageNet augmentation, for a normalised batch, from its images' keyed
+    draws `u` (keyed_uniforms: column 3 the mirror, columns 4-9 the three normals of AlexNet's PCA
+    lighting). The lighting's RGB offsets are computed on the host and cross to the device once."""
+    u = torch.as_tensor(u, dtype=torch.float64)
     if flip:
-        mask = torch.rand(n, device=dev, generator=generator) < 0.5
+        mask = (u[:, 3] < 0.5).to(x.device, non_blocking=True)
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     if lighting_std:
-        alpha = torch.randn(n, 3, device=dev, generator=generator) * lighting_std
-        rgb = (alpha * PCA_EIGVAL.to(dev)) @ PCA_EIGVEC.to(dev).T  # n, 3
-        x = x + rgb[:, :, None, None]
+        normals = torch.sqrt(-2 * torch.log1p(-u[:, 4:7])) * torch.cos(2 * torch.pi * u[:, 7:10])  # Box-Muller
+        rgb = ((normals * lighting_std).float() * PCA_EIGVAL) @ PCA_EIGVEC.T  # n, 3
+        x = x + rgb.to(x.device, non_blocking=True)[:, :, None, None]
     return x
+
+
+# ---------------------------------------------------------------- keyed draws and the batched crop
+
+DRAWS = 10  # uniforms per sample: shorter side, crop top, crop left, mirror, six for three normals
+
+
+def keyed_uniforms(seed, epoch, indices):
+    """(len(indices), DRAWS) uniforms in [0, 1), a function of (seed, epoch, sample index) alone: a sample
+    gets the same augmentation whichever process, worker or batch draws it, so a resumed run draws as an
+    uninterrupted one and DDP as one process (a counter-based generator: SplitMix64 of the key)."""
+    idx = np.asarray(indices, dtype=np.uint64).reshape(-1, 1)
+    with np.errstate(over="ignore"):
+        key = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(epoch) * np.uint64(0xD1B54A32D192ED03)
+        z = key + idx * np.uint64(DRAWS) + np.arange(DRAWS, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def crop_windows(u, sizes, scale, crop):
+    """Per image of size (h, w) and its draws: (new h, new w, top, left) of the paper's scale augmentation,
+    the shorter side S uniform in [scale] (the longer sized as torchvision's Resize(S) sizes it) and a
+    crop x crop window uniform inside the resized image."""
+    out = []
+    for (h, w), (us, uy, ux) in zip(sizes, np.asarray(u)[:, :3].tolist()):
+        side = scale[0] + int(us * (scale[1] - scale[0] + 1))
+        short, long = (w, h) if w <= h else (h, w)
+        nw, nh = (side, int(side * long / short)) if w <= h else (int(side * long / short), side)
+        out.append((nh, nw, int(uy * (max(nh, crop) - crop + 1)), int(ux * (max(nw, crop) - crop + 1))))
+    return out
+
+
+def scale_crop(images, windows, crop):
+    """uint8 (3, h, w) images (one device) -> uint8 (n, 3, crop, crop): each resized to (new h, new w) and
+    cropped at (top, left) of `windows` (crop_windows), in one torchvision.ops.roi_align per distinct
+    image shape: the window, mapped back onto the original image, averaged over an adaptive grid of
+    bilinear samples (aligned pixel centres), which antialiases a downscale as a resize does."""
+    from torchvision.ops import roi_align
+
+    dev = images[0].device
+    out = torch.empty(len(images), 3, crop, crop, device=dev)
+    shapes = {}
+    for i, img in enumerate(images):
+        shapes.setdefault(tuple(img.shape[-2:]), []).append(i)
+    for (h, w), idx in shapes.items():
+        boxes = []
+        for k, i in enumerate(idx):
+            nh, nw, top, left = windows[i]
+            sy, sx = nh / h, nw / w
+            boxes.append([k, left / sx, top / sy, (left + crop) / sx, (top + crop) / sy])
+        x = torch.stack([images[i] for i in idx]).float()
+        boxes = torch.tensor(boxes, dtype=torch.float32).to(dev, non_blocking=True)
+        out[torch.tensor(idx, device=dev)] = roi_align(x, boxes, (crop, crop), 1.0, -1, aligned=True)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+class KeyedCrops(torch.utils.data.Dataset):
+    """(the scale-augmented crop as uint8, label, index) of a PIL data set, made in the worker from the
+    sample's keyed draws of this epoch: resized then cropped, one image at a time (the CPU's resize is
+    quicker there than a roi_align per image; scale_crop, for batches on the device, matches it within
+    a few grey levels)."""
+
+    def __init__(self, base, seed, epoch, scale, crop):
+        self.base, self.seed, self.epoch, self.scale, self.crop = base, seed, epoch, scale, crop
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        from torchvision.transforms.v2 import functional as TF
+
+        img, label = self.base[i]
+        img = TF.pil_to_tensor(img.convert("RGB"))
+        [(nh, nw, top, left)] = crop_windows(
+            keyed_uniforms(self.seed, self.epoch, [i]), [img.shape[-2:]], self.scale, self.crop
+        )
+        img = TF.resize(img, [nh, nw], antialias=True)  # one image: the resize scale_crop's roi_align stands for
+        img = F.pad(img, (0, max(0, self.crop - nw), 0, max(0, self.crop - nh)))  # smaller than the crop
+        return img[:, top : top + self.crop, left : left + self.crop], label, i
 
 
 def _is_imagenet_archive_layout(root):
@@ -90,40 +174,6 @@ class Transformed(torch.utils.data.Dataset):
     def __getitem__(self, i):
         img, label = self.base[i]
         return self.transform(img.convert("RGB")), label
-
-
-def scale_crop(images, scale, crop, generator):
-    """The paper's scale augmentation on the device, image by image (their sizes differ): shorter
-    side random in [scale], then a random crop x crop window (zero-padded if the image is smaller).
-    `generator` is a CPU generator (drawing the sizes on the host costs no device synchronisation)."""
-    from torchvision.transforms.v2 import functional as TF
-
-    out = []
-    for img in images:
-        side = int(torch.randint(scale[0], scale[1] + 1, (1,), generator=generator))
-        img = TF.resize(img, side, antialias=True)
-        h, w = img.shape[-2:]
-        if h < crop or w < crop:
-            img = F.pad(img, (0, max(0, crop - w), 0, max(0, crop - h)))
-            h, w = img.shape[-2:]
-        y = int(torch.randint(0, h - crop + 1, (1,), generator=generator))
-        x = int(torch.randint(0, w - crop + 1, (1,), generator=generator))
-        out.append(img[:, y : y + crop, x : x + crop])
-    return torch.stack(out)
-
-
-def train_transform(scale=(256, 480), crop=224):
-    """Worker side of the paper's ImageNet augmentation: shorter side random in [scale], random crop.
-    Returns uint8 tensors; flip, lighting and mean subtraction happen on the device."""
-    from torchvision.transforms import v2
-
-    return v2.Compose(
-        [
-            v2.PILToTensor(),
-            v2.RandomShortestSize(list(range(scale[0], scale[1] + 1))),
-            v2.RandomCrop(crop, pad_if_needed=True),
-        ]
-    )
 
 
 def eval_transform(view, test_size=256, crop=224, scale=None, flips=True):

@@ -71,39 +71,28 @@ class SmallBatches:
 
 
 class StreamBatches:
-    """Batches read by DataLoader workers and decoded, scaled (random shorter side) and cropped
-    either there or on the device (`data.decode`), then flipped, PCA-lit and mean-subtracted on
-    the device. Resume restarts the epoch's permutation at the
-    right place; the workers' crop randomness is reseeded, so a resumed streamed run is
-    statistically, not bitwise, the same."""
+    """Batches read by DataLoader workers and decoded either there or on the device (`data.decode`),
+    scaled (random shorter side) and cropped (stream.scale_crop), then flipped, PCA-lit and
+    mean-subtracted on the device. Every random choice of a sample is drawn from (seed, epoch, its
+    index) (stream.keyed_uniforms), so a resumed run, which restarts the epoch's permutation where it
+    stopped, draws exactly as an uninterrupted one, and DDP processes as one process would."""
+
+    aug_gen = None  # no generator state to checkpoint: the draws are keyed
 
     def __init__(self, dataset, d, batch_size, mean, augment, device, seed, rank=0, world=1):
-        self.dataset, self.d, self.batch_size, self.mean, self.device, self.seed = (
-            dataset,
-            d,
-            batch_size,
-            mean,
-            device,
-            seed,
-        )
-        self.rank, self.world = rank, world
+        self.dataset, self.d, self.batch_size, self.mean, self.device = dataset, d, batch_size, mean, device
+        self.seed, self.rank, self.world = seed, rank, world
         self.flip = augment.get("flip", True)
         self.decode = data_decode.decode_where(d.get("decode", "auto"), dataset, device)
-        self.aug_gen = torch.Generator(device=device).manual_seed(aug_seed(seed, rank))
-        self.crop_gen = torch.Generator()  # scale and crop draws when decoding on the device
         self.epoch, self.consumed, self.it = 0, 0, None  # consumed: images of this epoch, all processes
 
     def _start(self):
         sampler = stream.EpochSampler(len(self.dataset), self.seed, self.epoch, self.consumed, self.rank, self.world)
-        seed = self.seed * 7919 + self.epoch * 31 + self.consumed + 104729 * self.rank
         if self.decode == "device":
             images, collate = data_decode.EncodedImages(self.dataset), data_decode.collate_encoded
-            self.crop_gen.manual_seed(seed)
         else:
-            images, collate = (
-                stream.Transformed(self.dataset, stream.train_transform(self.d["scale"], self.d["crop"])),
-                None,
-            )
+            images = stream.KeyedCrops(self.dataset, self.seed, self.epoch, self.d["scale"], self.d["crop"])
+            collate = None
         loader = torch.utils.data.DataLoader(
             images,
             batch_size=self.batch_size // self.world,
@@ -113,7 +102,6 @@ class StreamBatches:
             pin_memory=self.device.type == "cuda",
             drop_last=True,
             persistent_workers=False,
-            generator=torch.Generator().manual_seed(seed),
         )
         self.it = iter(loader)
 
@@ -121,27 +109,28 @@ class StreamBatches:
         if self.it is None:
             self._start()
         try:
-            *x, y = next(self.it)
+            *x, y, index = next(self.it)
         except StopIteration:
             self.epoch, self.consumed = self.epoch + 1, 0
             self._start()
-            *x, y = next(self.it)
+            *x, y, index = next(self.it)
         self.consumed += len(y) * self.world
+        u = stream.keyed_uniforms(self.seed, self.epoch, index.numpy())
         if self.decode == "device":
             images = data_decode.decode_on_device(data_decode.split_encoded(*x), self.device)
-            x = stream.scale_crop(images, self.d["scale"], self.d["crop"], self.crop_gen)
+            windows = stream.crop_windows(u, [img.shape[-2:] for img in images], self.d["scale"], self.d["crop"])
+            x = stream.scale_crop(images, windows, self.d["crop"])
         else:
             (x,) = x
         x = small.normalize(x.to(self.device, non_blocking=True), self.mean)
-        x = stream.flip_and_lighting(x, self.aug_gen, self.flip, self.d.get("lighting", 0.1))
+        x = stream.flip_and_lighting(x, u, self.flip, self.d.get("lighting", 0.1))
         return x, y.to(self.device, non_blocking=True)
 
     def state_dict(self):
-        return {"epoch": self.epoch, "pos": self.consumed, "aug_gen": self.aug_gen.get_state()}
+        return {"epoch": self.epoch, "pos": self.consumed}
 
     def load_state_dict(self, s):
         self.epoch, self.consumed, self.it = s["epoch"], s["pos"], None
-        self.aug_gen.set_state(s["aug_gen"])
 
 
 class TrainingData:

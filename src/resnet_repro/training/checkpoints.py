@@ -37,8 +37,10 @@ def restore(ckpt, step, lr, batches, seed):
     lr.load_state_dict(ckpt["lr"])
     batches.load_state_dict(ckpt["batches"])
     iteration = ckpt["iteration"]
-    aug_states = ckpt.get("aug_states", [ckpt["batches"]["aug_gen"]])
-    if len(aug_states) == world.size:
+    aug_states = ckpt.get("aug_states", [ckpt["batches"].get("aug_gen")])
+    if batches.aug_gen is None:  # streamed batches: every draw keyed by (seed, epoch, index), no state
+        pass
+    elif len(aug_states) == world.size:
         batches.aug_gen.set_state(aug_states[world.rank])
     else:  # another number of processes than the checkpoint's: fresh augmentation randomness
         batches.aug_gen.manual_seed(aug_seed(seed, world.rank) + 1_000_003 * iteration)
@@ -62,7 +64,8 @@ class Checkpoints:
     def save(self, step, lr, history, iteration, done=False):
         """Every process calls this at the same iteration; process 0 writes, the others wait for it
         (torchrun stops all processes when one exits, so none may leave before the file is there)."""
-        aug_states = parallel.gathered(self.data.batches.aug_gen.get_state())
+        gen = self.data.batches.aug_gen  # None where the draws are keyed (streamed batches): nothing to keep
+        aug_states = parallel.gathered(gen.get_state() if gen is not None else torch.zeros(0, dtype=torch.uint8))
         acc_all, warm_all = parallel.summed(step.acc), parallel.summed(step.warm)
         if parallel.WORLD.main:
             save_torch(
