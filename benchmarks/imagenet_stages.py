@@ -1,12 +1,23 @@
-"""Where an ImageNet step's time goes on a GPU: each stage of the trainer's JPEG path timed alone on
-a batch of 256 generated ~500x375 JPEGs (doctor.write_jpegs): TorchCodec's nvJPEG decode, the
-per-image scale-and-crop on the device, the ResNet-50 step (training.step.Step, eager), and the
-alternative worker path (PIL decode + scale + crop in DataLoader processes).
+"""Where an ImageNet step's time goes: each stage of the trainer's JPEG path alone, then end to end, on
+generated JPEGs of ImageNet's size and mix of shapes (preflight.fixtures.write_jpegs, ~100 KB at
+500x375), the file list repeated so an epoch holds at least --batches batches (a benchmark of 2-4
+batches an epoch measures worker start-up, not the pipeline). Each number is the median of
+--windows windows of --batches batches after a warm-up, timed by CUDA events on a GPU.
 
-    python benchmarks/imagenet_stages.py [--workers 15] [--batch 256]
+Stages: the batched decode (TorchCodec: nvJPEG on CUDA); the crop+resize, batched (one roi_align per
+shape, stream.scale_crop) against one resize per image, with their mean difference on the same draws;
+the trainer's batches alone (training.batches.StreamBatches), with and without its side stream; the
+ResNet-50 step alone; and end to end (batches + step), with and without the side stream, as a
+fraction of the step alone.
+
+    python benchmarks/imagenet_stages.py                          # the device's sizes (a GPU: the paper's)
+    python benchmarks/imagenet_stages.py --tiny --device cpu      # small sizes, a minute on a CPU
+    python benchmarks/imagenet_stages.py --json stages.jsonl      # also one JSON line per number
 """
 
 import argparse
+import copy
+import json
 import statistics
 import tempfile
 import time
@@ -14,118 +25,143 @@ import time
 import torch
 
 from resnet_repro.data import decode, stream
-from resnet_repro.device import configure, make_sgd
+from resnet_repro.device import configure, describe, make_sgd, resolve_device
 from resnet_repro.models import build_model
 from resnet_repro.preflight.fixtures import write_jpegs
+from resnet_repro.training.batches import StreamBatches
 from resnet_repro.training.step import Step
 
+SHAPES = ((500, 375), (375, 500), (500, 333), (400, 400), (640, 480))  # (w, h): ImageNet's common ones
+SIZES = {  # the paper's, and small ones for a CPU (the same stages, in about a minute)
+    False: {"batch": 256, "scale": (256, 480), "crop": 224, "model": "resnet50", "shapes": SHAPES, "classes": 1000},
+    True: {
+        "batch": 8,
+        "scale": (32, 48),
+        "crop": 28,
+        "model": "resnet18",
+        "shapes": ((50, 37), (37, 50)),
+        "classes": 4,
+    },
+}
 
-def timed(fn, device, n):
-    ts = []
-    for _ in range(n):
-        torch.cuda.synchronize(device)
+
+def clock(device):
+    """A function that times fn() run `n` times, in seconds: CUDA events on a GPU, else the wall clock."""
+
+    def timed(fn, n):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(n):
+                fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1000
         t = time.perf_counter()
-        fn()
-        torch.cuda.synchronize(device)
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+        for _ in range(n):
+            fn()
+        return time.perf_counter() - t
+
+    return timed
+
+
+def rate(timed, fn, images, batches, windows):
+    """Images/s: the median over `windows` windows of `batches` calls, after one warm-up call."""
+    fn()
+    return statistics.median(images * batches / timed(fn, batches) for _ in range(windows))
+
+
+def jpeg_set(tmp, s, per_shape):
+    """An ImageFolder-like set of JPEGs of the sizes' mixed shapes."""
+    parts = [
+        stream.stream_datasets("imagefolder", write_jpegs(f"{tmp}/{w}x{h}", per_shape, 2, 2, (w, h), seed=k))[0]
+        for k, (w, h) in enumerate(s["shapes"])
+    ]
+    data = copy.copy(parts[0])
+    data.samples = [sample for part in parts for sample in part.samples]
+    data.imgs, data.targets = data.samples, [label for _, label in data.samples]
+    return data
+
+
+def repeated(data, n):
+    """`data` with its file list repeated until it holds at least n samples."""
+    out = copy.copy(data)
+    out.samples = data.samples * -(-n // len(data.samples))
+    out.imgs, out.targets = out.samples, [label for _, label in out.samples]
+    return out
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--workers", type=int, default=15)
-    args = p.parse_args()
-    dev = torch.device("cuda")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tiny", action="store_true", help="small sizes (a CPU, or a test)")
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--batches", type=int, default=40, help="batches per timed window (an epoch holds more)")
+    p.add_argument("--windows", type=int, default=3)
+    p.add_argument("--json", help="append one JSON line per number to this file")
+    a = p.parse_args()
+    dev = resolve_device(a.device)
     configure(dev)
-    b = args.batch
-    with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
-        folder = write_jpegs(tmp, 2 * b, 4, 4, (500, 375))
-        train, _ = stream.stream_datasets("imagefolder", folder)
-        print(f"wrote {2 * b} JPEGs in {time.perf_counter() - t:.1f}s", flush=True)
-        enc = [decode.read_bytes(path) for path, _ in train.samples[:b]]
-        print(f"mean JPEG size {sum(len(e) for e in enc) / b / 1024:.0f} KiB", flush=True)
-        decode.decode_on_device(enc, dev)
-        s = timed(lambda: decode.decode_on_device(enc, dev), dev, 5)
-        print(f"decode (torchcodec nvJPEG, batch of {b}): {s * 1000:.0f} ms = {b / s:.0f} img/s", flush=True)
-        imgs = decode.decode_on_device(enc, dev)
-        u = stream.keyed_uniforms(0, 0, range(b))
-        windows = stream.crop_windows(u, [img.shape[-2:] for img in imgs], (256, 480), 224)
-        stream.scale_crop(imgs, windows, 224)
-        s = timed(lambda: stream.scale_crop(imgs, windows, 224), dev, 5)
-        print(
-            f"scale_crop on the device (roi_align per shape, batch of {b}): {s * 1000:.0f} ms = {b / s:.0f} img/s",
-            flush=True,
-        )
-        s = timed(lambda: [decode._decode_pil(e) for e in enc[:32]], dev, 3)
-        print(f"PIL decode on one CPU core: {32 / s:.0f} img/s", flush=True)
-        for name in ("resnet50",):
-            model = build_model(name, 1000).to(dev, memory_format=torch.channels_last)
-            step = Step(
-                model, make_sgd(model.parameters(), dev, lr=0.1, momentum=0.9, weight_decay=1e-4), dev, True, True
-            )
-            x = torch.randn(b, 3, 224, 224, device=dev)
-            y = torch.randint(0, 1000, (b,), device=dev)
-            for _ in range(5):
-                step(x, y)
-            s = timed(lambda: [step(x, y) for _ in range(10)], dev, 3) / 10
-            print(
-                f"{name} step (bf16, channels_last, eager, fused SGD, batch {b}): {s * 1000:.0f} ms = {b / s:.0f} img/s",
-                flush=True,
-            )
-            with torch.profiler.profile(
-                activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-            ) as prof:
-                for _ in range(3):
-                    step(x, y)
-                torch.cuda.synchronize(dev)
-            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12), flush=True)
-        from resnet_repro.training.batches import StreamBatches
+    s = SIZES[a.tiny]
+    b, timed = s["batch"], clock(dev)
+    results = []
 
-        mean = torch.full((3, 224, 224), 0.5, device=dev)
-        for workers in (8, args.workers):
-            d = {"scale": [256, 480], "crop": 224, "workers": workers, "decode": "device", "lighting": 0.1}
-            batches = StreamBatches(train, d, b, mean, {"flip": True}, dev, seed=0)
-            batches.next()
-            torch.cuda.synchronize(dev)
-            t = time.perf_counter()
-            for _ in range(8):
-                x, _ = batches.next()
-            torch.cuda.synchronize(dev)
-            s = time.perf_counter() - t
-            print(
-                f"trainer's batches (StreamBatches: {workers} workers read, nvJPEG decode, scale_crop, normalise, "
-                f"flip, lighting): {8 * b / s:.0f} img/s",
-                flush=True,
-            )
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-                for _ in range(3):
-                    batches.next()
-                torch.cuda.synchronize(dev)
-            print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=10), flush=True)
-            batches.it = None
-        loader = torch.utils.data.DataLoader(
-            stream.KeyedCrops(train, 0, 0, (256, 480), 224),
-            batch_size=b,
-            num_workers=args.workers,
-            shuffle=True,
-            drop_last=True,
-            persistent_workers=True,
+    def say(name, value, unit, **extra):
+        results.append({"stage": name, "value": value, "unit": unit, **extra})
+        print(f"{name}: {value:.4g} {unit}" + "".join(f", {k} {v}" for k, v in extra.items()), flush=True)
+
+    print(f"{describe(dev)}; batch {b}, crops {s['crop']} of shorter sides {s['scale']}, {a.workers} workers")
+    with tempfile.TemporaryDirectory() as tmp:
+        files = jpeg_set(tmp, s, max(2, 2 * b // len(s["shapes"])))
+        data = repeated(files, 2 * (a.batches * a.windows + 2) * b)  # an epoch outlasts every window
+        sizes = [decode.read_bytes(path).numel() for path, _ in files.samples[:64]]
+        say("jpeg_kib", sum(sizes) / len(sizes) / 1024, "KiB mean", files=len(files.samples))
+
+        encoded = [decode.read_bytes(path) for path, _ in data.samples[:b]]
+        say("decode", rate(timed, lambda: decode.decode_on_device(encoded, dev), b, a.batches, a.windows), "img/s")
+
+        images = decode.decode_on_device(encoded, dev)
+        windows = stream.crop_windows(
+            stream.keyed_uniforms(0, 0, range(b)), [i.shape[-2:] for i in images], s["scale"], s["crop"]
         )
-        it = iter(loader)
-        next(it)
-        t = time.perf_counter()
-        n = 0
-        for _ in range(6):
-            try:
-                x, _ = next(it)
-            except StopIteration:
-                it = iter(loader)
-                x, _ = next(it)
-            n += len(x)
-        s = time.perf_counter() - t
-        print(f"worker path (PIL decode+scale+crop, {args.workers} workers): {n / s:.0f} img/s", flush=True)
+        batched = lambda: stream.scale_crop(images, windows, s["crop"])
+        per_image = lambda: [resize_crop(img, w, s["crop"]) for img, w in zip(images, windows)]
+        difference = (batched().float() - torch.stack(per_image()).float()).abs().mean().item()
+        say(
+            "crop_roi_align",
+            rate(timed, batched, b, a.batches, a.windows),
+            "img/s",
+            mean_abs_levels=round(difference, 2),
+        )
+        say("crop_per_image_resize", rate(timed, per_image, b, a.batches, a.windows), "img/s")
+
+        mean = torch.full((3, s["crop"], s["crop"]), 0.5, device=dev)
+        d = {"scale": list(s["scale"]), "crop": s["crop"], "workers": a.workers, "decode": "auto", "lighting": 0.1}
+        model = build_model(s["model"], s["classes"]).to(dev, memory_format=torch.channels_last)
+        step = Step(model, make_sgd(model.parameters(), dev, lr=0.1, momentum=0.9, weight_decay=1e-4), dev, True, True)
+        x = torch.randn(b, 3, s["crop"], s["crop"], device=dev)
+        y = torch.randint(0, s["classes"], (b,), device=dev)
+        step_rate = rate(timed, lambda: step(x, y), b, a.batches, a.windows)
+        say("step", step_rate, "img/s", model=s["model"])
+        for side in (True, False) if dev.type == "cuda" else (False,):  # a CPU has no streams
+            batches = StreamBatches(data, d, b, mean, {"flip": True}, dev, seed=0)
+            batches.side = batches.side if side else None  # without it: the pipeline before issue 36
+            label = "side_stream" if batches.side is not None else "current_stream"
+            say(f"batches_{label}", rate(timed, batches.next, b, a.batches, a.windows), "img/s", decode=batches.decode)
+            end_to_end = rate(timed, lambda: step(*batches.next()), b, a.batches, a.windows)
+            say(f"end_to_end_{label}", end_to_end, "img/s", of_step=round(end_to_end / step_rate, 3))
+    if a.json:
+        with open(a.json, "a") as f:
+            for r in results:
+                f.write(json.dumps({"benchmark": "imagenet_stages", "device": describe(dev), **r}) + "\n")
+
+
+def resize_crop(img, window, crop):
+    """One image resized then cropped (the per-image path scale_crop replaces), on its device."""
+    from torchvision.transforms.v2 import functional as TF
+
+    nh, nw, top, left = window
+    return TF.resize(img, [nh, nw], antialias=True)[:, top : top + crop, left : left + crop]
 
 
 if __name__ == "__main__":

@@ -50,6 +50,9 @@ HERE = {
     "python benchmarks/train_throughput.py": {"shell": "python benchmarks/train_throughput.py --help"},
     "bash benchmarks/demo_time.sh": {"shell": "bash -n benchmarks/demo_time.sh"},  # 15 minutes: its syntax
     "bash benchmarks/demo_time.sh --emulate-avx2": {"shell": "bash -n benchmarks/demo_time.sh"},
+    "python benchmarks/imagenet_stages.py --tiny --device cpu": {
+        "shell": "python benchmarks/imagenet_stages.py --tiny --device cpu --workers 1 --batches 2 --windows 1"
+    },
 }
 # dry-run: Snakemake's -n (the plan, every rule's inputs and the config checked) or make's -n
 DRY = {
@@ -70,6 +73,9 @@ DRY = {
 }
 # run by a test of the suite (the same command, or its code path at a smaller size)
 TESTS = {
+    "bash benchmarks/gpu_check.sh --tiny --out /tmp/gpu-check": (
+        "tests/test_gpu_check.py::test_gpu_check_runs_every_stage_at_small_sizes_on_the_cpu"
+    ),
     "snakemake --profile slurm --unlock results/table6.csv": (
         "tests/test_workflow.py::test_same_command_after_sigkill_resumes_the_training"
     ),

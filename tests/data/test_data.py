@@ -935,17 +935,29 @@ def test_streamed_training_stopped_and_resumed_equals_uninterrupted(jpeg_folder,
     assert cut(history[0]) == cut(history[1]) and resumed["test_error"] == full["test_error"]
 
 
-def test_a_streamed_sample_is_drawn_alike_whatever_the_number_of_processes(jpeg_folder):
-    """DDP: two processes' halves of a batch are the images one process makes of the whole batch."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_streamed_sample_is_drawn_alike_whatever_the_processes_epochs_and_resumes(jpeg_folder, workers):
+    """DDP: two processes' halves of a batch are the images one process makes of the whole batch, epoch
+    after epoch of one persistent DataLoader; and batches made after a resume from a state taken
+    mid-epoch are those an uninterrupted run makes."""
     from resnet_repro.training.batches import StreamBatches
 
     train_ds, _ = stream.stream_datasets("imagefolder", jpeg_folder)
-    d = {"scale": [32, 48], "crop": 28, "workers": 0, "decode": "workers"}
+    small_ds = stream.hold_out_samples(train_ds, 20, 0)[1]  # 20 images: two batches of 8 an epoch
+    d = {"scale": [32, 48], "crop": 28, "workers": workers, "decode": "workers"}
     mean = torch.zeros(3, 1, 1)
-    make = lambda rank, world: StreamBatches(train_ds, d, 8, mean, {}, torch.device("cpu"), 5, rank, world)
+    make = lambda rank, world: StreamBatches(small_ds, d, 8, mean, {}, torch.device("cpu"), 5, rank, world)
     one, halves = make(0, 1), [make(0, 2), make(1, 2)]
-    for _ in range(3):
+    made = []
+    for _ in range(5):
         whole = one.next()[0]
         parts = torch.cat([h.next()[0] for h in halves])
         # EpochSampler gives process r every 2nd index from r: the whole batch, interleaved
         assert torch.equal(parts, whole[[0, 2, 4, 6, 1, 3, 5, 7]])
+        made.append(whole)
+    assert one.epoch == 2 and not torch.equal(made[0], made[2])  # each epoch draws anew
+    again = make(0, 1)
+    again.next()  # one batch, then its state (mid-epoch 0), as a checkpoint keeps it
+    resumed = make(0, 1)
+    resumed.load_state_dict(again.state_dict())
+    assert all(torch.equal(resumed.next()[0], m) for m in made[1:])

@@ -19,7 +19,8 @@ class EncodedImages(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.samples)
 
-    def __getitem__(self, i):
+    def __getitem__(self, key):
+        i = key[1] if isinstance(key, tuple) else key  # (epoch, index) from a PassSampler, or an index
         path, label = self.samples[i]
         return read_bytes(path), label, i
 

@@ -38,13 +38,14 @@ def flip_and_lighting(x, u, flip=True, lighting_std=0.1):
     draws `u` (keyed_uniforms: column 3 the mirror, columns 4-9 the three normals of AlexNet's PCA
     lighting). The lighting's RGB offsets are computed on the host and cross to the device once."""
     u = torch.as_tensor(u, dtype=torch.float64)
+    host = (lambda t: t.pin_memory()) if x.is_cuda else (lambda t: t)  # pinned: the copy does not block
     if flip:
-        mask = (u[:, 3] < 0.5).to(x.device, non_blocking=True)
+        mask = host(u[:, 3] < 0.5).to(x.device, non_blocking=True)
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     if lighting_std:
         normals = torch.sqrt(-2 * torch.log1p(-u[:, 4:7])) * torch.cos(2 * torch.pi * u[:, 7:10])  # Box-Muller
         rgb = ((normals * lighting_std).float() * PCA_EIGVAL) @ PCA_EIGVEC.T  # n, 3
-        x = x + rgb.to(x.device, non_blocking=True)[:, :, None, None]
+        x = x + host(rgb).to(x.device, non_blocking=True)[:, :, None, None]
     return x
 
 
@@ -98,10 +99,15 @@ def scale_crop(images, windows, crop):
             nh, nw, top, left = windows[i]
             sy, sx = nh / h, nw / w
             boxes.append([k, left / sx, top / sy, (left + crop) / sx, (top + crop) / sy])
-        x = torch.stack([images[i] for i in idx]).float()
+        x = torch.stack([images[i] for i in idx]).float().contiguous()  # decoders give HWC views
         boxes = torch.tensor(boxes, dtype=torch.float32).to(dev, non_blocking=True)
         out[torch.tensor(idx, device=dev)] = roi_align(x, boxes, (crop, crop), 1.0, -1, aligned=True)
     return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def sample_key(key):
+    """(epoch, index) of a data set key: a PassSampler's pair, or a plain index (epoch 0)."""
+    return key if isinstance(key, tuple) else (0, key)
 
 
 class KeyedCrops(torch.utils.data.Dataset):
@@ -110,19 +116,20 @@ class KeyedCrops(torch.utils.data.Dataset):
     quicker there than a roi_align per image; scale_crop, for batches on the device, matches it within
     a few grey levels)."""
 
-    def __init__(self, base, seed, epoch, scale, crop):
-        self.base, self.seed, self.epoch, self.scale, self.crop = base, seed, epoch, scale, crop
+    def __init__(self, base, seed, scale, crop):
+        self.base, self.seed, self.scale, self.crop = base, seed, scale, crop
 
     def __len__(self):
         return len(self.base)
 
-    def __getitem__(self, i):
+    def __getitem__(self, key):
         from torchvision.transforms.v2 import functional as TF
 
+        epoch, i = sample_key(key)
         img, label = self.base[i]
         img = TF.pil_to_tensor(img.convert("RGB"))
         [(nh, nw, top, left)] = crop_windows(
-            keyed_uniforms(self.seed, self.epoch, [i]), [img.shape[-2:]], self.scale, self.crop
+            keyed_uniforms(self.seed, epoch, [i]), [img.shape[-2:]], self.scale, self.crop
         )
         img = TF.resize(img, [nh, nw], antialias=True)  # one image: the resize scale_crop's roi_align stands for
         img = F.pad(img, (0, max(0, self.crop - nw), 0, max(0, self.crop - nh)))  # smaller than the crop
@@ -224,6 +231,24 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __len__(self):
         return (self.n - self.start) // self.world
+
+
+class PassSampler(torch.utils.data.Sampler):
+    """The EpochSampler of the pass a run is in, for one DataLoader kept for the whole run (its workers
+    persist): set `epoch` and `start` before each pass. Yields (epoch, index), so that a worker's
+    KeyedCrops draws for the right epoch."""
+
+    def __init__(self, n, seed, rank=0, world=1):
+        self.n, self.seed, self.rank, self.world, self.epoch, self.start = n, seed, rank, world, 0, 0
+
+    def _pass(self):
+        return EpochSampler(self.n, self.seed, self.epoch, self.start, self.rank, self.world)
+
+    def __iter__(self):
+        return ((self.epoch, i) for i in self._pass())
+
+    def __len__(self):
+        return len(self._pass())
 
 
 def describe_data(spec):

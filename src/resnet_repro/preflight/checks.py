@@ -54,10 +54,16 @@ def paper_compile(ctx, family):
 
 
 def jpeg_folder(ctx):
+    """Generated JPEGs, the training files linked again until an epoch holds 40 batches: a timing over
+    epochs of a few batches measures the DataLoader's start-up, not the pipeline."""
     folder = ctx.work / "jpegs"
     if not (folder / "val").is_dir():
         s = ctx.size
         write_jpegs(folder, s["jpeg_train"], s["jpeg_val"], s["classes"], s["jpeg_size"])
+        files = sorted((folder / "train").rglob("*.jpg"))
+        for k in range(1, -(-40 * s["imagenet_batch"] // len(files))):
+            for f in files:
+                os.link(f, f.with_name(f"{f.stem}-{k}.jpg"))
     return folder
 
 

@@ -10,6 +10,7 @@ Both have: `batches` (next(), epoch, state_dict(), load_state_dict(), aug_gen), 
 `test_split`, `holdout` (the training images the plateau rule decides on, or None), `evaluate()`
 (test loss, test error, held-out error) and `sizes()` (the image counts metrics.json records)."""
 
+import contextlib
 import math
 
 import torch
@@ -75,56 +76,71 @@ class StreamBatches:
     scaled (random shorter side) and cropped (stream.scale_crop), then flipped, PCA-lit and
     mean-subtracted on the device. Every random choice of a sample is drawn from (seed, epoch, its
     index) (stream.keyed_uniforms), so a resumed run, which restarts the epoch's permutation where it
-    stopped, draws exactly as an uninterrupted one, and DDP processes as one process would."""
+    stopped, draws exactly as an uninterrupted one, and DDP processes as one process would.
+
+    One DataLoader serves the whole run (its workers persist from epoch to epoch). On CUDA a batch is
+    decoded and prepared on a side stream: the decoder's synchronisation then waits for that stream
+    only, not for the training step still running on the current one, and the step takes the batch
+    after `wait_stream`, with no host synchronisation."""
 
     aug_gen = None  # no generator state to checkpoint: the draws are keyed
 
     def __init__(self, dataset, d, batch_size, mean, augment, device, seed, rank=0, world=1):
         self.dataset, self.d, self.batch_size, self.mean, self.device = dataset, d, batch_size, mean, device
-        self.seed, self.rank, self.world = seed, rank, world
+        self.seed, self.world = seed, world
         self.flip = augment.get("flip", True)
         self.decode = data_decode.decode_where(d.get("decode", "auto"), dataset, device)
-        self.epoch, self.consumed, self.it = 0, 0, None  # consumed: images of this epoch, all processes
+        self.sampler = stream.PassSampler(len(dataset), seed, rank, world)
+        self.side = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.epoch, self.consumed, self.loader, self.it = 0, 0, None, None  # consumed: this epoch's, all processes
 
-    def _start(self):
-        sampler = stream.EpochSampler(len(self.dataset), self.seed, self.epoch, self.consumed, self.rank, self.world)
-        if self.decode == "device":
-            images, collate = data_decode.EncodedImages(self.dataset), data_decode.collate_encoded
-        else:
-            images = stream.KeyedCrops(self.dataset, self.seed, self.epoch, self.d["scale"], self.d["crop"])
-            collate = None
-        loader = torch.utils.data.DataLoader(
-            images,
-            batch_size=self.batch_size // self.world,
-            sampler=sampler,
-            num_workers=self.d.get("workers", 4),
-            collate_fn=collate,
-            pin_memory=self.device.type == "cuda",
-            drop_last=True,
-            persistent_workers=False,
-        )
-        self.it = iter(loader)
+    def _start_pass(self):
+        if self.loader is None:
+            if self.decode == "device":
+                images, collate = data_decode.EncodedImages(self.dataset), data_decode.collate_encoded
+            else:
+                images, collate = stream.KeyedCrops(self.dataset, self.seed, self.d["scale"], self.d["crop"]), None
+            workers = self.d.get("workers", 4)
+            self.loader = torch.utils.data.DataLoader(
+                images,
+                batch_size=self.batch_size // self.world,
+                sampler=self.sampler,
+                num_workers=workers,
+                collate_fn=collate,
+                pin_memory=self.device.type == "cuda",
+                drop_last=True,
+                persistent_workers=workers > 0,
+            )
+        self.sampler.epoch, self.sampler.start = self.epoch, self.consumed
+        self.it = iter(self.loader)
 
     def next(self):
         if self.it is None:
-            self._start()
+            self._start_pass()
         try:
             *x, y, index = next(self.it)
         except StopIteration:
             self.epoch, self.consumed = self.epoch + 1, 0
-            self._start()
+            self._start_pass()
             *x, y, index = next(self.it)
         self.consumed += len(y) * self.world
         u = stream.keyed_uniforms(self.seed, self.epoch, index.numpy())
-        if self.decode == "device":
-            images = data_decode.decode_on_device(data_decode.split_encoded(*x), self.device)
-            windows = stream.crop_windows(u, [img.shape[-2:] for img in images], self.d["scale"], self.d["crop"])
-            x = stream.scale_crop(images, windows, self.d["crop"])
-        else:
-            (x,) = x
-        x = small.normalize(x.to(self.device, non_blocking=True), self.mean)
-        x = stream.flip_and_lighting(x, u, self.flip, self.d.get("lighting", 0.1))
-        return x, y.to(self.device, non_blocking=True)
+        with torch.cuda.stream(self.side) if self.side is not None else contextlib.nullcontext():
+            if self.decode == "device":
+                images = data_decode.decode_on_device(data_decode.split_encoded(*x), self.device)
+                windows = stream.crop_windows(u, [img.shape[-2:] for img in images], self.d["scale"], self.d["crop"])
+                x = stream.scale_crop(images, windows, self.d["crop"])
+            else:
+                (x,) = x
+            x = small.normalize(x.to(self.device, non_blocking=True), self.mean)
+            x = stream.flip_and_lighting(x, u, self.flip, self.d.get("lighting", 0.1))
+            y = y.to(self.device, non_blocking=True)
+        if self.side is not None:  # hand-off: the step's stream waits for the side stream, the host does not
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(self.side)
+            x.record_stream(current)
+            y.record_stream(current)
+        return x, y
 
     def state_dict(self):
         return {"epoch": self.epoch, "pos": self.consumed}
