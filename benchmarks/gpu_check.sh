@@ -25,9 +25,15 @@ lines="$out/stages.jsonl" log="$out/gpu-check.log"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-$(command -v python3)}"
 [ -x .venv/bin/python ] && PY="${PYTHON:-.venv/bin/python}"
+# the commit: GIT_COMMIT where the tree was copied without its .git, else git's
+export GIT_COMMIT="${GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo +dirty)}"
+if [ "$tiny" = 0 ] && ! "$PY" -c 'import torch, torchvision, torchcodec; assert torch.cuda.is_available()' 2>> "$log"; then
+    echo "gpu_check: $PY lacks torch, torchvision, torchcodec or a CUDA device (see $log); nothing measured" >&2
+    exit 3
+fi
 
 if [ "$tiny" = 1 ]; then
-    device=cpu caps=(60 60 60)
+    device=cpu caps=(180 180 180)  # generous: a busy 2-core machine
     stages=("imagenet_stages.py --tiny --device cpu --workers 1 --batches 3 --windows 3"
         "ghost_bn.py --device cpu --model resnet20 --batch-size 32 --group 16 --iters 1 --repeats 3"
         "train_throughput.py --device cpu --models resnet20 --images 512 --iters 2 --warmup 1 --repeats 1")
@@ -35,10 +41,11 @@ else
     device=cuda caps=(240 60 120)
     stages=("imagenet_stages.py --device cuda --workers $(($(nproc) - 1)) --batches 40 --windows 3"
         "ghost_bn.py --device cuda --model resnet56"
-        "train_throughput.py --device cuda --models resnet20,resnet56")
+        "train_throughput.py --device cuda --models resnet20,resnet56 --compile false")
 fi
 
 status=()
+worst=0  # the script's exit status: the worst stage's
 summary() {
     {
         echo "=== gpu_check summary ($out) ==="
@@ -56,6 +63,7 @@ stage() {  # stage CAP SCRIPT ARGS...: one benchmark under its cap, its output i
     timeout "$cap" "$PY" "benchmarks/$script" "$@" >> "$log" 2>&1
     rc=$?
     status+=("$script: exit $rc in $((SECONDS - t0)) s (cap $cap s); last line: $(tail -n 1 "$log")")
+    [ "$rc" -gt "$worst" ] && worst=$rc
     "$PY" - "$script" "$rc" "$((SECONDS - t0))" >> "$lines" <<'EOF'
 import json, sys
 print(json.dumps({"benchmark": sys.argv[1], "stage": "exit", "value": int(sys.argv[2]), "seconds": int(sys.argv[3])}))
@@ -90,17 +98,24 @@ for name in ("ghost_bn.py", "train_throughput.py"):  # their last line: ratio: X
     if ratios:
         numbers.append({"benchmark": name, "stage": "ratio", "value": float(ratios[-1])})
 cuda = torch.cuda.is_available() and device == "cuda"
+def torchcodec_version():
+    try:
+        return __import__("torchcodec").__version__
+    except Exception:  # not installed, or its libraries do not load
+        return None
 record = {
     "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-    "commit": run("git", "rev-parse", "HEAD"),
+    "commit": __import__("os").environ.get("GIT_COMMIT") or None,
     "card": torch.cuda.get_device_name(0) if cuda else None,
     "driver": run("nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader") if cuda else None,
     "cpu": platform.processor() or platform.machine(),
     "cores": len(__import__("os").sched_getaffinity(0)),
     "versions": {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-                 "torchvision": __import__("torchvision").__version__},
+                 "torchvision": __import__("torchvision").__version__, "torchcodec": torchcodec_version()},
+    "jpeg_decoder": __import__("resnet_repro.data.decode", fromlist=["x"]).jpeg_decoder(),
     "numbers": numbers,
 }
 (out / "gpu-check.json").write_text(json.dumps(record, indent=1) + "\n")
 print(f"written {out / 'gpu-check.json'}: {len(numbers)} numbers")
 EOF
+exit "$worst"

@@ -17,7 +17,7 @@ def test_gpu_check_runs_every_stage_at_small_sizes_on_the_cpu(tmp_path):
         capture_output=True,
         text=True,
         env=env,
-        timeout=400,
+        timeout=600,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "=== gpu_check summary" in r.stdout and (tmp_path / "summary.txt").exists()

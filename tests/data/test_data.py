@@ -961,3 +961,17 @@ def test_a_streamed_sample_is_drawn_alike_whatever_the_processes_epochs_and_resu
     resumed = make(0, 1)
     resumed.load_state_dict(again.state_dict())
     assert all(torch.equal(resumed.next()[0], m) for m in made[1:])
+
+
+def test_keyed_draws_differ_for_every_epoch_and_index_and_take_any_seed():
+    rows = np.concatenate([stream.keyed_uniforms(3, e, range(1000)) for e in range(10)])
+    assert len({r.tobytes() for r in rows}) == len(rows)  # no two (epoch, index) draw alike
+    assert stream.keyed_uniforms(-1, 0, [0]).shape == (1, stream.DRAWS)  # the schema allows any integer seed
+
+
+def test_a_sample_is_cropped_anew_each_epoch_in_the_workers(jpeg_folder):
+    train_ds, _ = stream.stream_datasets("imagefolder", jpeg_folder)
+    crops = stream.KeyedCrops(train_ds, 5, (32, 48), 28)
+    assert torch.equal(crops[(0, 7)][0], crops[7][0])  # a plain index is epoch 0
+    assert not torch.equal(crops[(0, 7)][0], crops[(1, 7)][0])
+    assert crops[(1, 7)][1:] == (train_ds.targets[7], 7)

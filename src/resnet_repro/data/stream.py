@@ -57,11 +57,15 @@ DRAWS = 10  # uniforms per sample: shorter side, crop top, crop left, mirror, si
 def keyed_uniforms(seed, epoch, indices):
     """(len(indices), DRAWS) uniforms in [0, 1), a function of (seed, epoch, sample index) alone: a sample
     gets the same augmentation whichever process, worker or batch draws it, so a resumed run draws as an
-    uninterrupted one and DDP as one process (a counter-based generator: SplitMix64 of the key)."""
+    uninterrupted one and DDP as one process (a counter-based generator: SplitMix64, its counter the
+    draw's number, stepped by the golden gamma, from a key of the seed and epoch)."""
     idx = np.asarray(indices, dtype=np.uint64).reshape(-1, 1)
+    gamma = np.uint64(0x9E3779B97F4A7C15)
     with np.errstate(over="ignore"):
-        key = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(epoch) * np.uint64(0xD1B54A32D192ED03)
-        z = key + idx * np.uint64(DRAWS) + np.arange(DRAWS, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        key = np.uint64(seed % 2**64) * np.uint64(0xD1B54A32D192ED03) + np.uint64(epoch % 2**64) * np.uint64(
+            0xAEF17502108EF2D9
+        )
+        z = key + (idx * np.uint64(DRAWS) + np.arange(1, DRAWS + 1, dtype=np.uint64)) * gamma
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
@@ -89,20 +93,27 @@ def scale_crop(images, windows, crop):
     from torchvision.ops import roi_align
 
     dev = images[0].device
-    out = torch.empty(len(images), 3, crop, crop, device=dev)
     shapes = {}
     for i, img in enumerate(images):
         shapes.setdefault(tuple(img.shape[-2:]), []).append(i)
+    # every box, and the order that puts the groups' crops back in batch order, cross to the device in
+    # one copy each from pinned memory: no host synchronisation per shape
+    boxes, order = [], []
     for (h, w), idx in shapes.items():
-        boxes = []
         for k, i in enumerate(idx):
             nh, nw, top, left = windows[i]
             sy, sx = nh / h, nw / w
             boxes.append([k, left / sx, top / sy, (left + crop) / sx, (top + crop) / sy])
+        order += idx
+    host = (lambda t: t.pin_memory()) if dev.type == "cuda" else (lambda t: t)
+    boxes = host(torch.tensor(boxes, dtype=torch.float32)).to(dev, non_blocking=True)
+    where = host(torch.tensor(np.argsort(order))).to(dev, non_blocking=True)
+    crops, start = [], 0
+    for idx in shapes.values():
         x = torch.stack([images[i] for i in idx]).float().contiguous()  # decoders give HWC views
-        boxes = torch.tensor(boxes, dtype=torch.float32).to(dev, non_blocking=True)
-        out[torch.tensor(idx, device=dev)] = roi_align(x, boxes, (crop, crop), 1.0, -1, aligned=True)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
+        crops.append(roi_align(x, boxes[start : start + len(idx)], (crop, crop), 1.0, -1, aligned=True))
+        start += len(idx)
+    return torch.cat(crops)[where].round_().clamp_(0, 255).to(torch.uint8)
 
 
 def sample_key(key):
@@ -245,7 +256,8 @@ class PassSampler(torch.utils.data.Sampler):
         return EpochSampler(self.n, self.seed, self.epoch, self.start, self.rank, self.world)
 
     def __iter__(self):
-        return ((self.epoch, i) for i in self._pass())
+        epoch = self.epoch  # this pass's, whenever the generator is consumed
+        return ((epoch, i) for i in self._pass())
 
     def __len__(self):
         return len(self._pass())

@@ -92,6 +92,7 @@ class StreamBatches:
         self.decode = data_decode.decode_where(d.get("decode", "auto"), dataset, device)
         self.sampler = stream.PassSampler(len(dataset), seed, rank, world)
         self.side = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.ordered = False  # the side stream has waited once for the current one
         self.epoch, self.consumed, self.loader, self.it = 0, 0, None, None  # consumed: this epoch's, all processes
 
     def _start_pass(self):
@@ -125,6 +126,9 @@ class StreamBatches:
             *x, y, index = next(self.it)
         self.consumed += len(y) * self.world
         u = stream.keyed_uniforms(self.seed, self.epoch, index.numpy())
+        if self.side is not None and not self.ordered:  # what the current stream made (the mean) first
+            self.side.wait_stream(torch.cuda.current_stream(self.device))
+            self.ordered = True
         with torch.cuda.stream(self.side) if self.side is not None else contextlib.nullcontext():
             if self.decode == "device":
                 images = data_decode.decode_on_device(data_decode.split_encoded(*x), self.device)
