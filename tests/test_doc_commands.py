@@ -73,6 +73,9 @@ DRY = {
 }
 # run by a test of the suite (the same command, or its code path at a smaller size)
 TESTS = {
+    "resnet-repro estimate all --rates benchmarks/results/rates-h100-doctor.json --markdown": (
+        "tests/test_docs.py::test_the_readme_cost_block_is_what_estimate_makes_of_the_committed_rates"
+    ),
     "bash benchmarks/gpu_check.sh --tiny --out /tmp/gpu-check": (
         "tests/test_gpu_check.py::test_gpu_check_runs_every_stage_at_small_sizes_on_the_cpu"
     ),

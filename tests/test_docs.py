@@ -5,6 +5,7 @@ test_doc_commands.py.)"""
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -69,3 +70,17 @@ def test_layout_lists_every_top_level_path_and_each_exists():
 def test_recipes_page_is_todays_plan():
     r = subprocess.run([sys.executable, ROOT / "scripts" / "recipes.py", "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_the_readme_cost_block_is_what_estimate_makes_of_the_committed_rates():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- cost:", 1)[1].split("-->", 1)[1].split("<!-- /cost -->", 1)[0].strip()
+    rates = ROOT / "benchmarks" / "results" / "rates-h100-doctor.json"
+    r = subprocess.run(
+        [Path(sys.executable).parent / "resnet-repro", "estimate", "all", "--rates", rates, "--markdown"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert block == r.stdout.strip(), "the README's cost block is stale: paste the command's output"

@@ -288,3 +288,39 @@ def test_estimate_merges_config_files_in_order_as_snakemake(project, capsys):
         "--images-per-s=resnet1202=1",
     )
     assert "(preset tiny)" in capsys.readouterr().out
+
+
+def test_estimate_from_a_rates_file_prices_every_artifact(project, tmp_path):
+    """--rates: each model's images/s from the file (measured or scaled, as it says), before finished runs
+    and measuring; with `all`, each artifact's GPU-hours and the wall-clock of its longest training on
+    the GPUs the config gives it."""
+    from resnet_repro.paper.catalogue import ARTIFACTS
+
+    plan = E.load_plan(project / "config.yaml")
+    models = {m for m, _ in plan.all_runs()}
+    rates = tmp_path / "rates.json"
+    rates.write_text(
+        json.dumps(
+            {"card": "X", "date": "d", "source": "s", "rates": dict.fromkeys(models, 1000.0), "measured": ["resnet56"]}
+        )
+    )
+    r = E.estimate(["all"], project / "config.yaml", rates=rates, log=lambda m: None)
+    rows = {row["model"]: row for row in r["rows"]}
+    assert (
+        rows["resnet56"]["source"] == "rates file, measured"
+        and rows["resnet20"]["source"] == "rates file, scaled by FLOPs"
+    )
+    assert set(r["artifacts"]) == set(ARTIFACTS)
+    t6 = r["artifacts"]["table6"]  # 10 trainings of 64k x 128 at 1,000 images/s, one GPU each
+    assert t6["trainings"] == 10 and t6["gpu_hours"] == pytest.approx(10 * 64000 * 128 / 1000 / 3600)
+    assert t6["wall_hours"] == pytest.approx(64000 * 128 / 1000 / 3600)
+    t2 = r["artifacts"]["table2"]  # 600k x 256 on 8 GPUs: an eighth of its hours in wall-clock time at best
+    assert t2["wall_hours"] == pytest.approx(600000 * 256 / 1000 / 3600 / 8)
+    assert r["total_hours"] == pytest.approx(sum(row["hours"] for row in r["rows"]))
+    assert E.estimate(["table6"], project / "config.yaml", rates=rates, log=lambda m: None)["artifacts"] == {}
+    rates.write_text(json.dumps({"rates": {"resnet20": 0}}))
+    with pytest.raises(ReproError, match="every rate must be a number of images/s above 0"):
+        E.read_rates(rates)
+    rates.write_text("[]")
+    with pytest.raises(ReproError, match="not a rates file"):
+        E.read_rates(rates)

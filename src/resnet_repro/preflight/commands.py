@@ -7,6 +7,10 @@ from resnet_repro.errors import ReproError
 def cmd_estimate(args):
     from resnet_repro.preflight.estimate import estimate
 
+    if args.markdown and (args.targets != ["all"] or not args.rates):
+        raise ReproError(
+            "--markdown: the cost block is of `all` at measured rates: estimate all --rates FILE --markdown"
+        )
     set_threads(args)
     result = estimate(
         args.targets,
@@ -18,7 +22,13 @@ def cmd_estimate(args):
         args.iters,
         args.warmup,
         args.measure_batch,
+        rates=args.rates,
+        log=(lambda m: None) if args.markdown else print,
     )
+    if args.markdown:
+        from resnet_repro.preflight.estimate import cost_markdown, read_rates
+
+        print(cost_markdown(result, read_rates(args.rates)))
     if args.json:
         from resnet_repro.files import write_json
 
@@ -66,6 +76,13 @@ def add_estimate(sub):
         metavar="MODEL=N",
         help="use this throughput for MODEL (repeatable), e.g. resnet56=2500",
     )
+    s.add_argument(
+        "--rates",
+        metavar="FILE",
+        help="throughputs measured on a GPU (a rates file: benchmarks/results/rates-*.json), used before "
+        "finished runs and measuring now",
+    )
+    s.add_argument("--markdown", action="store_true", help="print the README's cost block (with all and --rates)")
     s.add_argument("--measure", action="store_true", help="measure now even where finished runs have a throughput")
     s.add_argument("--device", default="auto", help="device to measure on: auto, cpu, cuda, cuda:N")
     s.add_argument("--iters", type=int, default=5, help="timed iterations per model (default 5)")

@@ -153,6 +153,62 @@ def parse_given(items):
     return given
 
 
+def read_rates(path):
+    """A rates file: {"card", "date", "source", "rates": {model: images/s}, "measured": [models timed on the
+    card; the others were scaled from them]}, as benchmarks/rates_from_doctor.py writes it."""
+    import json
+
+    try:
+        r = json.loads(Path(path).read_text())
+        rates = {m: float(v) for m, v in r["rates"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ReproError(f"--rates {path}: not a rates file ({type(e).__name__}: {e})") from None
+    if not rates or min(rates.values()) <= 0:
+        raise ReproError(f"--rates {path}: every rate must be a number of images/s above 0")
+    return {**r, "rates": rates, "measured": set(r.get("measured", ()))}
+
+
+def per_artifact(plan, per_model):
+    """{artifact: {"trainings", "gpu_hours", "wall_hours"}}: the trainings each figure and table needs, their
+    GPU-hours at the rows' throughput, and the wall-clock hours of its longest training on the GPUs the
+    config gives it (a DDP training on k GPUs at best 1/k of its hours: a lower bound)."""
+    from resnet_repro.paper.catalogue import CATALOGUE
+
+    out = {}
+    for a in CATALOGUE:
+        hours = [
+            per_model[m]["images"] / per_model[m]["runs"] / per_model[m]["ips"] / 3600 for m, _ in plan.runs(a.name)
+        ]
+        gpus = [max(1, plan.resources(m).get("gpus", 1)) for m, _ in plan.runs(a.name)]
+        out[a.name] = {
+            "trainings": len(hours),
+            "gpu_hours": sum(hours),
+            "wall_hours": max(h / g for h, g in zip(hours, gpus)),
+        }
+    return out
+
+
+def cost_markdown(result, rates):
+    """The README's cost block: each artifact's trainings and GPU-hours, and the total, from a rates file."""
+    lines = [
+        "| artifact | trainings | GPU-hours | its longest training, wall-clock (hours) |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, a in result["artifacts"].items():
+        lines.append(f"| {name} | {a['trainings']} | {a['gpu_hours']:.3g} | {a['wall_hours']:.3g} |")
+    measured = ", ".join(sorted(rates["measured"])) or "none"
+    return "\n".join(
+        lines
+        + [
+            "",
+            f"**{result['total_hours']:.0f} GPU-hours** in all for the paper preset's {result['trainings']} trainings "
+            f"(a training two artifacts share counted once), at the rates of {rates['card']} ({rates['date']}; "
+            f"measured: {measured}, the others scaled by FLOPs; {rates['source']}). Training iterations only: "
+            "no evaluation, data unpacking, compile time or DDP losses.",
+        ]
+    )
+
+
 def model_rows(plan, runs):
     """{model: row} of the trainings `runs` (model, seed): their count, images, iterations, batch sizes
     and the spec of the first (what a measurement times)."""
@@ -180,15 +236,18 @@ def estimate(
     warmup=2,
     measure_batch=None,
     log=print,
+    rates=None,
 ):
     """Rows (one per model) and the total; prints the table through `log`. `config`: a path, or paths
-    merged in order (load_plan); finished runs are read under results/ beside the first."""
+    merged in order (load_plan); finished runs are read under results/ beside the first. `rates`: a
+    rates file's path (read_rates); with `all`, the result also holds each artifact's hours."""
     plan = load_plan(config, preset)
     root = Path(config if isinstance(config, (str, Path)) else config[0]).parent
     runs = runs_for(plan, targets)
     per_model = model_rows(plan, runs)
+    rates = read_rates(rates) if rates else None
     measured_note = throughputs(
-        per_model, plan, root, parse_given(given), measure_now, device, iters, warmup, measure_batch
+        per_model, plan, root, parse_given(given), measure_now, device, iters, warmup, measure_batch, rates
     )
     rows = list(per_model.values())
     for r in rows:
@@ -217,21 +276,27 @@ def estimate(
     return {
         "preset": plan.preset,
         "targets": list(targets),
+        "trainings": len(runs),
         "total_hours": total,
         "unit": unit,
         "rows": [{k: (sorted(v) if isinstance(v, set) else v) for k, v in r.items() if k != "spec"} for r in rows],
+        "artifacts": per_artifact(plan, per_model) if set(runs) == set(plan.all_runs()) else {},
     }
 
 
-def throughputs(per_model, plan, root, given, measure_now, device, iters, warmup, measure_batch):
-    """Each model's images/s (row "ips", "source", "device"): given, else that of its finished runs,
-    else measured now; returns a line saying how it was measured, or None."""
+def throughputs(per_model, plan, root, given, measure_now, device, iters, warmup, measure_batch, rates=None):
+    """Each model's images/s (row "ips", "source", "device"): given, else the rates file's, else that of
+    its finished runs, else measured now; returns a line saying how it was measured, or None."""
     from resnet_repro.device import resolve_device
 
     dev, measured_note = None, None
     for model, row in per_model.items():
         if model in given:
             row["ips"], row["source"], row["device"] = given[model], "given", "given"
+            continue
+        if rates and model in rates["rates"]:
+            kind = "measured" if model in rates["measured"] else "scaled by FLOPs"
+            row["ips"], row["source"], row["device"] = rates["rates"][model], f"rates file, {kind}", "cuda"
             continue
         done = None if measure_now else finished_throughput(root, plan.preset, model)
         if done:
