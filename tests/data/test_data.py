@@ -975,3 +975,12 @@ def test_a_sample_is_cropped_anew_each_epoch_in_the_workers(jpeg_folder):
     assert torch.equal(crops[(0, 7)][0], crops[7][0])  # a plain index is epoch 0
     assert not torch.equal(crops[(0, 7)][0], crops[(1, 7)][0])
     assert crops[(1, 7)][1:] == (train_ds.targets[7], 7)
+
+
+def test_a_crop_larger_than_the_shortest_side_is_refused():
+    from resnet_repro.spec.build import build_spec
+
+    with pytest.raises(ReproError, match="data.scale's shortest side 20 is below data.crop 28"):
+        build_spec(
+            None, [{"model": "resnet18", "data": {"kind": "imagefolder", "root": "x", "scale": [20, 40], "crop": 28}}]
+        )

@@ -83,6 +83,12 @@ def validate(spec, source="spec"):
     scale = spec["data"].get("scale")
     if scale and scale[0] > scale[1]:
         raise ReproError(f"{source}: data.scale must be [min, max], got {scale}")
+    crop = spec["data"].get("crop")
+    if scale and crop and scale[0] < crop:
+        raise ReproError(
+            f"{source}: data.scale's shortest side {scale[0]} is below data.crop {crop}: a crop must fit "
+            f"inside the resized image, as in the paper (sides 256-480, crops 224)"
+        )
 
 
 def build_spec(path=None, overrides=()):
