@@ -13,7 +13,7 @@ from resnet_repro.paper.catalogue import ARTIFACT, ARTIFACTS, CATALOGUE, CLAIM_V
 from resnet_repro.paper.names import parse_model_name
 from resnet_repro.paper.text import data_names
 from resnet_repro.rundir import HISTORY, RESPONSES, run_path, view_metrics, view_scores
-from resnet_repro.spec.build import deep_merge
+from resnet_repro.spec.build import deep_merge, read_yaml
 
 # the MLflow store without --tracking-uri, $MLFLOW_TRACKING_URI or config.yaml's mlflow.tracking_uri
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -38,16 +38,7 @@ def read_config(paths):
     file merged over those before it, mappings key by key, anything else replaced."""
     config = {}
     for path in paths:
-        try:
-            with open(path) as f:
-                loaded = yaml.safe_load(f)
-        except OSError as e:
-            raise ReproError(f"cannot read workflow config {path}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ReproError(f"workflow config {path} is not YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise ReproError(f"workflow config {path}: expected a mapping of settings, got {type(loaded).__name__}")
-        config = deep_merge(config, loaded)
+        config = deep_merge(config, read_yaml(path, "workflow config"))
     return config
 
 

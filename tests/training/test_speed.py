@@ -261,7 +261,7 @@ def test_estimate_targets_and_errors(project):
     with pytest.raises(ReproError, match="cannot read workflow config .*nosuch.yaml: No such file"):
         E.load_plan([project / "config.yaml", project / "nosuch.yaml"])
     (project / "list.yaml").write_text("- preset\n")
-    with pytest.raises(ReproError, match="list.yaml: expected a mapping of settings, got list"):
+    with pytest.raises(ReproError, match="list.yaml must be a YAML mapping, got list"):
         E.load_plan([project / "config.yaml", project / "list.yaml"])
 
 

@@ -42,20 +42,21 @@ def parse_assignment(text):
     return out
 
 
-def read_yaml(path):
+def read_yaml(path, what="spec"):
+    """A YAML mapping from `path` (empty: {}), or a one-line error naming `what` it was to be."""
     try:
         with open(path) as f:
             data = yaml.safe_load(f)
     except OSError as e:
-        raise ReproError(f"cannot read spec {path}: {e.strerror}") from None
+        raise ReproError(f"cannot read {what} {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ReproError(f"spec {path}{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
+        raise ReproError(f"{what} {path}{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ReproError(f"spec {path} must be a YAML mapping, got {type(data).__name__}")
+        raise ReproError(f"{what} {path} must be a YAML mapping, got {type(data).__name__}")
     return data
 
 
