@@ -26,7 +26,7 @@ import time
 import torch
 
 from resnet_repro.data import decode, stream
-from resnet_repro.device import configure, describe, make_sgd, resolve_device
+from resnet_repro.device import configure, describe, make_sgd, resolve_device, use_bf16, use_channels_last
 from resnet_repro.models import build_model
 from resnet_repro.preflight.fixtures import write_jpegs
 from resnet_repro.training.batches import StreamBatches
@@ -143,7 +143,9 @@ def main():
         mean = torch.full((3, s["crop"], s["crop"]), 0.5, device=dev)
         d = {"scale": list(s["scale"]), "crop": s["crop"], "workers": a.workers, "decode": "auto", "lighting": 0.1}
         model = build_model(s["model"], s["classes"]).to(dev, memory_format=torch.channels_last)
-        step = Step(model, make_sgd(model.parameters(), dev, lr=0.1, momentum=0.9, weight_decay=1e-4), dev, True, True)
+        sgd = make_sgd(model.parameters(), dev, lr=0.1, momentum=0.9, weight_decay=1e-4)
+        # the trainer's `auto` choices: bf16 only where the hardware has it (emulated, it is 10-17x slower)
+        step = Step(model, sgd, dev, use_bf16("auto", dev), use_channels_last("auto", dev))
         x = torch.randn(b, 3, s["crop"], s["crop"], device=dev)
         y = torch.randint(0, s["classes"], (b,), device=dev)
         step_rate = rate(timed, lambda: step(x, y), b, a.batches, a.windows)
