@@ -44,7 +44,9 @@ def flip_and_lighting(x, u, flip=True, lighting_std=0.1):
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     if lighting_std:
         normals = torch.sqrt(-2 * torch.log1p(-u[:, 4:7])) * torch.cos(2 * torch.pi * u[:, 7:10])  # Box-Muller
-        rgb = ((normals * lighting_std).float() * PCA_EIGVAL) @ PCA_EIGVEC.T  # n, 3
+        # eigvec @ (alpha * eigval) per image, element-wise: a row's offset does not depend on the batch it
+        # is in (a matmul's kernel may change with the number of rows), so DDP halves match one process
+        rgb = (((normals * lighting_std).float() * PCA_EIGVAL)[:, None, :] * PCA_EIGVEC).sum(-1)  # n, 3
         x = x + host(rgb).to(x.device, non_blocking=True)[:, :, None, None]
     return x
 
