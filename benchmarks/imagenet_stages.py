@@ -130,7 +130,7 @@ def main():
             stream.keyed_uniforms(0, 0, range(b)), [i.shape[-2:] for i in images], s["scale"], s["crop"]
         )
         batched = lambda: stream.scale_crop(images, windows, s["crop"])
-        per_image = lambda: [resize_crop(img, w, s["crop"]) for img, w in zip(images, windows)]
+        per_image = lambda: [stream.resize_crop(img, w, s["crop"]) for img, w in zip(images, windows)]
         difference = (batched().float() - torch.stack(per_image()).float()).abs().mean().item()
         say(
             "crop_roi_align",
@@ -165,14 +165,6 @@ def main():
                     say(f"{name}_{label}_failed", 0, repr(e)[:200])
                 batches = None  # its persistent workers stop before the next loader starts its own
                 gc.collect()
-
-
-def resize_crop(img, window, crop):
-    """One image resized then cropped (the per-image path scale_crop replaces), on its device."""
-    from torchvision.transforms.v2 import functional as TF
-
-    nh, nw, top, left = window
-    return TF.resize(img, [nh, nw], antialias=True)[:, top : top + crop, left : left + crop]
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ nvJPEG, or on the CPU (TorchCodec, else PIL)."""
 import numpy as np
 import torch
 
+from resnet_repro.data.stream import sample_key
 from resnet_repro.errors import ReproError
 
 JPEG_EXTENSIONS = (".jpg", ".jpeg")
@@ -20,7 +21,7 @@ class EncodedImages(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, key):
-        i = key[1] if isinstance(key, tuple) else key  # (epoch, index) from a PassSampler, or an index
+        _, i = sample_key(key)  # (epoch, index) from a PassSampler, or an index
         path, label = self.samples[i]
         return read_bytes(path), label, i
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from resnet_repro.data.small import held_out_indices, small_data
 from resnet_repro.errors import ReproError
@@ -33,21 +32,25 @@ def hold_out_samples(dataset, n, seed):
     return tuple(parts)
 
 
+def to_device(t, device):
+    """A small host tensor on `device` without blocking the host: on CUDA copied from pinned memory."""
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
+
+
 def flip_and_lighting(x, u, flip=True, lighting_std=0.1):
     """The on-device part of the ImageNet augmentation, for a normalised batch, from its images' keyed
     draws `u` (keyed_uniforms: column 3 the mirror, columns 4-9 the three normals of AlexNet's PCA
     lighting). The lighting's RGB offsets are computed on the host and cross to the device once."""
     u = torch.as_tensor(u, dtype=torch.float64)
-    host = (lambda t: t.pin_memory()) if x.is_cuda else (lambda t: t)  # pinned: the copy does not block
     if flip:
-        mask = host(u[:, 3] < 0.5).to(x.device, non_blocking=True)
+        mask = to_device(u[:, 3] < 0.5, x.device)
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     if lighting_std:
         normals = torch.sqrt(-2 * torch.log1p(-u[:, 4:7])) * torch.cos(2 * torch.pi * u[:, 7:10])  # Box-Muller
         # eigvec @ (alpha * eigval) per image, element-wise: a row's offset does not depend on the batch it
         # is in (a matmul's kernel may change with the number of rows), so DDP halves match one process
         rgb = (((normals * lighting_std).float() * PCA_EIGVAL)[:, None, :] * PCA_EIGVEC).sum(-1)  # n, 3
-        x = x + host(rgb).to(x.device, non_blocking=True)[:, :, None, None]
+        x = x + to_device(rgb, x.device)[:, :, None, None]
     return x
 
 
@@ -107,15 +110,24 @@ def scale_crop(images, windows, crop):
             sy, sx = nh / h, nw / w
             boxes.append([k, left / sx, top / sy, (left + crop) / sx, (top + crop) / sy])
         order += idx
-    host = (lambda t: t.pin_memory()) if dev.type == "cuda" else (lambda t: t)
-    boxes = host(torch.tensor(boxes, dtype=torch.float32)).to(dev, non_blocking=True)
-    where = host(torch.tensor(np.argsort(order))).to(dev, non_blocking=True)
+    boxes = to_device(torch.tensor(boxes, dtype=torch.float32), dev)
+    where = to_device(torch.tensor(np.argsort(order)), dev)
     crops, start = [], 0
     for idx in shapes.values():
         x = torch.stack([images[i] for i in idx]).float().contiguous()  # decoders give HWC views
         crops.append(roi_align(x, boxes[start : start + len(idx)], (crop, crop), 1.0, -1, aligned=True))
         start += len(idx)
     return torch.cat(crops)[where].round_().clamp_(0, 255).to(torch.uint8)
+
+
+def resize_crop(img, window, crop):
+    """One uint8 (3, h, w) image resized to (new h, new w) and cropped at (top, left) of `window`
+    (crop_windows): what scale_crop's roi_align stands for, image by image. The spec keeps every crop
+    inside the resized image (data.scale's shortest side is at least data.crop)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    nh, nw, top, left = window
+    return TF.resize(img, [nh, nw], antialias=True)[:, top : top + crop, left : left + crop]
 
 
 def sample_key(key):
@@ -141,12 +153,8 @@ class KeyedCrops(torch.utils.data.Dataset):
         epoch, i = sample_key(key)
         img, label = self.base[i]
         img = TF.pil_to_tensor(img.convert("RGB"))
-        [(nh, nw, top, left)] = crop_windows(
-            keyed_uniforms(self.seed, epoch, [i]), [img.shape[-2:]], self.scale, self.crop
-        )
-        img = TF.resize(img, [nh, nw], antialias=True)  # one image: the resize scale_crop's roi_align stands for
-        img = F.pad(img, (0, max(0, self.crop - nw), 0, max(0, self.crop - nh)))  # smaller than the crop
-        return img[:, top : top + self.crop, left : left + self.crop], label, i
+        [window] = crop_windows(keyed_uniforms(self.seed, epoch, [i]), [img.shape[-2:]], self.scale, self.crop)
+        return resize_crop(img, window, self.crop), label, i
 
 
 def _is_imagenet_archive_layout(root):

@@ -54,6 +54,9 @@ def paper_compile(ctx, family):
     return use_compile(setting == "true", ctx.device)
 
 
+COPY = "-copy"  # the name of a training JPEG linked again, to make an epoch 40 batches long
+
+
 def jpeg_folder(ctx):
     """Generated JPEGs, the training files linked again until an epoch holds 40 batches: a timing over
     epochs of a few batches measures the DataLoader's start-up, not the pipeline."""
@@ -64,10 +67,11 @@ def jpeg_folder(ctx):
         files = sorted((folder / "train").rglob("*.jpg"))
         for k in range(1, -(-40 * s["imagenet_batch"] // len(files))):
             for f in files:
+                again = f.with_name(f"{f.stem}{COPY}{k}.jpg")
                 try:
-                    os.link(f, f.with_name(f"{f.stem}-copy{k}.jpg"))
+                    os.link(f, again)
                 except OSError:  # a file system without hard links
-                    shutil.copyfile(f, f.with_name(f"{f.stem}-copy{k}.jpg"))
+                    shutil.copyfile(f, again)
     return folder
 
 
@@ -98,7 +102,7 @@ def jpeg_decode(ctx):
     from resnet_repro.data import decode as data_decode
 
     folder = jpeg_folder(ctx)
-    files = [f for f in sorted((folder / "train").rglob("*.jpg")) if "-copy" not in f.stem][:16]
+    files = [f for f in sorted((folder / "train").rglob("*.jpg")) if COPY not in f.stem][:16]
     encoded = [data_decode.read_bytes(f) for f in files]
     library = data_decode.jpeg_decoder()
     t = time.perf_counter()

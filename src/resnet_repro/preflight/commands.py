@@ -26,9 +26,9 @@ def cmd_estimate(args):
         log=(lambda m: None) if args.markdown else print,
     )
     if args.markdown:
-        from resnet_repro.preflight.estimate import cost_markdown, read_rates
+        from resnet_repro.preflight.estimate import cost_markdown
 
-        print(cost_markdown(result, read_rates(args.rates)))
+        print(cost_markdown(result))
     if args.json:
         from resnet_repro.files import write_json
 

@@ -25,11 +25,16 @@ from resnet_repro.rundir import METRICS, parse_run_path, run_path
 SMALL_SIZES = {"cifar10": 32, "digits": 8}
 
 
+def config_paths(configs):
+    """The workflow config files: one path, or several merged in order (the first is the project's)."""
+    return [Path(configs)] if isinstance(configs, (str, Path)) else [Path(c) for c in configs]
+
+
 def load_plan(configs, preset=None):
     """Plan for the workflow config `configs` (a path, or paths merged in order as `snakemake
     --configfile` merges them; the schema is workflow/schemas/ beside the first), with `preset`
     chosen as `snakemake --config preset=...` would."""
-    paths = [Path(configs)] if isinstance(configs, (str, Path)) else [Path(c) for c in configs]
+    paths = config_paths(configs)
     config = read_config(paths)
     if preset:
         config["preset"] = preset
@@ -176,10 +181,9 @@ def per_artifact(plan, per_model):
 
     out = {}
     for a in CATALOGUE:
-        hours = [
-            per_model[m]["images"] / per_model[m]["runs"] / per_model[m]["ips"] / 3600 for m, _ in plan.runs(a.name)
-        ]
-        gpus = [max(1, plan.resources(m).get("gpus", 1)) for m, _ in plan.runs(a.name)]
+        models = [m for m, _ in plan.runs(a.name)]
+        hours = [per_model[m]["images"] / per_model[m]["runs"] / per_model[m]["ips"] / 3600 for m in models]
+        gpus = [max(1, plan.resources(m).get("gpus", 1)) for m in models]
         out[a.name] = {
             "trainings": len(hours),
             "gpu_hours": sum(hours),
@@ -188,15 +192,17 @@ def per_artifact(plan, per_model):
     return out
 
 
-def cost_markdown(result, rates):
-    """The README's cost block: each artifact's trainings and GPU-hours, and the total, from a rates file."""
+def cost_markdown(result):
+    """The README's cost block: each artifact's trainings and GPU-hours, and the total, from the rates
+    file the estimate read (result["rates"])."""
+    rates = result["rates"]
     lines = [
         "| artifact | trainings | GPU-hours | its longest training, wall-clock (hours) |",
         "|---|---:|---:|---:|",
     ]
     for name, a in result["artifacts"].items():
         lines.append(f"| {name} | {a['trainings']} | {a['gpu_hours']:.3g} | {a['wall_hours']:.3g} |")
-    measured = ", ".join(sorted(rates["measured"])) or "none"
+    measured = ", ".join(rates["measured"]) or "none"
     return "\n".join(
         lines
         + [
@@ -242,7 +248,7 @@ def estimate(
     merged in order (load_plan); finished runs are read under results/ beside the first. `rates`: a
     rates file's path (read_rates); with `all`, the result also holds each artifact's hours."""
     plan = load_plan(config, preset)
-    root = Path(config if isinstance(config, (str, Path)) else config[0]).parent
+    root = config_paths(config)[0].parent
     runs = runs_for(plan, targets)
     per_model = model_rows(plan, runs)
     rates = read_rates(rates) if rates else None
@@ -281,6 +287,7 @@ def estimate(
         "unit": unit,
         "rows": [{k: (sorted(v) if isinstance(v, set) else v) for k, v in r.items() if k != "spec"} for r in rows],
         "artifacts": per_artifact(plan, per_model) if set(runs) == set(plan.all_runs()) else {},
+        "rates": rates and {k: sorted(v) if k == "measured" else v for k, v in rates.items() if k != "rates"},
     }
 
 
