@@ -55,10 +55,11 @@ def sh(*args, timeout=120):
 
 
 def sections(dry_run_output):
-    """{rule: [(threads, {resource: value})]} from the job blocks of `snakemake -n`."""
+    """{rule: [(threads, {resource: value})]} from the job blocks of `snakemake -n` (a group's jobs
+    are indented under its "Group job" line)."""
     jobs = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", dry_run_output):
-        m = re.match(r"(?:local)?rule (\w+):", block)
+    for block in re.split(r"\n(?=\s*(?:local)?rule \w+:)", dry_run_output):
+        m = re.match(r"\s*(?:local)?rule (\w+):", block)
         if not m:
             continue
         threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
@@ -177,13 +178,19 @@ def test_profile_sizes_paper_jobs_for_a_gpu_cluster(tmp_path):
         r".*--threads 4 ",
         out,
     )
-    for threads, res in jobs["evaluate"]:  # one GPU: a training's CPUs and memory per GPU, no warning signal
-        assert res["gpu"] == "1" and int(res["runtime"]) >= 10 and res["gpu_model"] == "a100"
-        assert "slurm_extra" not in res
-    assert {(t, r["mem_mb"]) for t, r in jobs["evaluate"]} == {
-        (cfg["imagenet"]["threads"] // 8, str(cfg["imagenet"]["mem_mb"] // 8)),
-        (cfg["cifar"]["threads"], str(cfg["cifar"]["mem_mb"])),
-    }
+    # one GPU: a training's CPUs and memory per GPU; an ImageNet evaluation is a job of its own, without
+    # the warning signal; a CIFAR evaluation runs in its training's job, so it carries the training's
+    for rule, family in [("evaluate_imagenet", "imagenet"), ("evaluate_cifar", "cifar")]:
+        for threads, res in jobs[rule]:
+            assert res["gpu"] == "1" and int(res["runtime"]) >= 10 and res["gpu_model"] == "a100"
+            assert res.get("slurm_extra") == (None if family == "imagenet" else "--signal=USR1@300")
+            share = cfg[family]["gpus"]
+            assert (threads, res["mem_mb"]) == (cfg[family]["threads"] // share, str(cfg[family]["mem_mb"] // share))
+    # one Slurm job per CIFAR training, which also evaluates it (Table 6's runs): a group named after the run
+    cifar = re.findall(r"rule train_cifar:\n(?:.*\n)*?\s+wildcards: model=([\w.-]+), seed=(\d+)\n", out)
+    groups = re.findall(r"Group job (\S+) \(jobs", out)
+    assert sorted(groups) == sorted(f"cifar-{m}-seed{s}" for m, s in cifar)
+    assert len(groups) == len(jobs["train_cifar"]) == len(jobs["evaluate_cifar"]) == 10
     for _, res in jobs["check_data"]:  # CPU only, long: it may unpack ImageNet; no GPU model
         assert res["slurm_partition"] == "cpu" and "gpu" not in res and "gpu_model" not in res
         assert int(res["runtime"]) >= 240
@@ -195,7 +202,10 @@ def test_profile_sizes_paper_jobs_for_a_gpu_cluster(tmp_path):
 def test_profile_caps_every_job_at_max_runtime(tmp_path):
     jobs = sections(dry_run(tmp_path, "all", RESNET_SLURM_MAX_RUNTIME="300", **SITE))
     runtimes = {rule: {int(res["runtime"]) for _, res in js} for rule, js in jobs.items()}
-    assert runtimes["train_imagenet"] == {300} and runtimes["train_cifar"] == {300}
+    assert runtimes["train_imagenet"] == {300}
+    # a CIFAR training's job runs its evaluation and responses after it: the three within max_runtime
+    # (a tenth each at most, the training the rest)
+    assert runtimes["evaluate_cifar"] == runtimes["responses"] == {30} and runtimes["train_cifar"] == {240}
     assert max(max(v) for v in runtimes.values()) == 300
 
 
@@ -435,9 +445,7 @@ def tiny_on_slurm(slurm_cluster, tmp_path_factory):
             done = [int(i) for i in re.findall(rf"\bit (\d+)/{LONG_ITERS}\b", train_log.read_text())]
             if not done:
                 continue
-            m = re.search(
-                r"submitted with SLURM jobid (\d+) \(log: [^)]*/rule_train_cifar/resnet20_0/", out.read_text()
-            )
+            m = re.search(r"submitted with SLURM jobid (\d+) \(log: [^)]*/group_cifar-resnet20-seed0_", out.read_text())
             assert m, "resnet20's training runs but its Slurm job id was not reported"
             r = sh("scancel", m.group(1))
             assert r.returncode == 0, r.stderr
@@ -462,6 +470,14 @@ def tiny_on_slurm(slurm_cluster, tmp_path_factory):
     )
 
 
+def cifar_job(comment):
+    """(run, rules) of a CIFAR training's Slurm job, from the comment the plugin gives it: rule_<group>_<its
+    rules, sorted>, the group named cifar-<model>-seed<seed> (slurm/config.yaml `groups`)."""
+    m = re.fullmatch(r"rule_cifar-([\w.-]+?-seed\d+)_((?:evaluate_cifar_)?(?:responses_)?train_cifar)", comment)
+    assert m, f"not a CIFAR training's job: {comment}"
+    return m.group(1), [r for r in ("evaluate_cifar", "responses", "train_cifar") if r in m.group(2)]
+
+
 def fail_text(run):
     return f"snakemake output (last part):\n{run['out'][-6000:]}"
 
@@ -475,21 +491,35 @@ def test_tiny_table6_and_figure7_on_slurm(tiny_on_slurm):
     measured = t6.dropna(subset=["error_mean"])
     assert set(measured["model"]) == set(EXPERIMENTS["table6"])
     assert (work / "reports" / "figure7.pdf").read_bytes()[:4] == b"%PDF"
-    # every training, evaluation and layer-response job was a Slurm job, in the given partition and
-    # account, with its GPU; the figure, the table and the MLflow logging ran locally
-    by_rule = {}
+    # every training was one Slurm job (resnet20's two: it was cancelled), in the given partition and
+    # account, with one GPU, which also ran the run's evaluation (Table 6's nets) and layer responses
+    # (Figure 7's), each a job of its own in it; the figure, the table and the MLflow logging ran locally
+    data_checks, trainings = [], {}
     for j in run["jobs"]:
-        rule = re.match(r"rule_(\w+?)(?:_wildcards_(.*))?$", j["Comment"])
-        by_rule.setdefault(rule.group(1), []).append((rule.group(2), j))
         assert (j["Partition"], j["Account"]) == ("debug", "resnet"), j
-    assert {"check_data", "train_cifar", "evaluate", "responses"} == set(by_rule), by_rule.keys()
-    trained = {w for w, j in by_rule["train_cifar"] if j["State"] == "COMPLETED"}
-    assert trained == {f"{m}_0" for m in TINY_RUNS}
-    for rule in ("train_cifar", "evaluate", "responses"):
-        for _, j in by_rule[rule]:
+        if j["Comment"].startswith("rule_check_data"):
+            data_checks.append(j)
+        else:
+            name, rules = cifar_job(j["Comment"])
+            trainings.setdefault(name, []).append((rules, j))
             assert "gres/gpu=1" in j["AllocTRES"], j
-    assert all("gres/gpu" not in j["AllocTRES"] for _, j in by_rule["check_data"])
-    assert all(j["Timelimit"] == "08:00:00" for _, j in by_rule["check_data"])  # the profile's set-resources
+    assert {n: len(js) for n, js in trainings.items()} == {f"{m}-seed0": 1 + (m == "resnet20") for m in TINY_RUNS}
+    # evaluated: Table 6's nets, and those the preset's claims evaluate (plain20: its responses wait for it)
+    evaluated = set(EXPERIMENTS["table6"]) | set(
+        yaml.safe_load(TINY_CONFIG.read_text())["presets"]["tiny"]["claim_seeds"]
+    )
+    finished = {n: rules for n, js in trainings.items() for rules, j in js if j["State"] == "COMPLETED"}
+    assert finished == {
+        f"{m}-seed0": ["evaluate_cifar"] * (m in evaluated)
+        + ["responses"] * (m in EXPERIMENTS["figure7"])
+        + ["train_cifar"]
+        for m in TINY_RUNS
+    }
+    for m in TINY_RUNS:  # each with its own log
+        assert (work / f"logs/tiny/evaluate/{m}-seed0-single.log").exists() == (m in evaluated)
+        assert (work / f"logs/tiny/responses/{m}-seed0.log").exists() == (m in EXPERIMENTS["figure7"])
+    assert all("gres/gpu" not in j["AllocTRES"] for j in data_checks)
+    assert all(j["Timelimit"] == "08:00:00" for j in data_checks)  # the profile's set-resources
     for m in TINY_RUNS:
         assert json.loads((work / f"results/runs/tiny/{m}/seed0/mlflow.json").read_text())
     assert (work / "mlflow.db").exists()
@@ -502,7 +532,7 @@ def test_cancelled_training_resumes_from_its_checkpoint(tiny_on_slurm):
     assert run["cancelled"], (
         "resnet20's training finished before the test could cancel it; raise LONG_ITERS\n" + fail_text(run)
     )
-    attempts = [j for j in run["jobs"] if j["Comment"] == "rule_train_cifar_wildcards_resnet20_0"]
+    attempts = [j for j in run["jobs"] if j["Comment"].startswith("rule_cifar-resnet20-seed0_")]
     states = {j["JobID"]: j["State"] for j in attempts}
     assert states.pop(run["cancelled"]).startswith("CANCELLED"), attempts
     assert list(states.values()) == ["COMPLETED"], attempts  # one retry, and it finished
@@ -530,7 +560,7 @@ def one_training(work, iters, resources=None, every=100, checkpoint_every=100000
     return cmd, env(RESNET_SLURM_PARTITION=partition, RESNET_SLURM_ACCOUNT="resnet", **env_extra)
 
 
-def attempts(since, comment="rule_train_cifar_wildcards_resnet20_0"):
+def attempts(since, comment="rule_cifar-resnet20-seed0_train_cifar"):
     return sorted(
         (j for j in sacct(since, "JobID", "State", "ExitCode", "Timelimit", "Comment") if j["Comment"] == comment),
         key=lambda j: int(j["JobID"]),
@@ -561,7 +591,7 @@ def test_training_longer_than_max_runtime_is_warned_checkpointed_retried_and_fin
     assert json.loads((tmp_path / TRAIN_RUN / "metrics.json").read_text())["iterations"] == iters
     # Slurm's own log of every attempt is kept, under logs/slurm/
     for j in jobs:
-        assert (tmp_path / "logs/slurm/rule_train_cifar/resnet20_0" / f"{j['JobID']}.log").exists()
+        assert (tmp_path / "logs/slurm/group_cifar-resnet20-seed0_train_cifar" / f"{j['JobID']}.log").exists()
 
 
 def trainer_pid(run_dir):
@@ -595,7 +625,7 @@ def test_second_snakemake_does_not_start_a_second_copy_of_a_running_training(clu
     cluster_run.paused.append(old_trainer)
     os.killpg(first.pid, signal.SIGKILL)  # Snakemake dies; its Slurm job does not
     first.wait()
-    old = [j for j in queue() if j["Comment"] == "rule_train_cifar_wildcards_resnet20_0"]
+    old = [j for j in queue() if j["Comment"] == "rule_cifar-resnet20-seed0_train_cifar"]
     assert len(old) == 1 and old[0]["State"] == "RUNNING", queue()
     r = subprocess.run(cmd + ["--unlock"], capture_output=True, text=True, cwd=tmp_path, env=e, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -652,6 +682,49 @@ def two_nodes(slurm_cluster):
         assert r.returncode == 0, f"cluster.sh stop-two-node failed:\n{r.stdout}\n{r.stderr}"
 
 
+PACK_ITERS = 400  # each of the two plain-20s of the pack below: long enough to kill one mid-run
+
+
+@pytest.mark.slurm
+def test_two_cifar_trainings_share_one_job_and_one_killed_resumes(cluster_run, tmp_path):
+    """`resources.cifar.per_gpu: 2`: the tiny preset's two plain-20 seeds (its first pack, the shallowest)
+    are one Slurm job with one (pretend) GPU, `resnet-repro train-pack`, each training in its own run
+    directory with its own logs and lock. One trainer is SIGKILLed mid-run: the other finishes, the job
+    fails, and Snakemake's retry (a second job) resumes the killed one from its checkpoint and rewrites
+    the finished one's files from its final checkpoint. Both end with every iteration."""
+    training = {"max_iters": PACK_ITERS, "log_every": 20, "checkpoint_every": 20, "checkpoint_minutes": 0}
+    tiny = {"resources": {"cifar": {"gpus": 1, "per_gpu": 2}}, "model_training": {"plain20": training}}
+    runs = [tmp_path / f"results/runs/tiny/plain20/seed{s}" for s in (0, 1)]
+    cmd = snakemake_on_cluster(tmp_path, [str(runs[0].relative_to(tmp_path) / "model.pt")], tiny)
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
+    proc = cluster_run.start(cmd, env(RESNET_SLURM_PARTITION="debug", RESNET_SLURM_ACCOUNT="resnet"), "snakemake.out")
+    killed, deadline = None, time.monotonic() + RUN_TIMEOUT
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        if killed is None and (runs[1] / "checkpoint.pt").exists() and not (runs[1] / "metrics.json").exists():
+            killed = trainer_pid(runs[1])
+            if killed:
+                os.kill(killed, signal.SIGKILL)
+    if proc.poll() is None:
+        pytest.fail(f"snakemake did not finish in {RUN_TIMEOUT} s:\n{(tmp_path / 'snakemake.out').read_text()[-4000:]}")
+    out = (tmp_path / "snakemake.out").read_text()
+    assert proc.returncode == 0, out[-5000:]
+    assert killed, "the second training finished before the test could kill it; raise PACK_ITERS"
+    jobs = sorted(
+        (j for j in sacct(since, "JobID", "State", "AllocTRES", "Comment") if j["Comment"] == "rule_train_cifar_pack0"),
+        key=lambda j: int(j["JobID"]),
+    )
+    assert [j["State"] for j in jobs] == ["FAILED", "COMPLETED"], jobs  # one job per attempt, both trainings in it
+    assert all("gres/gpu=1" in j["AllocTRES"] for j in jobs), jobs
+    assert not re.search(r"rule train_cifar:", out)  # no training of its own for either
+    for run in runs:
+        assert json.loads((run / "metrics.json").read_text())["iterations"] == PACK_ITERS
+    logs = [(tmp_path / f"logs/tiny/train/plain20-seed{s}.attempts.log").read_text() for s in (0, 1)]
+    assert re.search(r"resumed from \S+checkpoint\.pt at iteration (?!0\b)\d+", logs[1]), logs[1][-3000:]
+    assert f"at iteration {PACK_ITERS}" in logs[0]  # finished in the first job: only its files again
+    assert all(len(re.findall(r"^=== resnet-repro train: attempt \d", t, re.M)) == 2 for t in logs)
+
+
 @pytest.mark.slurm
 def test_two_node_gloo_training_finishes_and_its_checkpoint_resumes_on_one_node(two_nodes, cluster_run, tmp_path):
     """The tiny preset's ResNet-20 with `resources: {cifar: {gpus: 2, nodes: 2}}` through `snakemake --profile
@@ -674,9 +747,7 @@ def test_two_node_gloo_training_finishes_and_its_checkpoint_resumes_on_one_node(
         time.sleep(0.3)
         text = log.read_text() if log.exists() else ""
         if warned is None and re.search(rf"\bit 20/{iters}\b", text):
-            m = re.search(
-                r"submitted with SLURM jobid (\d+) \(log: [^)]*/rule_train_cifar/resnet20_0/", out.read_text()
-            )
+            m = re.search(r"submitted with SLURM jobid (\d+) \(log: [^)]*/group_cifar-resnet20-seed0_", out.read_text())
             assert m, "the training runs but its Slurm job id was not reported"
             warned = m.group(1)
             r = sh("scancel", "--signal=USR1", warned)  # the early warning, to every step of the job

@@ -71,7 +71,8 @@ def test_dry_run_plans_only_what_a_target_needs(tmp_path):
     assert jobs["train_cifar"] == 14 and jobs["train_imagenet"] == 10
     # the paper preset asks no seeds for the claims beyond its own: Figure 7's responses and the tables'
     # evaluations only, ResNet-110's seeds the one seed group
-    assert jobs["responses"] == 5 and jobs["evaluate"] == 25 and jobs["track_seeds"] == 1
+    assert jobs["responses"] == 5 and jobs["evaluate_cifar"] == 10 and jobs["evaluate_imagenet"] == 15
+    assert jobs["track_seeds"] == 1
     assert jobs["track_shown"] == 6 and jobs["total"] == 110
 
 

@@ -16,6 +16,7 @@ COMMANDS = (
     ("models", "spec.commands"),
     ("spec", "spec.commands"),
     ("train", "training.commands"),
+    ("train-pack", "training.commands"),
     ("check-data", "data.commands"),
     ("evaluate", "evaluation.commands"),
     ("ensemble", "evaluation.commands"),
@@ -94,7 +95,7 @@ def main(argv=None):
     if header:
         print(header, file=sys.stderr, flush=True)
     try:
-        args.func(args)
+        status = args.func(args)  # a command's own exit status (train-pack), or None
     except ReproError as e:
         from resnet_repro.training.loop import Interrupted
 
@@ -102,7 +103,7 @@ def main(argv=None):
         return 3 if isinstance(e, Interrupted) else 2
     except KeyboardInterrupt:
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

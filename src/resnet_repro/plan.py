@@ -104,8 +104,10 @@ def experiments(cfg):
 def config_hash(cfg):
     """The hash of the settings that make the runs, recorded with each run and checked by the report;
     `claim_seeds` is left out: asking for more seeds of a model leaves the runs made before, their
-    MLflow runs and the figures drawn from them as they were (the new runs are new jobs)."""
+    MLflow runs and the figures drawn from them as they were (the new runs are new jobs); so is
+    `per_gpu`, which only says which trainings share a GPU."""
     made = {k: v for k, v in cfg.items() if k != "claim_seeds"}
+    made["resources"] = {f: {k: v for k, v in r.items() if k != "per_gpu"} for f, r in cfg["resources"].items()}
     return hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -127,11 +129,39 @@ def launch_line(r, per_node):
     return f"torchrun --standalone --nproc_per_node={per_node} --no-python " if r["gpus"] > 1 else ""
 
 
+def cifar_packs(plan):
+    """[[(model, seed)]]: the CIFAR trainings that share one GPU in one job, `resources.cifar.per_gpu` at a
+    time ([] at 1, the default), shallowest first, so that a pack's trainings take about as long. The packs
+    are the preset's: a target that needs one training of a pack trains the whole pack."""
+    per_gpu = plan.cfg["resources"]["cifar"].get("per_gpu", 1)
+    if per_gpu == 1:
+        return []
+    runs = sorted((r for r in plan.all_runs() if plan.family(r[0]) == "cifar"), key=lambda r: (depth(r[0]), r))
+    return [runs[i : i + per_gpu] for i in range(0, len(runs), per_gpu)]
+
+
+def check_packing(cfg):
+    """per_gpu > 1 packs one-GPU CIFAR trainings: refused elsewhere, before any job starts."""
+    for family, r in cfg["resources"].items():
+        if r.get("per_gpu", 1) == 1:
+            continue
+        if family != "cifar" or r.get("gpus", 0) > 1 or r.get("nodes", 1) > 1:
+            raise ReproError(
+                f"resources.{family}.per_gpu: {r['per_gpu']}: only CIFAR trainings on at most one GPU and one "
+                f"node share a GPU (here gpus: {r.get('gpus')}, nodes: {r.get('nodes', 1)})"
+            )
+
+
+def depth(model):
+    return parse_model_name(model).depth
+
+
 class Plan:
     def __init__(self, config, schema_path):
         validate(config, schema_path)
         self.preset = config["preset"]
         self.cfg = resolve(config)
+        check_packing(self.cfg)
         self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or config["mlflow"].get(
             "tracking_uri", DEFAULT_TRACKING_URI
         )
@@ -203,6 +233,10 @@ class Plan:
             out["claims-responses"] = (responses, None)
         return out
 
+    def evaluated(self, model, seed):
+        """Whether a table or the claims evaluate a run (its cluster job then does: slurm/config.yaml)."""
+        return any((model, int(seed)) in runs for runs, view in self.shown().values() if view)
+
     def seed_groups(self):
         """{model: seeds} of the models a table reports, or the claims read, over several seeds
         (ResNet-110's five runs): MLflow groups them under a parent run with best / mean / std."""
@@ -262,11 +296,8 @@ class Plan:
         training's CPUs and memory per GPU, not the whole training's."""
         r = self.resources(model)
         share = max(1, r["gpus"])
-        return {
-            "threads": max(1, r["threads"] // share),
-            "mem_mb": max(1000, r["mem_mb"] // share),
-            "gpus": min(1, r["gpus"]),
-        }
+        return {"threads": max(1, r["threads"] // share), "mem_mb": max(1000, r["mem_mb"] // share),
+                "gpus": min(1, r["gpus"])}  # fmt: skip
 
     def launcher(self, model):
         """torchrun (and srun on several nodes) in front of a training of `model` (launch_line)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from conftest import TINY_CONFIG
 
 from resnet_repro import device as dev
@@ -19,6 +20,7 @@ from resnet_repro.errors import ReproError
 from resnet_repro.models import build_model
 from resnet_repro.preflight import estimate as E
 from resnet_repro.preflight.commands import add_estimate
+from resnet_repro.preflight.cost import cost_markdown
 from resnet_repro.spec.build import build_spec
 from resnet_repro.training.batches import SmallBatches
 from resnet_repro.training.loop import train
@@ -312,11 +314,30 @@ def test_estimate_from_a_rates_file_prices_every_artifact(project, tmp_path):
     )
     assert set(r["artifacts"]) == set(ARTIFACTS)
     t6 = r["artifacts"]["table6"]  # 10 trainings of 64k x 128 at 1,000 images/s, one GPU each
-    assert t6["trainings"] == 10 and t6["gpu_hours"] == pytest.approx(10 * 64000 * 128 / 1000 / 3600)
-    assert t6["wall_hours"] == pytest.approx(64000 * 128 / 1000 / 3600)
-    t2 = r["artifacts"]["table2"]  # 600k x 256 on 8 GPUs: an eighth of its hours in wall-clock time at best
-    assert t2["wall_hours"] == pytest.approx(600000 * 256 / 1000 / 3600 / 8)
+    one = 64000 * 128 / 1000 / 3600
+    assert t6["trainings"] == 10 and t6["gpu_hours"] == pytest.approx(10 * one)
+    assert t6["wall_hours_1gpu"] == pytest.approx(one) and t6["wall_hours_8gpu"] == pytest.approx(one / 8)
+    # its evaluations: 10 runs x 10,000 test images x one forward pass, a third of a training image's cost
+    assert t6["eval_hours"] == pytest.approx(10 * 10000 / 3 / 1000 / 3600)
+    t2 = r["artifacts"]["table2"]  # 600k x 256: on 8 GPUs an eighth of its hours in wall-clock time at best
+    assert t2["wall_hours_8gpu"] == pytest.approx(600000 * 256 / 1000 / 3600 / 8)
+    assert t2["eval_hours"] == pytest.approx(4 * 50000 * 10 / 3 / 1000 / 3600)  # 10-crop
     assert r["total_hours"] == pytest.approx(sum(row["hours"] for row in r["rows"]))
+    assert r["cost"]["train_hours"] == pytest.approx(r["total_hours"]) and r["cost"]["overhead_hours"] == 0
+    # what the rates file measures beyond images/s: DDP efficiency, per-attempt overhead, the packing gain
+    extra = {"ddp8_efficiency": 0.8, "attempt_s": 360, "packing": {"2": 1.6}}
+    rates.write_text(json.dumps({**json.loads(rates.read_text()), **extra}))
+    packed = project / "packed.yaml"
+    packed.write_text(yaml.safe_dump({"resources": {"cifar": {"threads": 4, "mem_mb": 16000, "runtime": 720,
+                                                               "gpus": 1, "per_gpu": 2}}}))  # fmt: skip
+    r2 = E.estimate(["all"], [project / "config.yaml", packed], rates=rates, log=lambda m: None)
+    assert r2["artifacts"]["table2"]["wall_hours_8gpu"] == pytest.approx(t2["wall_hours_8gpu"] / 0.8)
+    assert r2["artifacts"]["table6"]["gpu_hours"] == pytest.approx(10 * one / 1.6)  # CIFAR packed 2 to a GPU
+    assert r2["artifacts"]["table2"]["gpu_hours"] == pytest.approx(t2["gpu_hours"])  # ImageNet: not packed
+    # ImageNet's trainings on 8 GPUs: one attempt each of 6 minutes on 8 GPUs
+    assert r2["artifacts"]["table2"]["overhead_hours"] == pytest.approx(4 * 360 * 8 / 3600)
+    block = cost_markdown(r2)
+    assert "linear scaling" not in block and "no per-attempt overhead" not in block and "gain 1.6x" in block
     assert E.estimate(["table6"], project / "config.yaml", rates=rates, log=lambda m: None)["artifacts"] == {}
     rates.write_text(json.dumps({"rates": {"resnet20": 0}}))
     with pytest.raises(ReproError, match="every rate must be a number of images/s above 0"):

@@ -1,19 +1,20 @@
-# Analysis: layer responses (Figure 7) and the ensemble of Table 5.
+# Analysis: layer responses (Figure 7; a cluster profile runs them in the training's job, after its
+# evaluation: slurm/config.yaml `groups`) and the ensemble of Table 5.
 
 
 rule responses:
     input:
         model=f"{RUN}/{MODEL}",
+        order=evaluation_first,
     output:
         f"{RUN}/{RESPONSES}",
     log:
         f"{LOGS}/responses/{{model}}-seed{{seed}}.log",
+    wildcard_constraints:
+        model=models_regex("cifar"),
     threads: one_gpu("threads")
     resources:
-        mem_mb=one_gpu("mem_mb"),
-        runtime=runtime(0.1, minimum=10),
-        gpu=one_gpu("gpus"),
-        attempt=attempt,
+        **follow_up_resources(),
     conda:
         CONDA_ENV
     shell:

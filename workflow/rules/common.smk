@@ -2,11 +2,12 @@
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 
-from resnet_repro.paper.catalogue import ARTIFACT, ARTIFACTS, CATALOGUE, ENSEMBLE, FIGURES, TABLES
-from resnet_repro.plan import DIGITS_IMAGEFOLDER, Plan
+from resnet_repro.paper.catalogue import ARTIFACT, ARTIFACTS, CATALOGUE, CLAIM_VIEW, ENSEMBLE, FIGURES, TABLES
+from resnet_repro.plan import DIGITS_IMAGEFOLDER, Plan, cifar_packs
 from resnet_repro.errors import ReproError
 from resnet_repro.rundir import HISTORY, METRICS, MLFLOW, MODEL, RESPONSES, eval_dir, run_path, view_metrics, view_scores
 
@@ -27,6 +28,8 @@ def site_minutes(name):
 
 
 MAX_RUNTIME = site_minutes("RESNET_SLURM_MAX_RUNTIME")  # minutes: the partition's time limit
+SLURM_WARN_SECONDS = site_minutes("RESNET_SLURM_WARN_SECONDS")  # the early warning before it (seconds)
+SLURM_GPU_MODEL = os.environ.get("RESNET_SLURM_GPU_MODEL", "")
 # attempts after the first, for trainings: made by the Snakemake that submits the jobs, never by the one
 # inside a job (which would rerun the training within the same, expiring, Slurm allocation)
 TRAIN_RETRIES = None if workflow.remote_exec else site_minutes("RESNET_SLURM_TRAIN_RETRIES")
@@ -43,6 +46,7 @@ if os.environ.get("SLURM_JOB_ID"):
 CONDA_ENV = "../envs/resnet-repro.yaml"
 
 PRESET = PLAN.preset
+PACKS = cifar_packs(PLAN)  # CIFAR trainings sharing a GPU (resources.cifar.per_gpu > 1); none by default
 RUN = run_path(PRESET, "{model}", "{seed}")
 LOGS = f"logs/{PRESET}"
 MLFLOW_STAMP = f"results/mlflow/{PRESET}.json"
@@ -156,6 +160,32 @@ def runtime(fraction=1, minimum=1):
     return minutes
 
 
+def follow_up_minutes(wildcards, attempt):
+    """Wall time of a CIFAR run's evaluation or layer responses: a tenth of the training's (at least 10
+    minutes), times the attempt; on a cluster at most a tenth of max_runtime each (0 below 10 minutes:
+    the partition's default), since they run in the training's own job (slurm/config.yaml `groups`),
+    whose time limit is the sum of its jobs' (Snakemake's group resources)."""
+    t = max(10, int(PLAN.resources(wildcards.model)["runtime"] * 0.1)) * attempt
+    return min(t, MAX_RUNTIME // 10) if MAX_RUNTIME else t
+
+
+def cifar_training_minutes(wildcards, attempt):
+    """A CIFAR training's wall time: as any training's (runtime), but on a cluster capped at max_runtime
+    less the two follow-ups its job may run after it, so that the job stays within max_runtime."""
+    t = max(1, PLAN.resources(wildcards.model)["runtime"]) * attempt
+    return min(t, MAX_RUNTIME - 2 * follow_up_minutes(wildcards, attempt)) if MAX_RUNTIME else t
+
+
+def evaluation_first(wildcards):
+    """A CIFAR run's layer responses wait for its evaluation, where the workflow evaluates the run: in the
+    training's cluster job they then run one after the other on its one GPU (Snakemake adds up the
+    resources of a group's jobs that could run side by side). `ancient`: an evaluation made again does
+    not make the responses stale."""
+    if not PLAN.evaluated(wildcards.model, wildcards.seed):
+        return []
+    return [ancient(f"{PLAN.run_dir(wildcards.model, wildcards.seed)}/{view_metrics(CLAIM_VIEW['cifar'])}")]
+
+
 def attempt(wildcards, attempt):
     """The attempt number, for the header line each attempt writes into the (appended) log."""
     return attempt
@@ -167,11 +197,65 @@ def train_resources(family):
     GRES, memory per node."""
     models = PLAN.models(family)
     r = PLAN.resources(models[0]) if models else {"nodes": 1}
-    common = dict(runtime=runtime(), attempt=attempt)
+    common = dict(runtime=cifar_training_minutes if family == "cifar" else runtime(), attempt=attempt)
     if r["nodes"] == 1:
         return dict(common, mem_mb=resource("mem_mb"), gpu=resource("gpus"), nodes=1)
     return dict(common, mem_mb=r["mem_mb"] // r["nodes"], nodes=r["nodes"], mpi="srun", tasks=r["nodes"],
                 tasks_per_gpu=0, gres=f"gpu:{r['gpus'] // r['nodes']}")
+
+
+def follow_up_resources():
+    """What a CIFAR run's evaluation or layer responses ask for: one GPU and a training's CPUs and memory
+    per GPU. After a training on several nodes, the training's nodes, tasks and GRES instead: a cluster
+    runs them in the training's job, and Snakemake refuses a group whose jobs' string resources (the
+    plugin's `mpi`, `gres`) differ; they then run on the job's first node."""
+    models = PLAN.models("cifar")
+    common = dict(mem_mb=one_gpu("mem_mb"), runtime=follow_up_minutes, attempt=attempt)
+    if not models or PLAN.resources(models[0])["nodes"] == 1:
+        return dict(common, gpu=one_gpu("gpus"))
+    training = train_resources("cifar")
+    return dict(common, **{k: training[k] for k in ("nodes", "mpi", "tasks", "tasks_per_gpu", "gres")})
+
+
+def pack_name(pack):
+    return "+".join(f"{m}-seed{s}" for m, s in pack)
+
+
+def pack_outputs(pack):
+    """Each training's model (write-protected, as train_cifar's), history and metrics."""
+    dirs = [PLAN.run_dir(m, s) for m, s in pack]
+    return [protected(f"{d}/{MODEL}") for d in dirs] + [f"{d}/{f}" for d in dirs for f in (HISTORY, METRICS)]
+
+
+def pack_logs(pack):
+    """The pack's own log, then each training's (the same as train_cifar's)."""
+    return [f"{LOGS}/train/{pack_name(pack)}.log"] + [f"{LOGS}/train/{m}-seed{s}.log" for m, s in pack]
+
+
+def pack_runs(pack):
+    """`--run OUT OVERRIDES ATTEMPTS_LOG LOG` for each training of a pack (`resnet-repro train-pack`)."""
+    return " ".join(
+        f"--run {PLAN.run_dir(m, s)} {shlex.quote(json.dumps(PLAN.train_overrides(m, s)))} "
+        f"{LOGS}/train/{m}-seed{s}.attempts.log {LOGS}/train/{m}-seed{s}.log"
+        for m, s in pack
+    )
+
+
+def pack_resources(pack):
+    """A pack's job: its trainings' GPU, their memory and wall time each times their number (they share
+    the GPU: without MPS it time-slices), capped at max_runtime; and what a cluster profile gives every
+    training job (the early warning, the GPU model: slurm/config.yaml passes them on), since it cannot
+    name these rules."""
+    r, n = PLAN.resources(pack[0][0]), len(pack)
+
+    def minutes(wildcards, attempt):
+        t = r["runtime"] * n * attempt
+        return min(t, MAX_RUNTIME) if MAX_RUNTIME else t
+
+    extra = {"slurm_extra": f"'--signal=USR1@{SLURM_WARN_SECONDS}'"} if SLURM_WARN_SECONDS else {}
+    if SLURM_GPU_MODEL:
+        extra["gpu_model"] = SLURM_GPU_MODEL
+    return dict(gpu=r["gpus"], mem_mb=r["mem_mb"] * n, runtime=minutes, attempt=attempt, **extra)
 
 
 def node_threads(wildcards):

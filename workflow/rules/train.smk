@@ -47,3 +47,40 @@ use rule train_cifar as train_imagenet with:
         seed=r"\d+",
     resources:
         **train_resources("imagenet"),
+
+
+# Several CIFAR trainings on one GPU (config `resources.cifar.per_gpu` > 1): one job per pack of them
+# (resnet_repro.plan.cifar_packs), in which `resnet-repro train-pack` starts each training as
+# train_cifar would (its own run directory, lock, checkpoints, resume, logs, MLflow run), under a CUDA
+# MPS daemon private to the job where there is one. A pack's rule makes its trainings' files, not
+# train_cifar. A pack that does not finish is run again whole: its finished trainings only write their
+# files again, from their final checkpoints. Not Snakemake `group:` jobs: the Slurm plugin runs a
+# group's jobs one after another (issue #469).
+for i, pack in enumerate(PACKS):
+
+    rule:
+        name:
+            f"train_cifar_pack{i}"
+        input:
+            data=ancient(f"results/data/{PRESET}/cifar.json"),
+        output:
+            pack_outputs(pack),
+        log:
+            pack_logs(pack),
+        benchmark:
+            f"{LOGS}/benchmarks/train/{pack_name(pack)}.tsv"
+        params:
+            runs=pack_runs(pack),
+            uri=PLAN.tracking_uri,
+            experiment=PLAN.mlflow_experiment,
+        threads: PLAN.resources(pack[0][0])["threads"]
+        retries: TRAIN_RETRIES
+        resources:
+            **pack_resources(pack),
+        conda:
+            CONDA_ENV
+        shell:
+            "resnet-repro train-pack {params.runs} --threads {threads} --attempt {resources.attempt} "
+            "--tracking-uri {params.uri:q} --experiment {params.experiment:q} > {log[0]} 2>&1"
+
+    workflow.ruleorder(f"train_cifar_pack{i}", "train_cifar")

@@ -26,7 +26,7 @@ def cmd_estimate(args):
         log=(lambda m: None) if args.markdown else print,
     )
     if args.markdown:
-        from resnet_repro.preflight.estimate import cost_markdown
+        from resnet_repro.preflight.cost import cost_markdown
 
         print(cost_markdown(result))
     if args.json:

@@ -20,6 +20,7 @@ from pathlib import Path
 from resnet_repro.errors import ReproError
 from resnet_repro.paper.catalogue import artifact_of
 from resnet_repro.plan import Plan, read_config
+from resnet_repro.preflight.cost import per_artifact
 from resnet_repro.rundir import METRICS, parse_run_path, run_path
 
 SMALL_SIZES = {"cifar10": 32, "digits": 8}
@@ -173,48 +174,6 @@ def read_rates(path):
     return {**r, "rates": rates, "measured": set(r.get("measured", ()))}
 
 
-def per_artifact(plan, per_model):
-    """{artifact: {"trainings", "gpu_hours", "wall_hours"}}: the trainings each figure and table needs, their
-    GPU-hours at the rows' throughput, and the wall-clock hours of its longest training on the GPUs the
-    config gives it (a DDP training on k GPUs at best 1/k of its hours: a lower bound)."""
-    from resnet_repro.paper.catalogue import CATALOGUE
-
-    out = {}
-    for a in CATALOGUE:
-        models = [m for m, _ in plan.runs(a.name)]
-        hours = [per_model[m]["images"] / per_model[m]["runs"] / per_model[m]["ips"] / 3600 for m in models]
-        gpus = [max(1, plan.resources(m).get("gpus", 1)) for m in models]
-        out[a.name] = {
-            "trainings": len(hours),
-            "gpu_hours": sum(hours),
-            "wall_hours": max(h / g for h, g in zip(hours, gpus)),
-        }
-    return out
-
-
-def cost_markdown(result):
-    """The README's cost block: each artifact's trainings and GPU-hours, and the total, from the rates
-    file the estimate read (result["rates"])."""
-    rates = result["rates"]
-    lines = [
-        "| artifact | trainings | GPU-hours | its longest training, wall-clock (hours) |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, a in result["artifacts"].items():
-        lines.append(f"| {name} | {a['trainings']} | {a['gpu_hours']:.3g} | {a['wall_hours']:.3g} |")
-    measured = ", ".join(rates["measured"]) or "none"
-    return "\n".join(
-        lines
-        + [
-            "",
-            f"**{result['total_hours']:.0f} GPU-hours** in all for the paper preset's {result['trainings']} trainings "
-            f"(a training two artifacts share counted once), at the rates of {rates['card']} ({rates['date']}; "
-            f"measured: {measured}, the others scaled by FLOPs; {rates['source']}). Training iterations only: "
-            "no evaluation, data unpacking, compile time or DDP losses.",
-        ]
-    )
-
-
 def model_rows(plan, runs):
     """{model: row} of the trainings `runs` (model, seed): their count, images, iterations, batch sizes
     and the spec of the first (what a measurement times)."""
@@ -256,6 +215,7 @@ def estimate(
         per_model, plan, root, parse_given(given), measure_now, device, iters, warmup, measure_batch, rates
     )
     rows = list(per_model.values())
+    every = set(runs) == set(plan.all_runs())
     for r in rows:
         r["hours"] = r["images"] / r["ips"] / 3600
     total = sum(r["hours"] for r in rows)
@@ -286,7 +246,7 @@ def estimate(
         "total_hours": total,
         "unit": unit,
         "rows": [{k: (sorted(v) if isinstance(v, set) else v) for k, v in r.items() if k != "spec"} for r in rows],
-        "artifacts": per_artifact(plan, per_model) if set(runs) == set(plan.all_runs()) else {},
+        **dict(zip(("artifacts", "cost"), per_artifact(plan, per_model, rates) if every else ({}, {}))),
         "rates": rates and {k: sorted(v) if k == "measured" else v for k, v in rates.items() if k != "rates"},
     }
 

@@ -55,5 +55,42 @@ def add_train(sub):
     s.set_defaults(func=cmd_train)
 
 
+def cmd_train_pack(args):
+    from resnet_repro.training.pack import run_pack
+
+    members = [(out, overrides, attempts_log) for out, overrides, attempts_log, _ in args.run]
+    logs = [log for *_, log in args.run]
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return run_pack(members, logs, args.threads, args.attempt, uri, args.experiment, args.mps)
+
+
+def add_train_pack(sub):
+    s = sub.add_parser(
+        "train-pack",
+        help="several CIFAR trainings side by side on one GPU (config resources.cifar.per_gpu)",
+        description="Starts one `resnet-repro train --resume` per --run, each printing to its LOG, under a "
+        "CUDA MPS daemon private to this job where nvidia-cuda-mps-control exists (--mps auto), and waits "
+        "for all. Exit status 0 if every training finished, 3 if those that did not were stopped by a "
+        "signal after a checkpoint, else 1.",
+    )
+    s.add_argument(
+        "--run",
+        nargs=4,
+        action="append",
+        required=True,
+        metavar=("OUT", "OVERRIDES", "ATTEMPTS_LOG", "LOG"),
+        help="a training: its output directory, its spec overrides (JSON), the log of all its attempts, "
+        "the log of this attempt",
+    )
+    s.add_argument("--threads", type=int, default=1, help="CPU threads in all, shared out evenly (default 1)")
+    s.add_argument("--tracking-uri", help="as for `train`")
+    s.add_argument("--experiment", help="as for `train`")
+    s.add_argument(
+        "--mps", choices=["auto", "on", "off"], default="auto", help="a job-private MPS daemon (default auto)"
+    )
+    add_attempt_arg(s)
+    s.set_defaults(func=cmd_train_pack)
+
+
 # sub-command: its parser (cli.COMMANDS lists them in order)
-PARSERS = {"train": add_train}
+PARSERS = {"train": add_train, "train-pack": add_train_pack}
