@@ -3,7 +3,8 @@
 # pipeline's GPU path measured in one call of at most 8 minutes, each stage under a cap of its own, the
 # path as it was before (no side stream, one resize per image, ghost BN's loop) re-measured in the same
 # call as the baseline, a summary printed last whatever fails, and OUT/gpu-check.json with every number,
-# the card, driver, versions, commit and date.
+# the card, driver, versions, commit and date; OUT/rates.json, each model's step and the packing gain, for
+# `resnet-repro estimate --rates` (the README's cost block).
 #
 #   bash benchmarks/gpu_check.sh [--out DIR]            # on a GPU machine (DIR: $OUT, else benchmarks/results/gpu-check)
 #   bash benchmarks/gpu_check.sh --tiny --out DIR       # the same stages at small sizes on a CPU (a test runs it)
@@ -33,15 +34,17 @@ if [ "$tiny" = 0 ] && ! "$PY" -c 'import torch, torchvision, torchcodec; assert 
 fi
 
 if [ "$tiny" = 1 ]; then
-    device=cpu caps=(180 180 180)  # generous: a busy 2-core machine
+    device=cpu caps=(180 180 180 180)  # generous: a busy 2-core machine
     stages=("imagenet_stages.py --tiny --device cpu --workers 1 --batches 3 --windows 3"
         "ghost_bn.py --device cpu --model resnet20 --batch-size 32 --group 16 --iters 1 --repeats 3"
-        "train_throughput.py --device cpu --models resnet20 --images 512 --iters 2 --warmup 1 --repeats 1")
+        "train_throughput.py --device cpu --models resnet20 --images 512 --iters 2 --warmup 1 --repeats 1"
+        "rates.py --tiny --device cpu --iters 1 --warmup 1 --pack-iters 3 --batch 8 --out $out")
 else
-    device=cuda caps=(240 60 120)
+    device=cuda caps=(200 50 90 130)
     stages=("imagenet_stages.py --device cuda --workers $(($(nproc) - 1)) --batches 40 --windows 3"
         "ghost_bn.py --device cuda --model resnet56"
-        "train_throughput.py --device cuda --models resnet20,resnet56 --compile false")
+        "train_throughput.py --device cuda --models resnet20,resnet56 --compile false"
+        "rates.py --device cuda --out $out")
 fi
 
 status=()
@@ -50,7 +53,7 @@ summary() {
     {
         echo "=== gpu_check summary ($out) ==="
         for s in "${status[@]}"; do echo "$s"; done
-        grep -h -E "^(jpeg_kib|decode|crop_|step|batches_|end_to_end_)" "$log" || true
+        grep -h -E "^(jpeg_kib|decode|crop_|step|batches_|end_to_end_|rate |packing_)" "$log" || true
     } | tee "$out/summary.txt"
 }
 trap summary EXIT
