@@ -44,7 +44,7 @@ else
     stages=("imagenet_stages.py --device cuda --workers $(($(nproc) - 1)) --batches 40 --windows 3"
         "ghost_bn.py --device cuda --model resnet56"
         "train_throughput.py --device cuda --models resnet20,resnet56 --compile false"
-        "rates.py --device cuda --out $out")
+        "rates.py --device cuda --iters 10 --warmup 3 --out $out")
 fi
 
 status=()

@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,23 +41,36 @@ def specs(tiny):
 
 
 def worker(args):
-    """One training process of a packing measurement: prints its images/s."""
+    """One training process of a packing measurement: warmed up, it waits until all n are (a file each in
+    --barrier), then times --iters steps; prints `start end images` (wall-clock seconds)."""
     from resnet_repro.device import resolve_device
     from resnet_repro.preflight.estimate import measure
 
     spec = specs(args.tiny)[PACK_MODEL]
-    print(measure(spec, resolve_device(args.device), args.iters, args.warmup, args.batch), flush=True)
+    dev = resolve_device(args.device)
+    measure(spec, dev, 1, args.warmup, args.batch)  # start-up, compile of the step's graph, warm-up
+    barrier = Path(args.barrier)
+    (barrier / str(os.getpid())).touch()
+    while len(list(barrier.iterdir())) < args.n:
+        time.sleep(0.01)
+    start = time.time()
+    ips = measure(spec, dev, args.iters, 1, args.batch)
+    print(start, time.time(), ips * (time.time() - start), flush=True)
 
 
 def packed(n, args, env):
-    """Summed images/s of n worker processes started together."""
-    cmd = [sys.executable, __file__, "--worker", "--device", args.device, "--iters", str(args.pack_iters)]
-    cmd += ["--warmup", str(args.warmup)] + (["--tiny", "--batch", str(args.batch)] if args.tiny else [])
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, **env}) for _ in range(n)]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
+    """Images/s of n worker processes training at once: all their images over the span from the first
+    start to the last end (each timed after all had warmed up)."""
+    with tempfile.TemporaryDirectory() as barrier:
+        cmd = [sys.executable, __file__, "--worker", "--device", args.device, "--iters", str(args.pack_iters)]
+        cmd += ["--warmup", str(args.warmup), "--barrier", barrier, "--n", str(n)]
+        cmd += ["--tiny", "--batch", str(args.batch)] if args.tiny else []
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, **env}) for _ in range(n)]
+        outs = [p.communicate(timeout=600)[0] for p in procs]
     if any(p.returncode for p in procs):
         raise SystemExit(f"a packing worker failed (n={n}): {outs}")
-    return sum(float(o.split()[-1]) for o in outs)
+    spans = [[float(v) for v in o.split()[-3:]] for o in outs]
+    return sum(s[2] for s in spans) / (max(s[1] for s in spans) - min(s[0] for s in spans))
 
 
 def packing(args, env, kind):
@@ -78,6 +92,8 @@ def main():
     p.add_argument("--pack-iters", type=int, default=300)
     p.add_argument("--batch", type=int, help="every model's batch size (default: its spec's)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--barrier", help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
@@ -89,31 +105,36 @@ def main():
     from resnet_repro.training.pack import MPS_CONTROL, mps_daemon
 
     dev = resolve_device(args.device)
-    rates = {}
-    for model, spec in sorted(specs(args.tiny).items()):
-        rates[model] = measure(spec, dev, args.iters, args.warmup, args.batch)
-        print(f"rate {model}: {rates[model]:.1f} images/s", flush=True)
-    plain = packing(args, {}, "plain")
-    mps = None
-    if dev.type == "cuda":
-        with mps_daemon("auto", print) as env:
-            mps = packing(args, env, "mps") if env else None
     card = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     commit = os.environ.get("GIT_COMMIT") or "unknown commit"
     record = {
         "card": card,
         "date": time.strftime("%Y-%m-%d"),
         "source": f"benchmarks/rates.py (gpu_check.sh; eager steps, device-resident batches), {commit}",
-        "rates": {m: round(v, 1) for m, v in rates.items()},
-        "measured": sorted(rates),
-        # what a pack's job gets: MPS where the node has it, else plain processes
-        "packing": mps or plain,
-        "packing_plain": plain,
-        "packing_mps": mps if mps is not None else f"not measured: {MPS_CONTROL} not on PATH or no GPU",
+        "rates": {},
+        "measured": [],
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "rates.json").write_text(json.dumps(record, indent=1) + "\n")
-    print(f"written {args.out / 'rates.json'}: {len(rates)} models")
+
+    def write():  # after every number: a stage stopped by its cap keeps what it measured
+        (args.out / "rates.json").write_text(json.dumps(record, indent=1) + "\n")
+
+    for model, spec in sorted(specs(args.tiny).items()):
+        ips = measure(spec, dev, args.iters, args.warmup, args.batch)
+        record["rates"][model] = round(ips, 1)
+        record["measured"].append(model)
+        write()
+        print(f"rate {model}: {ips:.1f} images/s", flush=True)
+    # what a pack's job gets: MPS where the node has it, else plain processes
+    record["packing"] = record["packing_plain"] = packing(args, {}, "plain")
+    record["packing_mps"] = f"not measured: {MPS_CONTROL} not on PATH or no GPU"
+    write()
+    if dev.type == "cuda":
+        with mps_daemon("auto", print) as env:
+            if env:
+                record["packing"] = record["packing_mps"] = packing(args, env, "mps")
+    write()
+    print(f"written {args.out / 'rates.json'}: {len(record['rates'])} models")
 
 
 if __name__ == "__main__":

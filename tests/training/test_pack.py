@@ -148,6 +148,35 @@ def test_a_signal_to_the_pack_stops_every_training_after_a_checkpoint(tmp_path):
         assert (tmp_path / n / "checkpoint.pt").exists() and not (tmp_path / n / "model.pt").exists()
 
 
+def test_early_warning_to_every_process_as_slurm_sends_it(tmp_path):
+    """SIGUSR1 to every process of the pack's process group (as Slurm's `--signal` reaches every process of
+    the job step), twice, the first while the trainers are still starting (before their handler): none dies
+    of it; each checkpoints and exits 3 (the second warning stops it), and so does the pack."""
+    args = CLI + ["train-pack", *pack_args(tmp_path, 2000), "--threads", "2", "--mps", "off"]
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGUSR1, signal.SIG_IGN),  # as the job's Snakemake leaves it
+    )
+    logs = [tmp_path / f"{n}.log" for n in ("a", "b")]
+    deadline = time.time() + 120
+    while not all(p.exists() for p in logs) and time.time() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGUSR1)  # the trainers are importing torch: no handler of theirs yet
+    while time.time() < deadline + 180 and proc.poll() is None:
+        if all("it 10/2000" in p.read_text() for p in logs):
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == STOPPED, out
+    for p in logs:
+        assert "by signal SIGUSR1; checkpoint written" in p.read_text(), p.read_text()[-2000:]
+
+
 def test_mps_daemon_is_private_to_the_pack_and_stopped(tmp_path, monkeypatch):
     """With nvidia-cuda-mps-control on PATH (--mps auto): the daemon is started (-d) with pipe and log
     directories of its own, the trainers get them, and after them it is told to quit and its
@@ -177,14 +206,15 @@ def test_mps_daemon_is_private_to_the_pack_and_stopped(tmp_path, monkeypatch):
     assert json.loads(record.read_text().splitlines()[2])["pipe"] != pipe
 
 
-def test_mps_on_without_the_daemon_is_one_line_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+def test_mps_on_without_the_daemon_is_one_line_error(tmp_path):
+    empty = tmp_path / "empty"  # a PATH without nvidia-cuda-mps-control, even on a GPU host
+    empty.mkdir()
     r = subprocess.run(
         CLI + ["train-pack", *pack_args(tmp_path, 10), "--mps", "on"],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PATH": "/usr/bin:/bin"},
+        env={**os.environ, "PATH": str(empty)},
     )
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
         "resnet-repro: error: --mps on: nvidia-cuda-mps-control is not on PATH"

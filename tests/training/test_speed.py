@@ -332,8 +332,12 @@ def test_estimate_from_a_rates_file_prices_every_artifact(project, tmp_path):
                                                                "gpus": 1, "per_gpu": 2}}}))  # fmt: skip
     r2 = E.estimate(["all"], [project / "config.yaml", packed], rates=rates, log=lambda m: None)
     assert r2["artifacts"]["table2"]["wall_hours_8gpu"] == pytest.approx(t2["wall_hours_8gpu"] / 0.8)
-    assert r2["artifacts"]["table6"]["gpu_hours"] == pytest.approx(10 * one / 1.6)  # CIFAR packed 2 to a GPU
-    assert r2["artifacts"]["table2"]["gpu_hours"] == pytest.approx(t2["gpu_hours"])  # ImageNet: not packed
+    assert r2["artifacts"]["table2"]["gpu_hours"] == pytest.approx(t2["gpu_hours"] / 0.8)  # 8 GPUs at 80%
+    # CIFAR packed 2 to a GPU at a gain of 1.6: each training a share of a GPU, beside the other one
+    assert r2["artifacts"]["table6"]["gpu_hours"] == pytest.approx(10 * one / 1.6)
+    assert r2["artifacts"]["table6"]["wall_hours_1gpu"] == pytest.approx(one * 2 / 1.6)
+    # an evaluation two tables show is counted once (Tables 3-5 share their ImageNet runs)
+    assert r["cost"]["eval_hours"] < sum(a["eval_hours"] for a in r["artifacts"].values())
     # ImageNet's trainings on 8 GPUs: one attempt each of 6 minutes on 8 GPUs
     assert r2["artifacts"]["table2"]["overhead_hours"] == pytest.approx(4 * 360 * 8 / 3600)
     block = cost_markdown(r2)

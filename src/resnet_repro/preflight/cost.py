@@ -2,11 +2,14 @@
 GPU-hours with one GPU per run and with 8-GPU DDP side by side, its evaluations' and the per-attempt
 overheads, CIFAR packing where `per_gpu` is set; the README's cost block (cost_markdown).
 
-What a rates file does not measure is said, not guessed: the DDP efficiency (8 GPUs: linear unless the
-file gives `ddp8_efficiency`), the packing gain (none unless it gives `packing: {N: gain}`) and the
-per-attempt overhead (start-up, data check, compile: none unless it gives `attempt_s`). Evaluation is
-priced from the training rate, a forward pass being a third of a training step's FLOPs (the backward
-pass costs about twice the forward), at the number of crop-sized forward passes each view makes."""
+What a rates file does not measure is said, not guessed: the DDP efficiency (linear unless the file
+gives `ddp8_efficiency`, applied to every training on several GPUs), the packing gain (none unless it
+gives `packing: {N: gain}`) and the per-attempt overhead (start-up, data check, compile: none unless it
+gives `attempt_s`; the attempts are those of a cluster's `max_runtime`, $RESNET_SLURM_MAX_RUNTIME, one
+per training where it is not set). Evaluation is priced from the training rate, a forward pass being a
+third of a training step's FLOPs (the backward pass costs about twice the forward), at the number of
+crop-sized forward passes each view makes, over the data set's test images (CIFAR-10's 10,000,
+ImageNet's 50,000, the digits' 450; an image folder's count is unknown here: not priced)."""
 
 import math
 import os
@@ -16,7 +19,6 @@ from resnet_repro.paper.catalogue import CATALOGUE
 TEST_IMAGES = {"cifar10": 10_000, "imagenet": 50_000, "digits": 450}  # test / validation sets
 FORWARD_SHARE = 1 / 3
 DDP_GPUS = 8
-MAX_RUNTIME_MIN = 2880  # slurm/config.yaml's default partition limit: a training's attempts are this long
 
 
 def view_passes(view, scales, crop):
@@ -33,53 +35,58 @@ def eval_hours(plan, row, views):
     """GPU-hours of a run's evaluations in `views` (a view None: its layer responses, one pass over the
     test set), at its model's training images/s (`estimate` row)."""
     data = row["spec"]["data"]
-    images = TEST_IMAGES.get(data["kind"], data.get("test_size") or 0)
+    images = TEST_IMAGES.get(data["kind"], 0)
     passes = sum(view_passes(v, plan.cfg["evaluation"]["scales"], data.get("crop") or 224) for v in views)
     return images * passes * FORWARD_SHARE / row["ips"] / 3600
 
 
 def evaluations(plan):
-    """{(model, seed): [view, ...]}: what the preset evaluates of each run (None: its layer responses)."""
+    """{(model, seed): {view, ...}}: what the preset evaluates of each run, once however many tables show it
+    (None: its layer responses)."""
     out = {}
     for runs, view in plan.shown().values():
         for r in runs:
-            out.setdefault(r, []).append(view)
+            out.setdefault(r, set()).add(view)
     return out
 
 
 def run_costs(plan, per_model, rates):
-    """{(model, seed): {"train", "eval", "overhead", "gpus"}} GPU-hours of each run of the preset, its
-    training's GPUs, with packing and overheads as the rates file allows."""
+    """{(model, seed): {"train", "wall_1gpu", "wall_8gpu", "eval", "overhead"}} of each run of the preset:
+    its training's GPU-hours as the config runs it (packed CIFAR trainings each a share of a GPU, several
+    GPUs at the DDP efficiency), its wall-clock hours on one GPU (packed: beside its pack) and on 8, its
+    evaluations' GPU-hours and its attempts' overhead."""
     rates = rates or {}
     per_gpu = plan.cfg["resources"]["cifar"].get("per_gpu", 1)
     gain = float((rates.get("packing") or {}).get(str(per_gpu), 1.0)) if per_gpu > 1 else 1.0
+    eff = float(rates.get("ddp8_efficiency", 1.0))
     attempt_s = float(rates.get("attempt_s", 0.0))
-    max_runtime_h = int(os.environ.get("RESNET_SLURM_MAX_RUNTIME") or MAX_RUNTIME_MIN) / 60
+    max_runtime = os.environ.get("RESNET_SLURM_MAX_RUNTIME")
     evaluated = evaluations(plan)
     out = {}
     for model, seed in plan.all_runs():
         row = per_model[model]
-        train = row["images"] / row["runs"] / row["ips"] / 3600
-        if plan.family(model) == "cifar":
-            train /= gain
+        alone = row["images"] / row["runs"] / row["ips"] / 3600
         gpus = max(1, plan.resources(model).get("gpus", 1))
-        attempts = max(1, math.ceil(train / gpus / max_runtime_h))
+        packed = plan.family(model) == "cifar" and per_gpu > 1
+        train = alone / gain if packed else alone / (eff if gpus > 1 else 1)
+        wall = (alone * per_gpu / gain) if packed else train / gpus
+        attempts = max(1, math.ceil(wall * 60 / int(max_runtime))) if max_runtime else 1
         out[(model, seed)] = {
             "train": train,
-            "eval": eval_hours(plan, row, evaluated.get((model, seed), [])),
-            "overhead": attempts * attempt_s * gpus / 3600,
-            "gpus": gpus,
+            "wall_1gpu": alone * per_gpu / gain if packed else alone,
+            "wall_8gpu": alone / eff / DDP_GPUS,
+            "eval": eval_hours(plan, row, evaluated.get((model, seed), ())),
+            "overhead": attempts * attempt_s * gpus / (per_gpu if packed else 1) / 3600,
         }
-    return out, {"per_gpu": per_gpu, "gain": gain, "attempt_s": attempt_s}
+    return out, {"per_gpu": per_gpu, "gain": gain, "attempt_s": attempt_s, "ddp8_efficiency": eff}
 
 
 def per_artifact(plan, per_model, rates=None):
-    """({artifact: {...}}, settings): each figure's and table's trainings, their GPU-hours (one GPU per run),
-    its evaluations' GPU-hours (what it shows) and the per-attempt overheads, and the wall-clock hours of
-    its longest training on one GPU and with DDP on 8 (at the rates file's efficiency, else linear: a
-    lower bound)."""
+    """({artifact: {...}}, settings): each figure's and table's trainings, their GPU-hours (run_costs), its
+    evaluations' GPU-hours (what it shows) and the per-attempt overheads, and the wall-clock hours of its
+    longest training on one GPU and with DDP on 8 (at the rates file's efficiency, else linear: a lower
+    bound)."""
     costs, settings = run_costs(plan, per_model, rates)
-    eff = float((rates or {}).get("ddp8_efficiency", 1.0))
     out = {}
     for a in CATALOGUE:
         runs = plan.runs(a.name)
@@ -91,11 +98,10 @@ def per_artifact(plan, per_model, rates=None):
             if a.shows
             else 0.0,
             "overhead_hours": sum(x["overhead"] for x in c),
-            "wall_hours_1gpu": max(x["train"] for x in c),
-            "wall_hours_8gpu": max(x["train"] for x in c) / eff / DDP_GPUS,
+            "wall_hours_1gpu": max(x["wall_1gpu"] for x in c),
+            "wall_hours_8gpu": max(x["wall_8gpu"] for x in c),
         }
     settings.update(
-        ddp8_efficiency=eff,
         eval_hours=sum(x["eval"] for x in costs.values()),
         overhead_hours=sum(x["overhead"] for x in costs.values()),
         train_hours=sum(x["train"] for x in costs.values()),

@@ -71,6 +71,14 @@ def trainer_command(member, threads, attempt, uri, experiment):
     return cmd
 
 
+def ignore_usr1():
+    """In a trainer before it runs: SIGUSR1 ignored until the trainer installs its handler (as in a training
+    job outside a pack, workflow/rules/common.smk). A handler of the pack's would be reset to the default
+    by exec, which kills: Slurm's early warning reaches every process of the job step, a trainer still
+    starting up included."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
 def pack_status(codes):
     if all(c == 0 for c in codes):
         return 0
@@ -88,9 +96,9 @@ def run_pack(members, logs, threads, attempt=None, uri=None, experiment=None, mp
 
     def forward(signum, frame):  # scancel, Ctrl-C, the early warning: every trainer checkpoints and stops
         received.append(signum)
-        for p in procs:
+        for p in procs:  # a trainer checkpoints on SIGTERM and SIGUSR1, not on SIGINT
             with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signum)
+                p.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
 
     previous = {s: signal.signal(s, forward) for s in FORWARDED}
     try:
@@ -101,7 +109,11 @@ def run_pack(members, logs, threads, attempt=None, uri=None, experiment=None, mp
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 with open(path, "w") as f:
                     cmd = trainer_command(member, each, attempt, uri, experiment)
-                    procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **env}))
+                    procs.append(
+                        subprocess.Popen(
+                            cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **env}, preexec_fn=ignore_usr1
+                        )
+                    )
                 log(f"started {member[0]} (pid {procs[-1].pid}, {each} threads), its log {path}")
             codes = [p.wait() for p in procs] + [STOPPED] * (len(members) - len(procs))
     finally:
