@@ -682,19 +682,20 @@ def two_nodes(slurm_cluster):
         assert r.returncode == 0, f"cluster.sh stop-two-node failed:\n{r.stdout}\n{r.stderr}"
 
 
-PACK_ITERS = 400  # each of the two plain-20s of the pack below: long enough to kill one mid-run
+PACK_ITERS = 400  # each of the two trainings of the pack below: long enough to kill one mid-run
+PACKED = ["plain20", "resnet20"]  # the tiny preset's first pack of two: seed 0, the shallowest
 
 
 @pytest.mark.slurm
 def test_two_cifar_trainings_share_one_job_and_one_killed_resumes(cluster_run, tmp_path):
-    """`resources.cifar.per_gpu: 2`: the tiny preset's two plain-20 seeds (its first pack, the shallowest)
-    are one Slurm job with one (pretend) GPU, `resnet-repro train-pack`, each training in its own run
+    """`resources.cifar.per_gpu: 2`: the tiny preset's plain-20 and ResNet-20, seed 0 (its first pack: the
+    first seed, the shallowest) are one Slurm job with one (pretend) GPU, `resnet-repro train-pack`, each training in its own run
     directory with its own logs and lock. One trainer is SIGKILLed mid-run: the other finishes, the job
     fails, and Snakemake's retry (a second job) resumes the killed one from its checkpoint and rewrites
     the finished one's files from its final checkpoint. Both end with every iteration."""
     training = {"max_iters": PACK_ITERS, "log_every": 20, "checkpoint_every": 20, "checkpoint_minutes": 0}
-    tiny = {"resources": {"cifar": {"gpus": 1, "per_gpu": 2}}, "model_training": {"plain20": training}}
-    runs = [tmp_path / f"results/runs/tiny/plain20/seed{s}" for s in (0, 1)]
+    tiny = {"resources": {"cifar": {"gpus": 1, "per_gpu": 2}}, "model_training": dict.fromkeys(PACKED, training)}
+    runs = [tmp_path / f"results/runs/tiny/{m}/seed0" for m in PACKED]
     cmd = snakemake_on_cluster(tmp_path, [str(runs[0].relative_to(tmp_path) / "model.pt")], tiny)
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
     proc = cluster_run.start(cmd, env(RESNET_SLURM_PARTITION="debug", RESNET_SLURM_ACCOUNT="resnet"), "snakemake.out")
@@ -719,7 +720,7 @@ def test_two_cifar_trainings_share_one_job_and_one_killed_resumes(cluster_run, t
     assert not re.search(r"rule train_cifar:", out)  # no training of its own for either
     for run in runs:
         assert json.loads((run / "metrics.json").read_text())["iterations"] == PACK_ITERS
-    logs = [(tmp_path / f"logs/tiny/train/plain20-seed{s}.attempts.log").read_text() for s in (0, 1)]
+    logs = [(tmp_path / f"logs/tiny/train/{m}-seed0.attempts.log").read_text() for m in PACKED]
     assert re.search(r"resumed from \S+checkpoint\.pt at iteration (?!0\b)\d+", logs[1]), logs[1][-3000:]
     assert f"at iteration {PACK_ITERS}" in logs[0]  # finished in the first job: only its files again
     assert all(len(re.findall(r"^=== resnet-repro train: attempt \d", t, re.M)) == 2 for t in logs)

@@ -131,12 +131,13 @@ def launch_line(r, per_node):
 
 def cifar_packs(plan):
     """[[(model, seed)]]: the CIFAR trainings that share one GPU in one job, `resources.cifar.per_gpu` at a
-    time ([] at 1, the default), shallowest first, so that a pack's trainings take about as long. The packs
-    are the preset's: a target that needs one training of a pack trains the whole pack."""
+    time ([] at 1, the default): seed by seed, and within a seed shallowest first, so that a pack's
+    trainings take about as long and seeds added later (claim_seeds) leave the packs before them as they
+    were. The packs are the preset's: a target that needs one training of a pack trains the whole pack."""
     per_gpu = plan.cfg["resources"]["cifar"].get("per_gpu", 1)
     if per_gpu == 1:
         return []
-    runs = sorted((r for r in plan.all_runs() if plan.family(r[0]) == "cifar"), key=lambda r: (depth(r[0]), r))
+    runs = sorted((r for r in plan.all_runs() if plan.family(r[0]) == "cifar"), key=lambda r: (r[1], depth(r[0]), r))
     return [runs[i : i + per_gpu] for i in range(0, len(runs), per_gpu)]
 
 

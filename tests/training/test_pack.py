@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from resnet_repro.training import pack
 from resnet_repro.training.pack import STOPPED, pack_status, run_pack
@@ -232,3 +233,28 @@ def test_per_gpu_only_packs_one_gpu_cifar_trainings(bad):
         check_packing({"resources": {"cifar": {"gpus": 1, "per_gpu": 4, **bad}}})
     with pytest.raises(ReproError, match=r"resources.imagenet.per_gpu: 2"):
         check_packing({"resources": {"imagenet": {"gpus": 1, "per_gpu": 2}}})
+
+
+def test_packs_go_seed_by_seed_shallowest_first_and_later_seeds_leave_them(tmp_path):
+    """The tiny preset's CIFAR trainings, 2 to a pack: each once; seed 0's first (plain-20 and ResNet-20,
+    the shallowest); a claim seed added later changes only packs after seed 0's."""
+    from conftest import ROOT, TINY_CONFIG
+
+    from resnet_repro.plan import cifar_packs
+    from resnet_repro.preflight.estimate import load_plan
+
+    def packs(extra):
+        f = tmp_path / "extra.yaml"
+        f.write_text(yaml.safe_dump({"presets": {"tiny": extra}}))
+        return cifar_packs(load_plan([ROOT / "config.yaml", TINY_CONFIG, f], "tiny"))
+
+    cifar = {"threads": 2, "mem_mb": 2000, "runtime": 10, "gpus": 0, "per_gpu": 2}
+    before = packs({"resources": {"cifar": cifar}})
+    runs = [r for p in before for r in p]
+    assert len(runs) == len(set(runs)) and all(len(p) == 2 for p in before[:-1])
+    assert before[0] == [("plain20", 0), ("resnet20", 0)]
+    assert [r[1] for r in runs] == sorted(r[1] for r in runs)  # seed by seed
+    after = packs({"resources": {"cifar": cifar}, "claim_seeds": {"plain20": [0, 1], "resnet56": [1]}})
+    seed0 = sum(1 for p in before if all(s == 0 for _, s in p))
+    assert after[:seed0] == before[:seed0] and ("resnet56", 1) in [r for p in after for r in p]
+    assert packs({}) == []  # per_gpu 1, the default: no packs
