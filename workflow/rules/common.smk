@@ -217,6 +217,14 @@ def follow_up_resources():
     return dict(common, **{k: training[k] for k in ("nodes", "mpi", "tasks", "tasks_per_gpu", "gres")})
 
 
+def training_source(wildcards):
+    """What trained a run, as MLflow's source of its run says, its pack where it has one."""
+    run = (wildcards.model, int(wildcards.seed))
+    packed = [i for i, pack in enumerate(PACKS) if run in pack]
+    name, command = (f"train_cifar_pack{packed[0]}", "train-pack") if packed else (f"train_{PLAN.family(wildcards.model)}", "train")
+    return " ".join(["snakemake", "rule", f"{name}:", "resnet-repro", command])
+
+
 def pack_name(pack):
     return "+".join(f"{m}-seed{s}" for m, s in pack)
 

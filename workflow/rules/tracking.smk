@@ -47,7 +47,7 @@ rule track_train:
         preset=PRESET,
         uses=lambda w: ",".join(PLAN.uses(w.model, int(w.seed))),
         hash=PLAN.config_hash,
-        source=lambda w: f"snakemake rule train_{PLAN.family(w.model)}: resnet-repro train",
+        source=training_source,
     conda:
         CONDA_ENV
     shell:
