@@ -122,7 +122,7 @@ def test_profile_slurm_resolves_from_the_repository_root():
     assert args["rerun_incomplete"] is True  # the default profile too: the same command after a crash
 
 
-def dry_run(tmp_path, *targets, **site):
+def dry_run(tmp_path, *targets, configs=(), **site):
     r = subprocess.run(
         [
             str(BIN / "snakemake"),
@@ -134,6 +134,7 @@ def dry_run(tmp_path, *targets, **site):
             str(ROOT / "Snakefile"),
             "--configfile",
             str(ROOT / "config.yaml"),
+            *map(str, configs),
             "--directory",
             str(tmp_path),
         ],
@@ -207,6 +208,32 @@ def test_profile_caps_every_job_at_max_runtime(tmp_path):
     # (a tenth each at most, the training the rest)
     assert runtimes["evaluate_cifar"] == runtimes["responses"] == {30} and runtimes["train_cifar"] == {240}
     assert max(max(v) for v in runtimes.values()) == 300
+
+
+def test_profile_gives_cifar_packs_what_it_gives_a_training(tmp_path):
+    """per_gpu: 2 on the paper preset: its 14 CIFAR trainings are 7 packs (seed 0's ten, plain nets beside
+    ResNets, then ResNet-110's four other seeds), all of which Table 6's ten trainings need: 7 pack jobs (the
+    profile cannot name their rules: the workflow gives them the early warning and GPU model the profile
+    exports), each one GPU, two trainings' memory and time; no train_cifar job."""
+    packed = tmp_path / "packed.yaml"
+    packed.write_text(yaml.safe_dump({"presets": {"paper": {"resources": {"cifar": {"per_gpu": 2}}}}}))
+    out = dry_run(
+        tmp_path,
+        "results/table6.csv",
+        configs=[packed],
+        RESNET_SLURM_GPU_MODEL="a100",
+        RESNET_SLURM_WARN_SECONDS="240",
+        **SITE,
+    )
+    jobs = sections(out)
+    packs = {rule: js for rule, js in jobs.items() if rule.startswith("train_cifar_pack")}
+    assert len(packs) == 7 and "train_cifar" not in jobs
+    cifar = yaml.safe_load((ROOT / "config.yaml").read_text())["resources"]["cifar"]
+    for (threads, res), *_ in packs.values():
+        assert res["gpu"] == "1" and res["mem_mb"] == str(2 * cifar["mem_mb"]) and threads == cifar["threads"]
+        assert res["runtime"] == str(2 * cifar["runtime"])
+        assert res["slurm_extra"] == "--signal=USR1@240" and res["gpu_model"] == "a100"
+    assert out.count("resnet-repro train-pack --run ") == 7
 
 
 def test_cluster_defaults_are_used_only_when_asked_for(tmp_path):

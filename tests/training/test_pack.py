@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -258,3 +259,24 @@ def test_packs_go_seed_by_seed_shallowest_first_and_later_seeds_leave_them(tmp_p
     seed0 = sum(1 for p in before if all(s == 0 for _, s in p))
     assert after[:seed0] == before[:seed0] and ("resnet56", 1) in [r for p in after for r in p]
     assert packs({}) == []  # per_gpu 1, the default: no packs
+
+
+def test_an_mps_daemon_that_does_not_start(tmp_path, monkeypatch):
+    """nvidia-cuda-mps-control present but failing (the driver's tools on a node without a GPU): --mps auto
+    goes on with plain processes, its directories removed; --mps on stops with one line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / pack.MPS_CONTROL
+    tool.write_text("#!/bin/sh\necho 'no CUDA-capable device' >&2\nexit 1\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where mkdtemp makes the daemon's directory
+    (tmp_path / "tmp").mkdir()
+    said = []
+    with pack.mps_daemon("auto", said.append) as env:
+        assert env == {}
+        assert not list((tmp_path / "tmp").iterdir())  # its directories removed at once
+    assert "did not start" in said[-1] and "no CUDA-capable device" in said[-1]
+    with pytest.raises(pack.ReproError, match="--mps on: the MPS daemon did not start"):
+        with pack.mps_daemon("on", said.append):
+            pass

@@ -260,7 +260,7 @@ def pack_resources(pack):
         t = r["runtime"] * n * attempt
         return min(t, MAX_RUNTIME) if MAX_RUNTIME else t
 
-    extra = {"slurm_extra": f"'--signal=USR1@{SLURM_WARN_SECONDS}'"} if SLURM_WARN_SECONDS else {}
+    extra = {"slurm_extra": f"--signal=USR1@{SLURM_WARN_SECONDS}"} if SLURM_WARN_SECONDS else {}
     if SLURM_GPU_MODEL:
         extra["gpu_model"] = SLURM_GPU_MODEL
     return dict(gpu=r["gpus"], mem_mb=r["mem_mb"] * n, runtime=minutes, attempt=attempt, **extra)

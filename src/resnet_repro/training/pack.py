@@ -47,8 +47,16 @@ def mps_daemon(mode, log):
     for d in env.values():
         os.mkdir(d)
     daemon_env = {**os.environ, **env}
+    started = subprocess.run([binary, "-d"], env=daemon_env, capture_output=True, text=True, timeout=60)
+    if started.returncode != 0:  # e.g. the driver's tools on a node without a GPU
+        shutil.rmtree(root, ignore_errors=True)
+        why = f"{binary} -d: status {started.returncode} {started.stderr.strip()[-300:]}"
+        if mode == "on":
+            raise ReproError(f"--mps on: the MPS daemon did not start ({why})")
+        log(f"the MPS daemon did not start ({why}): plain processes")
+        yield {}
+        return
     try:
-        subprocess.run([binary, "-d"], env=daemon_env, check=True, timeout=60)
         log(f"MPS daemon started ({binary} -d), pipe and log in {root}")
         yield env
     finally:
