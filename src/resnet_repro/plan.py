@@ -141,6 +141,16 @@ def cifar_packs(plan):
     return [runs[i : i + per_gpu] for i in range(0, len(runs), per_gpu)]
 
 
+def evaluations(plan):
+    """{(model, seed): {view, ...}}: what the preset evaluates of each run, once however many tables show it
+    (None: its layer responses)."""
+    out = {}
+    for runs, view in plan.shown().values():
+        for r in runs:
+            out.setdefault(r, set()).add(view)
+    return out
+
+
 def check_packing(cfg):
     """per_gpu > 1 packs one-GPU CIFAR trainings: refused elsewhere, before any job starts."""
     for family, r in cfg["resources"].items():
@@ -234,10 +244,6 @@ class Plan:
             out["claims-responses"] = (responses, None)
         return out
 
-    def evaluated(self, model, seed):
-        """Whether a table or the claims evaluate a run (its cluster job then does: slurm/config.yaml)."""
-        return any((model, int(seed)) in runs for runs, view in self.shown().values() if view)
-
     def seed_groups(self):
         """{model: seeds} of the models a table reports, or the claims read, over several seeds
         (ResNet-110's five runs): MLflow groups them under a parent run with best / mean / std."""
@@ -297,8 +303,11 @@ class Plan:
         training's CPUs and memory per GPU, not the whole training's."""
         r = self.resources(model)
         share = max(1, r["gpus"])
-        return {"threads": max(1, r["threads"] // share), "mem_mb": max(1000, r["mem_mb"] // share),
-                "gpus": min(1, r["gpus"])}  # fmt: skip
+        return {
+            "threads": max(1, r["threads"] // share),
+            "mem_mb": max(1000, r["mem_mb"] // share),
+            "gpus": min(1, r["gpus"]),
+        }
 
     def launcher(self, model):
         """torchrun (and srun on several nodes) in front of a training of `model` (launch_line)."""

@@ -7,7 +7,7 @@ import signal
 import sys
 
 from resnet_repro.paper.catalogue import ARTIFACT, ARTIFACTS, CATALOGUE, CLAIM_VIEW, ENSEMBLE, FIGURES, TABLES
-from resnet_repro.plan import DIGITS_IMAGEFOLDER, Plan, cifar_packs
+from resnet_repro.plan import DIGITS_IMAGEFOLDER, Plan, cifar_packs, evaluations
 from resnet_repro.errors import ReproError
 from resnet_repro.rundir import HISTORY, METRICS, MLFLOW, MODEL, RESPONSES, eval_dir, run_path, view_metrics, view_scores
 
@@ -47,8 +47,11 @@ CONDA_ENV = "../envs/resnet-repro.yaml"
 
 PRESET = PLAN.preset
 PACKS = cifar_packs(PLAN)  # CIFAR trainings sharing a GPU (resources.cifar.per_gpu > 1); none by default
+EVALUATED = {r for r, views in evaluations(PLAN).items() if views - {None}}  # runs a table or the claims evaluate
 RUN = run_path(PRESET, "{model}", "{seed}")
 LOGS = f"logs/{PRESET}"
+TRAIN_LOG = f"{LOGS}/train/{{model}}-seed{{seed}}.log"  # a training's log: its attempt's, and of all its attempts
+TRAIN_ATTEMPTS_LOG = f"{LOGS}/train/{{model}}-seed{{seed}}.attempts.log"
 MLFLOW_STAMP = f"results/mlflow/{PRESET}.json"
 MLFLOW_DIR = f"results/mlflow/{PRESET}"  # stamps: what is in MLflow (figures, tables, report, seed groups)
 
@@ -181,7 +184,7 @@ def evaluation_first(wildcards):
     training's cluster job they then run one after the other on its one GPU (Snakemake adds up the
     resources of a group's jobs that could run side by side). `ancient`: an evaluation made again does
     not make the responses stale."""
-    if not PLAN.evaluated(wildcards.model, wildcards.seed):
+    if (wildcards.model, int(wildcards.seed)) not in EVALUATED:
         return []
     return [ancient(f"{PLAN.run_dir(wildcards.model, wildcards.seed)}/{view_metrics(CLAIM_VIEW['cifar'])}")]
 
@@ -237,14 +240,14 @@ def pack_outputs(pack):
 
 def pack_logs(pack):
     """The pack's own log, then each training's (the same as train_cifar's)."""
-    return [f"{LOGS}/train/{pack_name(pack)}.log"] + [f"{LOGS}/train/{m}-seed{s}.log" for m, s in pack]
+    return [f"{LOGS}/train/{pack_name(pack)}.log"] + [TRAIN_LOG.format(model=m, seed=s) for m, s in pack]
 
 
 def pack_runs(pack):
     """`--run OUT OVERRIDES ATTEMPTS_LOG LOG` for each training of a pack (`resnet-repro train-pack`)."""
     return " ".join(
         f"--run {PLAN.run_dir(m, s)} {shlex.quote(json.dumps(PLAN.train_overrides(m, s)))} "
-        f"{LOGS}/train/{m}-seed{s}.attempts.log {LOGS}/train/{m}-seed{s}.log"
+        f"{TRAIN_ATTEMPTS_LOG.format(model=m, seed=s)} {TRAIN_LOG.format(model=m, seed=s)}"
         for m, s in pack
     )
 

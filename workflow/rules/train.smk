@@ -15,7 +15,7 @@ rule train_cifar:
         history=f"{RUN}/{HISTORY}",
         metrics=f"{RUN}/{METRICS}",
     log:
-        f"{LOGS}/train/{{model}}-seed{{seed}}.log",
+        TRAIN_LOG,
     benchmark:
         f"{LOGS}/benchmarks/train/{{model}}-seed{{seed}}.tsv"
     wildcard_constraints:
@@ -28,7 +28,7 @@ rule train_cifar:
         uri=PLAN.tracking_uri,  # an http(s) server: the training logs its run live
         experiment=PLAN.mlflow_experiment,
         threads=lambda w: PLAN.threads_per_process(w.model),
-        attempts_log=f"{LOGS}/train/{{model}}-seed{{seed}}.attempts.log",
+        attempts_log=TRAIN_ATTEMPTS_LOG,
     threads: node_threads
     retries: TRAIN_RETRIES
     resources:

@@ -15,6 +15,7 @@ import math
 import os
 
 from resnet_repro.paper.catalogue import CATALOGUE
+from resnet_repro.plan import evaluations
 
 TEST_IMAGES = {"cifar10": 10_000, "imagenet": 50_000, "digits": 450}  # test / validation sets
 FORWARD_SHARE = 1 / 3
@@ -40,16 +41,6 @@ def eval_hours(plan, row, views):
     return images * passes * FORWARD_SHARE / row["ips"] / 3600
 
 
-def evaluations(plan):
-    """{(model, seed): {view, ...}}: what the preset evaluates of each run, once however many tables show it
-    (None: its layer responses)."""
-    out = {}
-    for runs, view in plan.shown().values():
-        for r in runs:
-            out.setdefault(r, set()).add(view)
-    return out
-
-
 def run_costs(plan, per_model, rates):
     """{(model, seed): {"train", "wall_1gpu", "wall_8gpu", "eval", "overhead"}} of each run of the preset:
     its training's GPU-hours as the config runs it (packed CIFAR trainings each a share of a GPU, several
@@ -68,12 +59,13 @@ def run_costs(plan, per_model, rates):
         alone = row["images"] / row["runs"] / row["ips"] / 3600
         gpus = max(1, plan.resources(model).get("gpus", 1))
         packed = plan.family(model) == "cifar" and per_gpu > 1
+        beside = alone * per_gpu / gain  # a packed training's wall-clock, beside the others of its pack
         train = alone / gain if packed else alone / (eff if gpus > 1 else 1)
-        wall = (alone * per_gpu / gain) if packed else train / gpus
+        wall = beside if packed else train / gpus
         attempts = max(1, math.ceil(wall * 60 / int(max_runtime))) if max_runtime else 1
         out[(model, seed)] = {
             "train": train,
-            "wall_1gpu": alone * per_gpu / gain if packed else alone,
+            "wall_1gpu": beside if packed else alone,
             "wall_8gpu": alone / eff / DDP_GPUS,
             "eval": eval_hours(plan, row, evaluated.get((model, seed), ())),
             "overhead": attempts * attempt_s * gpus / (per_gpu if packed else 1) / 3600,
